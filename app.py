@@ -1,0 +1,55 @@
+"""Preference Playground: compare SFT, reference and DPO policy side by side, vote, train, evaluate.
+
+Run `python app.py --help` for every flag; `make run` sets up and starts it with the defaults.
+"""
+
+import argparse
+import sys
+import time
+
+from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description="Serve the Preference Playground (Gradio) on http://HOST:PORT. Everything runs in "
+        "this process: generation, scoring, votes and DPO updates.",
+        formatter_class=HelpFormatter,
+    )
+    add_model_args(parser)
+    s = parser.add_argument_group("serving")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the app to your network")
+    s.add_argument("--port", type=int, default=7860, help="port to listen on")
+    s.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
+    p = parser.add_argument_group("scores")
+    p.add_argument("--beta", type=float, default=0.1, help="β in the implicit reward β·log(π/π_ref) (> 0)")
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"--port {args.port}: expected 1..65535")
+    if not args.beta > 0:
+        parser.error(f"--beta {args.beta}: must be > 0")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    prepare_environment(args)
+    if args.host not in ("127.0.0.1", "localhost") or args.share:
+        print(f"warning: serving beyond this machine (--host {args.host}{' --share' if args.share else ''}); "
+              "anyone who can reach it can use the models", file=sys.stderr)
+    from playground.app_state import build_state
+    from playground.home import data_dir
+    from ui.app import build_demo
+
+    home = data_dir()
+    started = time.perf_counter()
+    state = build_state(models_config(args, home), home, beta=args.beta)
+    print(f"models ready in {time.perf_counter() - started:.1f} s on {state.models.device} "
+          f"({str(state.models.dtype).removeprefix('torch.')}); data in {home}", file=sys.stderr)
+    demo = build_demo(state)
+    demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    run_cli(main)

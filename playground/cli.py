@@ -1,0 +1,69 @@
+"""Flags shared by every entry point (app, score, train): which models fill the roles, and where.
+
+Kept free of torch imports so `--help` answers instantly and hub access is decided before
+transformers is imported.
+"""
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from playground.errors import PlaygroundError
+from playground.sources import set_hub_access, use_hub
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default in (None, False) or "default:" in help_text:
+            return help_text
+        return super()._get_help_string(action) or help_text
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("models (default: the packaged SmolLM2-135M-Instruct in every role)")
+    g.add_argument("--sft", metavar="M", help="SFT model π_SFT: HF model folder, .gguf file or hub id "
+                   "(default: packaged SmolLM2-135M-Instruct)")
+    g.add_argument("--ref", metavar="M", help="reference π_ref (default: the SFT model, frozen; "
+                   "same weights with the policy adapter disabled)")
+    g.add_argument("--policy", metavar="M", help="policy π_θ: a LoRA adapter folder for the SFT model, or a "
+                   "full model (default: SFT + a fresh LoRA adapter, equal to SFT until trained)")
+    g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    g.add_argument("--dtype", default="auto", help="auto (bfloat16 on cuda, float32 elsewhere), float32, "
+                   "bfloat16 or float16")
+
+
+def prepare_environment(args: argparse.Namespace) -> None:
+    """Switch the hub off unless a flag names a hub id; must run before transformers is imported."""
+    specs = [args.sft, args.ref, args.policy]
+    set_hub_access(use_hub(specs, ["sft", "ref", "policy"]))
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+
+def models_config(args: argparse.Namespace, data_dir: Path):  # -> ModelsConfig (lazy import keeps --help fast)
+    from playground.models import ModelsConfig
+
+    return ModelsConfig(sft=args.sft, reference=args.ref, policy=args.policy, device=args.device,
+                        dtype=args.dtype, models_dir=data_dir / "models")
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def run_cli(main: Callable[[], int | None]) -> NoReturn:
+    """Run an entry point: a `PlaygroundError` becomes one `error: …` line and exit code 1."""
+    try:
+        code = main()
+    except PlaygroundError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(code or 0)

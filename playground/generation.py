@@ -1,0 +1,173 @@
+"""Chat generation for k response slots: slots on the same base run as one batched `generate`.
+
+With the default roles every slot is the one PeftModel, so SFT, reference and policy rows share a
+batch through peft's mixed-adapter batches (`adapter_names`, `"__base__"` meaning no adapter).
+Tokens stream back per step for the whole batch through a small `BaseStreamer` (transformers'
+own streamers accept batch size 1 only).
+"""
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from peft import PeftModel
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from playground.encoding import Message
+from playground.errors import PlaygroundError
+from playground.models import Models, Role
+
+MAX_NEW_TOKENS_LIMIT = 2048
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 0.9
+    top_k: int = 50  # 0 disables top-k
+    max_new_tokens: int = 128
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    def validate(self) -> "GenerationSettings":
+        checks = [
+            (0 <= self.temperature <= 5, "temperature must be between 0 and 5"),
+            (0 < self.top_p <= 1, "top-p must be in (0, 1]"),
+            (0 <= self.top_k <= 10_000, "top-k must be between 0 and 10000"),
+            (1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT, f"max new tokens must be 1..{MAX_NEW_TOKENS_LIMIT}"),
+            (0.5 <= self.repetition_penalty <= 5, "repetition penalty must be between 0.5 and 5"),
+            (0 <= self.seed < 2**63, "seed must be a non-negative integer"),
+        ]
+        problems = [msg for ok, msg in checks if not ok]
+        if problems:
+            raise PlaygroundError("; ".join(problems))
+        return self
+
+    def generate_kwargs(self) -> dict:
+        sampling = self.temperature > 0
+        kwargs: dict = {"max_new_tokens": self.max_new_tokens, "do_sample": sampling,
+                        "repetition_penalty": self.repetition_penalty}
+        if sampling:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        else:  # silence the model's default sampling parameters under greedy decoding
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+
+class _BatchStreamer(BaseStreamer):
+    """Receives each step's token column (B,) and forwards it; the first put is the prompt."""
+
+    def __init__(self) -> None:
+        self.steps: queue.Queue[torch.Tensor | None] = queue.Queue()
+        self._seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        self.steps.put(value.reshape(-1).cpu())
+
+    def end(self) -> None:
+        self.steps.put(None)
+
+
+class _StopOnEvent(StoppingCriteria):
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def prompt_ids(models: Models, messages: Sequence[Message]) -> torch.Tensor:
+    out = models.tokenizer.apply_chat_template(
+        list(messages), tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
+    return out["input_ids"]  # (1, T)
+
+
+def group_slots(slots: Sequence[Role]) -> list[list[int]]:
+    """Slot indices grouped by the module they run on, in first-seen order."""
+    groups: dict[int, list[int]] = {}
+    for i, role in enumerate(slots):
+        groups.setdefault(id(role.model), []).append(i)
+    return list(groups.values())
+
+
+def stream_generate(
+    models: Models,
+    slots: Sequence[Role],
+    messages: Sequence[Message],
+    settings: GenerationSettings,
+    stop: threading.Event | None = None,
+) -> Iterator[list[str]]:
+    """Yield the texts of all slots after every decoding step; the last yield is final.
+
+    Each group of slots sharing a module is one batched `generate`, seeded with `settings.seed`.
+    `stop` ends generation early (the texts so far are kept).
+    """
+    settings.validate()
+    stop = stop or threading.Event()
+    tokenizer = models.tokenizer
+    eos_ids = set(_eos_ids(models))
+    tokens: list[list[int]] = [[] for _ in slots]
+    ids = prompt_ids(models, messages).to(models.device)
+    for group in group_slots(slots):
+        if stop.is_set():
+            break
+        model = slots[group[0]].model
+        kwargs = settings.generate_kwargs()
+        if isinstance(model, PeftModel):
+            kwargs["adapter_names"] = [slots[i].adapter or "__base__" for i in group]
+        streamer = _BatchStreamer()
+        errors: list[BaseException] = []
+        batch = ids.expand(len(group), -1)
+        worker = threading.Thread(
+            target=_run_generate, args=(models, model, batch, kwargs, settings.seed, streamer, stop, errors), daemon=True
+        )
+        worker.start()
+        done = [False] * len(group)
+        while (column := streamer.steps.get()) is not None:
+            for j, token in enumerate(column.tolist()):
+                if done[j]:
+                    continue
+                if token in eos_ids:
+                    done[j] = True
+                    continue
+                tokens[group[j]].append(token)
+            yield [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+        worker.join()
+        if errors:
+            raise PlaygroundError(f"generation failed: {type(errors[0]).__name__}: {errors[0]}")
+    yield [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+
+
+def _run_generate(models: Models, model: torch.nn.Module, batch: torch.Tensor, kwargs: dict, seed: int,
+                  streamer: _BatchStreamer, stop: threading.Event, errors: list[BaseException]) -> None:
+    """Worker thread body: one batched `generate`; an exception is handed back through `errors`."""
+    try:
+        with models.lock, torch.inference_mode():
+            torch.manual_seed(seed)
+            model.generate(
+                input_ids=batch, attention_mask=torch.ones_like(batch), pad_token_id=models.tokenizer.pad_token_id,
+                streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]), **kwargs,
+            )
+    except BaseException as exc:  # re-raised in the caller's thread
+        errors.append(exc)
+        streamer.end()
+
+
+def generate(models: Models, slots: Sequence[Role], messages: Sequence[Message],
+             settings: GenerationSettings) -> list[str]:
+    """The final texts of `stream_generate`."""
+    *_, final = stream_generate(models, slots, messages, settings)
+    return final
+
+
+def _eos_ids(models: Models) -> list[int]:
+    eos = models.policy.model.generation_config.eos_token_id
+    ids = eos if isinstance(eos, list) else [eos]
+    return [i for i in [*ids, models.tokenizer.eos_token_id] if i is not None]

@@ -1,0 +1,206 @@
+"""The three model roles: SFT π_SFT, reference π_ref and policy π_θ.
+
+Default: one copy of the SFT weights in memory. The policy is that model with a LoRA adapter
+(peft); the SFT model and the reference are the same weights with the adapter disabled. A role
+given by flag that differs from this (`--ref` or a full-model `--policy`) is loaded on its own.
+"""
+
+import contextlib
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from playground.devices import resolve_device, resolve_dtype
+from playground.errors import PlaygroundError
+from playground.gguf_convert import convert_gguf, converted_dir, ensure_default_model
+from playground.sources import Kind, Source, classify
+
+log = logging.getLogger(__name__)
+
+POLICY_ADAPTER = "default"  # peft's own default name; the adapter that training updates
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def peft_config(self) -> LoraConfig:
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.targets),
+            task_type="CAUSAL_LM",
+        )
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Which models fill the roles. `None` means the default for that role."""
+
+    sft: str | None = None  # None: the packaged SmolLM2-135M-Instruct
+    reference: str | None = None  # None: the SFT model, frozen
+    policy: str | None = None  # None: SFT + a fresh LoRA adapter; or an adapter folder, or a full model
+    device: str = "auto"
+    dtype: str = "auto"
+    models_dir: Path = field(default_factory=lambda: Path("models"))
+    lora: LoraSettings = LoraSettings()
+
+
+@dataclass(frozen=True)
+class Role:
+    """One role's view of a model: which module to call and whether its adapter is on."""
+
+    name: str
+    model: torch.nn.Module
+    adapter: str | None  # active peft adapter; None on a PeftModel means adapters disabled
+    source: str  # where it came from, for people
+    ident: str  # stable identity of the weights, for caches (changes when the weights change)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[torch.nn.Module]:
+        """The module to call for this role. Serialise callers that share a PeftModel: toggling
+        its adapter is a mutation of shared state."""
+        if isinstance(self.model, PeftModel):
+            if self.adapter is None:
+                with self.model.disable_adapter():
+                    yield self.model
+                return
+            self.model.set_adapter(self.adapter)
+        yield self.model
+
+
+@dataclass
+class Models:
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    dtype: torch.dtype
+    sft: Role
+    reference: Role
+    policy: Role
+    # Held around every use of the models: roles share one PeftModel whose adapter state is toggled
+    # per call, and training publishes new adapter weights under it.
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def roles(self) -> dict[str, Role]:
+        return {"sft": self.sft, "reference": self.reference, "policy": self.policy}
+
+    @property
+    def shares_base(self) -> bool:
+        """True when policy and reference are one PeftModel (batched mixed-adapter generation works)."""
+        return self.policy.model is self.reference.model
+
+
+def _weights_fingerprint(folder: Path) -> str:
+    """Cheap identity for a model folder: config plus each weight file's name, size and mtime."""
+    digest = hashlib.sha256(str(folder).encode())
+    for f in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")):
+        st = f.stat()
+        digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _model_folder(source: Source, cfg: ModelsConfig) -> str:
+    """A loadable location for a full model: a folder (GGUF converted on first use) or a hub id."""
+    if source.kind is Kind.DEFAULT:
+        return str(ensure_default_model(cfg.models_dir))
+    if source.kind is Kind.GGUF:
+        return str(convert_gguf(source.path, converted_dir(source.path, cfg.models_dir)))
+    return source.location
+
+
+def _load_tokenizer(location: str, role: str) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except Exception as exc:
+        raise PlaygroundError(f"--{role} {location}: cannot load a tokenizer ({type(exc).__name__}: {exc})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(location: str, role: str, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
+    """A frozen causal LM in eval mode on `device`; errors name the flag and the location."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
+    except OSError as exc:
+        hint = " (the hub is off: HF_HUB_OFFLINE=1)" if "/" in location and not Path(location).exists() else ""
+        raise PlaygroundError(f"--{role} {location}: not a loadable model{hint}: {exc}") from None
+    except Exception as exc:
+        raise PlaygroundError(f"--{role} {location}: not a loadable model ({type(exc).__name__}: {exc})") from None
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _ident(location: str) -> str:
+    path = Path(location)
+    return f"{location}@{_weights_fingerprint(path)}" if path.is_dir() else location
+
+
+def attach_adapter(base: PreTrainedModel, adapter_dir: Path | None, lora: LoraSettings) -> PeftModel:
+    """Wrap `base` with the policy adapter: loaded from `adapter_dir`, or fresh (LoRA's B = 0, so
+    the fresh policy computes exactly what the base does)."""
+    if adapter_dir is None:
+        model = get_peft_model(base, lora.peft_config(), adapter_name=POLICY_ADAPTER)
+    else:
+        try:
+            model = PeftModel.from_pretrained(base, str(adapter_dir), adapter_name=POLICY_ADAPTER)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0][:300]
+            raise PlaygroundError(
+                f"--policy {adapter_dir}: this LoRA adapter does not fit the SFT model ({first})"
+            ) from None
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_models(cfg: ModelsConfig) -> Models:
+    """Load every role. Validates all flags before loading anything heavy."""
+    sft_src = classify(cfg.sft, "sft")
+    ref_src = classify(cfg.reference, "ref")
+    pol_src = classify(cfg.policy, "policy")
+    for src, role in ((sft_src, "sft"), (ref_src, "ref")):
+        if src.kind is Kind.ADAPTER:
+            raise PlaygroundError(
+                f"--{role} {src.location}: a LoRA adapter folder; only --policy takes an adapter"
+            )
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+
+    sft_location = _model_folder(sft_src, cfg)
+    tokenizer = _load_tokenizer(sft_location, "sft")
+    base = load_causal_lm(sft_location, "sft", device, dtype)
+    base_ident = _ident(sft_location)
+
+    if pol_src.kind in (Kind.DEFAULT, Kind.ADAPTER):
+        adapter_dir = pol_src.path if pol_src.kind is Kind.ADAPTER else None
+        peft_model = attach_adapter(base, adapter_dir, cfg.lora)
+        sft = Role("sft", peft_model, None, sft_location, base_ident)
+        policy_source = str(adapter_dir) if adapter_dir else f"{sft_location} + fresh LoRA"
+        policy = Role("policy", peft_model, POLICY_ADAPTER, policy_source, f"{base_ident}+adapter")
+    else:
+        sft = Role("sft", base, None, sft_location, base_ident)
+        pol_location = _model_folder(pol_src, cfg)
+        policy = Role("policy", load_causal_lm(pol_location, "policy", device, dtype), None,
+                      pol_location, _ident(pol_location))
+
+    if ref_src.kind is Kind.DEFAULT:
+        reference = Role("reference", sft.model, None, sft.source, sft.ident)
+    else:
+        ref_location = _model_folder(ref_src, cfg)
+        reference = Role("reference", load_causal_lm(ref_location, "ref", device, dtype), None,
+                         ref_location, _ident(ref_location))
+    return Models(tokenizer, device, dtype, sft, reference, policy)

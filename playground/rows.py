@@ -1,0 +1,175 @@
+"""Preference rows as TRL reads them, read from JSONL/Parquet/CSV and validated line by line.
+
+A row is `{"prompt", "chosen", "rejected"}`: three strings (standard), or a message list for the
+prompt and message lists for the completions (conversational). Implicit-prompt rows hold whole
+conversations in `chosen`/`rejected` and no `prompt`; the prompt is their common leading messages.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playground.encoding import Text
+from playground.errors import PlaygroundError
+
+ROLES = ("system", "user", "assistant", "tool")
+FORMATS = (".jsonl", ".json", ".parquet", ".csv")
+
+
+class RowError(PlaygroundError):
+    """A bad row, with the 1-based line (JSONL, CSV data row) or row number (Parquet)."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(f"line {line}: {problem}")
+        self.line = line
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    prompt: Text
+    chosen: Text
+    rejected: Text
+    extra: dict[str, Any] = field(default_factory=dict)  # every other input field, kept as given
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.prompt, list)
+
+    def as_trl(self) -> dict[str, Any]:
+        return {**self.extra, "prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+
+
+def read_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed record) for each row of a JSONL, Parquet or CSV file. A JSONL line that
+    is not JSON comes as a `RowError` in the record's place, so a caller can go on past it."""
+    if not path.is_file():
+        raise PlaygroundError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8", errors="strict") as f:
+            try:
+                for line_no, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        record = RowError(line_no, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                    yield line_no, record
+            except UnicodeDecodeError:
+                raise PlaygroundError(f"{path}: not UTF-8 text") from None
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:
+            raise PlaygroundError(f"{path}: not a readable Parquet file ({exc})") from None
+        for i, rec in enumerate(table.to_pylist(), start=1):
+            yield i, rec
+    elif suffix == ".csv":
+        import csv
+
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            # Line numbers count the header as line 1, as an editor shows them.
+            for rec in reader:
+                yield reader.line_num, {k: _maybe_json(v) for k, v in rec.items() if k is not None}
+    else:
+        raise PlaygroundError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _maybe_json(value: str | None) -> Any:
+    """CSV cells holding message lists are JSON text."""
+    if value is not None and value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _check_messages(value: Any, name: str, line: int) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise RowError(line, f"{name} must be a non-empty list of {{role, content}} messages")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise RowError(line, f"{name}[{i}] must be an object with string 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise RowError(line, f"{name}[{i}] has role {m['role']!r}; expected one of {', '.join(ROLES)}")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _split_implicit(chosen: list, rejected: list, line: int) -> tuple[list, list, list]:
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    if n == 0:
+        raise RowError(line, "no 'prompt', and chosen/rejected share no leading messages to take it from")
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def parse_row(record: Any, line: int) -> PreferenceRow:
+    """Validate one record into a `PreferenceRow`, or raise `RowError` saying what is wrong."""
+    if not isinstance(record, dict):
+        raise RowError(line, f"expected a JSON object, got {type(record).__name__}")
+    for key in ("chosen", "rejected"):
+        if key not in record or record[key] is None:
+            raise RowError(line, f"missing {key!r}")
+    prompt, chosen, rejected = record.get("prompt"), record["chosen"], record["rejected"]
+    extra = {k: v for k, v in record.items() if k not in ("prompt", "chosen", "rejected")}
+    if prompt is None:
+        chosen = _check_messages(chosen, "chosen", line)
+        rejected = _check_messages(rejected, "rejected", line)
+        prompt, chosen, rejected = _split_implicit(chosen, rejected, line)
+    elif isinstance(prompt, str):
+        for key, value in (("chosen", chosen), ("rejected", rejected)):
+            if not isinstance(value, str):
+                raise RowError(line, f"prompt is a string, so {key!r} must be a string too, got {type(value).__name__}")
+    else:
+        prompt = _check_messages(prompt, "prompt", line)
+        chosen = _check_messages(chosen, "chosen", line)
+        rejected = _check_messages(rejected, "rejected", line)
+    for key, value in (("chosen", chosen), ("rejected", rejected)):
+        text = value if isinstance(value, str) else "".join(m["content"] for m in value)
+        if not text.strip():
+            raise RowError(line, f"{key!r} is empty")
+    if isinstance(prompt, str) and not prompt.strip():
+        raise RowError(line, "'prompt' is empty")
+    return PreferenceRow(prompt, chosen, rejected, extra)
+
+
+@dataclass(frozen=True)
+class LoadedPairs:
+    rows: list[PreferenceRow]
+    lines: list[int]  # source line of each row
+    skipped: list[RowError]
+
+
+def load_pairs(path: Path, skip_invalid: bool = False, max_errors: int = 20) -> LoadedPairs:
+    """Read and validate every row. Without `skip_invalid`, any bad row fails the whole file with
+    up to `max_errors` line-numbered problems listed (all or nothing)."""
+    rows: list[PreferenceRow] = []
+    lines: list[int] = []
+    errors: list[RowError] = []
+    for line, record in read_records(path):
+        try:
+            if isinstance(record, RowError):
+                raise record
+            rows.append(parse_row(record, line))
+            lines.append(line)
+        except RowError as exc:
+            errors.append(exc)
+    if errors and not skip_invalid:
+        shown = "\n  ".join(str(e) for e in errors[:max_errors])
+        more = f"\n  … and {len(errors) - max_errors} more" if len(errors) > max_errors else ""
+        raise PlaygroundError(f"{path}: {len(errors)} invalid row(s), nothing was read:\n  {shown}{more}")
+    if not rows and not errors:
+        raise PlaygroundError(f"{path}: no rows")
+    return LoadedPairs(rows, lines, errors)
+

@@ -1,0 +1,224 @@
+"""Per-sequence log-probs under the policy and the reference, and the scores built on them.
+
+Rows are scored in padded batches (right padding, sorted by length so a batch pads little). Only
+completion positions go through the vocabulary projection: for a 49k vocabulary that projection
+dominates the cost, and prompt positions' logits are never used. Reference log-probs are cached
+by (reference identity, prompt, completion), so re-scoring the same pairs under a new policy costs
+one policy pass.
+"""
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from peft import PeftModel
+
+from playground.encoding import Encoded, Text, encode
+from playground.models import Models, Role
+from playground.objectives import dpo_loss, implicit_reward, preference_probability, sequence_kl_estimate
+
+Progress = Callable[[int], None]  # called with the number of rows just finished
+
+
+@dataclass(frozen=True)
+class ResponseScore:
+    """Everything shown under one response. Log-probs are natural-log sums over completion tokens."""
+
+    logp_policy: float
+    logp_ref: float
+    log_ratio: float  # log π_θ(y|x) − log π_ref(y|x)
+    reward: float  # β · log_ratio
+    kl_estimate: float  # Σ_t log-ratio: a KL(π_θ‖π_ref) estimate when y was sampled from π_θ at T=1
+    n_tokens: int
+    mean_logp_policy: float
+    token_log_ratios: tuple[float, ...]
+    token_logps_policy: tuple[float, ...]
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class PairScore:
+    chosen: ResponseScore
+    rejected: ResponseScore
+    reward_margin: float  # r_chosen − r_rejected
+    p_chosen: float  # σ(margin): Bradley–Terry probability that chosen is preferred
+    dpo_loss: float
+
+
+def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(decoder returning hidden states, LM head), or None where the head is not a plain linear map
+    of the last hidden state (logit soft-capping or scaling), which then takes the full forward."""
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    cfg = inner.config
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    head = inner.get_output_embeddings()
+    decoder = getattr(inner, inner.base_model_prefix, None)
+    if head is None or decoder is None or decoder is inner:
+        return None
+    return decoder, head
+
+
+def completion_token_logps(
+    model: torch.nn.Module, rows: Sequence[Encoded], pad_id: int, device: torch.device
+) -> list[torch.Tensor]:
+    """One padded forward over `rows`; per row, the log-prob of each completion token (float32,
+    on `device`, kept in the autograd graph if grad is enabled, so training reuses this)."""
+    lengths = [len(r.input_ids) for r in rows]
+    width = max(lengths)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    target_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # position t predicts token t+1
+    for i, r in enumerate(rows):
+        ids[i, : lengths[i]] = torch.tensor(r.input_ids)
+        attn[i, : lengths[i]] = 1
+        target_mask[i, len(r.prompt_ids) - 1 : lengths[i] - 1] = True
+    ids, attn, target_mask = ids.to(device), attn.to(device), target_mask.to(device)
+    targets = ids[:, 1:][target_mask[:, :-1]]  # (N,) the completion tokens, row-major
+
+    split = _split_model(model)
+    if split is not None:
+        decoder, head = split
+        hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state  # (B, T, H)
+        logits = head(hidden[target_mask]).float()  # (N, V): completion positions only
+    else:
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[target_mask].float()
+    token_logps = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)  # (N,)
+    counts = [len(r.completion_ids) for r in rows]
+    return list(torch.split(token_logps, counts))
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory peaks at once)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class Scorer:
+    """Scores completions under the policy and reference of `models`.
+
+    One instance per app/CLI run; it owns the reference log-prob cache.
+    """
+
+    def __init__(self, models: Models, batch_size: int = 8, max_length: int | None = None,
+                 cache_size: int = 100_000) -> None:
+        self.models = models
+        self.batch_size = batch_size
+        context = getattr(models.policy.model.config, "max_position_embeddings", None)
+        self.max_length = max_length or context
+        self._ref_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+
+    def encode(self, prompt: Text, completions: Sequence[Text]) -> list[Encoded]:
+        return encode(self.models.tokenizer, prompt, completions, self.max_length)
+
+    def token_logps(self, role: Role, rows: Sequence[Encoded], progress: Progress | None = None
+                    ) -> list[torch.Tensor]:
+        """Per-token completion log-probs of each row under `role`, batched; CPU float32 tensors."""
+        out: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+        pad_id = self.models.tokenizer.pad_token_id
+        with torch.inference_mode(), role.active() as model:
+            for batch in length_sorted_batches([len(r.input_ids) for r in rows], self.batch_size):
+                logps = completion_token_logps(model, [rows[i] for i in batch], pad_id, self.models.device)
+                for i, lp in zip(batch, logps, strict=True):
+                    out[i] = lp.cpu()
+                if progress:
+                    progress(len(batch))
+        return out
+
+    def reference_token_logps(self, keys: Sequence[str], rows: Sequence[Encoded],
+                              progress: Progress | None = None) -> list[torch.Tensor]:
+        """`token_logps` under the reference, served from the cache where the key was seen."""
+        ref = self.models.reference
+        full_keys = [f"{ref.ident}\x00{k}" for k in keys]
+        missing = [i for i, k in enumerate(full_keys) if k not in self._ref_cache]
+        if missing:
+            fresh = self.token_logps(ref, [rows[i] for i in missing], progress)
+            for i, lp in zip(missing, fresh, strict=True):
+                self._ref_cache[full_keys[i]] = lp
+        if progress and len(missing) < len(rows):
+            progress(len(rows) - len(missing))
+        out = []
+        for k in full_keys:
+            self._ref_cache.move_to_end(k)
+            out.append(self._ref_cache[k])
+        while len(self._ref_cache) > self._cache_size:
+            self._ref_cache.popitem(last=False)
+        return out
+
+    def score_rows(self, rows: Sequence[tuple[Text, Text]], beta: float,
+                   progress: Progress | None = None) -> list[ResponseScore]:
+        """Score (prompt, completion) rows; each encoded on its own (see `score_pairs` for pairs)."""
+        encoded = [self.encode(p, [c])[0] for p, c in rows]
+        keys = [json.dumps([p, c], ensure_ascii=False) for p, c in rows]
+        return self._score(encoded, keys, beta, progress)
+
+    def score_responses(self, prompt: Text, completions: Sequence[Text], beta: float) -> list[ResponseScore]:
+        """Score k completions of one prompt (the playground's slots), encoded together like a pair."""
+        encoded = self.encode(prompt, completions)
+        keys = [json.dumps([prompt, c], ensure_ascii=False) for c in completions]
+        return self._score(encoded, keys, beta)
+
+    def score_pairs(self, pairs: Sequence[tuple[Text, Text, Text]], beta: float,
+                    progress: Progress | None = None) -> list[PairScore]:
+        """Score (prompt, chosen, rejected) triples. Chosen and rejected of a pair share one forward."""
+        encoded: list[Encoded] = []
+        keys: list[str] = []
+        for prompt, chosen, rejected in pairs:
+            encoded += self.encode(prompt, [chosen, rejected])
+            # The prompt/completion split depends on both completions, so the key holds the pair.
+            keys += [json.dumps([prompt, chosen, rejected, side], ensure_ascii=False) for side in (0, 1)]
+        scores = self._score(encoded, keys, beta, progress, pair_batches=True)
+        return [pair_score(scores[2 * i], scores[2 * i + 1]) for i in range(len(pairs))]
+
+    def _score(self, encoded: list[Encoded], keys: list[str], beta: float,
+               progress: Progress | None = None, pair_batches: bool = False) -> list[ResponseScore]:
+        policy = self._policy_logps(encoded, pair_batches, progress)
+        ref = self.reference_token_logps(keys, encoded, progress)
+        return [response_score(p, r, beta, e.truncated) for p, r, e in zip(policy, ref, encoded, strict=True)]
+
+    def _policy_logps(self, encoded: list[Encoded], pair_batches: bool, progress: Progress | None
+                      ) -> list[torch.Tensor]:
+        if not pair_batches:
+            return self.token_logps(self.models.policy, encoded, progress)
+        # Keep each pair's two rows in one forward: batch pairs by their longer row.
+        n_pairs = len(encoded) // 2
+        pair_len = [max(len(encoded[2 * i].input_ids), len(encoded[2 * i + 1].input_ids)) for i in range(n_pairs)]
+        order = [j for b in length_sorted_batches(pair_len, max(1, self.batch_size // 2)) for i in b
+                 for j in (2 * i, 2 * i + 1)]
+        logps = self.token_logps(self.models.policy, [encoded[j] for j in order], progress)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
+        for j, lp in zip(order, logps, strict=True):
+            out[j] = lp
+        return out
+
+
+def response_score(policy: torch.Tensor, ref: torch.Tensor, beta: float, truncated: bool = False) -> ResponseScore:
+    """Combine one completion's per-token log-probs (T,) under policy and reference."""
+    logp_policy, logp_ref = policy.sum(), ref.sum()
+    ratio = policy - ref
+    return ResponseScore(
+        logp_policy=float(logp_policy),
+        logp_ref=float(logp_ref),
+        log_ratio=float(logp_policy - logp_ref),
+        reward=float(implicit_reward(logp_policy, logp_ref, beta)),
+        kl_estimate=float(sequence_kl_estimate(ratio, torch.ones_like(ratio))),
+        n_tokens=int(policy.numel()),
+        mean_logp_policy=float(logp_policy / max(policy.numel(), 1)),
+        token_log_ratios=tuple(ratio.tolist()),
+        token_logps_policy=tuple(policy.tolist()),
+        truncated=truncated,
+    )
+
+
+def pair_score(chosen: ResponseScore, rejected: ResponseScore) -> PairScore:
+    rc, rr = torch.tensor(chosen.reward), torch.tensor(rejected.reward)
+    return PairScore(
+        chosen=chosen,
+        rejected=rejected,
+        reward_margin=chosen.reward - rejected.reward,
+        p_chosen=float(preference_probability(rc, rr)),
+        dpo_loss=float(dpo_loss(rc, rr)),
+    )
