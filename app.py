@@ -6,6 +6,7 @@ Run `python app.py --help` for every flag; `make run` sets up and starts it with
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
 
@@ -22,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the app to your network")
     s.add_argument("--port", type=int, default=7860, help="port to listen on")
     s.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
+    s.add_argument("--db", type=Path, default=None,
+                   help="vote database (SQLite; default: $PLAYGROUND_HOME/votes.sqlite)")
     p = parser.add_argument_group("scores")
     p.add_argument("--beta", type=float, default=0.1, help="β in the implicit reward β·log(π/π_ref) (> 0)")
     args = parser.parse_args(argv)
@@ -40,15 +43,16 @@ def main() -> None:
               "anyone who can reach it can use the models", file=sys.stderr)
     from playground.app_state import build_state
     from playground.home import data_dir
-    from ui.app import build_demo
+    from ui.app import build_demo, launch_kwargs
 
     home = data_dir()
     started = time.perf_counter()
-    state = build_state(models_config(args, home), home, beta=args.beta)
+    state = build_state(models_config(args, home), home, db_path=args.db, beta=args.beta)
     print(f"models ready in {time.perf_counter() - started:.1f} s on {state.models.device} "
           f"({str(state.models.dtype).removeprefix('torch.')}); data in {home}", file=sys.stderr)
     demo = build_demo(state)
-    demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share)
+    demo.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
 
 
 if __name__ == "__main__":

@@ -43,6 +43,19 @@ def prepare_environment(args: argparse.Namespace) -> None:
     specs = [args.sft, args.ref, args.policy]
     set_hub_access(use_hub(specs, ["sft", "ref", "policy"]))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our own progress and errors: no per-weight loading bars, no library
+    deprecation notices aimed at library authors."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def models_config(args: argparse.Namespace, data_dir: Path):  # -> ModelsConfig (lazy import keeps --help fast)

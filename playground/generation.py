@@ -126,7 +126,8 @@ def stream_generate(
         errors: list[BaseException] = []
         batch = ids.expand(len(group), -1)
         worker = threading.Thread(
-            target=_run_generate, args=(models, model, batch, kwargs, settings.seed, streamer, stop, errors), daemon=True
+            target=_run_generate, daemon=True,
+            args=(models, model, batch, kwargs, settings.seed, streamer, stop, errors),
         )
         worker.start()
         done = [False] * len(group)

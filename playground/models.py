@@ -8,6 +8,7 @@ given by flag that differs from this (`--ref` or a full-model `--policy`) is loa
 import contextlib
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -119,11 +120,20 @@ def _model_folder(source: Source, cfg: ModelsConfig) -> str:
     return source.location
 
 
+def _load_error(role: str, location: str, what: str, exc: Exception) -> PlaygroundError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = ""
+    if not Path(location).exists():
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        hint = " (not a local path; the hub is switched off, HF_HUB_OFFLINE=1)" if offline else " (not a local path)"
+    return PlaygroundError(f"--{role} {location}: cannot load {what}{hint}: {first_line}")
+
+
 def _load_tokenizer(location: str, role: str) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
     except Exception as exc:
-        raise PlaygroundError(f"--{role} {location}: cannot load a tokenizer ({type(exc).__name__}: {exc})") from None
+        raise _load_error(role, location, "a tokenizer", exc) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -133,11 +143,8 @@ def load_causal_lm(location: str, role: str, device: torch.device, dtype: torch.
     """A frozen causal LM in eval mode on `device`; errors name the flag and the location."""
     try:
         model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
-    except OSError as exc:
-        hint = " (the hub is off: HF_HUB_OFFLINE=1)" if "/" in location and not Path(location).exists() else ""
-        raise PlaygroundError(f"--{role} {location}: not a loadable model{hint}: {exc}") from None
     except Exception as exc:
-        raise PlaygroundError(f"--{role} {location}: not a loadable model ({type(exc).__name__}: {exc})") from None
+        raise _load_error(role, location, "a causal language model", exc) from None
     model.to(device)
     model.eval()
     model.requires_grad_(False)

@@ -35,6 +35,7 @@ class ResponseScore:
     mean_logp_policy: float
     token_log_ratios: tuple[float, ...]
     token_logps_policy: tuple[float, ...]
+    token_ids: tuple[int, ...]  # the completion tokens scored (end-of-turn included)
     truncated: bool
 
 
@@ -177,7 +178,7 @@ class Scorer:
                progress: Progress | None = None, pair_batches: bool = False) -> list[ResponseScore]:
         policy = self._policy_logps(encoded, pair_batches, progress)
         ref = self.reference_token_logps(keys, encoded, progress)
-        return [response_score(p, r, beta, e.truncated) for p, r, e in zip(policy, ref, encoded, strict=True)]
+        return [response_score(p, r, beta, e) for p, r, e in zip(policy, ref, encoded, strict=True)]
 
     def _policy_logps(self, encoded: list[Encoded], pair_batches: bool, progress: Progress | None
                       ) -> list[torch.Tensor]:
@@ -195,7 +196,7 @@ class Scorer:
         return out
 
 
-def response_score(policy: torch.Tensor, ref: torch.Tensor, beta: float, truncated: bool = False) -> ResponseScore:
+def response_score(policy: torch.Tensor, ref: torch.Tensor, beta: float, encoded: Encoded) -> ResponseScore:
     """Combine one completion's per-token log-probs (T,) under policy and reference."""
     logp_policy, logp_ref = policy.sum(), ref.sum()
     ratio = policy - ref
@@ -209,7 +210,8 @@ def response_score(policy: torch.Tensor, ref: torch.Tensor, beta: float, truncat
         mean_logp_policy=float(logp_policy / max(policy.numel(), 1)),
         token_log_ratios=tuple(ratio.tolist()),
         token_logps_policy=tuple(policy.tolist()),
-        truncated=truncated,
+        token_ids=encoded.completion_ids,
+        truncated=encoded.truncated,
     )
 
 

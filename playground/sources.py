@@ -32,7 +32,7 @@ class Source:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or spec.endswith(".gguf") or os.sep in spec
+    return spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or spec.endswith(".gguf") or "\\" in spec
 
 
 def classify(spec: str | None, role: str) -> Source:

@@ -1,0 +1,119 @@
+"""One playground round: a prompt, k responses from chosen models, their scores and the vote.
+
+The UI holds a `Round` per browser session and calls these functions; scripts can do the same.
+"""
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from playground.encoding import Message
+from playground.errors import PlaygroundError
+from playground.generation import GenerationSettings
+from playground.models import Role
+from playground.objectives import preference_probability
+from playground.scoring import ResponseScore, Scorer
+from playground.votes import MAX_RESPONSES, MIN_RESPONSES, Response, Vote
+
+MAX_PROMPT_CHARS = 8000
+MAX_SYSTEM_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Round:
+    messages: tuple[Message, ...]
+    models: tuple[str, ...]  # the catalog name of each slot's model
+    settings: GenerationSettings
+    beta: float
+    anonymous: bool = False
+    texts: tuple[str, ...] = ()
+    scores: tuple[ResponseScore, ...] = ()
+    voted_at: float | None = None
+
+    @property
+    def k(self) -> int:
+        return len(self.models)
+
+    @property
+    def ready_to_vote(self) -> bool:
+        return len(self.scores) == self.k and self.voted_at is None
+
+
+def chat_messages(prompt: str, system: str = "") -> list[Message]:
+    """The conversation sent to the models; checked against the engine's limits."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PlaygroundError("the prompt is empty")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise PlaygroundError(f"the prompt is {len(prompt)} characters; at most {MAX_PROMPT_CHARS} allowed")
+    if len(system or "") > MAX_SYSTEM_CHARS:
+        raise PlaygroundError(f"the system prompt is {len(system)} characters; at most {MAX_SYSTEM_CHARS} allowed")
+    messages = [{"role": "system", "content": system}] if system and system.strip() else []
+    return [*messages, {"role": "user", "content": prompt}]
+
+
+def check_slots(names: Sequence[str], catalog: Mapping[str, Role]) -> tuple[str, ...]:
+    if not MIN_RESPONSES <= len(names) <= MAX_RESPONSES:
+        raise PlaygroundError(f"k = {len(names)} response slots; expected {MIN_RESPONSES} to {MAX_RESPONSES}")
+    unknown = [n for n in names if n not in catalog]
+    if unknown:
+        raise PlaygroundError(f"unknown model(s) {', '.join(map(repr, unknown))}; available: {', '.join(catalog)}")
+    return tuple(names)
+
+
+def battle_models(catalog: Mapping[str, Role], rng: random.Random) -> tuple[str, str]:
+    """Two models with different weights, drawn at random for an anonymous battle.
+
+    Names sharing weights (by default SFT and reference are one model) count once, so a battle is
+    never a model against itself.
+    """
+    distinct: dict[str, str] = {}
+    for name, role in catalog.items():
+        distinct.setdefault(role.ident, name)
+    if len(distinct) < 2:
+        raise PlaygroundError(
+            "an anonymous battle needs two different models, and only one is loaded "
+            f"({', '.join(catalog)} share the same weights); train a checkpoint or start with --ref/--policy"
+        )
+    a, b = rng.sample(sorted(distinct.values()), 2)
+    return a, b
+
+
+def score_round(scorer: Scorer, rnd: Round, texts: Sequence[str]) -> Round:
+    """Attach the final texts and their scores under the serving policy and the reference."""
+    completions = [[{"role": "assistant", "content": t}] for t in texts]
+    with scorer.models.lock:
+        scores = scorer.score_responses(list(rnd.messages), completions, rnd.beta)
+    return replace(rnd, texts=tuple(texts), scores=tuple(scores))
+
+
+def preference_matrix(scores: Sequence[ResponseScore]) -> list[list[float]]:
+    """P[i][j] = σ(r_i − r_j): Bradley–Terry probability that response i is preferred to j."""
+    rewards = torch.tensor([s.reward for s in scores], dtype=torch.float64)
+    return preference_probability(rewards[:, None], rewards[None, :]).tolist()
+
+
+def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
+    """Each token as the text it adds (special tokens shown by name), for the per-token view."""
+    return [tokenizer.decode([t]) for t in token_ids]
+
+
+SCORE_FIELDS = ("logp_policy", "logp_ref", "log_ratio", "reward", "kl_estimate", "n_tokens", "mean_logp_policy")
+
+
+def make_vote(rnd: Round, outcome: str, voter: str, ranking: Sequence[int] | None = None) -> Vote:
+    """The stored record of a vote on a scored round (the store validates outcome and ranking)."""
+    if not rnd.scores:
+        raise PlaygroundError("nothing to vote on yet: generate responses first")
+    if rnd.voted_at is not None:
+        raise PlaygroundError("this round already has a vote; generate a new one")
+    responses = tuple(
+        Response(model=m, text=t, scores={f: float(getattr(s, f)) for f in SCORE_FIELDS})
+        for m, t, s in zip(rnd.models, rnd.texts, rnd.scores, strict=True)
+    )
+    settings = {**asdict(rnd.settings), "beta": rnd.beta}
+    return Vote(prompt=list(rnd.messages), responses=responses, outcome=outcome,
+                ranking=tuple(ranking) if ranking is not None else None, voter=voter, settings=settings,
+                anonymous=rnd.anonymous, created_at=time.time())

@@ -1,0 +1,138 @@
+"""`python -m playground.score`: score TRL preference pairs under policy and reference.
+
+Every output row keeps the input's fields and adds the columns in `SCORE_COLUMNS`.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
+from playground.errors import PlaygroundError
+
+SCORE_COLUMNS = {
+    "logp_policy_chosen": "log π_θ(chosen | prompt): sum of the chosen completion's token log-probs under the policy",
+    "logp_policy_rejected": "log π_θ(rejected | prompt) under the policy",
+    "logp_ref_chosen": "log π_ref(chosen | prompt) under the reference",
+    "logp_ref_rejected": "log π_ref(rejected | prompt) under the reference",
+    "reward_chosen": "implicit reward β·(log π_θ − log π_ref) of the chosen completion",
+    "reward_rejected": "implicit reward of the rejected completion",
+    "reward_margin": "reward_chosen − reward_rejected (> 0: the policy already prefers chosen, relative to π_ref)",
+    "p_chosen": "Bradley–Terry probability σ(reward_margin) that chosen is preferred",
+    "dpo_loss": "DPO loss −log σ(reward_margin) = −log p_chosen",
+    "n_tokens_chosen": "completion tokens scored for chosen (end-of-turn/EOS included)",
+    "n_tokens_rejected": "completion tokens scored for rejected",
+    "truncated": "true when the row was longer than --max-length and was cut (counted in the summary)",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m playground.score",
+        description="Score preference pairs (TRL rows: prompt/chosen/rejected, strings or chat messages) "
+        "with the policy and reference: log-probs, implicit rewards, Bradley–Terry probability, DPO loss. "
+        "Output columns:\n" + "\n".join(f"  {k}: {v}" for k, v in SCORE_COLUMNS.items()),
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--pairs", required=True, type=Path, help="input: JSONL, Parquet or CSV of TRL preference rows")
+    parser.add_argument("--out", required=True, type=Path, help="output JSONL (written only if every row is valid)")
+    parser.add_argument("--beta", type=float, default=0.1, help="β in r = β·log(π_θ/π_ref); must be > 0")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (≥ 1)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="truncate prompt+completion to this many tokens (default: the model's context)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip bad rows (reported with their line numbers) instead of failing")
+    add_model_args(parser)
+    args = parser.parse_args(argv)
+    if not (args.beta > 0 and math.isfinite(args.beta)):
+        parser.error(f"--beta {args.beta}: must be a positive number")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size {args.batch_size}: must be ≥ 1")
+    if args.max_length is not None and args.max_length < 2:
+        parser.error(f"--max-length {args.max_length}: must be ≥ 2")
+    return args
+
+
+def scored_rows(rows: list, scores: list) -> Iterator[dict[str, Any]]:
+    for row, s in zip(rows, scores, strict=True):
+        yield {
+            **row.as_trl(),
+            "logp_policy_chosen": s.chosen.logp_policy,
+            "logp_policy_rejected": s.rejected.logp_policy,
+            "logp_ref_chosen": s.chosen.logp_ref,
+            "logp_ref_rejected": s.rejected.logp_ref,
+            "reward_chosen": s.chosen.reward,
+            "reward_rejected": s.rejected.reward,
+            "reward_margin": s.reward_margin,
+            "p_chosen": s.p_chosen,
+            "dpo_loss": s.dpo_loss,
+            "n_tokens_chosen": s.chosen.n_tokens,
+            "n_tokens_rejected": s.rejected.n_tokens,
+            "truncated": s.chosen.truncated or s.rejected.truncated,
+        }
+
+
+def write_jsonl_atomic(path: Path, rows: Iterator[dict[str, Any]]) -> int:
+    """Write rows to a temp file beside `path`, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    prepare_environment(args)
+    from tqdm import tqdm
+
+    from playground.home import data_dir
+    from playground.models import load_models
+    from playground.rows import load_pairs
+    from playground.scoring import Scorer
+
+    loaded = load_pairs(args.pairs, skip_invalid=args.skip_invalid)
+    for err in loaded.skipped:
+        print(f"skipped {err}", file=sys.stderr)
+    if not loaded.rows:
+        raise PlaygroundError(f"{args.pairs}: no valid rows to score")
+    if not args.out.parent.exists():
+        raise PlaygroundError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    models = load_models(models_config(args, data_dir()))
+    scorer = Scorer(models, batch_size=args.batch_size, max_length=args.max_length)
+    started = time.perf_counter()
+    with tqdm(total=4 * len(loaded.rows), desc="scoring", unit="seq", file=sys.stderr) as bar:
+        triples = [(r.prompt, r.chosen, r.rejected) for r in loaded.rows]
+        scores = scorer.score_pairs(triples, args.beta, progress=bar.update)
+    elapsed = time.perf_counter() - started
+    write_jsonl_atomic(args.out, scored_rows(loaded.rows, scores))
+    n = len(scores)
+    accuracy = sum(s.reward_margin > 0 for s in scores) / n
+    truncated = sum(s.chosen.truncated or s.rejected.truncated for s in scores)
+    print(
+        f"scored {n} pairs ({len(loaded.skipped)} skipped, {truncated} truncated) in {elapsed:.1f} s "
+        f"({n / elapsed:.2f} pairs/s) → {args.out}\n"
+        f"reward accuracy {accuracy:.3f}  mean margin {sum(s.reward_margin for s in scores) / n:+.4f}  "
+        f"mean DPO loss {sum(s.dpo_loss for s in scores) / n:.4f}  (β = {args.beta}, policy: {models.policy.source})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,268 @@
+"""The vote database: SQLite behind one small class.
+
+All of the project's SQL lives in this module, so another database could replace it by writing
+another `Store` with the same methods.
+
+Threads: Gradio runs handlers in a thread pool, so one `Store` is shared between threads. It holds
+one connection (`check_same_thread=False`) and a lock around every transaction: SQLite writes one
+transaction at a time anyway, each call is short, and one connection means the per-connection
+pragmas are set once. Other processes (the `playground.data` CLI while the app runs) use their own
+connections; WAL lets them read while the app writes, and the busy timeout makes writers wait.
+"""
+
+import itertools
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from playground.errors import PlaygroundError
+from playground.home import data_dir
+from playground.rows import PreferenceRow
+from playground.votes import Binarize, Response, Vote, to_trl_rows, voter_name
+
+DB_NAME = "votes.sqlite"
+TRL_KEYS = ("prompt", "chosen", "rejected")
+BUSY_TIMEOUT_S = 10.0
+
+
+def default_path() -> Path:
+    return data_dir() / DB_NAME
+
+
+# Migrations, oldest first: migration n takes a database at schema version n - 1 to version n, and
+# runs inside the transaction that records n. Never edit one that has shipped; add the next. (So
+# the values below are written out, not taken from votes.OUTCOMES, which may grow.)
+def _initial_schema(db: sqlite3.Connection) -> None:
+    for statement in (
+        """CREATE TABLE votes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an undone vote's id is never reused
+            prompt TEXT NOT NULL,                  -- JSON list of chat messages
+            outcome TEXT NOT NULL CHECK (outcome IN ('a', 'b', 'tie', 'both_bad', 'ranking')),
+            voter TEXT NOT NULL,
+            settings TEXT NOT NULL,                -- JSON object
+            anonymous INTEGER NOT NULL CHECK (anonymous IN (0, 1)),
+            created_at REAL NOT NULL               -- unix time
+        )""",
+        "CREATE INDEX votes_by_voter ON votes (voter, id)",
+        "CREATE INDEX votes_by_time ON votes (created_at)",
+        """CREATE TABLE responses (
+            vote_id INTEGER NOT NULL REFERENCES votes (id) ON DELETE CASCADE,
+            slot INTEGER NOT NULL CHECK (slot >= 0),  -- position shown: 0 is "a"
+            model TEXT NOT NULL,
+            text TEXT NOT NULL,
+            scores TEXT NOT NULL,                     -- JSON object of name -> number
+            rank INTEGER,                             -- 0 = best; set only for a ranking vote
+            PRIMARY KEY (vote_id, slot)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX responses_by_model ON responses (model)",
+        """CREATE TABLE import_batches (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            source TEXT NOT NULL,                  -- the imported file's name
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE imported_pairs (
+            id INTEGER PRIMARY KEY,
+            batch_id INTEGER NOT NULL REFERENCES import_batches (id) ON DELETE CASCADE,
+            prompt TEXT NOT NULL,                  -- JSON: a string or a message list, as imported
+            chosen TEXT NOT NULL,
+            rejected TEXT NOT NULL,
+            extra TEXT NOT NULL                    -- JSON object: the row's other fields
+        )""",
+        "CREATE INDEX imported_pairs_by_batch ON imported_pairs (batch_id)",
+    ):
+        db.execute(statement)
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_initial_schema,)
+
+_VOTE_COLUMNS = """v.id, v.prompt, v.outcome, v.voter, v.settings, v.anonymous, v.created_at,
+    r.slot, r.model, r.text, r.scores, r.rank"""
+
+
+def _votes_from(rows: list[sqlite3.Row]) -> list[Vote]:
+    """Votes from the join of votes and responses, ordered by vote id then slot."""
+    votes = []
+    for _, group in itertools.groupby(rows, key=lambda row: row["id"]):
+        rs = list(group)
+        head = rs[0]
+        ranked = sorted((r["rank"], r["slot"]) for r in rs if r["rank"] is not None)
+        votes.append(Vote(
+            id=head["id"],
+            prompt=json.loads(head["prompt"]),
+            responses=tuple(Response(r["model"], r["text"], json.loads(r["scores"])) for r in rs),
+            outcome=head["outcome"],
+            ranking=tuple(slot for _, slot in ranked) if head["outcome"] == "ranking" else None,
+            voter=head["voter"],
+            settings=json.loads(head["settings"]),
+            anonymous=bool(head["anonymous"]),
+            created_at=head["created_at"],
+        ))
+    return votes
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise PlaygroundError(f"{self.path}: cannot open the vote database ({exc})") from None
+        self._db.row_factory = sqlite3.Row
+        try:
+            # The first statement reads the file: this is where a file that is no database fails.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a vote the UI has acknowledged survives a power cut, not just a crash.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise PlaygroundError(f"{self.path}: not a usable SQLite vote database ({exc})") from None
+        except PlaygroundError:
+            self._db.close()
+            raise
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction under the lock. A write takes SQLite's write lock up front (IMMEDIATE): a
+        read lock upgraded later fails at once when another process writes, instead of waiting."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # locked past the timeout, disk full, I/O error
+                raise PlaygroundError(f"{self.path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        # In one write transaction, so two processes opening a new database do not both migrate it.
+        with self._transaction(write=True) as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise PlaygroundError(
+                    f"{self.path}: the vote database has schema version {version}, newer than this "
+                    f"playground knows ({len(MIGRATIONS)}); update the playground to open it"
+                )
+            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                migration(db)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    def add_vote(self, vote: Vote) -> int:
+        """Store a vote (its `id`, if any, is ignored) and return its new id."""
+        place = {slot: p for p, slot in enumerate(vote.ranking or ())}
+        with self._transaction(write=True) as db:
+            vote_id = db.execute(
+                "INSERT INTO votes (prompt, outcome, voter, settings, anonymous, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (json.dumps(vote.prompt), vote.outcome, vote.voter, json.dumps(vote.settings),
+                 int(vote.anonymous), vote.created_at),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO responses (vote_id, slot, model, text, scores, rank) VALUES (?, ?, ?, ?, ?, ?)",
+                [(vote_id, slot, r.model, r.text, json.dumps(r.scores), place.get(slot))
+                 for slot, r in enumerate(vote.responses)],
+            )
+        assert vote_id is not None
+        return vote_id
+
+    def _select(self, db: sqlite3.Connection, where: str, params: list[Any]) -> list[Vote]:
+        rows = db.execute(
+            f"SELECT {_VOTE_COLUMNS} FROM votes v JOIN responses r ON r.vote_id = v.id "
+            f"WHERE {where} ORDER BY v.id, r.slot",
+            params,
+        ).fetchall()
+        return _votes_from(rows)
+
+    def get_vote(self, vote_id: int) -> Vote | None:
+        """The vote with this id, or None if there is none (never was, or undone)."""
+        with self._transaction() as db:
+            found = self._select(db, "v.id = ?", [vote_id])
+        return found[0] if found else None
+
+    def votes(self, voter: str | None = None, model: str | None = None, since: float | None = None) -> list[Vote]:
+        """Votes in the order cast, optionally only one voter's, those showing `model`, or those
+        cast at or after unix time `since`."""
+        where, params = ["1"], []
+        if voter is not None:
+            where.append("v.voter = ?")
+            params.append(voter_name(voter))
+        if model is not None:
+            where.append("v.id IN (SELECT vote_id FROM responses WHERE model = ?)")
+            params.append(model)
+        if since is not None:
+            where.append("v.created_at >= ?")
+            params.append(since)
+        with self._transaction() as db:
+            return self._select(db, " AND ".join(where), params)
+
+    def undo_last_vote(self, voter: str) -> Vote | None:
+        """Delete `voter`'s most recently added vote and return it; None if they have none."""
+        with self._transaction(write=True) as db:
+            last = db.execute("SELECT MAX(id) FROM votes WHERE voter = ?", (voter_name(voter),)).fetchone()[0]
+            if last is None:
+                return None
+            (vote,) = self._select(db, "v.id = ?", [last])
+            db.execute("DELETE FROM votes WHERE id = ?", (last,))  # its responses go by ON DELETE CASCADE
+        return vote
+
+    def counts_by_voter(self) -> dict[str, int]:
+        with self._transaction() as db:
+            return dict(db.execute("SELECT voter, COUNT(*) FROM votes GROUP BY voter ORDER BY voter").fetchall())
+
+    def counts_by_model(self) -> dict[str, int]:
+        """How many responses from each model have been voted on."""
+        with self._transaction() as db:
+            return dict(db.execute("SELECT model, COUNT(*) FROM responses GROUP BY model ORDER BY model").fetchall())
+
+    def import_pairs(self, rows: list[PreferenceRow], source: str) -> int:
+        """Add preference rows read from the file named `source`, all in one transaction."""
+        if not rows:
+            return 0
+        with self._transaction(write=True) as db:
+            batch = db.execute(
+                "INSERT INTO import_batches (source, created_at) VALUES (?, ?)", (source, time.time())
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO imported_pairs (batch_id, prompt, chosen, rejected, extra) VALUES (?, ?, ?, ?, ?)",
+                # default=str: Parquet extras can hold dates or bytes; kept as text rather than refused.
+                [(batch, json.dumps(r.prompt), json.dumps(r.chosen), json.dumps(r.rejected),
+                  json.dumps(r.extra, default=str)) for r in rows],
+            )
+        return len(rows)
+
+    def imported_pairs(self) -> list[PreferenceRow]:
+        with self._transaction() as db:
+            rows = db.execute("SELECT prompt, chosen, rejected, extra FROM imported_pairs ORDER BY id").fetchall()
+        return [PreferenceRow(*(json.loads(value) for value in row)) for row in rows]
+
+    def training_pairs(self, binarize: Binarize = "all_pairs", seed: int = 0) -> list[PreferenceRow]:
+        """What DPO trains on: every vote's pairs (see `votes.to_trl_rows`), then the imported pairs."""
+        from_votes = [
+            PreferenceRow(r["prompt"], r["chosen"], r["rejected"], {k: v for k, v in r.items() if k not in TRL_KEYS})
+            for r in to_trl_rows(self.votes(), binarize, seed)
+        ]
+        return from_votes + self.imported_pairs()

@@ -1,0 +1,203 @@
+"""Votes between model responses, and how they become preference data.
+
+A vote compares k = 2..4 responses to one prompt. With two, the voter picks "a", "b", "tie" or
+"both_bad"; with any k they may instead rank them all ("ranking", best first). Ties and both-bad
+carry no preference, so they are kept for the record and the Arena export but give no DPO pairs.
+"""
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from playground.encoding import Message
+from playground.errors import PlaygroundError
+from playground.rows import ROLES
+
+PAIR_OUTCOMES = ("a", "b", "tie", "both_bad")  # only for k = 2
+OUTCOMES = (*PAIR_OUTCOMES, "ranking")
+MIN_RESPONSES, MAX_RESPONSES = 2, 4
+MAX_VOTER_LEN = 64
+Binarize = Literal["all_pairs", "best_vs_random"]
+BINARIZATIONS: tuple[Binarize, ...] = ("all_pairs", "best_vs_random")
+
+_ARENA_WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}
+
+
+def voter_name(name: str) -> str:
+    """The voter name as stored: surrounding spaces dropped, so "ana " and "ana" are one voter
+    (undo and the per-voter counts match on it)."""
+    if not isinstance(name, str) or not name.strip():
+        raise PlaygroundError("the voter name is empty; enter a name to vote under")
+    name = name.strip()
+    if len(name) > MAX_VOTER_LEN:
+        raise PlaygroundError(f"the voter name is {len(name)} characters long; at most {MAX_VOTER_LEN} allowed")
+    if not name.isprintable():
+        raise PlaygroundError("the voter name contains control characters (a newline or tab?)")
+    return name
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PlaygroundError(f"{what} must be plain JSON data ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Response:
+    model: str  # a role ("sft", "reference", "policy") or a checkpoint id ("ckpt-0003")
+    text: str
+    scores: dict[str, float] = field(default_factory=dict)  # e.g. logp_policy, logp_ref, reward
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise PlaygroundError("every response needs a model name")
+        if not isinstance(self.text, str):
+            raise PlaygroundError(f"response text from {self.model!r} must be a string")
+        if not isinstance(self.scores, dict):
+            raise PlaygroundError(f"scores of {self.model!r} must be a dict of name to number")
+        for key, value in self.scores.items():
+            if not isinstance(key, str) or not _is_number(value):
+                raise PlaygroundError(f"score {key!r} of {self.model!r} must be a finite number named by a string")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vote:
+    prompt: list[Message]  # chat messages, possibly starting with a system message
+    responses: tuple[Response, ...]  # 2..4, in the order shown (slot 0 is "a")
+    outcome: str  # one of OUTCOMES
+    ranking: tuple[int, ...] | None = None  # response indices, best first; only for "ranking"
+    voter: str
+    settings: dict[str, Any] = field(default_factory=dict)  # generation settings, seed included
+    anonymous: bool = False  # the model names were hidden while voting (Arena's "anony" battles)
+    created_at: float = field(default_factory=time.time)
+    id: int | None = None  # set once stored
+
+    def __post_init__(self) -> None:
+        # The UI and JSON hand in lists; as tuples a stored vote compares equal to the one added.
+        object.__setattr__(self, "responses", tuple(self.responses))
+        if self.ranking is not None:
+            object.__setattr__(self, "ranking", tuple(self.ranking))
+        object.__setattr__(self, "voter", voter_name(self.voter))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `PlaygroundError` saying what is inconsistent; runs on construction."""
+        if not isinstance(self.prompt, list) or not self.prompt:
+            raise PlaygroundError("the prompt must be a non-empty list of chat messages")
+        for i, m in enumerate(self.prompt):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise PlaygroundError(f"prompt message {i} must have string 'role' and 'content'")
+            if m["role"] not in ROLES:
+                raise PlaygroundError(f"prompt message {i} has role {m['role']!r}; expected one of {', '.join(ROLES)}")
+        k = len(self.responses)
+        if not MIN_RESPONSES <= k <= MAX_RESPONSES:
+            raise PlaygroundError(f"a vote compares {MIN_RESPONSES} to {MAX_RESPONSES} responses, got {k}")
+        if not all(isinstance(r, Response) for r in self.responses):
+            raise PlaygroundError("responses must be Response objects")
+        if self.outcome not in OUTCOMES:
+            raise PlaygroundError(f"outcome {self.outcome!r} is not one of {', '.join(OUTCOMES)}")
+        if self.outcome in PAIR_OUTCOMES and k != 2:
+            raise PlaygroundError(f"outcome {self.outcome!r} needs exactly 2 responses, got {k}; rank them instead")
+        if self.outcome == "ranking":
+            if self.ranking is None:
+                raise PlaygroundError("outcome 'ranking' needs a ranking of the responses")
+            if not all(type(i) is int for i in self.ranking) or sorted(self.ranking) != list(range(k)):
+                raise PlaygroundError(
+                    f"ranking {list(self.ranking)} must list each response index 0..{k - 1} exactly once"
+                )
+        elif self.ranking is not None:
+            raise PlaygroundError(f"outcome {self.outcome!r} takes no ranking; use outcome 'ranking'")
+        if not isinstance(self.anonymous, bool):
+            raise PlaygroundError("anonymous must be true or false")
+        if not _is_number(self.created_at):
+            raise PlaygroundError("created_at must be a unix time in seconds")
+        if not isinstance(self.settings, dict):
+            raise PlaygroundError("settings must be a dict")
+        _check_json(self.settings, "settings")
+
+
+def vote_pairs(vote: Vote) -> list[tuple[int, int]]:
+    """(winner index, loser index) for every preference the vote states."""
+    if vote.outcome == "a":
+        return [(0, 1)]
+    if vote.outcome == "b":
+        return [(1, 0)]
+    if vote.outcome == "ranking":
+        assert vote.ranking is not None  # Vote.validate guarantees it
+        r = vote.ranking
+        return [(r[i], r[j]) for i in range(len(r)) for j in range(i + 1, len(r))]
+    return []
+
+
+def _binarized_pairs(vote: Vote, position: int, binarize: Binarize, seed: int) -> list[tuple[int, int]]:
+    pairs = vote_pairs(vote)
+    if binarize == "all_pairs" or len(pairs) <= 1:
+        return pairs
+    assert vote.ranking is not None  # only a ranking of k > 2 gives more than one pair
+    # One generator per vote keyed by its id, so a vote's pick does not shift when other votes are
+    # added or filtered out. (String seeds hash with SHA-512: the same on every run and machine.)
+    key = vote.id if vote.id is not None else f"position {position}"
+    rng = random.Random(f"{seed}/{key}")
+    best, *rest = vote.ranking
+    return [(best, rng.choice(rest))]
+
+
+def to_trl_rows(votes: list[Vote], binarize: Binarize = "all_pairs", seed: int = 0) -> list[dict[str, Any]]:
+    """Conversational TRL preference rows, plus `vote_id`, `chosen_model`, `rejected_model`, `voter`.
+
+    A ranking gives every (better, worse) pair ("all_pairs"), or, as in UltraFeedback binarized,
+    the best response against one other drawn at random ("best_vs_random", fixed by `seed`).
+    """
+    if binarize not in BINARIZATIONS:
+        raise PlaygroundError(f"binarize {binarize!r} is not one of {', '.join(BINARIZATIONS)}")
+    rows = []
+    for position, vote in enumerate(votes):
+        for win, lose in _binarized_pairs(vote, position, binarize, seed):
+            chosen, rejected = vote.responses[win], vote.responses[lose]
+            rows.append({
+                "prompt": [dict(m) for m in vote.prompt],
+                "chosen": [{"role": "assistant", "content": chosen.text}],
+                "rejected": [{"role": "assistant", "content": rejected.text}],
+                "vote_id": vote.id,
+                "chosen_model": chosen.model,
+                "rejected_model": rejected.model,
+                "voter": vote.voter,
+            })
+    return rows
+
+
+def to_arena_rows(votes: list[Vote]) -> list[dict[str, Any]]:
+    """Chatbot Arena battle rows. A ranking of k responses is one battle per unordered pair, in
+    slot order, won by whichever of the two is ranked higher."""
+    rows = []
+    for vote in votes:
+        if vote.outcome == "ranking":
+            assert vote.ranking is not None
+            place = {slot: p for p, slot in enumerate(vote.ranking)}
+            k = len(vote.responses)
+            battles = [
+                (i, j, "model_a" if place[i] < place[j] else "model_b") for i in range(k) for j in range(i + 1, k)
+            ]
+        else:
+            battles = [(0, 1, _ARENA_WINNER[vote.outcome])]
+        rows.extend(
+            {
+                "model_a": vote.responses[i].model,
+                "model_b": vote.responses[j].model,
+                "winner": winner,
+                "tstamp": vote.created_at,
+                "vote_id": vote.id,
+                "voter": vote.voter,
+                "anonymous": vote.anonymous,
+            }
+            for i, j, winner in battles
+        )
+    return rows

@@ -1,0 +1,148 @@
+"""Batched scoring on the tiny model: the TRL token convention, batching, the reference cache."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from playground.encoding import encode
+from playground.models import Models, ModelsConfig, load_models
+from playground.scoring import Scorer, completion_token_logps
+from tests.test_models import perturb_adapter
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAT = [{"role": "user", "content": "Say hi."}]
+PAIRS = [
+    (CHAT, [{"role": "assistant", "content": "Hello! How are you today?"}], [{"role": "assistant", "content": "No."}]),
+    ("The capital of France is", " Paris.", " Berlin, the capital of Germany."),
+    ("Two plus two is", " four.", " five"),
+    ([{"role": "system", "content": "Be short."}, *CHAT], [{"role": "assistant", "content": "Hi."}],
+     [{"role": "assistant", "content": "Good answer, bad answer, long answer."}]),
+]
+
+
+@pytest.fixture
+def models(tiny_model_dir: Path) -> Models:
+    models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
+    perturb_adapter(models.policy.model)
+    return models
+
+
+def test_chat_completion_ends_with_end_of_turn(models: Models) -> None:
+    tok = models.tokenizer
+    [enc] = encode(tok, CHAT, [[{"role": "assistant", "content": "Hello!"}]])
+    assert tok.decode(enc.prompt_ids).endswith("<|im_start|>assistant\n")
+    assert tok.decode(enc.completion_ids) == "Hello!<|im_end|>\n"
+
+
+def test_string_completion_gets_eos_once(models: Models) -> None:
+    tok = models.tokenizer
+    a, b = encode(tok, "Two plus two is", [" four.", " four.<|im_end|>"])
+    assert tok.decode(a.completion_ids) == " four.<|im_end|>"
+    assert a == b
+
+
+def test_truncation_is_recorded(models: Models) -> None:
+    [enc] = encode(models.tokenizer, "The capital of France is", [" Paris. " * 20], max_length=12)
+    assert enc.truncated and len(enc.input_ids) == 12 and len(enc.prompt_ids) >= 3
+
+
+def test_score_matches_a_plain_full_forward(models: Models) -> None:
+    """Our completion-only projection equals log_softmax over a full forward's logits."""
+    [enc] = encode(models.tokenizer, CHAT, [[{"role": "assistant", "content": "Hello there."}]])
+    ids = torch.tensor([enc.input_ids])
+    with torch.no_grad():
+        logits = models.policy.model(input_ids=ids).logits[0, :-1]
+        full = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0][len(enc.prompt_ids) - 1 :]
+        ours = completion_token_logps(models.policy.model, [enc], models.tokenizer.pad_token_id, models.device)[0]
+    assert torch.allclose(ours, full, atol=1e-5)
+
+
+def test_batched_equals_one_at_a_time(models: Models) -> None:
+    batched = Scorer(models, batch_size=8).score_pairs(PAIRS, beta=0.1)
+    single = Scorer(models, batch_size=1).score_pairs(PAIRS, beta=0.1)
+    for b, s in zip(batched, single, strict=True):
+        assert b.chosen.logp_policy == pytest.approx(s.chosen.logp_policy, abs=1e-4)
+        assert b.rejected.logp_ref == pytest.approx(s.rejected.logp_ref, abs=1e-4)
+        assert b.dpo_loss == pytest.approx(s.dpo_loss, abs=1e-5)
+
+
+def test_scores_are_consistent(models: Models) -> None:
+    for s in Scorer(models).score_pairs(PAIRS, beta=0.5):
+        for r in (s.chosen, s.rejected):
+            assert r.reward == pytest.approx(0.5 * (r.logp_policy - r.logp_ref), abs=1e-5)
+            assert sum(r.token_log_ratios) == pytest.approx(r.log_ratio, abs=1e-4)
+            assert r.n_tokens == len(r.token_log_ratios) and r.logp_policy < 0
+        assert s.reward_margin == pytest.approx(s.chosen.reward - s.rejected.reward)
+        assert s.p_chosen == pytest.approx(1 / (1 + math.exp(-s.reward_margin)), abs=1e-6)
+        assert s.dpo_loss == pytest.approx(-math.log(s.p_chosen), abs=1e-5)
+
+
+def test_reference_cache_saves_the_reference_pass(models: Models, monkeypatch: pytest.MonkeyPatch) -> None:
+    scorer = Scorer(models)
+    first = scorer.score_pairs(PAIRS, beta=0.1)
+    calls: list[int] = []
+    real = scorer.token_logps
+
+    def counting(role, rows, progress=None):
+        calls.append(len(rows))
+        return real(role, rows, progress)
+
+    monkeypatch.setattr(scorer, "token_logps", counting)
+    perturb_adapter(models.policy.model, seed=5)  # a new policy; the reference is unchanged
+    second = scorer.score_pairs(PAIRS, beta=0.1)
+    assert calls == [2 * len(PAIRS)]  # one policy pass, no reference pass
+    assert [s.chosen.logp_ref for s in second] == [s.chosen.logp_ref for s in first]
+    assert [s.chosen.logp_policy for s in second] != [s.chosen.logp_policy for s in first]
+
+
+def run_score(tiny: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "playground.score", "--sft", str(tiny), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PLAYGROUND_HOME": str(home), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+
+
+def test_score_cli_writes_every_column(tiny_model_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("\n".join(json.dumps({"prompt": p, "chosen": c, "rejected": r, "id": i})
+                             for i, (p, c, r) in enumerate(PAIRS)) + "\n")
+    out = tmp_path / "scored.jsonl"
+    proc = run_score(tiny_model_dir, tmp_path, "--pairs", str(src), "--out", str(out), "--max-length", "16")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [0, 1, 2, 3]
+    for r in rows:
+        assert r["reward_margin"] == pytest.approx(r["reward_chosen"] - r["reward_rejected"])
+        assert r["p_chosen"] == pytest.approx(1 / (1 + math.exp(-r["reward_margin"])), abs=1e-6)
+        assert r["logp_ref_chosen"] == pytest.approx(r["logp_policy_chosen"])  # fresh policy
+    n_truncated = sum(r["truncated"] for r in rows)
+    assert n_truncated >= 1
+    assert f"({'0'} skipped, {n_truncated} truncated)" in proc.stderr
+
+
+def test_score_cli_bad_rows(tiny_model_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "pairs.jsonl"
+    src.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": ""'
+                   ', "rejected": "c"}\n{"prompt": "a"}\nnot json\n')
+    out = tmp_path / "scored.jsonl"
+    proc = run_score(tiny_model_dir, tmp_path, "--pairs", str(src), "--out", str(out))
+    assert proc.returncode == 1 and not out.exists()
+    assert "line 2: 'chosen' is empty" in proc.stderr
+    assert "line 3: missing 'chosen'" in proc.stderr
+    assert "line 4: not valid JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_score(tiny_model_dir, tmp_path, "--pairs", str(src), "--out", str(out), "--skip-invalid")
+    assert proc.returncode == 0
+    assert len(out.read_text().splitlines()) == 1
+    assert "(3 skipped" in proc.stderr
+
+
+def test_score_cli_bad_flags(tiny_model_dir: Path, tmp_path: Path) -> None:
+    proc = run_score(tiny_model_dir, tmp_path, "--pairs", str(tmp_path / "none.jsonl"), "--out", "x.jsonl")
+    assert proc.returncode == 1 and "no such file" in proc.stderr
+    proc = run_score(tiny_model_dir, tmp_path, "--pairs", "x", "--out", "y", "--beta", "0")
+    assert proc.returncode == 2 and "--beta 0.0: must be a positive number" in proc.stderr

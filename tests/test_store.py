@@ -1,0 +1,225 @@
+"""The SQLite vote store: round trips, filters, undo, counts, migrations, imports, threads."""
+
+import dataclasses
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from playground import store as store_module
+from playground.errors import PlaygroundError
+from playground.rows import PreferenceRow
+from playground.store import Store, default_path
+from playground.votes import Response, Vote
+
+PROMPT = [{"role": "user", "content": "Name a colour."}]
+
+
+def vote(voter: str = "ana", models: tuple[str, ...] = ("sft", "policy"), outcome: str = "a",
+         ranking: tuple[int, ...] | None = None, created_at: float = 1000.0) -> Vote:
+    responses = tuple(Response(m, f"{m} says {i}", {"logp_policy": -1.5 * i}) for i, m in enumerate(models))
+    return Vote(prompt=PROMPT, responses=responses, outcome=outcome, ranking=ranking, voter=voter,
+                settings={"seed": 3, "max_new_tokens": 64}, created_at=created_at)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "votes.sqlite"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    with Store(db_path) as s:
+        yield s
+
+
+def test_round_trip_keeps_every_field(store: Store) -> None:
+    ranked = Vote(
+        prompt=[{"role": "system", "content": "Be kind."}, *PROMPT],
+        responses=(Response("sft", "red", {"logp_policy": -3.25, "reward": 0.5}), Response("ckpt-0003", "blue"),
+                   Response("reference", "ünïcode ✓")),
+        outcome="ranking", ranking=(2, 0, 1), voter="bob", settings={"seed": 11, "temperature": 0.7},
+        anonymous=True, created_at=1234.5,
+    )
+    vote_id = store.add_vote(ranked)
+    assert store.get_vote(vote_id) == dataclasses.replace(ranked, id=vote_id)
+    assert store.get_vote(vote_id + 1) is None
+
+
+def test_filters(store: Store) -> None:
+    ids = [
+        store.add_vote(vote("ana", ("sft", "policy"), created_at=100.0)),
+        store.add_vote(vote("bob", ("sft", "ckpt-0001"), created_at=200.0)),
+        store.add_vote(vote("ana", ("policy", "ckpt-0001"), "tie", created_at=300.0)),
+    ]
+    assert [v.id for v in store.votes()] == ids
+    assert [v.id for v in store.votes(voter="ana")] == [ids[0], ids[2]]
+    assert [v.id for v in store.votes(voter=" ana ")] == [ids[0], ids[2]]
+    assert [v.id for v in store.votes(model="ckpt-0001")] == [ids[1], ids[2]]
+    assert [v.id for v in store.votes(since=200.0)] == [ids[1], ids[2]]
+    assert [v.id for v in store.votes(voter="ana", model="policy", since=150.0)] == [ids[2]]
+    assert store.votes(voter="carol") == []
+
+
+def test_undo_removes_only_that_voters_last_vote(store: Store) -> None:
+    first = store.add_vote(vote("ana", created_at=1.0))
+    second = store.add_vote(vote("ana", outcome="b", created_at=2.0))
+    bobs = store.add_vote(vote("bob", created_at=3.0))
+
+    undone = store.undo_last_vote("ana")
+    assert undone is not None and undone.id == second and undone.outcome == "b"
+    assert [v.id for v in store.votes()] == [first, bobs]
+    assert store.counts_by_model() == {"policy": 2, "sft": 2}  # the undone vote's responses went too
+
+    assert store.undo_last_vote("ana").id == first  # type: ignore[union-attr]
+    assert store.undo_last_vote("ana") is None
+    assert store.undo_last_vote("carol") is None
+    assert [v.id for v in store.votes()] == [bobs]
+    assert store.add_vote(vote("ana")) > bobs  # an undone id is never handed out again
+
+
+def test_counts(store: Store) -> None:
+    store.add_vote(vote("ana", ("sft", "policy")))
+    store.add_vote(vote("ana", ("sft", "policy", "ckpt-0002"), "ranking", (2, 1, 0)))
+    store.add_vote(vote("bob", ("policy", "reference")))
+    assert store.counts_by_voter() == {"ana": 2, "bob": 1}
+    assert store.counts_by_model() == {"ckpt-0002": 1, "policy": 3, "reference": 1, "sft": 2}
+
+
+def test_pragmas_and_schema_version(store: Store, db_path: Path) -> None:
+    raw = sqlite3.connect(db_path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS) == 1
+    raw.close()
+    # synchronous and foreign_keys are per connection: look at the store's own.
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_migrations_run_once_and_the_next_one_alone(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def initial(db: sqlite3.Connection) -> None:
+        calls.append(1)
+        store_module._initial_schema(db)
+
+    def add_note_column(db: sqlite3.Connection) -> None:
+        calls.append(2)
+        db.execute("ALTER TABLE votes ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", (initial,))
+    with Store(db_path) as s:
+        vote_id = s.add_vote(vote())
+    with Store(db_path):
+        pass
+    assert calls == [1]
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", (initial, add_note_column))
+    with Store(db_path) as s:
+        assert s.get_vote(vote_id) == dataclasses.replace(vote(), id=vote_id)
+    with Store(db_path):
+        pass
+    assert calls == [1, 2]
+    raw = sqlite3.connect(db_path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert "note" in [row[1] for row in raw.execute("PRAGMA table_info(votes)")]
+    raw.close()
+
+
+def test_a_newer_database_is_refused(db_path: Path) -> None:
+    Store(db_path).close()
+    raw = sqlite3.connect(db_path)
+    raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    with pytest.raises(PlaygroundError, match=r"schema version 99, newer than this playground knows \(1\)"):
+        Store(db_path)
+
+
+def test_a_file_that_is_no_database_is_refused(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.sqlite"
+    notes.write_text("these are my notes, not a database\n" * 100)
+    with pytest.raises(PlaygroundError, match=re.escape(f"{notes}: not a usable SQLite vote database")):
+        Store(notes)
+    assert notes.read_text().startswith("these are my notes")
+    with pytest.raises(PlaygroundError, match=re.escape(str(tmp_path))):
+        Store(tmp_path)  # a folder
+
+
+def test_default_path_is_in_the_data_dir(home: Path) -> None:
+    assert default_path() == home / "votes.sqlite"
+
+
+def test_imported_pairs_round_trip(store: Store) -> None:
+    rows = [
+        PreferenceRow("2+2?", "4", "5", {"source": "math", "score": 0.5}),
+        PreferenceRow([{"role": "user", "content": "hi"}], [{"role": "assistant", "content": "hello"}],
+                      [{"role": "assistant", "content": "go away"}]),
+    ]
+    assert store.import_pairs(rows, "pairs.jsonl") == 2
+    assert store.import_pairs(rows[:1], "more.csv") == 1
+    assert store.imported_pairs() == [*rows, rows[0]]
+    assert store.votes() == []
+
+
+def test_import_is_all_or_nothing(store: Store) -> None:
+    good = PreferenceRow("q", "good", "bad")
+    unstorable = PreferenceRow({"not", "json"}, "good", "bad")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        store.import_pairs([good, good, unstorable], "broken.jsonl")
+    assert store.imported_pairs() == []
+    assert store._db.execute("SELECT COUNT(*) FROM import_batches").fetchone()[0] == 0
+
+
+def test_training_pairs_are_vote_pairs_then_imported(store: Store) -> None:
+    vote_id = store.add_vote(vote("ana", ("sft", "policy", "reference"), "ranking", (1, 2, 0)))
+    store.add_vote(vote("bob", outcome="both_bad"))
+    imported = PreferenceRow([{"role": "user", "content": "q"}], [{"role": "assistant", "content": "y"}],
+                             [{"role": "assistant", "content": "n"}], {"origin": "hh"})
+    store.import_pairs([imported], "hh.jsonl")
+
+    pairs = store.training_pairs("all_pairs", 0)
+    assert [(p.chosen[0]["content"], p.rejected[0]["content"]) for p in pairs] == [
+        ("policy says 1", "reference says 2"), ("policy says 1", "sft says 0"), ("reference says 2", "sft says 0"),
+        ("y", "n"),
+    ]
+    assert pairs[0].prompt == PROMPT
+    assert pairs[0].extra == {"vote_id": vote_id, "chosen_model": "policy", "rejected_model": "reference",
+                              "voter": "ana"}
+    assert pairs[-1] == imported
+    best = store.training_pairs("best_vs_random", 1)
+    assert len(best) == 2 and best[0].extra["chosen_model"] == "policy"
+    assert store.training_pairs("best_vs_random", 1) == best
+
+
+def test_another_connection_sees_committed_votes(store: Store, db_path: Path) -> None:
+    vote_id = store.add_vote(vote())
+    with Store(db_path) as other:
+        assert [v.id for v in other.votes()] == [vote_id]
+        other.undo_last_vote("ana")
+    assert store.votes() == []
+
+
+def test_threads_share_one_store(store: Store) -> None:
+    errors: list[BaseException] = []
+
+    def cast(voter: str) -> None:
+        try:
+            for i in range(25):
+                store.add_vote(vote(voter, outcome="a" if i % 2 else "b"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cast, args=(f"voter-{n}",)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    votes = store.votes()
+    assert len(votes) == 200
+    assert len({v.id for v in votes}) == 200
+    assert store.counts_by_voter() == {f"voter-{n}": 25 for n in range(8)}
+    assert store._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 400

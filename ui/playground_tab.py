@@ -1,0 +1,191 @@
+"""The Playground tab: k responses side by side, their scores, and the vote."""
+
+import random
+from dataclasses import replace
+from functools import partial
+
+import gradio as gr
+
+from playground.app_state import AppState
+from playground.generation import GenerationSettings, stream_generate
+from playground.rounds import (
+    Round,
+    battle_models,
+    chat_messages,
+    check_slots,
+    make_vote,
+    preference_matrix,
+    score_round,
+    token_pieces,
+)
+from playground.votes import MAX_RESPONSES, voter_name
+from ui.errors import user_errors
+from ui.render import LETTERS, preference_table, score_table, slot_label, token_view
+
+SIDE_BY_SIDE, ANONYMOUS = "Side by side", "Anonymous battle"
+PAIR_VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+
+
+def build_playground_tab(state: AppState) -> None:
+    catalog = list(state.slot_catalog())
+    defaults = ["policy", "reference", "sft", "policy"]
+    rnd = gr.State(None)  # the session's current Round
+
+    with gr.Row():
+        voter = gr.Textbox(label="Your name", placeholder="votes are stored under this name", scale=2,
+                           elem_id="voter")
+        mode = gr.Radio([SIDE_BY_SIDE, ANONYMOUS], value=SIDE_BY_SIDE, label="Mode", scale=2)
+        k = gr.Slider(2, MAX_RESPONSES, value=2, step=1, label="Responses k", scale=1)
+        beta = gr.Number(value=state.beta, label="β in r = β·log(π_θ/π_ref)", minimum=1e-6, scale=1)
+    with gr.Row():
+        slot_models = [gr.Dropdown(catalog, value=defaults[i] if defaults[i] in catalog else catalog[0],
+                                   label=f"Model for {LETTERS[i]}", visible=i < 2, elem_id=f"model-{i}")
+                       for i in range(MAX_RESPONSES)]
+    system = gr.Textbox(label="System prompt (optional)", lines=1)
+    prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Ask something…", elem_id="prompt")
+    with gr.Accordion("Generation settings", open=False):
+        with gr.Row():
+            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature (0 = greedy)")
+            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
+            top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)")
+        with gr.Row():
+            max_new = gr.Slider(1, 1024, value=128, step=1, label="Max new tokens")
+            repetition = gr.Slider(0.5, 2, value=1.0, step=0.05, label="Repetition penalty")
+            seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+    with gr.Row():
+        go = gr.Button("Generate", variant="primary", elem_id="generate")
+        regen = gr.Button("Regenerate (new seed)", elem_id="regenerate")
+        stop = gr.Button("Stop", variant="stop", elem_id="stop")
+    status = gr.Markdown("")
+
+    columns, headers, texts, scores, tokens = [], [], [], [], []
+    with gr.Row(equal_height=False):
+        for i in range(MAX_RESPONSES):
+            with gr.Column(visible=i < 2) as col:
+                headers.append(gr.Markdown(f"### {slot_label(i)}"))
+                texts.append(gr.Textbox(show_label=False, lines=8, max_lines=20, interactive=False,
+                                        elem_id=f"response-{i}"))
+                scores.append(gr.Markdown())
+                with gr.Accordion("Per-token log-ratio", open=False):
+                    tokens.append(gr.HTML())
+            columns.append(col)
+    prefs = gr.Markdown()
+
+    with gr.Row(visible=True) as pair_row:
+        pair_buttons = {o: gr.Button(label, interactive=False, elem_id=f"vote-{o}") for o, label in PAIR_VOTES.items()}
+    with gr.Row(visible=False) as rank_row:
+        ranking = gr.Dropdown(list(LETTERS[:2]), multiselect=True, label="Your ranking: pick responses best → worst",
+                              scale=3)
+        rank_button = gr.Button("Submit ranking", interactive=False, elem_id="vote-ranking")
+    skip = gr.Button("Skip (no vote)", interactive=False, elem_id="skip")
+    vote_buttons = [*pair_buttons.values(), rank_button, skip]
+
+    def layout(k_value: float, mode_value: str) -> dict:
+        n = 2 if mode_value == ANONYMOUS else int(k_value)
+        return {
+            **{c: gr.Column(visible=i < n) for i, c in enumerate(columns)},
+            **{d: gr.Dropdown(visible=mode_value == SIDE_BY_SIDE and i < n) for i, d in enumerate(slot_models)},
+            pair_row: gr.Row(visible=n == 2),
+            rank_row: gr.Row(visible=n > 2),
+            ranking: gr.Dropdown(choices=list(LETTERS[:n]), value=[]),
+            k: gr.Slider(interactive=mode_value == SIDE_BY_SIDE),
+        }
+
+    layout_outputs = [*columns, *slot_models, pair_row, rank_row, ranking, k]
+    k.change(layout, [k, mode], layout_outputs, queue=False, api_visibility="private")
+    mode.change(layout, [k, mode], layout_outputs, queue=False, api_visibility="private")
+
+    def lock_votes(locked: bool) -> dict:
+        return {b: gr.Button(interactive=not locked) for b in vote_buttons}
+
+    @user_errors
+    def generate(prompt_text, system_text, k_value, mode_value, m0, m1, m2, m3, temp, tp, tk, max_tokens, rep,
+                 seed_value, beta_value, request: gr.Request):
+        messages = chat_messages(prompt_text, system_text)
+        settings = GenerationSettings(temperature=float(temp), top_p=float(tp), top_k=int(tk),
+                                      max_new_tokens=int(max_tokens), repetition_penalty=float(rep),
+                                      seed=int(seed_value or 0)).validate()
+        if not beta_value or beta_value <= 0:
+            raise gr.Error("β must be > 0")
+        catalog_now = state.slot_catalog()
+        anonymous = mode_value == ANONYMOUS
+        if anonymous:
+            names = battle_models(catalog_now, random.Random())
+        else:
+            names = check_slots([m0, m1, m2, m3][: int(k_value)], catalog_now)
+        current = Round(messages=tuple(messages), models=names, settings=settings, beta=float(beta_value),
+                        anonymous=anonymous)
+        n = current.k
+        stop_event = state.stop_event(request.session_hash if request else "")
+        yield {
+            rnd: None, status: "Generating…", prefs: "",
+            **lock_votes(True),
+            **{headers[i]: f"### {slot_label(i)}" + ("" if anonymous else f" · `{names[i]}`") for i in range(n)},
+            **{scores[i]: "" for i in range(n)}, **{tokens[i]: "" for i in range(n)},
+        }
+        slots = [catalog_now[name] for name in names]
+        final: list[str] = [""] * n
+        for final in stream_generate(state.models, slots, messages, settings, stop_event):
+            yield {texts[i]: final[i] for i in range(n)}
+        yield {status: "Scoring…"}
+        current = score_round(state.scorer, current, final)
+        policy_ident = state.models.policy.ident
+        yield {
+            rnd: current,
+            status: ("Stopped early. " if stop_event.is_set() else "") + "Vote below"
+            + (" (names are revealed after your vote)." if anonymous else "."),
+            **{scores[i]: score_table(s, slots[i].ident == policy_ident, settings.temperature)
+               for i, s in enumerate(current.scores)},
+            **{tokens[i]: token_view(token_pieces(state.models.tokenizer, s.token_ids), s.token_log_ratios)
+               for i, s in enumerate(current.scores)},
+            prefs: preference_table(preference_matrix(current.scores)),
+            **{texts[i]: t for i, t in enumerate(current.texts)},
+            **lock_votes(False),
+        }
+
+    gen_inputs = [prompt, system, k, mode, *slot_models, temperature, top_p, top_k, max_new, repetition, seed, beta]
+    gen_outputs = [rnd, status, prefs, *headers, *texts, *scores, *tokens, *vote_buttons]
+    go.click(generate, gen_inputs, gen_outputs, api_name="generate", concurrency_id="model")
+
+    def next_seed(seed_value: float) -> int:
+        return int(seed_value or 0) + 1
+
+    regen.click(next_seed, seed, seed, queue=False, api_visibility="private").then(
+        generate, gen_inputs, gen_outputs, api_visibility="private", concurrency_id="model")
+
+    def stop_generation(request: gr.Request) -> None:
+        event = state.stop_events.get(request.session_hash if request else "")
+        if event:
+            event.set()
+
+    stop.click(stop_generation, None, None, queue=False, api_name="stop")
+
+    @user_errors
+    def vote(outcome: str, ranked: list[str] | None, name: str, current: Round | None):
+        if current is None:
+            raise gr.Error("Nothing to vote on yet: generate responses first.")
+        order = [LETTERS.index(x) for x in ranked or []] if outcome == "ranking" else None
+        if order is not None and sorted(order) != list(range(current.k)):
+            raise gr.Error(f"Rank all {current.k} responses, best first ({', '.join(LETTERS[:current.k])}).")
+        record = make_vote(current, outcome, voter_name(name), order)
+        vote_id = state.store.add_vote(record)
+        done = replace(current, voted_at=record.created_at)
+        return {
+            rnd: done,
+            status: f"Vote #{vote_id} stored as **{outcome.replace('_', ' ')}** by {record.voter}.",
+            **{headers[i]: f"### {slot_label(i)} · `{m}`" for i, m in enumerate(current.models)},
+            **lock_votes(True),
+        }
+
+    vote_outputs = [rnd, status, *headers, *vote_buttons]
+    outcome_box = gr.Textbox(visible=False)
+    api_vote = gr.Button(visible=False)
+    api_vote.click(vote, [outcome_box, ranking, voter, rnd], vote_outputs, api_name="vote")
+    for outcome, button in pair_buttons.items():
+        button.click(partial(vote, outcome), [ranking, voter, rnd], vote_outputs, api_visibility="private")
+    rank_button.click(partial(vote, "ranking"), [ranking, voter, rnd], vote_outputs, api_visibility="private")
+
+    def skip_round(current: Round | None) -> dict:
+        return {rnd: None, status: "Skipped; nothing stored.", **lock_votes(True)}
+
+    skip.click(skip_round, rnd, [rnd, status, *vote_buttons], api_name="skip")
