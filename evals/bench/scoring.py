@@ -74,7 +74,8 @@ def trl_precompute_seconds(models, pairs, batch_pairs: int) -> float:
                         precompute_ref_log_probs=True, per_device_train_batch_size=batch_pairs, report_to="none",
                         dataset_num_proc=None)
         start = time.perf_counter()
-        DPOTrainer(model=base, ref_model=copy.deepcopy(base), args=cfg, train_dataset=data, processing_class=models.tokenizer)
+        DPOTrainer(model=base, ref_model=copy.deepcopy(base), args=cfg, train_dataset=data,
+                   processing_class=models.tokenizer)
         return time.perf_counter() - start
 
 

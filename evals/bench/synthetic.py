@@ -2,9 +2,47 @@
 
 import random
 
-WORDS = ("the model answer question because data training reward policy reference token sequence value "
-         "people prefer short clear helpful wrong right example compare better worse simple explain why "
-         "first second then finally result number language learning python code function return").split()
+WORDS = [
+    "the",
+    "model",
+    "answer",
+    "question",
+    "because",
+    "data",
+    "training",
+    "reward",
+    "policy",
+    "reference",
+    "token",
+    "sequence",
+    "value",
+    "people",
+    "prefer",
+    "short",
+    "clear",
+    "helpful",
+    "wrong",
+    "right",
+    "example",
+    "compare",
+    "better",
+    "worse",
+    "simple",
+    "explain",
+    "why",
+    "first",
+    "second",
+    "then",
+    "finally",
+    "result",
+    "number",
+    "language",
+    "learning",
+    "python",
+    "code",
+    "function",
+    "return",
+]
 
 
 def sentence(rng: random.Random, n_words: int) -> str:

@@ -1,0 +1,172 @@
+"""DPO training speed and memory: ours against TRL's DPOTrainer, same pairs, model, LoRA and steps.
+
+`python -m evals.bench.dpo [--quick]`. Three runs on the packaged SmolLM2-135M-Instruct with a
+fresh LoRA adapter (r=16, alpha=32 on q/k/v/o), batch 4 pairs, lr 5e-4, β 0.1, the same synthetic
+conversational pairs (`synthetic.chat_pairs`), on the same device:
+
+- ours:          `playground.dpo.train_dpo` (reference pass once, shared-prompt pair rows,
+                 completion-only vocabulary projection), nothing held out
+- trl-tuned:     TRL 1.16 DPOTrainer with bf16=False, gradient_checkpointing=False,
+                 precompute_ref_log_probs=True
+- trl-defaults:  TRL's DPOConfig as shipped (bf16 autocast, gradient checkpointing, a reference
+                 forward every step); only `--defaults-steps` steps, as a step takes minutes on CPU
+
+Each run is its own subprocess, so imports and allocator caches do not carry over. Time is end to
+end once the model is loaded: tokenization, reference pass, the training steps (and our checkpoint
+write). pairs/s = pairs trained on (steps × batch) / that time. Peak memory: on CPU the growth of
+the resident set over its size after loading, sampled every 5 ms by a thread; on a GPU the growth
+of `torch.cuda.max_memory_allocated` over the allocation after loading.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from evals.bench.common import report
+from evals.bench.synthetic import chat_pairs
+
+ROOT = Path(__file__).resolve().parents[2]
+BATCH, LR, BETA, MAX_WORDS = 4, 5e-4, 0.1, 160
+TRL_TUNED = {"bf16": False, "gradient_checkpointing": False, "precompute_ref_log_probs": True}
+VARIANTS = ("ours", "trl-tuned", "trl-defaults")
+
+
+class PeakMemory:
+    """Peak memory growth (MiB) over the moment of `start`: RSS sampled by a thread, or CUDA's counter."""
+
+    def __init__(self, device: Any) -> None:
+        import psutil
+        import torch
+
+        self.torch, self.cuda = torch, device.type == "cuda"
+        self.process = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> "PeakMemory":
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.torch.cuda.reset_peak_memory_stats()
+            self.base = self.torch.cuda.memory_allocated()
+        else:
+            self.base = self.peak = self.process.memory_info().rss
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.peak = self.torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def run_ours(triples: list, steps: int, device: Any, out: Path) -> tuple[float, float, float]:
+    from playground.dpo import DPOConfig, train_dpo
+    from playground.home import data_dir
+    from playground.models import ModelsConfig, load_models
+    from playground.rows import PreferenceRow
+
+    models = load_models(ModelsConfig(models_dir=data_dir() / "models", device=str(device)))
+    with PeakMemory(device) as memory:
+        started = time.perf_counter()
+        rows = [PreferenceRow(p, c, r) for p, c, r in triples]
+        result = train_dpo(models, rows, DPOConfig(steps=steps, batch_size=BATCH, lr=LR, beta=BETA, heldout=0), out)
+        seconds = time.perf_counter() - started
+    return seconds, memory.growth_mib, result.steps[-1]["loss"]
+
+
+def run_trl(triples: list, steps: int, device: Any, out: Path, overrides: dict[str, Any]) -> tuple[float, float, float]:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from playground.gguf_convert import ensure_default_model
+    from playground.home import data_dir
+
+    folder = ensure_default_model(data_dir() / "models")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                      task_type="CAUSAL_LM")
+    args = DPOConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
+                     beta=BETA, max_length=1024, logging_steps=1, save_strategy="no", report_to="none", seed=0,
+                     disable_tqdm=True, use_cpu=device.type == "cpu", **overrides)
+    with PeakMemory(device) as memory:
+        started = time.perf_counter()
+        data = Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in triples])
+        trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora)
+        trainer.train()
+        seconds = time.perf_counter() - started
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return seconds, memory.growth_mib, losses[-1]
+
+
+def child(variant: str, n_pairs: int, steps: int) -> dict[str, Any]:
+    """One run in this process; the parent reads the returned dict as JSON from stdout."""
+    from playground.cli import quiet_libraries
+
+    quiet_libraries()
+    from playground.devices import resolve_device
+
+    device = resolve_device("auto")
+    triples = chat_pairs(n_pairs, max_words=MAX_WORDS)
+    with tempfile.TemporaryDirectory() as tmp:
+        if variant == "ours":
+            seconds, mib, loss = run_ours(triples, steps, device, Path(tmp))
+        else:
+            seconds, mib, loss = run_trl(triples, steps, device, Path(tmp), TRL_TUNED if variant == "trl-tuned" else {})
+    return {"method": variant, "device": str(device), "pairs": n_pairs, "steps": steps, "seconds": seconds,
+            "pairs_per_s": steps * BATCH / seconds, "peak_mib": mib, "final_loss": loss}
+
+
+def run_child(variant: str, n_pairs: int, steps: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "evals.bench.dpo", "--child", variant, "--pairs", str(n_pairs), "--steps", str(steps)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=24, help="synthetic conversational pairs")
+    parser.add_argument("--steps", type=int, default=6, help="training steps of 4 pairs for ours and trl-tuned")
+    parser.add_argument("--defaults-steps", type=int, default=2, help="training steps for trl-defaults")
+    parser.add_argument("--quick", action="store_true", help="8 pairs, 2 steps (1 for trl-defaults)")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.pairs, args.steps)))
+        return
+    if args.quick:
+        args.pairs, args.steps, args.defaults_steps = 8, 2, 1
+    rows = [run_child(v, args.pairs, args.defaults_steps if v == "trl-defaults" else args.steps) for v in VARIANTS]
+    ours, tuned, defaults = rows
+    report("dpo", rows, {
+        "speed_ours_over_trl_defaults": ours["pairs_per_s"] / defaults["pairs_per_s"],
+        "speed_ours_over_trl_tuned": ours["pairs_per_s"] / tuned["pairs_per_s"],
+        "memory_ours_over_trl_tuned": ours["peak_mib"] / tuned["peak_mib"],
+    })
+
+
+if __name__ == "__main__":
+    main()
