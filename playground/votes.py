@@ -155,6 +155,8 @@ def to_trl_rows(votes: list[Vote], binarize: Binarize = "all_pairs", seed: int =
 
     A ranking gives every (better, worse) pair ("all_pairs"), or, as in UltraFeedback binarized,
     the best response against one other drawn at random ("best_vs_random", fixed by `seed`).
+    A pair with an empty (whitespace-only) response is left out: it has no text to learn from, and
+    TRL rows with an empty completion are refused on import and by the scorer.
     """
     if binarize not in BINARIZATIONS:
         raise PlaygroundError(f"binarize {binarize!r} is not one of {', '.join(BINARIZATIONS)}")
@@ -162,6 +164,8 @@ def to_trl_rows(votes: list[Vote], binarize: Binarize = "all_pairs", seed: int =
     for position, vote in enumerate(votes):
         for win, lose in _binarized_pairs(vote, position, binarize, seed):
             chosen, rejected = vote.responses[win], vote.responses[lose]
+            if not chosen.text.strip() or not rejected.text.strip():
+                continue
             rows.append({
                 "prompt": [dict(m) for m in vote.prompt],
                 "chosen": [{"role": "assistant", "content": chosen.text}],

@@ -14,6 +14,7 @@ from ui.app import build_demo, launch_kwargs
 
 # prompt, system, k, mode, 4 slot models, temperature, top-p, top-k, max new tokens, repetition, seed, β
 SETTINGS = (0.0, 0.9, 50, 6, 1.0, 0, 0.1)
+SAMPLED = (1.0, 1.0, 0, 6, 1.0, 3, 0.1)  # the random tiny model's greedy text is whitespace; sample instead
 
 
 @pytest.fixture
@@ -56,3 +57,40 @@ def test_generate_streams_the_engines_reply_then_a_vote_is_stored(app: tuple[App
         client.predict("a", [], "ana", api_name="/vote")
     db = sqlite3.connect(state.store.path)
     assert db.execute("SELECT COUNT(*) FROM votes").fetchone() == (1,)
+
+
+def test_ranking_votes_anonymous_refusal_export_import_and_undo(app: tuple[AppState, Client], tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    state, client = app
+    client.predict("Write a poem.", "Be short.", 3, "Side by side", "policy", "reference", "sft", "policy",
+                   *SAMPLED, api_name="/generate")
+    with pytest.raises(Exception, match="Rank all 3 responses"):
+        client.predict("ranking", ["B", "A"], "bo", api_name="/vote")
+    client.predict("ranking", ["C", "A", "B"], "bo", api_name="/vote")
+    [vote] = state.store.votes()
+    assert vote.ranking == (2, 0, 1) and [r.model for r in vote.responses] == ["policy", "reference", "sft"]
+    assert vote.prompt[0] == {"role": "system", "content": "Be short."}
+
+    # Anonymous: names hidden until the vote. SFT and reference share weights, so it is policy vs one of them.
+    job = client.submit("Hi", "", 2, "Anonymous battle", "sft", "sft", "sft", "sft", *SETTINGS, api_name="/generate")
+    job.result(timeout=120)
+    assert list(job.outputs()[0][2:4]) == ["### Response A", "### Response B"]
+    after = client.predict("tie", [], "bo", api_name="/vote")
+    revealed = " ".join(after[1:3])
+    assert "policy" in revealed and ("sft" in revealed or "reference" in revealed)
+    battle = state.store.votes()[-1]
+    assert battle.anonymous and {r.model for r in battle.responses} & {"policy"}
+    state.store.undo_last_vote("bo")
+
+    exported, _ = client.predict("trl", "all_pairs", ".jsonl", False, api_name="/export")
+    lines = Path(exported).read_text().splitlines()
+    assert len(lines) == 3  # a full ranking of 3 gives 3 preference pairs
+    client.predict(handle_file(exported), api_name="/import")
+    assert len(state.store.imported_pairs()) == 3
+
+    table = client.predict("", "", api_name="/votes")[0]
+    assert [row[2] for row in table["data"]] == ["bo"]
+    message = client.predict("bo", "", "", api_name="/undo")[0]
+    assert f"Removed vote #{vote.id}" in message
+    assert state.store.votes() == []

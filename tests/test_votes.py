@@ -144,3 +144,10 @@ def test_voter_name_is_trimmed_and_sequences_become_tuples() -> None:
     assert vote.ranking == (1, 2, 0)
     assert isinstance(vote.responses, tuple)
     assert make_vote(voter="x" * 64).voter == "x" * 64
+
+
+def test_trl_rows_leave_out_pairs_with_an_empty_response() -> None:
+    vote = Vote(prompt=[{"role": "user", "content": "hi"}], outcome="ranking", ranking=(0, 1, 2), voter="ana",
+                responses=(Response("policy", "Hello"), Response("sft", "  \n"), Response("reference", "Hey")))
+    rows = to_trl_rows([vote])
+    assert [(r["chosen_model"], r["rejected_model"]) for r in rows] == [("policy", "reference")]

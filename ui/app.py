@@ -3,6 +3,7 @@
 import gradio as gr
 
 from playground.app_state import AppState
+from ui.data_tab import build_data_tab
 from ui.playground_tab import build_playground_tab
 
 # Keys 1–4 vote (A better, B better, tie, both bad), S skips, G generates; ignored while typing.
@@ -28,7 +29,9 @@ def build_demo(state: AppState) -> gr.Blocks:
             f"reference `{state.models.reference.source}` · {state.models.device}"
         )
         with gr.Tab("Playground"):
-            build_playground_tab(state)
+            voter = build_playground_tab(state)
+        with gr.Tab("Data"):
+            build_data_tab(state, voter)
     return demo
 
 

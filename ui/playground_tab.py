@@ -26,7 +26,8 @@ SIDE_BY_SIDE, ANONYMOUS = "Side by side", "Anonymous battle"
 PAIR_VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
 
-def build_playground_tab(state: AppState) -> None:
+def build_playground_tab(state: AppState) -> gr.Textbox:
+    """Builds the tab; returns the voter-name box, which other tabs read too."""
     catalog = list(state.slot_catalog())
     defaults = ["policy", "reference", "sft", "policy"]
     rnd = gr.State(None)  # the session's current Round
@@ -74,7 +75,7 @@ def build_playground_tab(state: AppState) -> None:
     with gr.Row(visible=True) as pair_row:
         pair_buttons = {o: gr.Button(label, interactive=False, elem_id=f"vote-{o}") for o, label in PAIR_VOTES.items()}
     with gr.Row(visible=False) as rank_row:
-        ranking = gr.Dropdown(list(LETTERS[:2]), multiselect=True, label="Your ranking: pick responses best → worst",
+        ranking = gr.Dropdown(list(LETTERS), multiselect=True, label="Your ranking: pick responses best → worst",
                               scale=3)
         rank_button = gr.Button("Submit ranking", interactive=False, elem_id="vote-ranking")
     skip = gr.Button("Skip (no vote)", interactive=False, elem_id="skip")
@@ -87,7 +88,7 @@ def build_playground_tab(state: AppState) -> None:
             **{d: gr.Dropdown(visible=mode_value == SIDE_BY_SIDE and i < n) for i, d in enumerate(slot_models)},
             pair_row: gr.Row(visible=n == 2),
             rank_row: gr.Row(visible=n > 2),
-            ranking: gr.Dropdown(choices=list(LETTERS[:n]), value=[]),
+            ranking: gr.Dropdown(value=[]),
             k: gr.Slider(interactive=mode_value == SIDE_BY_SIDE),
         }
 
@@ -189,3 +190,4 @@ def build_playground_tab(state: AppState) -> None:
         return {rnd: None, status: "Skipped; nothing stored.", **lock_votes(True)}
 
     skip.click(skip_round, rnd, [rnd, status, *vote_buttons], api_name="skip")
+    return voter
