@@ -15,8 +15,8 @@ from playground.errors import PlaygroundError
 from playground.sources import set_hub_access, use_hub
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a default only where there is one worth showing."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps descriptions' line breaks; shows a default only where there is one worth showing."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_text = action.help or ""

@@ -36,9 +36,9 @@ SCORE_COLUMNS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m playground.score",
-        description="Score preference pairs (TRL rows: prompt/chosen/rejected, strings or chat messages) "
-        "with the policy and reference: log-probs, implicit rewards, Bradley–Terry probability, DPO loss. "
-        "Output columns:\n" + "\n".join(f"  {k}: {v}" for k, v in SCORE_COLUMNS.items()),
+        description="Score preference pairs (TRL rows: prompt/chosen/rejected, strings or chat messages)\n"
+        "with the policy and reference: log-probs, implicit rewards, Bradley–Terry probability, DPO loss.",
+        epilog="Output: every input field, plus\n" + "\n".join(f"  {k}: {v}" for k, v in SCORE_COLUMNS.items()),
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--pairs", required=True, type=Path, help="input: JSONL, Parquet or CSV of TRL preference rows")

@@ -78,7 +78,17 @@ def _initial_schema(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_initial_schema,)
+def _checkpoint_registry(db: sqlite3.Connection) -> None:
+    db.execute("""CREATE TABLE checkpoints (
+        id TEXT PRIMARY KEY,                   -- the checkpoint folder's name
+        path TEXT NOT NULL,                    -- the folder: adapter + record.json
+        parent TEXT,                           -- the checkpoint it was trained from, if any
+        created_at REAL NOT NULL,
+        record TEXT NOT NULL                   -- JSON: record.json as written
+    )""")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_initial_schema, _checkpoint_registry)
 
 _VOTE_COLUMNS = """v.id, v.prompt, v.outcome, v.voter, v.settings, v.anonymous, v.created_at,
     r.slot, r.model, r.text, r.scores, r.rank"""
@@ -266,3 +276,15 @@ class Store:
             for r in to_trl_rows(self.votes(), binarize, seed)
         ]
         return from_votes + self.imported_pairs()
+
+    def register_checkpoint(self, checkpoint_id: str, path: Path, parent: str | None, record: dict[str, Any]) -> None:
+        """Record a finished checkpoint (written before, atomically, by `checkpoints.write_checkpoint`)."""
+        with self._transaction(write=True) as db:
+            db.execute("INSERT OR REPLACE INTO checkpoints (id, path, parent, created_at, record) "
+                       "VALUES (?, ?, ?, ?, ?)", (checkpoint_id, str(path), parent, time.time(), json.dumps(record)))
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """Registered checkpoints, oldest first: id, path, parent, created_at, record."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, path, parent, created_at, record FROM checkpoints ORDER BY created_at, id")
+            return [{**dict(r), "record": json.loads(r["record"])} for r in rows.fetchall()]

@@ -92,7 +92,7 @@ def test_counts(store: Store) -> None:
 def test_pragmas_and_schema_version(store: Store, db_path: Path) -> None:
     raw = sqlite3.connect(db_path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS) == 1
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS) == 2
     raw.close()
     # synchronous and foreign_keys are per connection: look at the store's own.
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -134,7 +134,7 @@ def test_a_newer_database_is_refused(db_path: Path) -> None:
     raw = sqlite3.connect(db_path)
     raw.execute("PRAGMA user_version = 99")
     raw.close()
-    with pytest.raises(PlaygroundError, match=r"schema version 99, newer than this playground knows \(1\)"):
+    with pytest.raises(PlaygroundError, match=r"schema version 99, newer than this playground knows \(2\)"):
         Store(db_path)
 
 
@@ -223,3 +223,16 @@ def test_threads_share_one_store(store: Store) -> None:
     assert len({v.id for v in votes}) == 200
     assert store.counts_by_voter() == {f"voter-{n}": 25 for n in range(8)}
     assert store._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 400
+
+
+def test_version_1_database_gains_the_checkpoint_registry(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+    with Store(db_path) as s:
+        vote_id = s.add_vote(vote())
+    monkeypatch.undo()
+    with Store(db_path) as s:  # the shipped code: migrates 1 → 2 and keeps the votes
+        assert s.get_vote(vote_id) is not None
+        s.register_checkpoint("ckpt-a", db_path.parent / "ckpt-a", None, {"steps": [{"loss": 0.69}]})
+        s.register_checkpoint("ckpt-b", db_path.parent / "ckpt-b", "ckpt-a", {"steps": []})
+        assert [(c["id"], c["parent"]) for c in s.checkpoints()] == [("ckpt-a", None), ("ckpt-b", "ckpt-a")]
+        assert s.checkpoints()[0]["record"] == {"steps": [{"loss": 0.69}]}

@@ -1,0 +1,55 @@
+"""k responses in one batched `generate` versus the same responses one after another.
+
+`python -m evals.bench.generation` — the real SmolLM2 model; the slots alternate policy and
+reference, so the batched call is a peft mixed-adapter batch. Greedy decoding with a fixed
+number of new tokens (EOS ignored) keeps both paths doing identical work.
+"""
+
+import argparse
+import time
+
+from evals.bench.common import report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--new-tokens", type=int, default=48, help="tokens generated per response")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration (best is kept)")
+    args = parser.parse_args()
+
+    from playground.cli import quiet_libraries
+
+    quiet_libraries()
+    from playground.generation import GenerationSettings, generate
+    from playground.home import data_dir
+    from playground.models import ModelsConfig, load_models
+
+    models = load_models(ModelsConfig(models_dir=data_dir() / "models"))
+    # EOS never ends a row early, so every path generates exactly new_tokens per response.
+    models.policy.model.generation_config.eos_token_id = None
+    messages = [{"role": "user", "content": "Explain in a few sentences why the sky is blue."}]
+    settings = GenerationSettings(temperature=0, max_new_tokens=args.new_tokens)
+
+    def best_time(slots: list) -> float:
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            generate(models, slots, messages, settings)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    best_time([models.policy])  # warm-up
+    rows, ratios = [], {}
+    for k in (2, 4):
+        slots = [models.policy if i % 2 == 0 else models.reference for i in range(k)]
+        batched = best_time(slots)
+        sequential = sum(best_time([s]) for s in slots)
+        tokens = k * args.new_tokens
+        rows.append({"k": k, "mode": "batched (one generate)", "seconds": batched, "tokens_per_s": tokens / batched})
+        rows.append({"k": k, "mode": "sequential", "seconds": sequential, "tokens_per_s": tokens / sequential})
+        ratios[f"k{k}_batched_over_sequential"] = sequential / batched
+    report("generation", rows, {"new_tokens": args.new_tokens, "device": str(models.device), **ratios})
+
+
+if __name__ == "__main__":
+    main()
