@@ -4,6 +4,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from playground.checkpoints import attach_checkpoint, complete_checkpoints, read_record
 from playground.models import Models, ModelsConfig, Role, load_models
 from playground.scoring import Scorer
 from playground.store import Store
@@ -16,20 +17,42 @@ class AppState:
     store: Store
     data_dir: Path
     beta: float = 0.1
+    # Saved checkpoints, each a named adapter on the policy's PeftModel, by checkpoint id.
+    checkpoints: dict[str, Role] = field(default_factory=dict)
     # A Stop press reaches the running generation of its own browser session through this map.
     stop_events: dict[str, threading.Event] = field(default_factory=dict)
+    # One training run at a time; Cancel sets the event, the run stops after its current step.
+    training: threading.Lock = field(default_factory=threading.Lock)
+    cancel_training: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
 
     def slot_catalog(self) -> dict[str, Role]:
         """Models a response slot can take, by the name shown to people."""
-        return self.models.roles()
+        return {**self.models.roles(), **self.checkpoints}
 
     def stop_event(self, session: str) -> threading.Event:
         event = threading.Event()
         self.stop_events[session] = event
         return event
 
+    def add_checkpoint(self, folder: Path) -> Role:
+        """Register a finished checkpoint in the store (again, harmlessly, at every start: a run
+        killed between writing and registering is picked up) and make it selectable in the slots."""
+        record = read_record(folder) or {}
+        self.store.register_checkpoint(folder.name, folder, (record.get("parent") or {}).get("id"), record)
+        role = attach_checkpoint(self.models, folder)
+        self.checkpoints[role.name] = role
+        return role
+
 
 def build_state(cfg: ModelsConfig, data_dir: Path, db_path: Path | None = None, beta: float = 0.1) -> AppState:
     models = load_models(cfg)
     store = Store(db_path or data_dir / "votes.sqlite")
-    return AppState(models=models, scorer=Scorer(models), store=store, data_dir=data_dir, beta=beta)
+    state = AppState(models=models, scorer=Scorer(models), store=store, data_dir=data_dir, beta=beta)
+    if models.policy.adapter is not None:  # checkpoints are adapters: they need the policy's PeftModel
+        for folder in complete_checkpoints(state.checkpoint_dir):
+            state.add_checkpoint(folder)
+    return state

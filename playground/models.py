@@ -174,6 +174,11 @@ def attach_adapter(base: PreTrainedModel, adapter_dir: Path | None, lora: LoraSe
     return model
 
 
+def adapter_params(model: PeftModel) -> dict[str, torch.nn.Parameter]:
+    """The policy adapter's LoRA weights by name (`…lora_A.default.weight`, …)."""
+    return {n: p for n, p in model.named_parameters() if "lora_" in n and f".{POLICY_ADAPTER}." in f"{n}."}
+
+
 def load_models(cfg: ModelsConfig) -> Models:
     """Load every role. Validates all flags before loading anything heavy."""
     sft_src = classify(cfg.sft, "sft")

@@ -30,7 +30,10 @@ def test_default_roles_share_one_base(tiny_model_dir: Path) -> None:
     assert models.policy.adapter == "default" and models.reference.adapter is None
     trainable = [n for n, p in models.policy.model.named_parameters() if p.requires_grad]
     assert trainable == []  # serving models are frozen; training opts in explicitly
-    assert models.dtype == torch.float32 and models.device.type == "cpu"
+    expected = ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
+    if not torch.cuda.is_available() and torch.backends.mps.is_available():
+        expected = ("mps", torch.float32)
+    assert (models.device.type, models.dtype) == expected
 
 
 def test_fresh_policy_equals_reference_and_perturbed_differs(tiny_model_dir: Path) -> None:

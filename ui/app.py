@@ -5,6 +5,7 @@ import gradio as gr
 from playground.app_state import AppState
 from ui.data_tab import build_data_tab
 from ui.playground_tab import build_playground_tab
+from ui.train_tab import build_train_tab
 
 # Keys 1–4 vote (A better, B better, tie, both bad), S skips, G generates; ignored while typing.
 KEYBOARD = """
@@ -29,9 +30,11 @@ def build_demo(state: AppState) -> gr.Blocks:
             f"reference `{state.models.reference.source}` · {state.models.device}"
         )
         with gr.Tab("Playground"):
-            voter = build_playground_tab(state)
+            handles = build_playground_tab(state)
         with gr.Tab("Data"):
-            build_data_tab(state, voter)
+            build_data_tab(state, handles.voter)
+        with gr.Tab("Train"):
+            build_train_tab(state, handles.slot_models)
     return demo
 
 

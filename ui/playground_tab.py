@@ -3,6 +3,7 @@
 import random
 from dataclasses import replace
 from functools import partial
+from typing import NamedTuple
 
 import gradio as gr
 
@@ -26,8 +27,14 @@ SIDE_BY_SIDE, ANONYMOUS = "Side by side", "Anonymous battle"
 PAIR_VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
 
-def build_playground_tab(state: AppState) -> gr.Textbox:
-    """Builds the tab; returns the voter-name box, which other tabs read too."""
+class PlaygroundHandles(NamedTuple):
+    """Components other tabs read or update."""
+
+    voter: gr.Textbox
+    slot_models: list[gr.Dropdown]
+
+
+def build_playground_tab(state: AppState) -> PlaygroundHandles:
     catalog = list(state.slot_catalog())
     defaults = ["policy", "reference", "sft", "policy"]
     rnd = gr.State(None)  # the session's current Round
@@ -190,4 +197,4 @@ def build_playground_tab(state: AppState) -> gr.Textbox:
         return {rnd: None, status: "Skipped; nothing stored.", **lock_votes(True)}
 
     skip.click(skip_round, rnd, [rnd, status, *vote_buttons], api_name="skip")
-    return voter
+    return PlaygroundHandles(voter, slot_models)

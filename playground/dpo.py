@@ -1,0 +1,437 @@
+"""DPO on the policy's LoRA adapter: one update round from preference pairs to a published policy.
+
+Per pair (x, y_w, y_l), with log π(y|x) summed over completion tokens (TRL's tokenization, see
+`encoding`) and r(x, y) = β·(log π_θ(y|x) − log π_ref(y|x)), the loss is one of (`objectives`):
+
+- sigmoid: −log σ(r_w − r_l)                       (DPO, Rafailov et al. 2023)
+- robust:  [−(1−ε)·log σ(Δ) + ε·log σ(−Δ)] / (1−2ε), Δ = r_w − r_l   (labels flipped w.p. ε)
+- hinge:   max(0, 1 − (r_w − r_l))
+- ipo:     (h − 1/(2β))², h = per-token mean log-ratio of y_w minus that of y_l
+
+averaged over the pairs of a step; AdamW on the adapter's weights only, constant learning rate,
+gradients clipped to `max_grad_norm` (TRL's default 1.0), no dropout (TRL disables it too).
+
+Speed. Reference log-probs are computed once per pair, in batched no-grad passes, before the
+first step (TRL's `precompute_ref_log_probs`). A step is one forward over its pairs, one row per
+pair holding prompt, chosen and rejected under a tree attention mask (`pairs`): the prompt is
+computed once, no completion is padded to the other's length, and only completion positions go
+through the vocabulary projection. Pairs are bucketed by length: each epoch is shuffled, cut into
+windows of `BUCKET_WINDOW` batches, each window sorted by length and cut into batches, and the
+batch order shuffled again, so a batch pads little.
+
+Safety: train a copy, publish at the end. `models.policy.model` is served while training runs
+(generation in other threads). Training never touches it: it trains a second module tree built
+by `copy.deepcopy` with every base parameter and buffer shared (no extra memory) and only the
+policy adapter's LoRA weights copied (a few MB). The reference for the default roles is that copy
+with its adapter switched off, which flips flags on the copy, not on the served model. Only a
+finished run changes the served policy: its LoRA weights are copied in under `models.lock` (which
+generation holds for a whole `generate`), so a reader sees the old adapter or the new one, never
+a mix. A NaN/inf loss or gradient, a cancel, or any exception drops the copy: the served adapter
+stays bit-identical and nothing is written. A separate adapter name on the served PeftModel was
+not used: switching the active adapter is shared state, and every step would need the lock.
+
+Per-step metrics, named as TRL logs them (means over the step's pairs):
+  loss                 the objective above
+  rewards/chosen       r(x, y_w) = β·(log π_θ − log π_ref)(y_w)
+  rewards/rejected     r(x, y_l)
+  rewards/accuracies   fraction of pairs with r_w > r_l; ties count ½ (TRL counts ties as wrong,
+                       so a fresh adapter, where every reward is 0, shows 0 there and 0.5 here)
+  rewards/margins      r_w − r_l
+  logps/chosen         log π_θ(y_w|x), summed over tokens
+  logps/rejected       log π_θ(y_l|x)
+  grad_norm            L2 norm of the adapter's gradient before clipping
+  learning_rate, epoch (pairs seen / training pairs), seconds (wall time of the step)
+"""
+
+import contextlib
+import copy
+import itertools
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import peft
+import torch
+import transformers
+from peft import PeftModel
+
+from playground.checkpoints import pairs_sha256, read_record, write_checkpoint
+from playground.errors import PlaygroundError
+from playground.models import POLICY_ADAPTER, LoraSettings, Models
+from playground.objectives import dpo_loss, hinge_loss, implicit_reward, ipo_loss, robust_dpo_loss
+from playground.pairs import EncodedPair, all_pair_logps, encode_pairs, pair_logps
+from playground.rows import PreferenceRow
+from playground.scoring import length_sorted_batches
+
+LOSSES = ("sigmoid", "ipo", "hinge", "robust")
+DEFAULT_EPOCHS = 3.0  # TrainingArguments' num_train_epochs, so a TRL user gets the same run length
+MIN_PAIRS = 2
+MIN_PAIRS_FOR_HELDOUT = 5
+BUCKET_WINDOW = 8
+
+Metrics = dict[str, float]
+Callback = Callable[[int, int, Metrics], None]  # (step, total steps, that step's metrics)
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    """One training run's settings; `validate()` before use. β scales r = β·log(π_θ/π_ref) (for IPO
+    it is the regulariser τ: the target margin is 1/(2β)); ε is robust DPO's label-flip rate."""
+
+    beta: float = 0.1
+    lr: float = 5e-4  # LoRA-sized; TRL's 1e-6 default is for full fine-tuning
+    steps: int | None = None  # give steps or epochs, not both; neither: DEFAULT_EPOCHS
+    epochs: float | None = None
+    batch_size: int = 4  # pairs per step
+    lora: LoraSettings = field(default_factory=LoraSettings)  # must describe the policy's adapter (checked)
+    max_length: int = 1024  # tokens per prompt+completion row; longer rows are truncated
+    seed: int = 0  # shuffling and the held-out split
+    loss: str = "sigmoid"
+    label_smoothing: float = 0.0  # ε, robust loss only
+    heldout: float = 0.2  # fraction of pairs held out (none below MIN_PAIRS_FOR_HELDOUT pairs)
+    max_grad_norm: float = 1.0
+
+    def validate(self) -> "DPOConfig":
+        """Raise a `PlaygroundError` listing every bad setting; return self."""
+        checks = [
+            (math.isfinite(self.beta) and self.beta > 0, "beta must be > 0"),
+            (math.isfinite(self.lr) and self.lr > 0, "learning rate must be > 0"),
+            (self.steps is None or self.epochs is None, "give steps or epochs, not both"),
+            (self.steps is None or (isinstance(self.steps, int) and self.steps >= 1), "steps must be ≥ 1"),
+            (self.epochs is None or (math.isfinite(self.epochs) and self.epochs > 0), "epochs must be > 0"),
+            (self.batch_size >= 1, "batch size must be ≥ 1"),
+            (self.max_length >= 8, "max length must be ≥ 8 tokens"),
+            (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),
+            (0 <= self.label_smoothing < 0.5, "label smoothing ε must be in [0, 0.5)"),
+            (self.label_smoothing == 0 or self.loss == "robust", "label smoothing applies to the robust loss only"),
+            (0 <= self.heldout < 1, "held-out fraction must be in [0, 1)"),
+            (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0, "max grad norm must be > 0"),
+            (self.lora.r >= 1 and self.lora.alpha > 0, "LoRA r must be ≥ 1 and alpha > 0"),
+            (len(self.lora.targets) > 0, "LoRA needs at least one target module"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise PlaygroundError("; ".join(problems))
+        return self
+
+    def total_steps(self, n_train: int) -> int:
+        """`steps`, or ⌈epochs · ⌈n_train / batch_size⌉⌉."""
+        if self.steps is not None:
+            return self.steps
+        epochs = DEFAULT_EPOCHS if self.epochs is None else self.epochs
+        return max(1, math.ceil(epochs * math.ceil(n_train / self.batch_size)))
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    pairs: int
+    accuracy: float  # fraction of pairs with r_w > r_l, ties counting ½ (chance level 0.5)
+    margin: float  # mean r_w − r_l
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: Path | None  # None when cancelled
+    steps: list[Metrics]  # one entry per step taken
+    total_steps: int
+    pairs: int  # usable pairs: train + held out
+    train_pairs: int
+    heldout_pairs: int
+    skipped: int  # rows whose chosen and rejected tokenize the same, or to nothing
+    truncated: int  # usable pairs with a row cut to max_length
+    heldout_before: HeldOut | None  # None when nothing was held out
+    heldout_after: HeldOut | None
+    seconds: float  # end to end: tokenization, reference pass, steps, evaluation, checkpoint
+    cancelled: bool = False
+
+    @property
+    def pairs_seen(self) -> int:
+        return sum(int(m["pairs"]) for m in self.steps)
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs_seen / self.seconds if self.seconds > 0 else 0.0
+
+
+def heldout_count(n: int, fraction: float) -> int:
+    """round(fraction·n), at least 1, leaving ≥ MIN_PAIRS to train on; 0 below MIN_PAIRS_FOR_HELDOUT."""
+    if n < MIN_PAIRS_FOR_HELDOUT or fraction <= 0:
+        return 0
+    return min(max(1, round(fraction * n)), n - MIN_PAIRS)
+
+
+def reward_accuracy(margins: torch.Tensor) -> float:
+    """Mean of 1[r_w > r_l] + ½·1[r_w = r_l] over pairs."""
+    return float(((margins > 0).float() + 0.5 * (margins == 0).float()).mean())
+
+
+def pair_losses(cfg: DPOConfig, logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor
+                ) -> torch.Tensor:
+    """Per-pair loss (B,) from policy and reference log-probs and completion lengths, each (B, 2)
+    with column 0 the chosen and column 1 the rejected completion."""
+    if cfg.loss == "ipo":
+        ratio = logps - ref_logps
+        return ipo_loss(ratio[:, 0], ratio[:, 1], n_tokens[:, 0], n_tokens[:, 1], cfg.beta)
+    rewards = implicit_reward(logps, ref_logps, cfg.beta)
+    if cfg.loss == "robust":
+        return robust_dpo_loss(rewards[:, 0], rewards[:, 1], cfg.label_smoothing)
+    if cfg.loss == "hinge":
+        return hinge_loss(rewards[:, 0], rewards[:, 1])
+    return dpo_loss(rewards[:, 0], rewards[:, 1])
+
+
+def adapter_params(model: PeftModel) -> dict[str, torch.nn.Parameter]:
+    """The policy adapter's LoRA weights by name (`…lora_A.default.weight`, …)."""
+    return {n: p for n, p in model.named_parameters() if "lora_" in n and f".{POLICY_ADAPTER}." in f"{n}."}
+
+
+def adapter_lora_settings(model: PeftModel) -> LoraSettings:
+    """The LoRA settings of `model`'s policy adapter as loaded."""
+    cfg = model.peft_config[POLICY_ADAPTER]
+    targets = [cfg.target_modules] if isinstance(cfg.target_modules, str) else cfg.target_modules
+    return LoraSettings(r=cfg.r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=tuple(sorted(targets)))
+
+
+def _check_policy(models: Models, lora: LoraSettings) -> None:
+    model = models.policy.model
+    if not isinstance(model, PeftModel) or models.policy.adapter != POLICY_ADAPTER:
+        raise PlaygroundError(
+            "DPO trains the policy's LoRA adapter, but the policy is a full model "
+            f"({models.policy.source}); use the default policy or a LoRA adapter folder with --policy"
+        )
+    have = adapter_lora_settings(model)
+    if (have.r, have.alpha, set(have.targets)) != (lora.r, lora.alpha, set(lora.targets)):
+        raise PlaygroundError(
+            f"the policy's adapter has LoRA r={have.r}, alpha={have.alpha}, targets {','.join(have.targets)}, "
+            f"but the run asks for r={lora.r}, alpha={lora.alpha}, targets {','.join(sorted(lora.targets))}; "
+            "give LoRA settings that match the adapter (--lora-r, --lora-alpha, --lora-targets)"
+        )
+
+
+def trainable_copy(policy: PeftModel) -> PeftModel:
+    """A second module tree sharing every parameter and buffer of `policy` except the policy
+    adapter's LoRA weights, which are copied and made trainable (see the module docstring)."""
+    own = {id(p) for p in adapter_params(policy).values()}
+    memo: dict[int, Any] = {id(t): t for t in itertools.chain(policy.parameters(), policy.buffers())
+                            if id(t) not in own}
+    trainee = copy.deepcopy(policy, memo)
+    trainee.base_model.enable_adapter_layers()  # in case it was copied inside a disable_adapter()
+    trainee.set_adapter(POLICY_ADAPTER)
+    for p in adapter_params(trainee).values():
+        p.requires_grad_(True)
+    return trainee
+
+
+@contextlib.contextmanager
+def _reference(models: Models, trainee: PeftModel) -> Iterator[torch.nn.Module]:
+    """The reference model: for the default roles the copy with its adapter off, else `--ref`'s."""
+    if models.shares_base:
+        with trainee.disable_adapter():
+            yield trainee
+    else:
+        with models.reference.active() as model:
+            yield model
+
+
+def heldout_metrics(logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> HeldOut:
+    rewards = implicit_reward(logps, ref_logps, beta)
+    margins = rewards[:, 0] - rewards[:, 1]
+    return HeldOut(len(margins), reward_accuracy(margins), float(margins.mean()))
+
+
+def batch_schedule(lengths: Sequence[int], batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """`steps` batches of indices: epochs of shuffled, length-bucketed batches (module docstring)."""
+    rng = random.Random(seed)
+    window = batch_size * BUCKET_WINDOW
+    schedule: list[list[int]] = []
+    while len(schedule) < steps:
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        epoch = []
+        for start in range(0, len(order), window):
+            chunk = order[start : start + window]
+            epoch += [[chunk[j] for j in b] for b in length_sorted_batches([lengths[i] for i in chunk], batch_size)]
+        rng.shuffle(epoch)
+        schedule += epoch
+    return schedule[:steps]
+
+
+def split_pairs(pairs: Sequence[EncodedPair], cfg: DPOConfig) -> tuple[list[EncodedPair], list[EncodedPair]]:
+    """(train, held out): a seeded random `heldout_count` of the pairs held out, input order kept."""
+    order = list(range(len(pairs)))
+    random.Random(cfg.seed).shuffle(order)
+    held = set(order[: heldout_count(len(pairs), cfg.heldout)])
+    return ([p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held])
+
+
+def _step(trainee: PeftModel, optimizer: torch.optim.Optimizer, batch: Sequence[EncodedPair],
+          ref_logps: torch.Tensor, cfg: DPOConfig, pad_id: int, device: torch.device) -> Metrics:
+    """One optimizer step on `batch`; its metrics. A NaN/inf loss or gradient raises before the step."""
+    logps = pair_logps(trainee, batch, pad_id, device)
+    n_tokens = torch.tensor([p.n_tokens for p in batch], dtype=torch.float32, device=device)
+    loss = pair_losses(cfg, logps, ref_logps, n_tokens).mean()
+    if not torch.isfinite(loss):
+        raise PlaygroundError(f"the loss is {loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    if not torch.isfinite(grad_norm):
+        raise PlaygroundError(f"the gradient norm is {grad_norm.item()}")
+    optimizer.step()
+    logps = logps.detach()
+    rewards = implicit_reward(logps, ref_logps, cfg.beta)
+    margins = rewards[:, 0] - rewards[:, 1]
+    return {
+        "loss": loss.item(),
+        "rewards/chosen": float(rewards[:, 0].mean()),
+        "rewards/rejected": float(rewards[:, 1].mean()),
+        "rewards/accuracies": reward_accuracy(margins),
+        "rewards/margins": float(margins.mean()),
+        "logps/chosen": float(logps[:, 0].mean()),
+        "logps/rejected": float(logps[:, 1].mean()),
+        "grad_norm": float(grad_norm),
+        "learning_rate": cfg.lr,
+        "pairs": len(batch),
+    }
+
+
+def _optimize(models: Models, trainee: PeftModel, train: list[EncodedPair], heldout: list[EncodedPair],
+              cfg: DPOConfig, total: int, history: list[Metrics], callback: Callback | None,
+              should_stop: Callable[[], bool] | None) -> tuple[HeldOut | None, HeldOut | None] | None:
+    """Reference pass, held-out metrics before, the steps (appended to `history`), held-out
+    metrics after. None when `should_stop` said so between two steps."""
+    pad_id, device = models.tokenizer.pad_token_id, models.device
+    with _reference(models, trainee) as ref_model:
+        ref_train = all_pair_logps(ref_model, train, cfg.batch_size, pad_id, device)
+        # Batched exactly as `evaluate` batches the policy, so a fresh adapter gives exact ties.
+        ref_held = all_pair_logps(ref_model, heldout, cfg.batch_size, pad_id, device)
+
+    def evaluate() -> HeldOut | None:
+        if not heldout:
+            return None
+        return heldout_metrics(all_pair_logps(trainee, heldout, cfg.batch_size, pad_id, device), ref_held, cfg.beta)
+
+    before = evaluate()
+    optimizer = torch.optim.AdamW(adapter_params(trainee).values(), lr=cfg.lr, weight_decay=0.0)
+    seen = 0
+    for batch in batch_schedule([p.length for p in train], cfg.batch_size, total, cfg.seed):
+        if should_stop is not None and should_stop():
+            return None
+        started = time.perf_counter()
+        metrics = _step(trainee, optimizer, [train[i] for i in batch], ref_train[batch], cfg, pad_id, device)
+        seen += len(batch)
+        metrics.update(epoch=seen / len(train), seconds=time.perf_counter() - started)
+        history.append(metrics)
+        if callback is not None:
+            callback(len(history), total, metrics)
+    return before, evaluate()
+
+
+def _parent(policy_source: str) -> dict[str, Any] | None:
+    """The checkpoint the policy was loaded from, if it was loaded from an adapter folder."""
+    folder = Path(policy_source)
+    if not (folder / "adapter_config.json").is_file():
+        return None
+    record = read_record(folder)
+    return {"path": str(folder), "id": record.get("id") if record else None}
+
+
+def _publish(models: Models, trainee: PeftModel, checkpoint: Path) -> None:
+    """Copy the trained LoRA weights into the served policy under `models.lock`, all or nothing."""
+    trained = adapter_params(trainee)
+    with models.lock, torch.no_grad():
+        served = adapter_params(models.policy.model)
+        backup = {n: p.detach().clone() for n, p in served.items()}
+        try:
+            for n, p in served.items():
+                p.copy_(trained[n])
+        except BaseException:
+            for n, p in served.items():
+                p.copy_(backup[n])
+            raise
+        models.policy = replace(models.policy, source=str(checkpoint), ident=f"{models.sft.ident}+{checkpoint.name}")
+
+
+def _abandoned(exc: BaseException, done: int, total: int) -> PlaygroundError:
+    reason = str(exc) if isinstance(exc, PlaygroundError) else f"{type(exc).__name__}: {exc}"
+    return PlaygroundError(
+        f"training abandoned after {done} of {total} steps: {reason}; the policy is unchanged and nothing was written"
+    )
+
+
+def train_dpo(models: Models, pairs: Sequence[PreferenceRow], cfg: DPOConfig, out_dir: Path,
+              callback: Callback | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train the policy's LoRA adapter with DPO on `pairs`; on success write a checkpoint under
+    `out_dir` and publish the new weights into `models.policy` (see the module docstring).
+
+    `callback(step, total_steps, metrics)` runs after every step; `should_stop()` is asked before
+    every step, and a True answer ends the run with nothing written (`cancelled=True`). Any
+    failure raises a `PlaygroundError`; the served policy is then exactly as before.
+    """
+    cfg.validate()
+    started = time.perf_counter()
+    _check_policy(models, cfg.lora)
+    encoded, skipped = encode_pairs(models.tokenizer, pairs, cfg.max_length)
+    if len(encoded) < MIN_PAIRS:
+        raise PlaygroundError(
+            f"DPO needs at least {MIN_PAIRS} usable pairs, got {len(encoded)} of {len(pairs)}"
+            + (f" ({skipped} skipped: chosen and rejected tokenize the same, or to nothing)" if skipped else "")
+        )
+    train, heldout = split_pairs(encoded, cfg)
+    total = cfg.total_steps(len(train))
+    history: list[Metrics] = []
+    with models.lock:
+        trainee = trainable_copy(models.policy.model)
+    try:
+        outcome = _optimize(models, trainee, train, heldout, cfg, total, history, callback, should_stop)
+    except Exception as exc:
+        raise _abandoned(exc, len(history), total) from exc
+    result = TrainResult(
+        checkpoint=None, steps=history, total_steps=total, pairs=len(encoded), train_pairs=len(train),
+        heldout_pairs=len(heldout), skipped=skipped,
+        truncated=sum(p.chosen.truncated or p.rejected.truncated for p in encoded),
+        heldout_before=outcome[0] if outcome else None, heldout_after=outcome[1] if outcome else None,
+        seconds=time.perf_counter() - started, cancelled=outcome is None,
+    )
+    if result.cancelled:
+        return result
+    checkpoint = None
+    try:
+        record = _record(models, [pairs[p.row] for p in encoded], [p.row for p in heldout], cfg, result)
+        checkpoint = write_checkpoint(trainee, out_dir, record)
+        _publish(models, trainee, checkpoint)
+    except Exception as exc:
+        if checkpoint is not None:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        raise _abandoned(exc, len(history), total) from exc
+    return replace(result, checkpoint=checkpoint, seconds=time.perf_counter() - started)
+
+
+def _record(models: Models, used: list[PreferenceRow], heldout_rows: list[int], cfg: DPOConfig,
+            result: TrainResult) -> dict[str, Any]:
+    """`record.json`'s content (see `checkpoints`)."""
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "parent": _parent(models.policy.source),
+        "base_model": {"source": models.sft.source, "ident": models.sft.ident},
+        "reference": {"source": models.reference.source, "ident": models.reference.ident},
+        "pairs": {"sha256": pairs_sha256(used), "count": len(used), "train": result.train_pairs,
+                  "heldout": result.heldout_pairs, "heldout_rows": heldout_rows, "skipped": result.skipped,
+                  "truncated": result.truncated},
+        "hyperparameters": {**asdict(cfg), "total_steps": result.total_steps},
+        "steps": result.steps,
+        "heldout": {"before": result.heldout_before and asdict(result.heldout_before),
+                    "after": result.heldout_after and asdict(result.heldout_after)},
+        "seconds": result.seconds,
+        "device": str(models.device),
+        "dtype": str(models.dtype).removeprefix("torch."),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "peft": peft.__version__},
+    }

@@ -1,0 +1,115 @@
+"""`python -m playground.train`: one DPO update of the policy's LoRA adapter from TRL preference pairs.
+
+Writes a new checkpoint folder under --out (adapter + record.json, see `playground.checkpoints`);
+pass that folder to --policy of any entry point to use, or train further from, the result.
+"""
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m playground.train",
+        description="Train the policy's LoRA adapter with DPO on preference pairs (TRL rows: prompt/chosen/"
+        "rejected, strings or chat messages), against the frozen reference. Loss per pair: "
+        "−log σ(r_w − r_l), r = β·log(π_θ/π_ref) (or --loss ipo/hinge/robust). A share of the pairs "
+        "is held out to report implicit-reward accuracy and margin before and after. The checkpoint is "
+        "written only when the run finishes; a failed or interrupted run writes nothing.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--pairs", required=True, type=Path, help="input: JSONL, Parquet or CSV of TRL preference rows")
+    parser.add_argument("--out", required=True, type=Path, help="checkpoints folder; the run adds <out>/<id>/")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps (default: 3 epochs)")
+    length.add_argument("--epochs", type=float, help="passes over the training pairs; may be fractional "
+                        "(default: 3)")
+    t = parser.add_argument_group("training")
+    t.add_argument("--beta", type=float, default=0.1, help="β: KL strength in r = β·log(π_θ/π_ref); > 0")
+    t.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate, constant (LoRA-sized)")
+    t.add_argument("--batch-size", type=int, default=4, help="pairs per optimizer step")
+    t.add_argument("--loss", default="sigmoid", choices=["sigmoid", "ipo", "hinge", "robust"],
+                   help="sigmoid: DPO −log σ(Δr); ipo: (Δ per-token log-ratio − 1/(2β))²; hinge: max(0, 1 − Δr); "
+                   "robust: DPO for labels flipped with probability --label-smoothing")
+    t.add_argument("--label-smoothing", type=float, default=0.0, metavar="ε",
+                   help="ε in [0, 0.5): assumed label-flip rate, --loss robust only")
+    t.add_argument("--heldout", type=float, default=0.2, metavar="FRACTION",
+                   help="share of pairs held out for accuracy/margin before and after (none below 5 pairs)")
+    t.add_argument("--max-length", type=int, default=1024,
+                   help="tokens per prompt+completion; longer rows are cut (completion end first)")
+    t.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the adapter's gradient to this L2 norm")
+    t.add_argument("--seed", type=int, default=0, help="seed for shuffling and the held-out split")
+    t.add_argument("--skip-invalid", action="store_true",
+                   help="skip bad rows (reported with their line numbers) instead of failing")
+    lo = parser.add_argument_group("LoRA (default: the --policy adapter's own settings, else r=16, alpha=2r, "
+                                   "q/k/v/o projections)")
+    lo.add_argument("--lora-r", type=int, help="LoRA rank r of a fresh adapter")
+    lo.add_argument("--lora-alpha", type=int, help="LoRA alpha (scale alpha/r); default 2r")
+    lo.add_argument("--lora-targets", help="comma-separated module names, e.g. q_proj,k_proj,v_proj,o_proj")
+    add_model_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    prepare_environment(args)
+    from tqdm import tqdm
+
+    from playground.dpo import DPOConfig, adapter_lora_settings, train_dpo
+    from playground.home import data_dir
+    from playground.models import LoraSettings, load_models
+    from playground.rows import load_pairs
+
+    lora_given = any(v is not None for v in (args.lora_r, args.lora_alpha, args.lora_targets))
+    r = args.lora_r or LoraSettings.r
+    lora = LoraSettings(
+        r=r, alpha=args.lora_alpha or 2 * r,
+        targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()) if args.lora_targets
+        else LoraSettings.targets,
+    )
+    cfg = DPOConfig(
+        beta=args.beta, lr=args.lr, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lora=lora,
+        max_length=args.max_length, seed=args.seed, loss=args.loss, label_smoothing=args.label_smoothing,
+        heldout=args.heldout, max_grad_norm=args.max_grad_norm,
+    ).validate()
+    loaded = load_pairs(args.pairs, skip_invalid=args.skip_invalid)
+    for err in loaded.skipped:
+        print(f"skipped {err}", file=sys.stderr)
+    models = load_models(replace(models_config(args, data_dir()), lora=lora))
+    if not lora_given and models.policy.adapter is not None:
+        cfg = replace(cfg, lora=adapter_lora_settings(models.policy.model))
+
+    with tqdm(desc="reference pass", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+        def progress(step: int, total: int, metrics: dict[str, float]) -> None:
+            if step == 1:
+                bar.reset(total=total)
+                bar.set_description("training")
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['rewards/accuracies']:.2f}",
+                            margin=f"{metrics['rewards/margins']:+.3f}", refresh=False)
+            bar.update(1)
+
+        result = train_dpo(models, loaded.rows, cfg, args.out, callback=progress)
+
+    before, after = result.heldout_before, result.heldout_after
+    heldout = "none (fewer than 5 pairs, or --heldout 0)"
+    if before and after:
+        heldout = (f"accuracy {before.accuracy:.2f} → {after.accuracy:.2f}, "
+                   f"margin {before.margin:+.4f} → {after.margin:+.4f} ({after.pairs} pairs)")
+    print(
+        f"pairs       {result.pairs} used: {result.train_pairs} train, {result.heldout_pairs} held out "
+        f"({len(loaded.skipped)} invalid rows skipped, {result.skipped} without a preference, "
+        f"{result.truncated} truncated)\n"
+        f"steps       {len(result.steps)} in {result.seconds:.1f} s ({result.pairs_per_second:.2f} pairs/s, "
+        f"final loss {result.steps[-1]['loss']:.4f})\n"
+        f"held out    {heldout}\n"
+        f"checkpoint  {result.checkpoint}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,83 @@
+"""Training from the page: votes in, a checkpoint out, hot-swapped into serving and the pickers."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from playground.app_state import AppState, build_state
+from playground.models import ModelsConfig, adapter_params
+from playground.rows import parse_row
+from ui.app import build_demo, launch_kwargs
+
+PAIRS = [
+    {"prompt": [{"role": "user", "content": f"Question {i}?"}],
+     "chosen": [{"role": "assistant", "content": "Yes."}],
+     "rejected": [{"role": "assistant", "content": "No, the answer is long and wrong."}]}
+    for i in range(6)
+]
+# steps, β, lr, pairs per step, loss, ε, held-out fraction, seed
+TRAIN = (3, 0.1, 5e-3, 2, "sigmoid", 0.0, 0.2, 0)
+
+
+@pytest.fixture
+def app(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> Iterator[tuple[AppState, Client]]:
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
+    state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
+    demo = build_demo(state)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
+    client = Client(demo.local_url, verbose=False)
+    yield state, client
+    client.close()
+    demo.close()
+    state.store.close()
+
+
+def test_train_publishes_registers_and_serves_checkpoints(app: tuple[AppState, Client], home: Path,
+                                                          tiny_model_dir: Path) -> None:
+    state, client = app
+    before = {n: p.detach().clone() for n, p in adapter_params(state.models.policy.model).items()}
+    job = client.submit(*TRAIN, api_name="/train")
+    job.result(timeout=300)
+    final = job.outputs()[-1]
+    assert "is now serving as `policy`" in final[1]
+    [ckpt] = state.store.checkpoints()
+    folder = Path(ckpt["path"])
+    assert folder.parent == home / "checkpoints" and (folder / "adapter_model.safetensors").is_file()
+    assert json.loads((folder / "record.json").read_text())["pairs"]["count"] == 6
+    assert state.models.policy.source == str(folder)
+    after = adapter_params(state.models.policy.model)
+    assert any(not (after[n] == before[n]).all() for n in before)  # the served adapter changed
+    assert ckpt["id"] in state.slot_catalog()  # selectable in the response slots
+
+    # A second run from the new policy, then one click serves the first checkpoint again.
+    client.submit(*TRAIN, api_name="/train").result(timeout=300)
+    assert len(state.store.checkpoints()) == 2
+    assert state.store.checkpoints()[1]["parent"] == ckpt["id"]
+    client.predict(ckpt["id"], api_name="/serve_checkpoint")
+    assert state.models.policy.source == str(folder)
+    served = adapter_params(state.models.policy.model)
+    first = adapter_params(state.checkpoints[ckpt["id"]].model)
+    for n, p in served.items():
+        assert (p == dict(first)[n]).all()
+
+    # A restart finds both checkpoints and lists them again.
+    state2 = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
+    assert set(state2.checkpoints) == {c["id"] for c in state.store.checkpoints()}
+    state2.store.close()
+
+
+def test_bad_settings_are_refused_and_nothing_changes(app: tuple[AppState, Client]) -> None:
+    state, client = app
+    with pytest.raises(Exception, match="minimum value"):  # the widget's own bound
+        client.predict(3, 0.0, 5e-3, 2, "sigmoid", 0.0, 0.2, 0, api_name="/train")
+    with pytest.raises(Exception, match="learning rate must be > 0"):  # the engine's check
+        client.predict(3, 0.1, 0.0, 2, "sigmoid", 0.0, 0.2, 0, api_name="/train")
+    with pytest.raises(Exception, match="label smoothing applies to the robust loss only"):
+        client.predict(3, 0.1, 5e-3, 2, "sigmoid", 0.1, 0.2, 0, api_name="/train")
+    assert state.store.checkpoints() == []
+    assert not state.training.locked()
