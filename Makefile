@@ -49,3 +49,5 @@ lint: $(VENV)/.dev
 bench: setup-dev
 	$(PY) -m evals.bench.startup
 	$(PY) -m evals.bench.scoring
+	$(PY) -m evals.bench.generation
+	$(PY) -m evals.bench.dpo

@@ -61,9 +61,9 @@ import torch
 import transformers
 from peft import PeftModel
 
-from playground.checkpoints import pairs_sha256, read_record, write_checkpoint
+from playground.checkpoints import pairs_sha256, read_record, set_policy_weights, write_checkpoint
 from playground.errors import PlaygroundError
-from playground.models import POLICY_ADAPTER, LoraSettings, Models
+from playground.models import POLICY_ADAPTER, LoraSettings, Models, adapter_params
 from playground.objectives import dpo_loss, hinge_loss, implicit_reward, ipo_loss, robust_dpo_loss
 from playground.pairs import EncodedPair, all_pair_logps, encode_pairs, pair_logps
 from playground.rows import PreferenceRow
@@ -184,11 +184,6 @@ def pair_losses(cfg: DPOConfig, logps: torch.Tensor, ref_logps: torch.Tensor, n_
     if cfg.loss == "hinge":
         return hinge_loss(rewards[:, 0], rewards[:, 1])
     return dpo_loss(rewards[:, 0], rewards[:, 1])
-
-
-def adapter_params(model: PeftModel) -> dict[str, torch.nn.Parameter]:
-    """The policy adapter's LoRA weights by name (`…lora_A.default.weight`, …)."""
-    return {n: p for n, p in model.named_parameters() if "lora_" in n and f".{POLICY_ADAPTER}." in f"{n}."}
 
 
 def adapter_lora_settings(model: PeftModel) -> LoraSettings:
@@ -343,22 +338,6 @@ def _parent(policy_source: str) -> dict[str, Any] | None:
     return {"path": str(folder), "id": record.get("id") if record else None}
 
 
-def _publish(models: Models, trainee: PeftModel, checkpoint: Path) -> None:
-    """Copy the trained LoRA weights into the served policy under `models.lock`, all or nothing."""
-    trained = adapter_params(trainee)
-    with models.lock, torch.no_grad():
-        served = adapter_params(models.policy.model)
-        backup = {n: p.detach().clone() for n, p in served.items()}
-        try:
-            for n, p in served.items():
-                p.copy_(trained[n])
-        except BaseException:
-            for n, p in served.items():
-                p.copy_(backup[n])
-            raise
-        models.policy = replace(models.policy, source=str(checkpoint), ident=f"{models.sft.ident}+{checkpoint.name}")
-
-
 def _abandoned(exc: BaseException, done: int, total: int) -> PlaygroundError:
     reason = str(exc) if isinstance(exc, PlaygroundError) else f"{type(exc).__name__}: {exc}"
     return PlaygroundError(
@@ -406,7 +385,9 @@ def train_dpo(models: Models, pairs: Sequence[PreferenceRow], cfg: DPOConfig, ou
     try:
         record = _record(models, [pairs[p.row] for p in encoded], [p.row for p in heldout], cfg, result)
         checkpoint = write_checkpoint(trainee, out_dir, record)
-        _publish(models, trainee, checkpoint)
+        # Published under models.lock, all or nothing (see the module docstring).
+        trained = {n: p.detach() for n, p in adapter_params(trainee).items()}
+        set_policy_weights(models, trained, str(checkpoint), f"{models.sft.ident}+{checkpoint.name}")
     except Exception as exc:
         if checkpoint is not None:
             shutil.rmtree(checkpoint, ignore_errors=True)

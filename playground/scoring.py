@@ -48,7 +48,7 @@ class PairScore:
     dpo_loss: float
 
 
-def _split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+def split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """(decoder returning hidden states, LM head), or None where the head is not a plain linear map
     of the last hidden state (logit soft-capping or scaling), which then takes the full forward."""
     inner = model.get_base_model() if isinstance(model, PeftModel) else model
@@ -79,7 +79,7 @@ def completion_token_logps(
     ids, attn, target_mask = ids.to(device), attn.to(device), target_mask.to(device)
     targets = ids[:, 1:][target_mask[:, :-1]]  # (N,) the completion tokens, row-major
 
-    split = _split_model(model)
+    split = split_model(model)
     if split is not None:
         decoder, head = split
         hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state  # (B, T, H)

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
+from playground.errors import PlaygroundError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,14 +43,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--max-length", type=int, default=1024,
                    help="tokens per prompt+completion; longer rows are cut (completion end first)")
     t.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the adapter's gradient to this L2 norm")
-    t.add_argument("--seed", type=int, default=0, help="seed for shuffling and the held-out split")
+    t.add_argument("--seed", type=int, default=0, help="seed for shuffling and the held-out split (default: 0)")
     t.add_argument("--skip-invalid", action="store_true",
                    help="skip bad rows (reported with their line numbers) instead of failing")
     lo = parser.add_argument_group("LoRA (default: the --policy adapter's own settings, else r=16, alpha=2r, "
                                    "q/k/v/o projections)")
-    lo.add_argument("--lora-r", type=int, help="LoRA rank r of a fresh adapter")
-    lo.add_argument("--lora-alpha", type=int, help="LoRA alpha (scale alpha/r); default 2r")
-    lo.add_argument("--lora-targets", help="comma-separated module names, e.g. q_proj,k_proj,v_proj,o_proj")
+    lo.add_argument("--lora-r", type=int, help="LoRA rank r (a fresh adapter gets it; a --policy adapter must "
+                    "match it)")
+    lo.add_argument("--lora-alpha", type=int, help="LoRA alpha, the update is scaled by alpha/r (default: 2r)")
+    lo.add_argument("--lora-targets", help="comma-separated module names the adapter wraps "
+                    "(default: q_proj,k_proj,v_proj,o_proj)")
     add_model_args(parser)
     return parser.parse_args(argv)
 
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         max_length=args.max_length, seed=args.seed, loss=args.loss, label_smoothing=args.label_smoothing,
         heldout=args.heldout, max_grad_norm=args.max_grad_norm,
     ).validate()
+    if args.out.exists() and not args.out.is_dir():
+        raise PlaygroundError(f"--out {args.out}: exists and is not a folder")
     loaded = load_pairs(args.pairs, skip_invalid=args.skip_invalid)
     for err in loaded.skipped:
         print(f"skipped {err}", file=sys.stderr)

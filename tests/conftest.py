@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny random Llama (fast unit tests) and the real packaged model (integration)."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,21 @@ def default_model_dir() -> Path:
     from playground.home import data_dir
 
     return ensure_default_model(data_dir() / "models")
+
+
+@contextmanager
+def running_app(state) -> Iterator:  # (AppState) -> gradio_client.Client
+    """Serve `state`'s app on a free local port and yield a client with its own session."""
+    from gradio_client import Client
+
+    from ui.app import build_demo, launch_kwargs
+
+    demo = build_demo(state)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
+    client = Client(demo.local_url, verbose=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        demo.close()
+        state.store.close()

@@ -10,7 +10,7 @@ from gradio_client import Client
 from playground.app_state import AppState, build_state
 from playground.generation import GenerationSettings, generate
 from playground.models import ModelsConfig
-from ui.app import build_demo, launch_kwargs
+from tests.conftest import running_app
 
 # prompt, system, k, mode, 4 slot models, temperature, top-p, top-k, max new tokens, repetition, seed, β
 SETTINGS = (0.0, 0.9, 50, 6, 1.0, 0, 0.1)
@@ -22,13 +22,8 @@ def app(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.Mo
         ) -> Iterator[tuple[AppState, Client]]:
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
-    demo = build_demo(state)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
-    client = Client(demo.local_url, verbose=False)
-    yield state, client
-    client.close()
-    demo.close()
-    state.store.close()
+    with running_app(state) as client:
+        yield state, client
 
 
 def test_generate_streams_the_engines_reply_then_a_vote_is_stored(app: tuple[AppState, Client]) -> None:

@@ -11,10 +11,10 @@ import torch
 import playground.dpo as dpo
 from playground.checkpoints import pairs_sha256
 from playground.cli import run_cli
-from playground.dpo import DPOConfig, adapter_params, heldout_count, train_dpo
+from playground.dpo import DPOConfig, heldout_count, train_dpo
 from playground.encoding import encode
 from playground.errors import PlaygroundError
-from playground.models import LoraSettings, Models, ModelsConfig, load_models
+from playground.models import LoraSettings, Models, ModelsConfig, adapter_params, load_models
 from playground.pairs import EncodedPair, encode_pairs, pair_logps
 from playground.rows import PreferenceRow
 from playground.scoring import completion_token_logps
@@ -83,7 +83,7 @@ def test_tree_packed_pair_logps_equal_separate_rows(models: Models) -> None:
     g = torch.Generator().manual_seed(0)
     for name, p in models.policy.model.named_parameters():
         if "lora_B" in name:
-            p.data = torch.randn(p.shape, generator=g) * 0.3
+            p.data = (torch.randn(p.shape, generator=g) * 0.3).to(p.device, p.dtype)
     rows = separable_pairs(3)
     pairs, _ = encode_pairs(models.tokenizer, rows, max_length=1024)
     # Truncation that cuts chosen's and rejected's prompts differently: laid out side by side.
@@ -299,12 +299,14 @@ def test_cli_trains_and_summarises(tiny_model_dir: Path, tmp_path: Path, capsys:
     (["--beta", "0"], "error: beta must be > 0"),
     (["--loss", "robust", "--label-smoothing", "0.7"], "error: label smoothing ε must be in [0, 0.5)"),
     (["--pairs", "missing.jsonl"], "error: missing.jsonl: no such file"),
+    (["--out", "pairs.jsonl"], "error: --out pairs.jsonl: exists and is not a folder"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_1(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                              flags: list[str], message: str) -> None:
+                                              monkeypatch: pytest.MonkeyPatch, flags: list[str], message: str) -> None:
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r.as_trl()) + "\n" for r in separable_pairs()))
     argv = ["--pairs", str(data), "--out", str(tmp_path / "ckpts"), "--sft", str(tiny_model_dir), *flags]
+    monkeypatch.chdir(tmp_path)
     code, _, err = cli(argv, capsys)
     assert code == 1
     assert err.strip() == message

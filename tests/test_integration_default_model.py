@@ -44,7 +44,7 @@ def test_fresh_policy_matches_reference_and_perturbed_does_not(models: Models) -
     try:
         g = torch.Generator().manual_seed(0)
         for p in lora_b:
-            p.data = torch.randn(p.shape, generator=g) * 0.02
+            p.data = (torch.randn(p.shape, generator=g) * 0.02).to(p.device, p.dtype)
         moved = scorer.score_rows([(PROMPT, completion)], beta=0.1)[0]
     finally:
         for p, s in zip(lora_b, saved, strict=True):

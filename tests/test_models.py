@@ -20,7 +20,7 @@ def perturb_adapter(model: torch.nn.Module, seed: int = 0, scale: float = 0.5) -
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         if "lora_B" in name:
-            p.data = torch.randn(p.shape, generator=g) * scale
+            p.data = (torch.randn(p.shape, generator=g) * scale).to(p.device, p.dtype)
 
 
 def test_default_roles_share_one_base(tiny_model_dir: Path) -> None:

@@ -10,7 +10,7 @@ from gradio_client import Client
 from playground.app_state import AppState, build_state
 from playground.models import ModelsConfig, adapter_params
 from playground.rows import parse_row
-from ui.app import build_demo, launch_kwargs
+from tests.conftest import running_app
 
 PAIRS = [
     {"prompt": [{"role": "user", "content": f"Question {i}?"}],
@@ -28,13 +28,8 @@ def app(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
     state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
-    demo = build_demo(state)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
-    client = Client(demo.local_url, verbose=False)
-    yield state, client
-    client.close()
-    demo.close()
-    state.store.close()
+    with running_app(state) as client:
+        yield state, client
 
 
 def test_train_publishes_registers_and_serves_checkpoints(app: tuple[AppState, Client], home: Path,

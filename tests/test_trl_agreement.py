@@ -38,7 +38,7 @@ def models(default_model_dir: Path) -> Models:
     g = torch.Generator().manual_seed(0)
     for name, p in models.policy.model.named_parameters():
         if "lora_B" in name:
-            p.data = torch.randn(p.shape, generator=g) * 0.02
+            p.data = (torch.randn(p.shape, generator=g) * 0.02).to(p.device, p.dtype)
     return models
 
 

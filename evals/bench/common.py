@@ -10,6 +10,17 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 
 
+def load_default_models():  # -> playground.models.Models
+    """The packaged SmolLM2 in its default roles, with library chatter off."""
+    from playground.cli import quiet_libraries
+
+    quiet_libraries()
+    from playground.home import data_dir
+    from playground.models import ModelsConfig, load_models
+
+    return load_models(ModelsConfig(models_dir=data_dir() / "models"))
+
+
 def machine() -> dict[str, Any]:
     import torch
 

@@ -8,7 +8,7 @@ number of new tokens (EOS ignored) keeps both paths doing identical work.
 import argparse
 import time
 
-from evals.bench.common import report
+from evals.bench.common import load_default_models, report
 
 
 def main() -> None:
@@ -17,14 +17,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration (best is kept)")
     args = parser.parse_args()
 
-    from playground.cli import quiet_libraries
-
-    quiet_libraries()
+    models = load_default_models()
     from playground.generation import GenerationSettings, generate
-    from playground.home import data_dir
-    from playground.models import ModelsConfig, load_models
 
-    models = load_models(ModelsConfig(models_dir=data_dir() / "models"))
     # EOS never ends a row early, so every path generates exactly new_tokens per response.
     models.policy.model.generation_config.eos_token_id = None
     messages = [{"role": "user", "content": "Explain in a few sentences why the sky is blue."}]

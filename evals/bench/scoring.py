@@ -11,7 +11,7 @@ import copy
 import tempfile
 import time
 
-from evals.bench.common import report
+from evals.bench.common import load_default_models, report
 from evals.bench.synthetic import chat_pairs
 
 
@@ -21,14 +21,9 @@ def main() -> None:
     parser.add_argument("--batch-pairs", type=int, default=8, help="pairs per forward (sequences = 2×)")
     args = parser.parse_args()
 
-    from playground.cli import quiet_libraries
-
-    quiet_libraries()
-    from playground.home import data_dir
-    from playground.models import ModelsConfig, load_models
+    models = load_default_models()
     from playground.scoring import Scorer
 
-    models = load_models(ModelsConfig(models_dir=data_dir() / "models"))
     pairs = chat_pairs(args.pairs)
     seqs = 2 * args.batch_pairs
 

@@ -6,6 +6,7 @@ peak memory are those a user sees; the cold one uses an empty data directory.
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,8 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1,
 
 
 def start_once(home: Path) -> dict:
-    env = {"PLAYGROUND_HOME": str(home), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {"PLAYGROUND_HOME": str(home), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+           **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
     proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True,
                           cwd=Path(__file__).resolve().parents[2])
     return json.loads(proc.stdout.strip().splitlines()[-1])
