@@ -81,6 +81,12 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
                 f"{gguf} is not a GGUF model file transformers can read ({type(exc).__name__}: {exc})"
             ) from None
         config = loaded.config
+        # Some transformers releases map the GGUF's end-of-sequence id to the wrong token
+        # (SmolLM2: <|im_start|> instead of <|im_end|>); the model config's id is the one generation uses.
+        for name in ("eos_token", "pad_token"):
+            wanted = getattr(config, f"{name}_id", None)
+            if isinstance(wanted, int) and getattr(tokenizer, f"{name}_id") != wanted:
+                setattr(tokenizer, name, tokenizer.convert_ids_to_tokens(wanted))
         if hasattr(config, "quantization_config"):
             del config.quantization_config
         model = AutoModelForCausalLM.from_config(config)

@@ -79,7 +79,9 @@ def test_short_update_teaches_short_answers(default_model_dir: Path, tmp_path: P
     before = mean_answer_tokens(models)
     result = train_dpo(models, [prefer_short(q, a) for q, a in FACTS], DPOConfig(steps=12), tmp_path)
     assert result.heldout_pairs == 5
-    assert result.heldout_before.accuracy == 0.5  # fresh adapter: every held-out margin is exactly 0
+    # Fresh adapter: every held-out margin is 0 (exactly in fp32; bf16 rounding leaves ~1e-7, so ties may break).
+    assert abs(result.heldout_before.margin) < 1e-3
+    assert 0.3 <= result.heldout_before.accuracy <= 0.7
     assert result.heldout_after.accuracy >= 0.8
     assert result.heldout_after.margin > 1.0
     after = mean_answer_tokens(models)  # the served policy now holds the trained adapter
