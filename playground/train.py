@@ -6,6 +6,7 @@ pass that folder to --policy of any entry point to use, or train further from, t
 
 import argparse
 import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,11 +17,12 @@ from playground.errors import PlaygroundError
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m playground.train",
-        description="Train the policy's LoRA adapter with DPO on preference pairs (TRL rows: prompt/chosen/"
-        "rejected, strings or chat messages), against the frozen reference. Loss per pair: "
-        "−log σ(r_w − r_l), r = β·log(π_θ/π_ref) (or --loss ipo/hinge/robust). A share of the pairs "
-        "is held out to report implicit-reward accuracy and margin before and after. The checkpoint is "
-        "written only when the run finishes; a failed or interrupted run writes nothing.",
+        description=textwrap.fill(
+            "Train the policy's LoRA adapter with DPO on preference pairs (TRL rows: prompt/chosen/rejected, strings "
+            "or chat messages), against the frozen reference. Loss per pair: −log σ(r_w − r_l), r = β·log(π_θ/π_ref) "
+            "(or --loss ipo/hinge/robust). A share of the pairs is held out to report implicit-reward accuracy and "
+            "margin before and after. The checkpoint is written only when the run finishes; a failed or interrupted "
+            "run writes nothing.", 100),
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--pairs", required=True, type=Path, help="input: JSONL, Parquet or CSV of TRL preference rows")

@@ -76,3 +76,11 @@ def test_bad_settings_are_refused_and_nothing_changes(app: tuple[AppState, Clien
         client.predict(3, 0.1, 5e-3, 2, "sigmoid", 0.1, 0.2, 0, api_name="/train")
     assert state.store.checkpoints() == []
     assert not state.training.locked()
+
+
+def test_a_second_run_while_one_trains_is_refused(app: tuple[AppState, Client]) -> None:
+    state, client = app
+    # Holding the lock stands in for a run in progress.
+    with state.training, pytest.raises(Exception, match="already in progress"):
+        client.predict(*TRAIN, api_name="/train")
+    assert state.store.checkpoints() == []
