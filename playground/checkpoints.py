@@ -99,7 +99,7 @@ def attach_checkpoint(models: Models, folder: Path) -> Role:
                 model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
             except (OSError, RuntimeError, ValueError, KeyError) as exc:
                 raise PlaygroundError(f"{folder}: not a usable adapter for this SFT model ({exc})") from None
-            model.set_adapter(POLICY_ADAPTER)  # loading does not change what is served, but be explicit
+            model.set_adapter(POLICY_ADAPTER, inference_mode=True)  # loading must not change what is served
     return Role(name, model, name, str(folder), f"{models.sft.ident}+{name}")
 
 

@@ -74,10 +74,13 @@ class Role:
         its adapter is a mutation of shared state."""
         if isinstance(self.model, PeftModel):
             if self.adapter is None:
-                with self.model.disable_adapter():
-                    yield self.model
+                try:
+                    with self.model.disable_adapter():
+                        yield self.model
+                finally:  # re-enabling the adapter layers marks the active adapter trainable again
+                    self.model.requires_grad_(False)
                 return
-            self.model.set_adapter(self.adapter)
+            self.model.set_adapter(self.adapter, inference_mode=True)  # serving: keep weights frozen
         yield self.model
 
 

@@ -89,3 +89,20 @@ def test_ranking_votes_anonymous_refusal_export_import_and_undo(app: tuple[AppSt
     message = client.predict("bo", "", "", api_name="/undo")[0]
     assert f"Removed vote #{vote.id}" in message
     assert state.store.votes() == []
+
+
+def test_two_sessions_keep_their_own_rounds(app: tuple[AppState, Client]) -> None:
+    state, client = app
+    other = Client(client.src, verbose=False)
+    try:
+        jobs = [c.submit(prompt, "", 2, "Side by side", "policy", "reference", "sft", "policy", *SAMPLED,
+                         api_name="/generate") for c, prompt in ((client, "First?"), (other, "Second?"))]
+        for job in jobs:
+            job.result(timeout=120)
+        client.predict("a", [], "ana", api_name="/vote")
+        other.predict("b", [], "bo", api_name="/vote")
+    finally:
+        other.close()
+    votes = {v.voter: v for v in state.store.votes()}
+    assert votes["ana"].prompt[-1]["content"] == "First?" and votes["ana"].outcome == "a"
+    assert votes["bo"].prompt[-1]["content"] == "Second?" and votes["bo"].outcome == "b"

@@ -154,3 +154,9 @@ def test_app_help_lists_every_flag() -> None:
     assert proc.returncode == 0
     for flag in ("--sft", "--ref", "--policy", "--device", "--dtype", "--host", "--port", "--share", "--beta"):
         assert flag in proc.stdout
+
+
+def test_serving_never_makes_weights_trainable(tiny_model_dir: Path) -> None:
+    models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
+    Scorer(models).score_rows([PAIR], beta=0.1)  # activates the policy adapter
+    assert [n for n, p in models.policy.model.named_parameters() if p.requires_grad] == []
