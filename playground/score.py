@@ -4,11 +4,8 @@ Every output row keeps the input's fields and adds the columns in `SCORE_COLUMNS
 """
 
 import argparse
-import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--pairs", required=True, type=Path, help="input: JSONL, Parquet or CSV of TRL preference rows")
-    parser.add_argument("--out", required=True, type=Path, help="output JSONL (written only if every row is valid)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output .jsonl or .parquet (written only if every row is valid)")
     parser.add_argument("--beta", type=float, default=0.1, help="β in r = β·log(π_θ/π_ref); must be > 0")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (≥ 1)")
     parser.add_argument("--max-length", type=int, default=None,
@@ -53,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (args.beta > 0 and math.isfinite(args.beta)):
         parser.error(f"--beta {args.beta}: must be a positive number")
+    if args.out.suffix.lower() not in (".jsonl", ".parquet"):
+        parser.error(f"--out {args.out}: must end in .jsonl or .parquet, to say which format")
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be ≥ 1")
     if args.max_length is not None and args.max_length < 2:
@@ -79,28 +79,12 @@ def scored_rows(rows: list, scores: list) -> Iterator[dict[str, Any]]:
         }
 
 
-def write_jsonl_atomic(path: Path, rows: Iterator[dict[str, Any]]) -> int:
-    """Write rows to a temp file beside `path`, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return n
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     prepare_environment(args)
     from tqdm import tqdm
 
+    from playground.data import write_rows
     from playground.home import data_dir
     from playground.models import load_models
     from playground.rows import load_pairs
@@ -120,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         triples = [(r.prompt, r.chosen, r.rejected) for r in loaded.rows]
         scores = scorer.score_pairs(triples, args.beta, progress=bar.update)
     elapsed = time.perf_counter() - started
-    write_jsonl_atomic(args.out, scored_rows(loaded.rows, scores))
+    write_rows(list(scored_rows(loaded.rows, scores)), args.out)
     n = len(scores)
     accuracy = sum(s.reward_margin > 0 for s in scores) / n
     truncated = sum(s.chosen.truncated or s.rejected.truncated for s in scores)
