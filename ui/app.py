@@ -1,5 +1,7 @@
 """The Gradio Blocks app: tabs built from small modules, each event a small function calling the engine."""
 
+from pathlib import Path
+
 import gradio as gr
 
 from playground.app_state import AppState
@@ -26,8 +28,8 @@ def build_demo(state: AppState) -> gr.Blocks:
     with gr.Blocks(title="Preference Playground") as demo:
         gr.Markdown(
             "# Preference Playground\n"
-            f"SFT `{state.models.sft.source}` · policy `{state.models.policy.source}` · "
-            f"reference `{state.models.reference.source}` · {state.models.device}"
+            f"SFT `{_short(state.models.sft.source)}` · policy `{_short(state.models.policy.source)}` · "
+            f"reference `{_short(state.models.reference.source)}` · {state.models.device}"
         )
         with gr.Tab("Playground"):
             handles = build_playground_tab(state)
@@ -36,6 +38,11 @@ def build_demo(state: AppState) -> gr.Blocks:
         with gr.Tab("Train"):
             build_train_tab(state, handles.slot_models)
     return demo
+
+
+def _short(source: str) -> str:
+    """A model's folder name (the full path is in the logs and the checkpoint records)."""
+    return Path(source.split(" + ")[0]).name + (" + fresh LoRA" if source.endswith("fresh LoRA") else "")
 
 
 def launch_kwargs() -> dict:
