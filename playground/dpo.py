@@ -64,7 +64,7 @@ from peft import PeftModel
 from playground.checkpoints import pairs_sha256, read_record, set_policy_weights, write_checkpoint
 from playground.errors import PlaygroundError
 from playground.models import POLICY_ADAPTER, LoraSettings, Models, adapter_params
-from playground.objectives import dpo_loss, hinge_loss, implicit_reward, ipo_loss, robust_dpo_loss
+from playground.objectives import dpo_loss, hinge_loss, implicit_reward, ipo_loss, reward_accuracy, robust_dpo_loss
 from playground.pairs import EncodedPair, all_pair_logps, encode_pairs, pair_logps
 from playground.rows import PreferenceRow
 from playground.scoring import length_sorted_batches
@@ -164,11 +164,6 @@ def heldout_count(n: int, fraction: float) -> int:
     if n < MIN_PAIRS_FOR_HELDOUT or fraction <= 0:
         return 0
     return min(max(1, round(fraction * n)), n - MIN_PAIRS)
-
-
-def reward_accuracy(margins: torch.Tensor) -> float:
-    """Mean of 1[r_w > r_l] + ½·1[r_w = r_l] over pairs."""
-    return float(((margins > 0).float() + 0.5 * (margins == 0).float()).mean())
 
 
 def pair_losses(cfg: DPOConfig, logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor

@@ -63,3 +63,8 @@ def sequence_kl_estimate(per_token_logratio: torch.Tensor, mask: torch.Tensor) -
     """
     return (per_token_logratio * mask).sum(dim=-1)
 
+
+def reward_accuracy(margins: torch.Tensor) -> float:
+    """Implicit-reward accuracy: mean over pairs of 1[r_w > r_l] + ½·1[r_w = r_l], so chance (and a
+    fresh adapter, where every margin is 0) is 0.5. TRL counts ties as wrong and shows 0 there."""
+    return float(((margins > 0).float() + 0.5 * (margins == 0).float()).mean())

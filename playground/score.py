@@ -82,11 +82,13 @@ def scored_rows(rows: list, scores: list) -> Iterator[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     prepare_environment(args)
+    import torch
     from tqdm import tqdm
 
     from playground.data import write_rows
     from playground.home import data_dir
     from playground.models import load_models
+    from playground.objectives import reward_accuracy
     from playground.rows import load_pairs
     from playground.scoring import Scorer
 
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     write_rows(list(scored_rows(loaded.rows, scores)), args.out)
     n = len(scores)
-    accuracy = sum(s.reward_margin > 0 for s in scores) / n
+    accuracy = reward_accuracy(torch.tensor([s.reward_margin for s in scores]))
     truncated = sum(s.chosen.truncated or s.rejected.truncated for s in scores)
     print(
         f"scored {n} pairs ({len(loaded.skipped)} skipped, {truncated} truncated) in {elapsed:.1f} s "

@@ -54,3 +54,10 @@ def test_sequence_kl_estimate_sums_masked_log_ratios() -> None:
     ratios = t(0.5, -0.25, 9.0).reshape(1, 3)
     mask = t(1, 1, 0).reshape(1, 3)
     assert float(sequence_kl_estimate(ratios, mask)[0]) == pytest.approx(0.25)
+
+
+def test_reward_accuracy_counts_ties_as_half() -> None:
+    from playground.objectives import reward_accuracy
+
+    assert reward_accuracy(t(0.5, -0.1, 0.0, 0.0)) == pytest.approx(0.5)
+    assert reward_accuracy(t(1.0, 2.0)) == 1.0
