@@ -88,9 +88,62 @@ def _checkpoint_registry(db: sqlite3.Connection) -> None:
     )""")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_initial_schema, _checkpoint_registry)
+def _judges_and_prompt_sets(db: sqlite3.Connection) -> None:
+    for statement in (
+        # Automated battles, kept apart from human votes so a leaderboard can include or leave them out.
+        """CREATE TABLE judge_battles (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            judge TEXT NOT NULL,                   -- e.g. "rule:shorter", "reward-model:rm-0001"
+            run TEXT NOT NULL,                     -- one judge run's id: battles judged together
+            prompt TEXT NOT NULL,                  -- JSON list of chat messages
+            model_a TEXT NOT NULL,
+            model_b TEXT NOT NULL,
+            text_a TEXT NOT NULL,
+            text_b TEXT NOT NULL,
+            winner TEXT NOT NULL CHECK (winner IN ('model_a', 'model_b', 'tie', 'tie (bothbad)')),
+            details TEXT NOT NULL,                 -- JSON object: the judge's numbers (rewards, lengths)
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX judge_battles_by_judge ON judge_battles (judge, id)",
+        """CREATE TABLE prompt_sets (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            source TEXT NOT NULL,                  -- the imported file's name
+            overlap INTEGER NOT NULL DEFAULT 1 CHECK (overlap >= 1),  -- votes a prompt needs to leave the queue
+            guidelines TEXT NOT NULL DEFAULT '',   -- Markdown shown above the voting queue
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE set_prompts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            set_id INTEGER NOT NULL REFERENCES prompt_sets (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,             -- order in the imported file
+            ref TEXT NOT NULL,                     -- the file's `id`, else the row number
+            prompt TEXT NOT NULL,                  -- JSON list of chat messages
+            category TEXT,
+            UNIQUE (set_id, ref)
+        )""",
+        # Pre-generated responses: one per (prompt, model), so a resumed job skips what exists.
+        """CREATE TABLE set_responses (
+            prompt_id INTEGER NOT NULL REFERENCES set_prompts (id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            text TEXT NOT NULL,
+            scores TEXT NOT NULL,                  -- JSON object of name -> number
+            settings TEXT NOT NULL,                -- JSON: generation settings, seed included
+            created_at REAL NOT NULL,
+            PRIMARY KEY (prompt_id, model)
+        ) WITHOUT ROWID""",
+        # A vote cast in the voting queue names its prompt-set prompt; playground votes leave it NULL.
+        "ALTER TABLE votes ADD COLUMN item INTEGER REFERENCES set_prompts (id) ON DELETE SET NULL",
+        "CREATE INDEX votes_by_item ON votes (item, voter)",
+    ):
+        db.execute(statement)
 
-_VOTE_COLUMNS = """v.id, v.prompt, v.outcome, v.voter, v.settings, v.anonymous, v.created_at,
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _initial_schema, _checkpoint_registry, _judges_and_prompt_sets,
+)
+
+_VOTE_COLUMNS = """v.id, v.prompt, v.outcome, v.voter, v.settings, v.anonymous, v.created_at, v.item,
     r.slot, r.model, r.text, r.scores, r.rank"""
 
 
@@ -111,6 +164,7 @@ def _votes_from(rows: list[sqlite3.Row]) -> list[Vote]:
             settings=json.loads(head["settings"]),
             anonymous=bool(head["anonymous"]),
             created_at=head["created_at"],
+            item=head["item"],
         ))
     return votes
 
@@ -186,10 +240,10 @@ class Store:
         place = {slot: p for p, slot in enumerate(vote.ranking or ())}
         with self._transaction(write=True) as db:
             vote_id = db.execute(
-                "INSERT INTO votes (prompt, outcome, voter, settings, anonymous, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO votes (prompt, outcome, voter, settings, anonymous, created_at, item) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (json.dumps(vote.prompt), vote.outcome, vote.voter, json.dumps(vote.settings),
-                 int(vote.anonymous), vote.created_at),
+                 int(vote.anonymous), vote.created_at, vote.item),
             ).lastrowid
             db.executemany(
                 "INSERT INTO responses (vote_id, slot, model, text, scores, rank) VALUES (?, ?, ?, ?, ?, ?)",
@@ -288,3 +342,26 @@ class Store:
         with self._transaction() as db:
             rows = db.execute("SELECT id, path, parent, created_at, record FROM checkpoints ORDER BY created_at, id")
             return [{**dict(r), "record": json.loads(r["record"])} for r in rows.fetchall()]
+
+    def add_judge_battles(self, judge: str, run: str, battles: list[dict[str, Any]]) -> int:
+        """Store one judge run's battles, all or nothing. Each battle: prompt (messages), model_a,
+        model_b, text_a, text_b, winner (an Arena winner value) and details (a JSON object)."""
+        with self._transaction(write=True) as db:
+            db.executemany(
+                "INSERT INTO judge_battles (judge, run, prompt, model_a, model_b, text_a, text_b, winner, details, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(judge, run, json.dumps(b["prompt"]), b["model_a"], b["model_b"], b["text_a"], b["text_b"],
+                  b["winner"], json.dumps(b.get("details", {})), time.time()) for b in battles],
+            )
+        return len(battles)
+
+    def judge_battles(self, judge: str | None = None) -> list[dict[str, Any]]:
+        """Judge battles in the order stored (one judge's, or all), as dicts of the stored columns."""
+        where, params = ("WHERE judge = ?", [judge]) if judge is not None else ("", [])
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT * FROM judge_battles {where} ORDER BY id", params).fetchall()
+        return [{**dict(r), "prompt": json.loads(r["prompt"]), "details": json.loads(r["details"])} for r in rows]
+
+    def counts_by_judge(self) -> dict[str, int]:
+        with self._transaction() as db:
+            return dict(db.execute("SELECT judge, COUNT(*) FROM judge_battles GROUP BY judge ORDER BY judge"))

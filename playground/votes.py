@@ -78,6 +78,7 @@ class Vote:
     settings: dict[str, Any] = field(default_factory=dict)  # generation settings, seed included
     anonymous: bool = False  # the model names were hidden while voting (Arena's "anony" battles)
     created_at: float = field(default_factory=time.time)
+    item: int | None = None  # the prompt-set prompt voted on in the queue; None for playground votes
     id: int | None = None  # set once stored
 
     def __post_init__(self) -> None:
@@ -117,6 +118,8 @@ class Vote:
             raise PlaygroundError(f"outcome {self.outcome!r} takes no ranking; use outcome 'ranking'")
         if not isinstance(self.anonymous, bool):
             raise PlaygroundError("anonymous must be true or false")
+        if self.item is not None and type(self.item) is not int:
+            raise PlaygroundError("item must be a prompt id (an integer) or None")
         if not _is_number(self.created_at):
             raise PlaygroundError("created_at must be a unix time in seconds")
         if not isinstance(self.settings, dict):

@@ -1,6 +1,7 @@
 """The SQLite vote store: round trips, filters, undo, counts, migrations, imports, threads."""
 
 import dataclasses
+import json
 import re
 import sqlite3
 import threading
@@ -92,7 +93,7 @@ def test_counts(store: Store) -> None:
 def test_pragmas_and_schema_version(store: Store, db_path: Path) -> None:
     raw = sqlite3.connect(db_path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS) == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS) == 3
     raw.close()
     # synchronous and foreign_keys are per connection: look at the store's own.
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -101,10 +102,12 @@ def test_pragmas_and_schema_version(store: Store, db_path: Path) -> None:
 
 def test_migrations_run_once_and_the_next_one_alone(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
+    shipped = store_module.MIGRATIONS
 
-    def initial(db: sqlite3.Connection) -> None:
+    def initial(db: sqlite3.Connection) -> None:  # every shipped migration, as if they were one
         calls.append(1)
-        store_module._initial_schema(db)
+        for migration in shipped:
+            migration(db)
 
     def add_note_column(db: sqlite3.Connection) -> None:
         calls.append(2)
@@ -134,7 +137,7 @@ def test_a_newer_database_is_refused(db_path: Path) -> None:
     raw = sqlite3.connect(db_path)
     raw.execute("PRAGMA user_version = 99")
     raw.close()
-    with pytest.raises(PlaygroundError, match=r"schema version 99, newer than this playground knows \(2\)"):
+    with pytest.raises(PlaygroundError, match=r"schema version 99, newer than this playground knows \(3\)"):
         Store(db_path)
 
 
@@ -225,13 +228,20 @@ def test_threads_share_one_store(store: Store) -> None:
     assert store._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 400
 
 
-def test_version_1_database_gains_the_checkpoint_registry(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_version_1_database_migrates_and_keeps_its_votes(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
-    with Store(db_path) as s:
-        vote_id = s.add_vote(vote())
+    Store(db_path).close()
+    raw = sqlite3.connect(db_path)  # a vote as version 1 wrote it (no `item` column yet)
+    raw.execute("INSERT INTO votes (prompt, outcome, voter, settings, anonymous, created_at) "
+                "VALUES (?, 'a', 'ana', '{}', 0, 1000.0)", (json.dumps(PROMPT),))
+    raw.executemany("INSERT INTO responses (vote_id, slot, model, text, scores) VALUES (1, ?, ?, ?, '{}')",
+                    [(0, "sft", "red"), (1, "policy", "blue")])
+    raw.commit()
+    raw.close()
     monkeypatch.undo()
-    with Store(db_path) as s:  # the shipped code: migrates 1 → 2 and keeps the votes
-        assert s.get_vote(vote_id) is not None
+    with Store(db_path) as s:  # the shipped code: migrates 1 → 3 and keeps the votes
+        old = s.get_vote(1)
+        assert old is not None and old.item is None and [r.text for r in old.responses] == ["red", "blue"]
         s.register_checkpoint("ckpt-a", db_path.parent / "ckpt-a", None, {"steps": [{"loss": 0.69}]})
         s.register_checkpoint("ckpt-b", db_path.parent / "ckpt-b", "ckpt-a", {"steps": []})
         assert [(c["id"], c["parent"]) for c in s.checkpoints()] == [("ckpt-a", None), ("ckpt-b", "ckpt-a")]
