@@ -25,6 +25,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
     s.add_argument("--db", type=Path, default=None,
                    help="vote database (SQLite; default: $PLAYGROUND_HOME/votes.sqlite)")
+    a = parser.add_argument_group("access (see README, Security)")
+    a.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                   help="turn on logins and add a voter account (repeatable); voters generate and vote under "
+                   "their login name")
+    a.add_argument("--auth-file", type=Path, default=None, metavar="FILE",
+                   help="more voter accounts, one user:password per line (# starts a comment)")
+    a.add_argument("--admin-password", default=None, metavar="PASSWORD",
+                   help="add the 'admin' account, the only one that may train, import, export, delete and switch "
+                   "the serving checkpoint once logins are on (without any login flag everyone may)")
     p = parser.add_argument_group("scores")
     p.add_argument("--beta", type=float, default=0.1, help="β in the implicit reward β·log(π/π_ref) (> 0)")
     args = parser.parse_args(argv)
@@ -38,21 +47,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     prepare_environment(args)
-    if args.host not in ("127.0.0.1", "localhost") or args.share:
+    from playground.access import load_access
+
+    access = load_access(args.auth, args.auth_file, args.admin_password)
+    if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
+        who = "users with a login" if access.enabled else "anyone who can reach it (no --auth)"
         print(f"warning: serving beyond this machine (--host {args.host}{' --share' if args.share else ''}); "
-              "anyone who can reach it can use the models", file=sys.stderr)
+              f"{who} can use the models and vote", file=sys.stderr)
     from playground.app_state import build_state
     from playground.home import data_dir
     from ui.app import build_demo, launch_kwargs
 
     home = data_dir()
     started = time.perf_counter()
-    state = build_state(models_config(args, home), home, db_path=args.db, beta=args.beta)
+    state = build_state(models_config(args, home), home, db_path=args.db, beta=args.beta, access=access)
     print(f"models ready in {time.perf_counter() - started:.1f} s on {state.models.device} "
           f"({str(state.models.dtype).removeprefix('torch.')}); data in {home}", file=sys.stderr)
     demo = build_demo(state)
     demo.queue(default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+        server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(state))
 
 
 if __name__ == "__main__":

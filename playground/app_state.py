@@ -4,6 +4,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from playground.access import Access
 from playground.checkpoints import attach_checkpoint, complete_checkpoints, read_record
 from playground.models import Models, ModelsConfig, Role, load_models
 from playground.scoring import Scorer
@@ -17,6 +18,7 @@ class AppState:
     store: Store
     data_dir: Path
     beta: float = 0.1
+    access: Access = field(default_factory=Access)  # no logins: a local single-user app
     # Saved checkpoints, each a named adapter on the policy's PeftModel, by checkpoint id.
     checkpoints: dict[str, Role] = field(default_factory=dict)
     # A Stop press reaches the running generation of its own browser session through this map.
@@ -48,10 +50,12 @@ class AppState:
         return role
 
 
-def build_state(cfg: ModelsConfig, data_dir: Path, db_path: Path | None = None, beta: float = 0.1) -> AppState:
+def build_state(cfg: ModelsConfig, data_dir: Path, db_path: Path | None = None, beta: float = 0.1,
+                access: Access | None = None) -> AppState:
     models = load_models(cfg)
     store = Store(db_path or data_dir / "votes.sqlite")
-    state = AppState(models=models, scorer=Scorer(models), store=store, data_dir=data_dir, beta=beta)
+    state = AppState(models=models, scorer=Scorer(models), store=store, data_dir=data_dir, beta=beta,
+                     access=access or Access())
     if models.policy.adapter is not None:  # checkpoints are adapters: they need the policy's PeftModel
         for folder in complete_checkpoints(state.checkpoint_dir):
             state.add_checkpoint(folder)

@@ -80,15 +80,16 @@ def default_model_dir() -> Path:
 
 
 @contextmanager
-def running_app(state) -> Iterator:  # (AppState) -> gradio_client.Client
-    """Serve `state`'s app on a free local port and yield a client with its own session."""
+def running_app(state, auth: tuple[str, str] | None = None) -> Iterator:  # (AppState) -> gradio_client.Client
+    """Serve `state`'s app on a free local port and yield a client with its own session (logged in
+    as `auth` = (user, password) when the state has logins)."""
     from gradio_client import Client
 
     from ui.app import build_demo, launch_kwargs
 
     demo = build_demo(state)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
-    client = Client(demo.local_url, verbose=False)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs(state))
+    client = Client(demo.local_url, verbose=False, auth=auth)
     try:
         yield client
     finally:

@@ -21,7 +21,7 @@ def test_click_through_a_vote(tiny_model_dir: Path, home: Path, tmp_path: Path, 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
     demo = build_demo(state)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs())
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs(state))
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

@@ -8,7 +8,8 @@ import pandas as pd
 
 from playground.app_state import AppState
 from playground.data import export_rows, import_file
-from playground.votes import Vote, voter_name
+from playground.votes import Vote
+from ui import session
 from ui.errors import user_errors
 from ui.render import LETTERS
 
@@ -78,15 +79,19 @@ def build_data_tab(state: AppState, voter: gr.Textbox) -> None:
           api_visibility="private")
 
     @user_errors
-    def undo_last(name: str, voter_value: str, model_value: str) -> dict:
-        removed = state.store.undo_last_vote(voter_name(name))
-        message = f"Removed vote #{removed.id}." if removed else f"No votes by {name.strip()} to undo."
+    def undo_last(name: str, voter_value: str, model_value: str, request: gr.Request) -> dict:
+        # Anyone may take back their own last vote (a mis-click); deleting others' votes is not offered.
+        who = session.voter(state, request, name)
+        removed = state.store.undo_last_vote(who)
+        message = f"Removed vote #{removed.id}." if removed else f"No votes by {who} to undo."
         return {data_status: message, **show(voter_value, model_value)}
 
     undo.click(undo_last, [voter, voter_filter, model_filter], [data_status, *show_outputs], api_name="undo")
 
     @user_errors
-    def export(fmt_value: str, binarize_value: str, suffix_value: str, include_value: bool) -> dict:
+    def export(fmt_value: str, binarize_value: str, suffix_value: str, include_value: bool,
+               request: gr.Request) -> dict:
+        session.require_admin(state, request, "exporting")
         out_dir = state.data_dir / "exports"
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{fmt_value}-{time.strftime('%Y%m%d-%H%M%S')}{suffix_value}"
@@ -96,7 +101,8 @@ def build_data_tab(state: AppState, voter: gr.Textbox) -> None:
     export_button.click(export, [fmt, binarize, suffix, include], [export_file, data_status], api_name="export")
 
     @user_errors
-    def import_upload(file: str | None) -> str:
+    def import_upload(file: str | None, request: gr.Request) -> str:
+        session.require_admin(state, request, "importing")
         if not file:
             raise gr.Error("Choose a file to import first.")
         result = import_file(state.store, Path(file))

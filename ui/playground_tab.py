@@ -19,7 +19,8 @@ from playground.rounds import (
     score_round,
     token_pieces,
 )
-from playground.votes import MAX_RESPONSES, voter_name
+from playground.votes import MAX_RESPONSES
+from ui import session
 from ui.errors import user_errors
 from ui.render import LETTERS, preference_table, score_table, slot_label, token_view
 
@@ -169,13 +170,13 @@ def build_playground_tab(state: AppState) -> PlaygroundHandles:
     stop.click(stop_generation, None, None, queue=False, api_name="stop")
 
     @user_errors
-    def vote(outcome: str, ranked: list[str] | None, name: str, current: Round | None):
+    def vote(outcome: str, ranked: list[str] | None, name: str, current: Round | None, request: gr.Request):
         if current is None:
             raise gr.Error("Nothing to vote on yet: generate responses first.")
         order = [LETTERS.index(x) for x in ranked or []] if outcome == "ranking" else None
         if order is not None and sorted(order) != list(range(current.k)):
             raise gr.Error(f"Rank all {current.k} responses, best first ({', '.join(LETTERS[:current.k])}).")
-        record = make_vote(current, outcome, voter_name(name), order)
+        record = make_vote(current, outcome, session.voter(state, request, name), order)
         vote_id = state.store.add_vote(record)
         done = replace(current, voted_at=record.created_at)
         return {

@@ -14,6 +14,7 @@ from playground.app_state import AppState
 from playground.checkpoints import serve_checkpoint
 from playground.dpo import LOSSES, DPOConfig, TrainResult, train_dpo
 from playground.errors import PlaygroundError
+from ui import session
 from ui.errors import user_errors
 
 METRICS = [("loss", "loss"), ("rewards/accuracies", "reward accuracy"), ("rewards/margins", "reward margin"),
@@ -92,7 +93,9 @@ def build_train_tab(state: AppState, slot_models: list[gr.Dropdown]) -> None:
                 pick: gr.Dropdown(choices=list(state.checkpoints)), table: checkpoint_table(state)}
 
     @user_errors
-    def train(steps_v, beta_v, lr_v, batch_v, loss_v, eps_v, heldout_v, seed_v, progress=gr.Progress()):
+    def train(steps_v, beta_v, lr_v, batch_v, loss_v, eps_v, heldout_v, seed_v, request: gr.Request,
+              progress=gr.Progress()):
+        session.require_admin(state, request, "training")
         if not state.training.acquire(blocking=False):
             raise gr.Error("A training run is already in progress; wait for it or cancel it.")
         try:
@@ -130,7 +133,9 @@ def build_train_tab(state: AppState, slot_models: list[gr.Dropdown]) -> None:
     start.click(train, [steps, beta, lr, batch, loss, eps, heldout, seed], outputs, api_name="train",
                 concurrency_id="train")
 
-    def cancel_run() -> str:
+    @user_errors
+    def cancel_run(request: gr.Request) -> str:
+        session.require_admin(state, request, "cancelling training")
         if not state.training.locked():
             return "No training is running."
         state.cancel_training.set()
@@ -139,7 +144,8 @@ def build_train_tab(state: AppState, slot_models: list[gr.Dropdown]) -> None:
     cancel.click(cancel_run, None, train_status, queue=False, api_name="cancel_training")
 
     @user_errors
-    def serve_picked(name: str | None) -> dict:
+    def serve_picked(name: str | None, request: gr.Request) -> dict:
+        session.require_admin(state, request, "switching the serving checkpoint")
         if not name or name not in state.checkpoints:
             raise gr.Error("Pick a checkpoint first.")
         serve_checkpoint(state.models, state.checkpoints[name])
