@@ -10,6 +10,7 @@ nothing or a complete checkpoint.
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -23,11 +24,14 @@ import torch
 from peft import PeftModel
 
 from playground.errors import PlaygroundError
-from playground.models import POLICY_ADAPTER, Models, Role, adapter_params
+from playground.models import POLICY_ADAPTER, Models, Role, adapter_params, require_safetensors_adapter
 from playground.rows import PreferenceRow
 
 RECORD = "record.json"
 RECORD_FORMAT = 1
+# Checkpoint ids become adapter names and dropdown values; a temporary folder starts with "." and
+# never matches, and neither does anything that could climb out of the checkpoint folder.
+CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def pairs_sha256(rows: Sequence[PreferenceRow]) -> str:
@@ -82,7 +86,7 @@ def complete_checkpoints(out_dir: Path) -> list[Path]:
     a dot-named temporary folder, which is never listed."""
     if not out_dir.is_dir():
         return []
-    found = [d for d in out_dir.iterdir() if d.is_dir() and not d.name.startswith(".") and read_record(d)]
+    found = [d for d in out_dir.iterdir() if d.is_dir() and CHECKPOINT_NAME.fullmatch(d.name) and read_record(d)]
     return sorted(found, key=lambda d: d.name)
 
 
@@ -93,6 +97,9 @@ def attach_checkpoint(models: Models, folder: Path) -> Role:
     if not isinstance(model, PeftModel):
         raise PlaygroundError("checkpoints are LoRA adapters; the policy here is a full model")
     name = folder.name
+    if not CHECKPOINT_NAME.fullmatch(name):
+        raise PlaygroundError(f"{folder}: {name!r} is not a checkpoint name (letters, digits, '.', '_', '-')")
+    require_safetensors_adapter(folder, "checkpoint")
     with models.lock:
         if name not in model.peft_config:
             try:

@@ -26,6 +26,7 @@ from playground.sources import Kind, Source, classify
 log = logging.getLogger(__name__)
 
 POLICY_ADAPTER = "default"  # peft's own default name; the adapter that training updates
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ def _load_tokenizer(location: str, role: str) -> PreTrainedTokenizerBase:
 def load_causal_lm(location: str, role: str, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
     """A frozen causal LM in eval mode on `device`; errors name the flag and the location."""
     try:
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype)
+        # safetensors only: a pickled .bin checkpoint can run code when loaded.
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, use_safetensors=True)
     except Exception as exc:
         raise _load_error(role, location, "a causal language model", exc) from None
     model.to(device)
@@ -165,6 +167,7 @@ def attach_adapter(base: PreTrainedModel, adapter_dir: Path | None, lora: LoraSe
     if adapter_dir is None:
         model = get_peft_model(base, lora.peft_config(), adapter_name=POLICY_ADAPTER)
     else:
+        require_safetensors_adapter(adapter_dir, "--policy")
         try:
             model = PeftModel.from_pretrained(base, str(adapter_dir), adapter_name=POLICY_ADAPTER)
         except (RuntimeError, ValueError, KeyError) as exc:
@@ -175,6 +178,14 @@ def attach_adapter(base: PreTrainedModel, adapter_dir: Path | None, lora: LoraSe
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def require_safetensors_adapter(folder: Path, what: str) -> None:
+    """Adapters load only from `adapter_model.safetensors`: peft would fall back to a pickled
+    `adapter_model.bin`, and unpickling can run code."""
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        raise PlaygroundError(f"{what} {folder}: no {ADAPTER_WEIGHTS} (adapters are read from safetensors only, "
+                              "never from pickled .bin files)")
 
 
 def adapter_params(model: PeftModel) -> dict[str, torch.nn.Parameter]:

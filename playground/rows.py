@@ -42,11 +42,18 @@ class PreferenceRow:
         return {**self.extra, "prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
 
 
+MAX_FILE_BYTES = 256 * 2**20  # an upload or import is read whole into memory
+
+
 def read_records(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed record) for each row of a JSONL, Parquet or CSV file. A JSONL line that
     is not JSON comes as a `RowError` in the record's place, so a caller can go on past it."""
     if not path.is_file():
         raise PlaygroundError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise PlaygroundError(f"{path}: {size / 2**20:.0f} MiB; files of at most {MAX_FILE_BYTES // 2**20} MiB "
+                              "are read (split it, or raise MAX_FILE_BYTES in playground/rows.py)")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         with path.open(encoding="utf-8", errors="strict") as f:
