@@ -60,6 +60,22 @@ def test_adapter_folder_round_trip(tiny_model_dir: Path, tmp_path: Path) -> None
     assert got == pytest.approx(expected, abs=1e-5)
 
 
+def test_pickled_weights_are_never_loaded(tiny_model_dir: Path, tmp_path: Path) -> None:
+    models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
+    adapter = tmp_path / "adapter"
+    models.policy.model.save_pretrained(adapter, safe_serialization=False)  # adapter_model.bin: a pickle
+    assert (adapter / "adapter_model.bin").is_file()
+    with pytest.raises(PlaygroundError, match="safetensors only"):
+        load_models(ModelsConfig(sft=str(tiny_model_dir), policy=str(adapter)))
+    pickled_base = tmp_path / "pickled-base"
+    base = models.sft.model.get_base_model()
+    base.config.save_pretrained(pickled_base)  # transformers 5 always saves safetensors: write the pickle by hand
+    torch.save(base.state_dict(), pickled_base / "pytorch_model.bin")
+    models.tokenizer.save_pretrained(pickled_base)
+    with pytest.raises(PlaygroundError, match="cannot load a causal language model"):
+        load_models(ModelsConfig(sft=str(pickled_base)))
+
+
 def test_adapter_for_another_base_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
     models = load_models(ModelsConfig(sft=str(tiny_model_dir), lora=LoraSettings(r=4)))
     models.policy.model.save_pretrained(tmp_path / "adapter")
@@ -139,6 +155,7 @@ def test_hub_id_offline_gives_a_clear_error(tmp_path: Path) -> None:
     [
         (["--sft", "/definitely/missing"], "error: --sft /definitely/missing: no such file or folder"),
         (["--device", "tpu"], "error: unknown device 'tpu'"),
+        (["--auth", "ana:short"], "error: --auth ana:…: the password of 'ana' is shorter than 8 characters"),
     ],
 )
 def test_app_cli_errors_are_one_line(args: list[str], expected: str, tmp_path: Path) -> None:
@@ -152,7 +169,8 @@ def test_app_cli_errors_are_one_line(args: list[str], expected: str, tmp_path: P
 def test_app_help_lists_every_flag() -> None:
     proc = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
-    for flag in ("--sft", "--ref", "--policy", "--device", "--dtype", "--host", "--port", "--share", "--beta"):
+    for flag in ("--sft", "--ref", "--policy", "--device", "--dtype", "--host", "--port", "--share", "--beta",
+                 "--auth", "--auth-file", "--admin-password"):
         assert flag in proc.stdout
 
 
