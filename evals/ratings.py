@@ -1,0 +1,540 @@
+"""Model ratings from pairwise battles: Bradley–Terry on the Elo scale, bootstrap intervals, online Elo.
+
+`python -m evals.ratings --battles FILE --out OUT.json` reads Chatbot Arena battle rows
+(`model_a`, `model_b`, `winner` ∈ {model_a, model_b, tie, tie (bothbad)}), as `python -m
+playground.data export --format arena` writes them, and prints a leaderboard.
+
+The model (Bradley–Terry on the Elo scale, as Chatbot Arena reports it):
+
+    P(a beats b) = 1 / (1 + 10^((R_b − R_a)/400)) = σ(θ_a − θ_b),   θ = R · ln 10 / 400
+
+A tie, both-bad included, counts as half a win each way. The battles are first aggregated per
+unordered pair {i, j}: n_ij battles, w_ij = wins of i + ½ ties. The fit maximises the log-posterior
+
+    ℓ(θ) = Σ_{i<j} [ w_ij log σ(θ_i − θ_j) + (n_ij − w_ij) log σ(θ_j − θ_i) ] − (λ/2) Σ_i θ_i²
+
+by Newton's method, so its cost depends on the number of pairs, not of battles. The ridge λ (a
+N(0, 1/λ) prior on θ, default λ = 1e-3: prior sd ≈ 31.6 log-odds ≈ 5500 Elo) changes ordinary
+ratings by a negligible amount but keeps them finite where maximum likelihood has no answer: a model
+that never lost (its rating would go to +∞), and groups of models that never met (only their
+differences within a group are identified). Because ℓ's data term is shift-invariant, the ridge
+also centres Σθ = 0; ratings are then shifted so that the anchor model is exactly 1000.
+
+Bootstrap: resampling n battles with replacement is the same as drawing the n battles' outcome cells
+(unordered pair × {i won, tie, j won}) from a multinomial with the observed cell frequencies. All
+rounds are drawn at once and fitted together by a batched Newton solve. Cells are ordered by the
+sorted model names, so the intervals do not depend on the order of the battles or on which side a
+model played; renaming models so that their alphabetical order changes draws different rounds
+(the point ratings stay the same). Intervals are the 2.5 and 97.5 percentiles of each model's
+rating over the rounds, the anchor fixed at 1000 in every round (so the anchor's interval is
+[1000, 1000] and the others' measure uncertainty relative to it). `bootstrap=0` means no intervals:
+ci_low and ci_high are NaN (null in JSON, "—" in the table).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from playground.cli import HelpFormatter, run_cli
+from playground.errors import PlaygroundError
+from playground.rows import RowError, read_records
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+WINNERS: dict[str, float] = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5}
+KEYS = ("model_a", "model_b", "winner")
+ELO_PER_LOGIT = 400.0 / math.log(10.0)  # R = ELO_PER_LOGIT · θ
+ANCHOR_RATING = 1000.0
+DEFAULT_ANCHOR = "sft"
+RIDGE = 1e-3
+OUTCOME_SCORE = np.array([1.0, 0.5, 0.0])  # score of the pair's lower-index model per cell: i won, tie, j won
+MAX_NEWTON_STEPS = 200
+NEWTON_TOL = 1e-10  # largest |Δθ| in log-odds (≈ 2e-8 Elo); Newton converges quadratically, so one more step is exact
+MAX_STEP = 4.0  # log-odds per Newton step: damps the first steps towards a model with (almost) no losses
+CHUNK_FLOATS = 1 << 23  # ≈ 64 MiB of float64 per bootstrap chunk: rounds × (M² Hessian + cells)
+
+
+@dataclass(frozen=True, eq=False)
+class Battles:
+    """Battles as index arrays: battle k is models[a[k]] vs models[b[k]], scoring score_a[k] for a
+    (1 win, 0 loss, 0.5 tie or both bad). `models` is sorted, so nothing depends on input order."""
+
+    models: tuple[str, ...]
+    a: IntArray
+    b: IntArray
+    score_a: FloatArray
+
+    def __post_init__(self) -> None:
+        a, b = np.array(self.a, dtype=np.int64), np.array(self.b, dtype=np.int64)
+        score = np.array(self.score_a, dtype=np.float64)
+        if list(self.models) != sorted(set(self.models)):
+            raise ValueError("Battles.models must be sorted and unique")
+        if not (a.ndim == b.ndim == score.ndim == 1 and len(a) == len(b) == len(score)):
+            raise ValueError("Battles.a, .b and .score_a must be 1-D arrays of one length")
+        m = len(self.models)
+        if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= m or (a == b).any()):
+            raise ValueError("Battles.a and .b must index two different models")
+        if not np.isin(score, OUTCOME_SCORE).all():
+            raise ValueError("Battles.score_a must hold 0, 0.5 or 1")
+        for name, array in (("a", a), ("b", b), ("score_a", score)):
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+
+@dataclass(frozen=True, eq=False)
+class PairCounts:
+    """The battles aggregated per unordered pair i < j (sorted by (i, j)), as outcome cells:
+    cells[p] = (battles i won, ties, battles j won)."""
+
+    n_models: int
+    i: IntArray
+    j: IntArray
+    cells: IntArray
+
+    @property
+    def n(self) -> IntArray:
+        return self.cells.sum(axis=1)
+
+    @property
+    def w(self) -> FloatArray:
+        """w_ij = wins of i + ½ ties."""
+        return self.cells @ OUTCOME_SCORE
+
+
+@dataclass(frozen=True, eq=False)
+class RatingsResult:
+    """Everything `compute_ratings` found. DataFrames are indexed by model in leaderboard order
+    (rating descending, then name)."""
+
+    anchor: str
+    bootstrap: int
+    seed: int
+    ridge: float
+    n_battles: int
+    leaderboard: pd.DataFrame  # rank, rating, ci_low, ci_high, n_battles, wins, losses, ties, online_elo
+    battles: pd.DataFrame  # battle counts, symmetric, 0 on the diagonal
+    win_fraction: pd.DataFrame  # (wins + ½ ties) of row against column / battles; NaN where they never met
+    predicted: pd.DataFrame  # σ((R_row − R_col) ln 10 / 400); ½ on the diagonal, so P + Pᵀ = 1
+    online_elo: dict[str, float]
+    warnings: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------------------------------- input
+
+
+def check_battle(record: Any, where: str) -> dict[str, str]:
+    """One battle row, checked; `where` ("FILE: line 3") starts every error message."""
+    if not isinstance(record, Mapping):
+        raise PlaygroundError(f"{where}: expected an object with {', '.join(KEYS)}, got {type(record).__name__}")
+    missing = [k for k in KEYS if k not in record]
+    if missing:
+        raise PlaygroundError(f"{where}: missing {', '.join(missing)}; a battle needs {', '.join(KEYS)}")
+    for key in ("model_a", "model_b"):
+        if not isinstance(record[key], str) or not record[key].strip():
+            raise PlaygroundError(f"{where}: {key} must be a non-empty string (a model name), got {record[key]!r}")
+    if record["winner"] not in WINNERS:
+        allowed = ", ".join(repr(w) for w in WINNERS)
+        raise PlaygroundError(f"{where}: winner is {record['winner']!r}; expected one of {allowed}")
+    if record["model_a"] == record["model_b"]:
+        raise PlaygroundError(f"{where}: model_a and model_b are both {record['model_a']!r}; "
+                              "a battle needs two different models")
+    return {k: record[k] for k in KEYS}
+
+
+def read_battles(path: Path | str) -> list[dict[str, str]]:
+    """Battle rows {model_a, model_b, winner} (other fields dropped) from JSON lines (.jsonl, or
+    .json), a .json list, .csv or .parquet; the first bad row raises `PlaygroundError` with its line
+    (JSONL, CSV: as an editor numbers them) or row number (Parquet, JSON list)."""
+    path = Path(path)
+    if _is_json_list(path):
+        records: Iterable[tuple[int, Any]] = _json_list(path)
+        label = "row"
+    else:
+        records = read_records(path)
+        label = "row" if path.suffix.lower() == ".parquet" else "line"
+    rows = []
+    for number, record in records:
+        if isinstance(record, RowError):  # a JSONL line that is not JSON
+            raise PlaygroundError(f"{path}: {record}")
+        rows.append(check_battle(record, f"{path}: {label} {number}"))
+    if not rows:
+        raise PlaygroundError(f"{path}: no battles (the file holds no rows)")
+    return rows
+
+
+def _is_json_list(path: Path) -> bool:
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    with path.open("rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"[")
+
+
+def _json_list(path: Path) -> list[tuple[int, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise PlaygroundError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise PlaygroundError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return list(enumerate(data, start=1))
+
+
+def battles_from_rows(rows: Sequence[Mapping[str, Any]]) -> Battles:
+    """Rows {model_a, model_b, winner} → `Battles`; models sorted by name, battles kept in order."""
+    checked = [check_battle(row, f"row {n}") for n, row in enumerate(rows, start=1)]
+    if not checked:
+        raise PlaygroundError("no battles")
+    names = np.array([r["model_a"] for r in checked] + [r["model_b"] for r in checked])
+    models, index = np.unique(names, return_inverse=True)
+    score = np.fromiter((WINNERS[r["winner"]] for r in checked), dtype=np.float64, count=len(checked))
+    n = len(checked)
+    return Battles(tuple(str(m) for m in models), index[:n], index[n:], score)
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+
+def aggregate(battles: Battles) -> PairCounts:
+    """Count each battle in its cell (unordered pair i < j, outcome for i); both orientations of a
+    battle land in the same cell, so the counts ignore battle order and sides."""
+    m = len(battles.models)
+    lo, hi = np.minimum(battles.a, battles.b), np.maximum(battles.a, battles.b)
+    score_lo = np.where(battles.a < battles.b, battles.score_a, 1.0 - battles.score_a)
+    outcome = np.rint(2.0 * (1.0 - score_lo)).astype(np.int64)  # 0: lo won, 1: tie, 2: hi won
+    pair_keys, pair = np.unique(lo * m + hi, return_inverse=True)
+    cells = np.bincount(pair * 3 + outcome, minlength=3 * len(pair_keys)).reshape(-1, 3)
+    return PairCounts(m, pair_keys // m, pair_keys % m, cells.astype(np.int64))
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    """σ(x) = 1 / (1 + e^−x), written with tanh so large |x| neither overflows nor warns."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _per_model(values: FloatArray, index: IntArray, m: int) -> FloatArray:
+    """Sum (R, P) per-pair values into (R, M) per-model totals at `index` (a pair's i or j)."""
+    r = values.shape[0]
+    flat = (np.arange(r)[:, None] * m + index[None, :]).ravel()
+    return np.bincount(flat, weights=values.ravel(), minlength=r * m).reshape(r, m)
+
+
+def fit_log_strengths(i: IntArray, j: IntArray, n: FloatArray, w: FloatArray, n_models: int,
+                      ridge: float = RIDGE, start: FloatArray | None = None) -> FloatArray:
+    """θ (R, M) maximising ℓ(θ) (module docstring) for R data sets at once; n, w are (R, P); Newton
+    starts from `start` (broadcast to (R, M); default 0). ℓ is strictly concave, so the start
+    changes the number of steps, not the answer.
+
+    Newton: θ ← θ + H⁻¹ g with g_k = Σ_pairs ±(w − n p) − λ θ_k (+ for the pair's i, − for its j),
+    H = Σ_pairs n p (1 − p) (e_i − e_j)(e_i − e_j)ᵀ + λ I (positive definite thanks to λ), p = σ(θ_i − θ_j).
+    """
+    r, m = n.shape[0], n_models
+    theta = np.zeros((r, m)) if start is None else np.array(np.broadcast_to(start, (r, m)), dtype=np.float64)
+    diag = np.arange(m)
+    for _ in range(MAX_NEWTON_STEPS):
+        p = _sigmoid(theta[:, i] - theta[:, j])
+        resid = w - n * p
+        grad = _per_model(resid, i, m) - _per_model(resid, j, m) - ridge * theta
+        curv = n * p * (1.0 - p)
+        hess = np.zeros((r, m, m))
+        hess[:, i, j] = -curv
+        hess[:, j, i] = -curv
+        hess[:, diag, diag] = _per_model(curv, i, m) + _per_model(curv, j, m) + ridge
+        step = np.linalg.solve(hess, grad[..., None])[..., 0]
+        biggest = np.abs(step).max(axis=1, keepdims=True)
+        step *= np.minimum(1.0, MAX_STEP / np.maximum(biggest, 1e-300))
+        theta += step
+        if biggest.max() < NEWTON_TOL:
+            return theta
+    raise RuntimeError(f"Newton's method did not converge in {MAX_NEWTON_STEPS} steps")
+
+
+def to_elo(theta: FloatArray, anchor: int) -> FloatArray:
+    """R = 1000 + (400 / ln 10) · (θ − θ_anchor), per row."""
+    return ANCHOR_RATING + ELO_PER_LOGIT * (theta - theta[..., anchor : anchor + 1])
+
+
+def _fit_counts(counts: PairCounts, ridge: float) -> FloatArray:
+    """θ (1, M) of the observed counts."""
+    return fit_log_strengths(counts.i, counts.j, counts.n[None, :].astype(np.float64), counts.w[None, :],
+                             counts.n_models, ridge)
+
+
+def fit_ratings(counts: PairCounts, anchor: int, ridge: float = RIDGE) -> FloatArray:
+    """The ratings (M,) on the Elo scale, models[anchor] at 1000."""
+    return to_elo(_fit_counts(counts, ridge), anchor)[0]
+
+
+def bootstrap_ratings(counts: PairCounts, rounds: int, anchor: int, seed: int = 0,
+                      ridge: float = RIDGE) -> FloatArray:
+    """Ratings (rounds, M) of `rounds` resamples of the battles with replacement: each round's cell
+    counts ~ Multinomial(n_battles, observed cell frequencies), fitted together, in chunks that
+    keep memory near CHUNK_FLOATS (the random stream is the same whatever the chunking)."""
+    flat = counts.cells.ravel()
+    used = np.flatnonzero(flat)  # empty cells are never drawn; leaving them out saves work
+    total = int(flat.sum())
+    probs = flat[used] / total
+    rng = np.random.default_rng(seed)
+    m, n_pairs = counts.n_models, len(counts.i)
+    # Every round's optimum lies near the full data's, so Newton started there needs fewer steps.
+    theta_hat = _fit_counts(counts, ridge)
+    per_chunk = max(1, CHUNK_FLOATS // (m * m + 3 * n_pairs))
+    out = np.empty((rounds, m))
+    for first in range(0, rounds, per_chunk):
+        size = min(per_chunk, rounds - first)
+        cells = np.zeros((size, 3 * n_pairs))
+        cells[:, used] = rng.multinomial(total, probs, size=size)
+        cells = cells.reshape(size, n_pairs, 3)
+        theta = fit_log_strengths(counts.i, counts.j, cells.sum(axis=2), cells @ OUTCOME_SCORE, m, ridge, theta_hat)
+        out[first : first + size] = to_elo(theta, anchor)
+    return out
+
+
+def online_elo(battles: Battles, k: float = 4.0, base: float = 10.0, scale: float = 400.0,
+               init: float = 1000.0) -> dict[str, float]:
+    """Classic sequential Elo over the battles in their given order (so, unlike the Bradley–Terry
+    ratings, it depends on that order): E_a = 1 / (1 + base^((R_b − R_a)/scale)),
+    R_a += k (S_a − E_a), R_b −= k (S_a − E_a)."""
+    ratings = [init] * len(battles.models)
+    for a, b, s in zip(battles.a.tolist(), battles.b.tolist(), battles.score_a.tolist(), strict=True):
+        expected = 1.0 / (1.0 + base ** ((ratings[b] - ratings[a]) / scale))
+        ratings[a] += k * (s - expected)
+        ratings[b] -= k * (s - expected)
+    return dict(zip(battles.models, ratings, strict=True))
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+def _reachable(adjacent: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """reach[i, j]: a path i → … → j exists; repeated squaring, ⌈log₂ M⌉ boolean matrix products."""
+    reach = adjacent | np.eye(len(adjacent), dtype=bool)
+    for _ in range(max(1, math.ceil(math.log2(len(adjacent))))):
+        as_float = reach.astype(np.float64)
+        reach = (as_float @ as_float) > 0
+    return reach
+
+
+def _graph_warnings(counts: PairCounts, models: tuple[str, ...], record: pd.DataFrame) -> tuple[str, ...]:
+    """Why the ratings may rest on the ridge prior rather than on data (Zermelo's condition: the
+    maximum-likelihood ratings exist iff every model reaches every other along 'scored at least
+    half a point against' edges)."""
+    m = len(models)
+    met = np.zeros((m, m), dtype=bool)
+    met[counts.i, counts.j] = met[counts.j, counts.i] = True
+    groups = {tuple(np.flatnonzero(row)) for row in _reachable(met)}
+    if len(groups) > 1:
+        listed = "; ".join(", ".join(models[k] for k in g) for g in sorted(groups))
+        return (f"the models fall into {len(groups)} groups that never met ({listed}): ratings are comparable "
+                "within a group only; between groups the ridge prior alone sets them (each group centred near "
+                "the same mean)",)
+    scored = np.zeros((m, m), dtype=bool)
+    scored[counts.i, counts.j] = counts.w > 0
+    scored[counts.j, counts.i] = counts.n - counts.w > 0
+    if _reachable(scored).all():
+        return ()
+    never_lost = [name for name, row in record.iterrows() if row["losses"] == row["ties"] == 0]
+    never_won = [name for name, row in record.iterrows() if row["wins"] == row["ties"] == 0]
+    named = "; ".join(([f"never lost: {', '.join(never_lost)}"] if never_lost else [])
+                      + ([f"never won: {', '.join(never_won)}"] if never_won else []))
+    return ("some models never lost (nor tied) against some others" + (f" ({named})" if named else "")
+            + ", so maximum likelihood would put them infinitely apart: their gaps are finite only through "
+            "the ridge prior, large and unreliable",)
+
+
+def _record(battles: Battles) -> pd.DataFrame:
+    """n_battles, wins, losses, ties (both-bad included) per model, in `battles.models` order."""
+    m = len(battles.models)
+
+    def count(score_a: float) -> IntArray:
+        return (np.bincount(battles.a[battles.score_a == score_a], minlength=m)
+                + np.bincount(battles.b[battles.score_a == 1.0 - score_a], minlength=m))
+
+    wins, losses, ties = count(1.0), count(0.0), count(0.5)
+    return pd.DataFrame({"n_battles": wins + losses + ties, "wins": wins, "losses": losses, "ties": ties},
+                        index=pd.Index(battles.models, name="model"))
+
+
+def compute_ratings(battles: Battles, bootstrap: int = 1000, anchor: str | None = None, seed: int = 0,
+                    ridge: float = RIDGE) -> RatingsResult:
+    """Bradley–Terry ratings with `bootstrap` rounds of 95% intervals (0: none), online Elo and the
+    pairwise matrices. `anchor` (default "sft" if present, else the alphabetically first model) is
+    fixed at 1000."""
+    models = battles.models
+    if len(models) < 2:
+        raise PlaygroundError("ratings need battles between at least 2 models")
+    if len(battles) == 0:
+        raise PlaygroundError("no battles")
+    if bootstrap < 0:
+        raise PlaygroundError(f"bootstrap must be a number of rounds ≥ 0 (0: no intervals), got {bootstrap}")
+    if not ridge > 0:
+        raise PlaygroundError(f"ridge must be > 0 (it keeps a model that never lost finite), got {ridge}")
+    if anchor is None:
+        anchor = DEFAULT_ANCHOR if DEFAULT_ANCHOR in models else models[0]
+    if anchor not in models:
+        raise PlaygroundError(f"unknown anchor {anchor!r}; the models are {', '.join(models)}")
+    at = models.index(anchor)
+
+    counts = aggregate(battles)
+    ratings = fit_ratings(counts, at, ridge)
+    if bootstrap:
+        low, high = np.percentile(bootstrap_ratings(counts, bootstrap, at, seed, ridge), [2.5, 97.5], axis=0)
+    else:
+        low = high = np.full(len(models), np.nan)
+    elo = online_elo(battles)
+    record = _record(battles)
+
+    table = record.assign(rating=ratings, ci_low=low, ci_high=high, online_elo=[elo[m] for m in models])
+    # Ratings equal to 1e-6 Elo share a rank (all ties → all first), as do names in the sort below.
+    rounded = np.round(ratings, 6)
+    table["rank"] = 1 + (rounded[None, :] > rounded[:, None]).sum(axis=1)
+    order = np.lexsort((np.array(models), -rounded))
+    columns = ["rank", "rating", "ci_low", "ci_high", "n_battles", "wins", "losses", "ties", "online_elo"]
+    leaderboard = table.iloc[order][columns]
+
+    n = np.zeros((len(models), len(models)), dtype=np.int64)
+    n[counts.i, counts.j] = n[counts.j, counts.i] = counts.n
+    w = np.zeros(n.shape)
+    w[counts.i, counts.j], w[counts.j, counts.i] = counts.w, counts.n - counts.w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(n > 0, w / n, np.nan)
+    predicted = _sigmoid((ratings[:, None] - ratings[None, :]) / ELO_PER_LOGIT)
+    names = [models[k] for k in order]
+
+    def frame(matrix: npt.NDArray[Any]) -> pd.DataFrame:
+        return pd.DataFrame(matrix[np.ix_(order, order)], index=pd.Index(names, name="model"), columns=names)
+
+    return RatingsResult(anchor=anchor, bootstrap=bootstrap, seed=seed, ridge=ridge, n_battles=len(battles),
+                         leaderboard=leaderboard, battles=frame(n), win_fraction=frame(fraction),
+                         predicted=frame(predicted), online_elo=elo,
+                         warnings=_graph_warnings(counts, models, record))
+
+
+def _number(value: Any) -> float | int | None:
+    """JSON-safe: NaN → None, numpy scalars → Python numbers."""
+    if isinstance(value, np.integer | int):
+        return int(value)
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def to_json(result: RatingsResult) -> dict[str, Any]:
+    """The result as plain JSON data (NaN → null); models and matrices in leaderboard order."""
+    models = {
+        str(name): {key: _number(row[key]) for key in ("rank", "rating", "ci_low", "ci_high", "n_battles", "wins",
+                                                        "losses", "ties", "online_elo")}
+        for name, row in result.leaderboard.astype(object).iterrows()
+    }
+
+    def nested(frame: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:
+        return {str(r): {str(c): _number(v) for c, v in frame.loc[r].items()} for r in frame.index}
+
+    return {"anchor": result.anchor, "bootstrap": result.bootstrap, "seed": result.seed, "ridge": result.ridge,
+            "n_battles": result.n_battles, "warnings": list(result.warnings), "models": models,
+            "matrices": {"battles": nested(result.battles), "win_fraction": nested(result.win_fraction),
+                         "predicted": nested(result.predicted)}}
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def format_leaderboard(result: RatingsResult) -> str:
+    """The leaderboard as an aligned text table: rank, model, rating, 95% CI, battles, W/L/T."""
+    header = ["rank", "model", "rating", "95% CI", "battles", "W/L/T"]
+    rows = [
+        [str(row["rank"]), str(name), f"{row['rating']:.1f}",
+         "—" if math.isnan(row["ci_low"]) else f"[{row['ci_low']:.1f}, {row['ci_high']:.1f}]",
+         str(row["n_battles"]), f"{row['wins']}/{row['losses']}/{row['ties']}"]
+        for name, row in result.leaderboard.astype(object).iterrows()
+    ]
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(header)]
+    right = {0, 2, 4}  # numbers line up on the right
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if k in right else c.ljust(w)
+                         for k, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Written next to `path`, then renamed over it: a reader never sees half a file."""
+    if not path.parent.is_dir():
+        raise PlaygroundError(f"{path.parent}: no such folder")
+    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PlaygroundError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.ratings", formatter_class=HelpFormatter,
+        description="Rate models from pairwise battles: Chatbot Arena rows with model_a, model_b and\n"
+                    "winner (model_a, model_b, tie or tie (bothbad)).\n\n"
+                    "Bradley–Terry maximum likelihood on the Elo scale,\n"
+                    "    P(a beats b) = 1 / (1 + 10^((R_b − R_a)/400)),\n"
+                    "a tie counting as half a win each way, with a tiny ridge so that a model that never lost\n"
+                    "still gets a finite rating; the anchor model is fixed at 1000. 95% intervals come from\n"
+                    "resampling the battles with replacement. Prints the leaderboard; writes the ratings,\n"
+                    "online Elo and the battle, win-fraction and predicted-win matrices to OUT as JSON.",
+        epilog="example: python -m playground.data export --format arena --out battles.jsonl\n"
+               "         python -m evals.ratings --battles battles.jsonl --out ratings.json",
+    )
+    parser.add_argument("--battles", type=Path, required=True, metavar="FILE",
+                        help="battle rows: .jsonl (or .json: JSON lines or one list), .csv or .parquet")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT",
+                        help="JSON file to write (atomically; replaced if it exists)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="bootstrap rounds for the 95%% intervals; 0 for none (intervals null)")
+    parser.add_argument("--anchor", metavar="MODEL",
+                        help=f"model fixed at 1000 (default: {DEFAULT_ANCHOR!r} if present, else the "
+                             "alphabetically first)")
+    parser.add_argument("--ridge", type=float, default=RIDGE, metavar="λ",
+                        help="ridge λ of the N(0, 1/λ) prior on the log-odds strengths: what keeps a model "
+                             "that never lost finite; larger pulls such ratings in harder")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the bootstrap draws; the same seed gives the same intervals (default: 0)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.bootstrap < 0:
+        raise PlaygroundError(f"--bootstrap must be ≥ 0 (0: no intervals), got {args.bootstrap}")
+    result = compute_ratings(battles_from_rows(read_battles(args.battles)), bootstrap=args.bootstrap,
+                             anchor=args.anchor, seed=args.seed, ridge=args.ridge)
+    write_json(to_json(result), args.out)
+    ci = f", 95% intervals from {result.bootstrap} bootstrap rounds" if result.bootstrap else ", no intervals"
+    print(f"{result.n_battles} battles, {len(result.leaderboard)} models, {result.anchor} = 1000{ci}")
+    print(format_leaderboard(result))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,321 @@
+"""Ratings from pairwise battles: Bradley–Terry fit, bootstrap intervals, online Elo, input and CLI."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from evals.ratings import (
+    ANCHOR_RATING,
+    Battles,
+    aggregate,
+    battles_from_rows,
+    compute_ratings,
+    fit_log_strengths,
+    main,
+    online_elo,
+    read_battles,
+    to_json,
+)
+from playground.errors import PlaygroundError
+
+REPO = Path(__file__).resolve().parents[1]
+TRUE = {"sft": 1000.0, "alpha": 1180.0, "beta": 1090.0, "gamma": 1040.0, "delta": 960.0, "eps": 900.0,
+        "zeta": 850.0, "eta": 780.0}
+FLIP = {"model_a": "model_b", "model_b": "model_a", "tie": "tie", "tie (bothbad)": "tie (bothbad)"}
+
+
+def simulate(true: dict[str, float], n: int, seed: int) -> list[dict[str, str]]:
+    """Battles between random pairs with ties whose expected score is still the Bradley–Terry
+    probability: P(tie) = t = 0.6 min(p, 1 − p), P(a wins | no tie) = (p − t/2) / (1 − t)."""
+    rng = np.random.default_rng(seed)
+    names = list(true)
+    a = rng.integers(0, len(names), n)
+    b = (a + rng.integers(1, len(names), n)) % len(names)
+    ratings = np.array([true[k] for k in names])
+    p = 1.0 / (1.0 + 10.0 ** ((ratings[b] - ratings[a]) / 400.0))
+    tie = 0.6 * np.minimum(p, 1.0 - p)
+    win = (p - tie / 2) / (1.0 - tie)
+    is_tie, a_won = rng.random(n) < tie, rng.random(n) < win
+    bothbad = rng.random(n) < 0.3
+    winner = np.where(is_tie, np.where(bothbad, "tie (bothbad)", "tie"), np.where(a_won, "model_a", "model_b"))
+    return [{"model_a": names[i], "model_b": names[j], "winner": str(w)} for i, j, w in zip(a, b, winner, strict=True)]
+
+
+def battles(*spec: tuple[str, str, str, int]) -> list[dict[str, str]]:
+    """Rows from (model_a, model_b, winner, how many) tuples."""
+    return [{"model_a": a, "model_b": b, "winner": w} for a, b, w, count in spec for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def simulated_rows() -> list[dict[str, str]]:
+    return simulate(TRUE, 4000, seed=7)
+
+
+@pytest.fixture(scope="module")
+def simulated(simulated_rows: list[dict[str, str]]) -> Any:
+    return compute_ratings(battles_from_rows(simulated_rows), bootstrap=1000, seed=3)
+
+
+def test_recovers_known_ratings_within_the_intervals(simulated: Any) -> None:
+    board = simulated.leaderboard
+    assert simulated.anchor == "sft" and board.loc["sft", "rating"] == ANCHOR_RATING
+    error = {m: board.loc[m, "rating"] - TRUE[m] for m in TRUE}
+    assert max(abs(e) for e in error.values()) < 40, error
+    covered = [m for m in TRUE if m != "sft" and board.loc[m, "ci_low"] <= TRUE[m] <= board.loc[m, "ci_high"]]
+    assert len(covered) >= 6, (covered, board)
+    widths = (board["ci_high"] - board["ci_low"]).drop("sft")
+    assert widths.between(20, 120).all(), widths  # ~1000 battles a model: intervals of tens of points
+    assert list(board.index) == sorted(TRUE, key=lambda m: -TRUE[m])  # true order recovered
+    assert list(board["rank"]) == list(range(1, 9))
+    assert simulated.warnings == ()
+
+
+def test_interval_widths_match_the_sandwich_standard_errors(simulated: Any,
+                                                           simulated_rows: list[dict[str, str]]) -> None:
+    # Resampling battles estimates Var θ̂ ≈ H⁻¹ J H⁻¹ (H: Fisher information, J: Σ (s − p)² d dᵀ, which
+    # ties make smaller than H), so a 95% percentile interval spans ≈ 2 · 1.96 standard errors.
+    b = battles_from_rows(simulated_rows)
+    others = [m for m in b.models if m != "sft"]
+    theta = (simulated.leaderboard.loc[list(b.models), "rating"].to_numpy() - 1000.0) * math.log(10) / 400
+    d = np.zeros((len(b), len(b.models)))
+    d[np.arange(len(b)), b.a], d[np.arange(len(b)), b.b] = 1.0, -1.0
+    d = d[:, [b.models.index(m) for m in others]]  # the anchor is fixed
+    p = 1.0 / (1.0 + np.exp(theta[b.b] - theta[b.a]))
+    h_inv = np.linalg.inv(d.T @ (d * (p * (1 - p))[:, None]))
+    se = np.sqrt(np.diag(h_inv @ (d.T @ (d * ((b.score_a - p) ** 2)[:, None])) @ h_inv)) * 400 / math.log(10)
+    width = (simulated.leaderboard["ci_high"] - simulated.leaderboard["ci_low"])[others].to_numpy()
+    np.testing.assert_allclose(width / (2 * 1.96 * se), 1.0, atol=0.12)
+
+
+def test_two_models_match_the_closed_form() -> None:
+    # 30 wins in 40 (or 20 wins + 20 ties: the same 30 points) → R_A − R_B = 400 log10(30/10)
+    for rows in (battles(("A", "B", "model_a", 30), ("A", "B", "model_b", 10)),
+                 battles(("A", "B", "model_a", 20), ("B", "A", "tie", 10), ("A", "B", "tie (bothbad)", 10))):
+        board = compute_ratings(battles_from_rows(rows), bootstrap=0, anchor="B").leaderboard
+        assert board.loc["B", "rating"] == 1000.0
+        assert board.loc["A", "rating"] - 1000.0 == pytest.approx(400 * math.log10(3), abs=0.05)
+        assert board["ci_low"].isna().all() and board["ci_high"].isna().all()
+
+
+def test_counts_and_matrices(simulated: Any, simulated_rows: list[dict[str, str]]) -> None:
+    board, n = simulated.leaderboard, simulated.battles
+    assert list(n.index) == list(n.columns) == list(board.index)
+    assert (n.to_numpy() == n.to_numpy().T).all() and (np.diag(n.to_numpy()) == 0).all()
+    assert n.to_numpy().sum() == 2 * 4000 and (n.sum(axis=1) == board["n_battles"]).all()
+    assert (board["wins"] + board["losses"] + board["ties"] == board["n_battles"]).all()
+    assert board["wins"].sum() == board["losses"].sum()
+    alpha_beta = [r for r in simulated_rows if {r["model_a"], r["model_b"]} == {"alpha", "beta"}]
+    points = sum(1.0 if r["winner"] == ("model_a" if r["model_a"] == "alpha" else "model_b")
+                 else 0.5 if r["winner"].startswith("tie") else 0.0 for r in alpha_beta)
+    assert simulated.win_fraction.loc["alpha", "beta"] == pytest.approx(points / len(alpha_beta))
+    wf = simulated.win_fraction.to_numpy()
+    assert np.isnan(np.diag(wf)).all()
+    np.testing.assert_allclose((wf + wf.T)[~np.eye(8, dtype=bool)], 1.0)
+    p = simulated.predicted.to_numpy()
+    np.testing.assert_allclose(p + p.T, 1.0, atol=1e-12)
+    r = board["rating"].to_numpy()
+    np.testing.assert_allclose(p, 1.0 / (1.0 + 10.0 ** ((r[None, :] - r[:, None]) / 400.0)), atol=1e-12)
+
+
+def test_invariant_to_battle_order_sides_and_order_preserving_names(simulated_rows: list[dict[str, str]]) -> None:
+    rng = np.random.default_rng(0)
+    shuffled = [simulated_rows[k] for k in rng.permutation(len(simulated_rows))]
+    flipped = [{"model_a": r["model_b"], "model_b": r["model_a"], "winner": FLIP[r["winner"]]} if rng.random() < 0.5
+               else r for r in shuffled]
+    renamed = [{**r, "model_a": "m-" + r["model_a"], "model_b": "m-" + r["model_b"]} for r in flipped]
+    base = compute_ratings(battles_from_rows(simulated_rows), bootstrap=200, seed=5).leaderboard
+    other = compute_ratings(battles_from_rows(renamed), bootstrap=200, seed=5, anchor="m-sft").leaderboard
+    assert list(other.index) == ["m-" + m for m in base.index]
+    for column in ("rating", "ci_low", "ci_high"):
+        np.testing.assert_allclose(other[column].to_numpy(), base[column].to_numpy(), rtol=0, atol=1e-9)
+    for column in ("n_battles", "wins", "losses", "ties", "rank"):
+        assert (other[column].to_numpy() == base[column].to_numpy()).all()
+
+
+def test_swapping_sides_with_the_winner_flipped_changes_nothing(simulated_rows: list[dict[str, str]]) -> None:
+    swapped = [{"model_a": r["model_b"], "model_b": r["model_a"], "winner": FLIP[r["winner"]]} for r in simulated_rows]
+    base = to_json(compute_ratings(battles_from_rows(simulated_rows), bootstrap=100, seed=1))
+    other = to_json(compute_ratings(battles_from_rows(swapped), bootstrap=100, seed=1))
+    for data in (base, other):  # online Elo follows the battles' order and sides exactly; not compared
+        for model in data["models"].values():
+            model.pop("online_elo")
+    assert json.dumps(base) == json.dumps(other)
+
+
+def test_any_renaming_keeps_the_point_ratings(simulated_rows: list[dict[str, str]]) -> None:
+    # Reversing the alphabetical order changes the bootstrap's cell order (so its draws) but not the fit.
+    rename = {m: f"{chr(ord('z') - k)}-{m}" for k, m in enumerate(sorted(TRUE))}
+    renamed = [{**r, "model_a": rename[r["model_a"]], "model_b": rename[r["model_b"]]} for r in simulated_rows]
+    base = compute_ratings(battles_from_rows(simulated_rows), bootstrap=0).leaderboard["rating"]
+    other = compute_ratings(battles_from_rows(renamed), bootstrap=0, anchor=rename["sft"]).leaderboard["rating"]
+    for model in TRUE:
+        assert other[rename[model]] == pytest.approx(base[model], abs=1e-9)
+
+
+def test_anchor_only_shifts_ratings_and_seed_drives_the_intervals(simulated_rows: list[dict[str, str]]) -> None:
+    b = battles_from_rows(simulated_rows)
+    base = compute_ratings(b, bootstrap=50, seed=0).leaderboard
+    shifted = compute_ratings(b, bootstrap=50, seed=0, anchor="eta").leaderboard
+    assert shifted.loc["eta", "rating"] == 1000.0
+    assert shifted.loc["eta", "ci_low"] == shifted.loc["eta", "ci_high"] == 1000.0
+    offset = 1000.0 - base.loc["eta", "rating"]
+    np.testing.assert_allclose(shifted["rating"], base["rating"] + offset, atol=1e-9)
+    again = compute_ratings(b, bootstrap=50, seed=0).leaderboard
+    reseeded = compute_ratings(b, bootstrap=50, seed=1).leaderboard
+    assert (again["ci_low"] == base["ci_low"]).all()
+    assert (reseeded["ci_low"].drop("sft") != base["ci_low"].drop("sft")).all()
+    with pytest.raises(PlaygroundError, match=r"unknown anchor 'gpt'.*alpha, beta"):
+        compute_ratings(b, anchor="gpt")
+    with pytest.raises(PlaygroundError, match="bootstrap must be"):
+        compute_ratings(b, bootstrap=-1)
+
+
+def test_batched_newton_equals_one_fit_per_data_set() -> None:
+    counts = aggregate(battles_from_rows(simulate(TRUE, 600, seed=11)))
+    rng = np.random.default_rng(2)
+    n = rng.integers(0, 30, (5, len(counts.i))).astype(float)
+    w = np.floor(rng.random(n.shape) * (2 * n + 1)) / 2  # 0, ½, …, n points
+    together = fit_log_strengths(counts.i, counts.j, n, w, 8)
+    alone = np.vstack([fit_log_strengths(counts.i, counts.j, n[k : k + 1], w[k : k + 1], 8) for k in range(5)])
+    np.testing.assert_allclose(together, alone, atol=1e-10)
+    warm = fit_log_strengths(counts.i, counts.j, n, w, 8, start=together[0] + 0.5)  # the bootstrap's warm start
+    np.testing.assert_allclose(warm, together, atol=1e-10)
+    # At the optimum the gradient vanishes: Σ_j (w_ij − n_ij p_ij) = λ θ_i for every model.
+    p = 1 / (1 + np.exp(together[:, counts.j] - together[:, counts.i]))
+    resid = w - n * p
+    grad = np.zeros((5, 8))
+    np.add.at(grad, (slice(None), counts.i), resid)
+    np.add.at(grad, (slice(None), counts.j), -resid)
+    np.testing.assert_allclose(grad, 1e-3 * together, atol=1e-8)
+
+
+def test_a_model_that_never_loses_gets_a_finite_top_rating() -> None:
+    rows = battles(("champ", "sft", "model_a", 12), ("x", "champ", "model_b", 9),
+                   ("sft", "x", "model_a", 10), ("sft", "x", "model_b", 7), ("x", "sft", "tie", 5))
+    result = compute_ratings(battles_from_rows(rows), bootstrap=300)
+    board = result.leaderboard
+    assert board.index[0] == "champ" and board.loc["champ", "losses"] == board.loc["champ", "ties"] == 0
+    top = board.loc["champ"]
+    assert np.isfinite(top[["rating", "ci_low", "ci_high"]].astype(float)).all()
+    assert 1300 < top["rating"] < 3500 and top["ci_high"] >= top["rating"] > board.loc["x", "rating"]
+    assert len(result.warnings) == 1 and "never lost: champ" in result.warnings[0]
+    json.dumps(to_json(result), allow_nan=False)
+
+
+def test_all_ties_give_everyone_the_anchor_rating() -> None:
+    rows = battles(("sft", "a", "tie", 3), ("a", "b", "tie (bothbad)", 4), ("b", "sft", "tie", 2))
+    board = compute_ratings(battles_from_rows(rows), bootstrap=100).leaderboard
+    np.testing.assert_allclose(board["rating"], 1000.0, atol=1e-9)
+    np.testing.assert_allclose(board[["ci_low", "ci_high"]].to_numpy(), 1000.0, atol=1e-9)
+    assert list(board["rank"]) == [1, 1, 1] and list(board.index) == ["a", "b", "sft"]
+
+
+def test_disconnected_groups_stay_finite_with_a_warning() -> None:
+    rows = battles(("a", "b", "model_a", 6), ("a", "b", "model_b", 2), ("c", "d", "model_a", 3), ("c", "d", "tie", 3))
+    result = compute_ratings(battles_from_rows(rows), bootstrap=50, anchor="a")
+    assert np.isfinite(result.leaderboard["rating"]).all()
+    assert "2 groups that never met (a, b; c, d)" in result.warnings[0]
+    assert math.isnan(result.win_fraction.loc["a", "c"])
+    assert to_json(result)["matrices"]["win_fraction"]["a"]["c"] is None
+
+
+def test_online_elo() -> None:
+    b = battles_from_rows(battles(("a", "b", "model_a", 1)))
+    assert online_elo(b) == {"a": 1002.0, "b": 998.0}  # E = ½, k = 4
+    rows = battles(("top", "x", "model_a", 20), ("y", "top", "model_b", 20), ("x", "y", "tie", 10))
+    elo = online_elo(battles_from_rows(rows), k=16)
+    assert elo["top"] > 1000 + 100 and elo["x"] < 1000 and elo["y"] < 1000
+    assert sum(elo.values()) == pytest.approx(3000)  # every update is zero-sum
+
+
+def test_one_model_or_no_battles_is_an_error() -> None:
+    one = Battles(("sft",), np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([]))
+    with pytest.raises(PlaygroundError, match="at least 2 models"):
+        compute_ratings(one)
+    with pytest.raises(PlaygroundError, match="no battles"):
+        battles_from_rows([])
+
+
+def write_battles(path: Path, rows: list[dict[str, Any]]) -> Path:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows, indent=1))
+    elif path.suffix == ".csv":
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["model_a", "model_b", "winner"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_read_battles_formats(tmp_path: Path, suffix: str) -> None:
+    rows = battles(("a", "b", "model_a", 2), ("b", "c", "tie (bothbad)", 1))
+    assert read_battles(write_battles(tmp_path / f"battles{suffix}", rows)) == rows
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (['{"model_a": "a", "model_b": "b", "winner": "model_a"}', '{"model_a": "a", "model_b": "b", "winner": "A"}'],
+     r"line 2: winner is 'A'; expected one of 'model_a', 'model_b', 'tie', 'tie \(bothbad\)'"),
+    (['{"model_a": "a", "winner": "tie"}'], "line 1: missing model_b"),
+    (['', '{"model_a": "a", "model_b": "a", "winner": "tie"}'], "line 2: model_a and model_b are both 'a'"),
+    (['{"model_a": 3, "model_b": "b", "winner": "tie"}'], "line 1: model_a must be a non-empty string"),
+    (['{"model_a": "a", "model_b": "b", "winner": "tie"', ], "line 1: not valid JSON"),
+    ([], "no battles"),
+])
+def test_read_battles_errors_name_the_line(tmp_path: Path, lines: list[str], message: str) -> None:
+    path = tmp_path / "battles.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    with pytest.raises(PlaygroundError, match=message):
+        read_battles(path)
+
+
+def test_cli_writes_json_and_prints_the_leaderboard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = battles(("sft", "policy", "model_b", 14), ("sft", "policy", "model_a", 6), ("reference", "sft", "tie", 8),
+                   ("policy", "reference", "model_a", 5), ("reference", "policy", "tie (bothbad)", 2))
+    src = write_battles(tmp_path / "battles.jsonl", rows)
+    out = tmp_path / "ratings.json"
+    assert main(["--battles", str(src), "--out", str(out), "--bootstrap", "200", "--seed", "4"]) == 0
+    data = json.loads(out.read_text())
+    assert set(data) == {"anchor", "bootstrap", "seed", "ridge", "n_battles", "warnings", "models", "matrices"}
+    assert (data["anchor"], data["bootstrap"], data["seed"], data["n_battles"]) == ("sft", 200, 4, 35)
+    assert list(data["models"]) == ["policy", "sft", "reference"]
+    policy = data["models"]["policy"]
+    assert (policy["wins"], policy["losses"], policy["ties"], policy["n_battles"], policy["rank"]) == (19, 6, 2, 27, 1)
+    assert policy["ci_low"] < policy["rating"] < policy["ci_high"]
+    assert data["models"]["sft"]["rating"] == 1000.0
+    assert data["matrices"]["battles"]["sft"]["policy"] == 20
+    assert data["matrices"]["win_fraction"]["policy"]["sft"] == pytest.approx(14 / 20)
+    assert data["matrices"]["win_fraction"]["sft"]["sft"] is None
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1].split()[:2] == ["rank", "model"] and printed[2].split()[:2] == ["1", "policy"]
+    assert "19/6/2" in printed[2] and "[" in printed[2]
+
+    assert main(["--battles", str(src), "--out", str(out), "--bootstrap", "0"]) == 0
+    assert json.loads(out.read_text())["models"]["policy"]["ci_low"] is None
+    assert sorted(tmp_path.iterdir()) == sorted([src, out])  # no temporary file left behind
+
+
+def test_cli_bad_input_exits_1_with_one_error_line(tmp_path: Path) -> None:
+    src = tmp_path / "battles.jsonl"
+    src.write_text('{"model_a": "a", "model_b": "b", "winner": "model_a"}\n{"model_a": "a", "model_b": "b"}\n')
+    out = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, "-m", "evals.ratings", "--battles", str(src), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"error: {src}: line 2: missing winner; a battle needs model_a, model_b, winner"
+    assert not out.exists()
+    with pytest.raises(PlaygroundError, match="--bootstrap must be ≥ 0"):
+        main(["--battles", str(src), "--out", str(out), "--bootstrap", "-5"])
