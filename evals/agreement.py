@@ -346,7 +346,7 @@ class PositionBiasReport:
     by_voter: dict[str, PositionBias]
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion p̂ = successes/n:
 
         center = (p̂ + z²/(2n)) / (1 + z²/n)

@@ -35,6 +35,16 @@ class AppState:
         """Models a response slot can take, by the name shown to people."""
         return {**self.models.roles(), **self.checkpoints}
 
+    def rated_name(self, name: str) -> str:
+        """The name a slot's model is rated under: the serving checkpoint's id for "policy" (what it
+        is at this moment), "sft" for a reference with the SFT weights, else the catalog name."""
+        if name == "policy":
+            served = Path(self.models.policy.source).name
+            return served if served in self.checkpoints else name
+        if name == "reference" and self.models.reference.ident == self.models.sft.ident:
+            return "sft"
+        return name
+
     def stop_event(self, session: str) -> threading.Event:
         event = threading.Event()
         self.stop_events[session] = event

@@ -29,6 +29,9 @@ class Round:
     settings: GenerationSettings
     beta: float
     anonymous: bool = False
+    # Each slot's name on the leaderboard: "policy" is stored as the checkpoint it served, so votes
+    # from before and after a training run rate two different models (see AppState.rated_name).
+    rated_as: tuple[str, ...] = ()
     texts: tuple[str, ...] = ()
     scores: tuple[ResponseScore, ...] = ()
     voted_at: float | None = None
@@ -113,7 +116,7 @@ def make_vote(rnd: Round, outcome: str, voter: str, ranking: Sequence[int] | Non
         Response(model=m, text=t, scores={f: float(getattr(s, f)) for f in SCORE_FIELDS})
         for m, t, s in zip(rnd.models, rnd.texts, rnd.scores, strict=True)
     )
-    settings = {**asdict(rnd.settings), "beta": rnd.beta}
+    settings = {**asdict(rnd.settings), "beta": rnd.beta, **({"rated_as": list(rnd.rated_as)} if rnd.rated_as else {})}
     return Vote(prompt=list(rnd.messages), responses=responses, outcome=outcome,
                 ranking=tuple(ranking) if ranking is not None else None, voter=voter, settings=settings,
                 anonymous=rnd.anonymous, created_at=time.time())

@@ -1,8 +1,9 @@
 """Votes between model responses, and how they become preference data.
 
 A vote compares k = 2..4 responses to one prompt. With two, the voter picks "a", "b", "tie" or
-"both_bad"; with any k they may instead rank them all ("ranking", best first). Ties and both-bad
-carry no preference, so they are kept for the record and the Arena export but give no DPO pairs.
+"both_bad"; with any k they may instead rank them all ("ranking", best first), or call them all
+flawed ("both_bad" with k > 2: the voting queue's "All flawed"). Ties and both-bad carry no
+preference, so they are kept for the record and the Arena export but give no DPO pairs.
 """
 
 import json
@@ -105,7 +106,7 @@ class Vote:
             raise PlaygroundError("responses must be Response objects")
         if self.outcome not in OUTCOMES:
             raise PlaygroundError(f"outcome {self.outcome!r} is not one of {', '.join(OUTCOMES)}")
-        if self.outcome in PAIR_OUTCOMES and k != 2:
+        if self.outcome in PAIR_OUTCOMES and self.outcome != "both_bad" and k != 2:  # both_bad: all flawed
             raise PlaygroundError(f"outcome {self.outcome!r} needs exactly 2 responses, got {k}; rank them instead")
         if self.outcome == "ranking":
             if self.ranking is None:
@@ -181,11 +182,22 @@ def to_trl_rows(votes: list[Vote], binarize: Binarize = "all_pairs", seed: int =
     return rows
 
 
-def to_arena_rows(votes: list[Vote]) -> list[dict[str, Any]]:
+def rated_names(vote: Vote) -> tuple[str, ...]:
+    """Each response's model as rated: the `rated_as` names recorded at vote time (the checkpoint
+    that served as "policy"), else the names shown."""
+    rated = vote.settings.get("rated_as")
+    if isinstance(rated, list) and len(rated) == len(vote.responses) and all(isinstance(n, str) and n for n in rated):
+        return tuple(rated)
+    return tuple(r.model for r in vote.responses)
+
+
+def to_arena_rows(votes: list[Vote], rated: bool = False) -> list[dict[str, Any]]:
     """Chatbot Arena battle rows. A ranking of k responses is one battle per unordered pair, in
-    slot order, won by whichever of the two is ranked higher."""
+    slot order, won by whichever of the two is ranked higher. `rated`: name models as rated
+    (`rated_names`) rather than as shown."""
     rows = []
     for vote in votes:
+        names = rated_names(vote) if rated else tuple(r.model for r in vote.responses)
         if vote.outcome == "ranking":
             assert vote.ranking is not None
             place = {slot: p for p, slot in enumerate(vote.ranking)}
@@ -194,11 +206,12 @@ def to_arena_rows(votes: list[Vote]) -> list[dict[str, Any]]:
                 (i, j, "model_a" if place[i] < place[j] else "model_b") for i in range(k) for j in range(i + 1, k)
             ]
         else:
-            battles = [(0, 1, _ARENA_WINNER[vote.outcome])]
+            k = len(vote.responses)  # k > 2 only for "both_bad" (all flawed): a both-bad tie per pair
+            battles = [(i, j, _ARENA_WINNER[vote.outcome]) for i in range(k) for j in range(i + 1, k)]
         rows.extend(
             {
-                "model_a": vote.responses[i].model,
-                "model_b": vote.responses[j].model,
+                "model_a": names[i],
+                "model_b": names[j],
                 "winner": winner,
                 "tstamp": vote.created_at,
                 "vote_id": vote.id,

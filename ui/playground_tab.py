@@ -123,7 +123,7 @@ def build_playground_tab(state: AppState) -> PlaygroundHandles:
         else:
             names = check_slots([m0, m1, m2, m3][: int(k_value)], catalog_now)
         current = Round(messages=tuple(messages), models=names, settings=settings, beta=float(beta_value),
-                        anonymous=anonymous)
+                        anonymous=anonymous, rated_as=tuple(state.rated_name(n) for n in names))
         n = current.k
         stop_event = state.stop_event(request.session_hash if request else "")
         yield {

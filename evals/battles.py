@@ -1,0 +1,43 @@
+"""Battles for the leaderboard, in Chatbot Arena's row format: human votes from the store, judge
+battles (kept apart, flagged with the judge's name) or a file of Arena rows.
+
+Every row has `model_a`, `model_b`, `winner` (`model_a`, `model_b`, `tie`, `tie (bothbad)`), plus
+`source` ("human" or the judge's name) and, where the texts are known, `len_a`/`len_b` (characters).
+"""
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from playground.store import Store
+from playground.votes import to_arena_rows
+
+HUMAN = "human"
+
+
+def human_battles(store: Store) -> list[dict[str, Any]]:
+    """Every stored vote as battles, models named as rated (the checkpoint that served as policy)."""
+    rows = []
+    for vote in store.votes():
+        # to_arena_rows gives a vote's battles for its slot pairs (i < j) in order; a pair vote is (0, 1).
+        slot_pairs = itertools.combinations(range(len(vote.responses)), 2)
+        for row, (i, j) in zip(to_arena_rows([vote], rated=True), slot_pairs, strict=True):
+            if row["model_a"] == row["model_b"]:  # e.g. SFT against a reference with its weights: no information
+                continue
+            rows.append({**row, "source": HUMAN, "len_a": len(vote.responses[i].text),
+                         "len_b": len(vote.responses[j].text)})
+    return rows
+
+
+def judge_battles(store: Store, judges: Sequence[str]) -> list[dict[str, Any]]:
+    """The stored battles of the named judges, in the order judged."""
+    return [
+        {"model_a": b["model_a"], "model_b": b["model_b"], "winner": b["winner"], "tstamp": b["created_at"],
+         "source": b["judge"], "len_a": len(b["text_a"]), "len_b": len(b["text_b"])}
+        for judge in judges for b in store.judge_battles(judge)
+    ]
+
+
+def collect_battles(store: Store, human: bool = True, judges: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Human votes (unless `human` is False) and the battles of `judges`."""
+    return (human_battles(store) if human else []) + judge_battles(store, judges)

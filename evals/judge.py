@@ -1,0 +1,215 @@
+"""Automated comparison: run a fixed prompt set through two or more models and let a judge vote.
+
+A judge sees (prompt, response A, response B) and answers with an Arena winner (`model_a`,
+`model_b`, `tie`, `tie (bothbad)`) and the numbers it decided on. Its battles are stored in the
+database flagged with the judge's name, apart from human votes; the leaderboard can include them.
+
+Judges (`--judge SPEC`):
+  shorter, longer        the response with fewer (more) characters wins; equal lengths tie
+  contains:PHRASE        the response containing PHRASE (case-insensitive) wins; both or neither tie
+  avoids:PHRASE          the response without PHRASE wins
+  reward-model:FOLDER    a Bradley–Terry reward model (`python -m playground.reward_model`): the
+                         higher r(x, y) wins; details hold both rewards and p(A ≻ B) = σ(r_A − r_B)
+Rule judges are the quick check that training did what the votes asked ("shorter answers"); an
+empty response always loses to a non-empty one, and two empty responses are both bad.
+
+Each prompt is answered by every chosen model in one batched generation (seed = `seed` + prompt
+number, the same for every model), and every pair of models is one battle per prompt, shown to
+the judge in an order drawn at random (seeded), so a judge with a position bias cannot favour a
+model by its place in `--models`. Models are stored under their rated names: "policy" becomes
+the checkpoint it was serving.
+"""
+
+import argparse
+import itertools
+import random
+import secrets
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from playground.app_state import AppState
+from playground.encoding import Message
+from playground.errors import PlaygroundError
+from playground.generation import GenerationSettings, generate
+from playground.objectives import preference_probability
+from playground.rounds import check_slots
+
+Verdict = tuple[str, dict[str, float]]  # (Arena winner, the judge's numbers)
+Decide = Callable[[Sequence[Sequence[Message]], Sequence[str], Sequence[str]], list[Verdict]]
+RULES = ("shorter", "longer", "contains:PHRASE", "avoids:PHRASE", "reward-model:FOLDER")
+
+
+@dataclass(frozen=True)
+class Judge:
+    name: str  # stored with every battle, e.g. "rule:shorter" or "reward-model:rm-small"
+    decide: Decide  # all battles of a run at once, so a model judge can batch
+
+
+def _by_score(score: Callable[[str], float]) -> Decide:
+    """A rule judge from a per-response score (higher wins); empty responses always lose."""
+    def decide(prompts: Sequence[Sequence[Message]], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
+        out = []
+        for text_a, text_b in zip(a, b, strict=True):
+            empty_a, empty_b = not text_a.strip(), not text_b.strip()
+            sa, sb = score(text_a), score(text_b)
+            if empty_a and empty_b:
+                winner = "tie (bothbad)"
+            elif empty_a or empty_b:
+                winner = "model_b" if empty_a else "model_a"
+            else:
+                winner = "model_a" if sa > sb else "model_b" if sb > sa else "tie"
+            out.append((winner, {"score_a": sa, "score_b": sb}))
+        return out
+    return decide
+
+
+def rule_judge(spec: str) -> Judge:
+    """A named rule judge (see the module docstring)."""
+    kind, _, phrase = spec.partition(":")
+    if kind in ("shorter", "longer") and not phrase:
+        sign = -1.0 if kind == "shorter" else 1.0
+        return Judge(f"rule:{kind}", _by_score(lambda text: sign * len(text.strip())))
+    if kind in ("contains", "avoids") and phrase.strip():
+        needle, sign = phrase.strip().lower(), (1.0 if kind == "contains" else -1.0)
+        return Judge(f"rule:{kind}:{phrase.strip()}", _by_score(lambda text: sign * float(needle in text.lower())))
+    raise PlaygroundError(f"unknown judge {spec!r}; expected one of {', '.join(RULES)}")
+
+
+def reward_model_judge(folder: Path, state: AppState) -> Judge:
+    """The higher reward wins; the reward model is loaded on the app's device and tokenizer."""
+    from playground.reward_model import load_reward_model
+
+    rm = load_reward_model(folder, device=state.models.device, dtype=state.models.dtype,
+                           tokenizer=state.models.tokenizer)
+
+    def decide(prompts: Sequence[Sequence[Message]], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
+        n = len(prompts)
+        rewards = rm.score([list(p) for p in prompts] * 2, [*a, *b])
+        out = []
+        for ra, rb in zip(rewards[:n], rewards[n:], strict=True):
+            p_a = float(preference_probability(torch.tensor(ra), torch.tensor(rb)))
+            winner = "model_a" if ra > rb else "model_b" if rb > ra else "tie"
+            out.append((winner, {"reward_a": ra, "reward_b": rb, "p_a": p_a}))
+        return out
+
+    return Judge(f"reward-model:{Path(folder).name}", decide)
+
+
+def make_judge(spec: str, state: AppState) -> Judge:
+    if spec.startswith("reward-model:"):
+        return reward_model_judge(Path(spec.partition(":")[2]), state)
+    return rule_judge(spec)
+
+
+def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Sequence[str], judge: Judge,
+              settings: GenerationSettings, progress: Callable[[int, int], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Generate, judge and store; returns the stored battles (nothing is stored if stopped early)."""
+    names = check_slots(list(models), state.slot_catalog())
+    if len(set(names)) != len(names):
+        raise PlaygroundError("each model may be named once")
+    rated = [state.rated_name(n) for n in names]
+    if len(set(rated)) < len(rated):
+        raise PlaygroundError(f"{', '.join(names)} include two names for the same weights ({', '.join(rated)})")
+    if not prompts:
+        raise PlaygroundError("no prompts to judge")
+    settings.validate()
+    catalog = state.slot_catalog()
+    rng = random.Random(settings.seed)
+    pending: list[dict[str, Any]] = []
+    for n, messages in enumerate(prompts):
+        if should_stop and should_stop():
+            raise PlaygroundError(f"judging stopped after {n} of {len(prompts)} prompts; nothing was stored")
+        texts = generate(state.models, [catalog[m] for m in names], messages, replace(settings, seed=settings.seed + n))
+        for i, j in itertools.combinations(range(len(names)), 2):
+            if rng.random() < 0.5:
+                i, j = j, i
+            pending.append({"prompt": list(messages), "model_a": rated[i], "model_b": rated[j],
+                            "text_a": texts[i], "text_b": texts[j], "len_a": len(texts[i]), "len_b": len(texts[j])})
+        if progress:
+            progress(n + 1, len(prompts))
+    verdicts = judge.decide([b["prompt"] for b in pending], [b["text_a"] for b in pending],
+                            [b["text_b"] for b in pending])
+    battles = [{**b, "winner": w, "details": d} for b, (w, d) in zip(pending, verdicts, strict=True)]
+    run = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+    state.store.add_judge_battles(judge.name, run, battles)
+    return battles
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from playground.cli import HelpFormatter, add_model_args
+
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.judge", formatter_class=HelpFormatter,
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog="example:\n  python -m evals.judge --models policy,sft --judge shorter\n"
+               "  python -m evals.judge --prompts my-prompts.jsonl --models dpo-20261125-101500-ab12cd,sft "
+               "--judge reward-model:~/.cache/preference-playground/reward-models/rm-1",
+    )
+    add_model_args(parser)
+    j = parser.add_argument_group("judging")
+    j.add_argument("--models", required=True, help="comma-separated: roles (sft, reference, policy) and checkpoint "
+                   "ids, at least 2; the last is the baseline of the printed win rates")
+    j.add_argument("--judge", required=True, metavar="SPEC", help=f"one of: {', '.join(RULES)}")
+    j.add_argument("--prompts", type=Path, default=None, help="prompt file (JSONL/CSV/Parquet, a `prompt` column; "
+                   "default: the shipped docs/examples/eval-prompts.jsonl)")
+    j.add_argument("--set", default=None, help="a prompt set stored in the database instead of --prompts")
+    j.add_argument("--max-new-tokens", type=int, default=128)
+    j.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--db", type=Path, default=None, help="vote database (default: $PLAYGROUND_HOME/votes.sqlite)")
+    args = parser.parse_args(argv)
+    if args.prompts is not None and args.set is not None:
+        parser.error("give --prompts or --set, not both")
+    return args
+
+
+def load_prompts(state: AppState, prompts: Path | None, set_name: str | None) -> list[list[Message]]:
+    if set_name is not None:
+        return [list(p.messages) for p in state.store.set_prompts(state.store.prompt_set(set_name).id)]
+    from evals.kl import EVAL_PROMPTS, eval_prompts
+
+    return eval_prompts(prompts or EVAL_PROMPTS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from playground.cli import models_config, prepare_environment
+
+    prepare_environment(args)
+    from tqdm import tqdm
+
+    from evals.winrate import win_rate_table
+    from playground.app_state import build_state
+    from playground.home import data_dir
+
+    settings = GenerationSettings(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                                  seed=args.seed).validate()
+    home = data_dir()
+    state = build_state(models_config(args, home), home, db_path=args.db)
+    judge = make_judge(args.judge, state)
+    prompts = load_prompts(state, args.prompts, args.set)
+    bar = tqdm(total=len(prompts), unit="prompt", desc="generating", file=sys.stderr)
+    battles = run_judge(state, prompts, [m.strip() for m in args.models.split(",") if m.strip()], judge, settings,
+                        progress=lambda done, total: bar.update(done - bar.n))
+    bar.close()
+    baseline = state.rated_name(args.models.split(",")[-1].strip())
+    print(f"{len(battles)} battles judged by {judge.name}; stored in {state.store.path}\n")
+    table = win_rate_table(battles, baseline)
+    print(f"win rate against {baseline} (ties ½; 95% Wilson interval; mean length in characters)")
+    for r in table.itertuples():
+        print(f"  {r.model:<32} {r.rate:6.3f}  [{r.ci_low:.3f}, {r.ci_high:.3f}]  n={r.n:<4} "
+              f"W/L/T {r.wins}/{r.losses}/{r.ties}  length {r.mean_len:.0f} vs {r.baseline_mean_len:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    from playground.cli import run_cli
+
+    run_cli(lambda: main())

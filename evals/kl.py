@@ -1,0 +1,65 @@
+"""KL(π_θ ‖ π_ref) of a model to the reference, estimated on a fixed prompt set.
+
+For each prompt x, y ~ π_θ(·|x) is sampled at temperature 1 with no top-k/top-p (the estimator is
+unbiased only for such samples) and KL(x) ≈ Σ_t [log π_θ − log π_ref](y_t)
+(`objectives.sequence_kl_estimate`). The reported value is the mean over prompts × samples with
+its standard error. Responses are cut at `max_new_tokens`, so this is the KL of the first
+`max_new_tokens` tokens: compare checkpoints at the same setting.
+"""
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from playground.encoding import Message
+from playground.generation import GenerationSettings, generate
+from playground.models import Role
+from playground.objectives import sequence_kl_estimate
+from playground.scoring import Scorer
+
+# The shipped fixed prompt set: checkpoints estimated on it are comparable with each other.
+EVAL_PROMPTS = Path(__file__).resolve().parent.parent / "docs" / "examples" / "eval-prompts.jsonl"
+
+
+@dataclass(frozen=True)
+class KLEstimate:
+    mean: float  # nats per response
+    stderr: float
+    n: int  # samples
+    max_new_tokens: int
+
+
+def eval_prompts(path: Path = EVAL_PROMPTS) -> list[list[Message]]:
+    """The prompts of a prompt file as chat messages (a string prompt is one user message)."""
+    from playground.prompt_sets import load_prompt_file
+
+    return [list(p.messages) for p in load_prompt_file(path)]
+
+
+def estimate_kl(scorer: Scorer, role: Role, prompts: Sequence[Sequence[Message]], samples: int = 2,
+                max_new_tokens: int = 48, seed: int = 0,
+                progress: Callable[[int, int], None] | None = None) -> KLEstimate:
+    """Sample `samples` responses per prompt from `role` and estimate its KL to the reference."""
+    models = scorer.models
+    values: list[float] = []
+    for n, messages in enumerate(prompts):
+        settings = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+                                      seed=seed + n)
+        texts = generate(models, [role] * samples, messages, settings)
+        completions = [[{"role": "assistant", "content": t}] for t in texts]
+        encoded = scorer.encode(list(messages), completions)
+        keys = [json.dumps([list(messages), c], ensure_ascii=False) for c in completions]
+        with models.lock:
+            policy = scorer.token_logps(role, encoded)
+            ref = scorer.reference_token_logps(keys, encoded)
+        for p, r in zip(policy, ref, strict=True):
+            values.append(float(sequence_kl_estimate((p - r)[None, :], torch.ones(1, len(p)))[0]))
+        if progress:
+            progress(n + 1, len(prompts))
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
+    return KLEstimate(mean, math.sqrt(var / len(values)), len(values), max_new_tokens)
