@@ -7,7 +7,6 @@ its standard error. Responses are cut at `max_new_tokens`, so this is the KL of 
 `max_new_tokens` tokens: compare checkpoints at the same setting.
 """
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from playground.encoding import Message
-from playground.generation import GenerationSettings, generate
+from playground.encoding import Encoded, Message
+from playground.errors import PlaygroundError
+from playground.generation import eos_ids, prompt_ids
 from playground.models import Role
 from playground.objectives import sequence_kl_estimate
 from playground.scoring import Scorer
@@ -43,23 +43,41 @@ def eval_prompts(path: Path = EVAL_PROMPTS) -> list[list[Message]]:
 def estimate_kl(scorer: Scorer, role: Role, prompts: Sequence[Sequence[Message]], samples: int = 2,
                 max_new_tokens: int = 48, seed: int = 0,
                 progress: Callable[[int, int], None] | None = None) -> KLEstimate:
-    """Sample `samples` responses per prompt from `role` and estimate its KL to the reference."""
+    """Sample `samples` responses per prompt from `role` and estimate its KL to the reference.
+
+    The sampled token ids themselves are scored (not their decoded text, which can tokenize
+    differently), up to and including the end-of-turn token when one was sampled.
+    """
     models = scorer.models
+    eos = set(eos_ids(models))
     values: list[float] = []
     for n, messages in enumerate(prompts):
-        settings = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
-                                      seed=seed + n)
-        texts = generate(models, [role] * samples, messages, settings)
-        completions = [[{"role": "assistant", "content": t}] for t in texts]
-        encoded = scorer.encode(list(messages), completions)
-        keys = [json.dumps([list(messages), c], ensure_ascii=False) for c in completions]
+        ids = prompt_ids(models, messages).to(models.device)  # (1, T)
+        batch = ids.expand(samples, -1)
         with models.lock:
-            policy = scorer.token_logps(role, encoded)
-            ref = scorer.reference_token_logps(keys, encoded)
+            with torch.inference_mode(), role.active() as model:
+                torch.manual_seed(seed + n)
+                out = model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), do_sample=True,
+                                     temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
+                                     max_new_tokens=max_new_tokens, pad_token_id=models.tokenizer.pad_token_id)
+            rows = [Encoded(tuple(ids[0].tolist()), _until_eos(row[ids.shape[1]:].tolist(), eos)) for row in out]
+            rows = [r for r in rows if r.completion_ids]
+            policy = scorer.token_logps(role, rows)
+            ref = scorer.token_logps(models.reference, rows)
         for p, r in zip(policy, ref, strict=True):
             values.append(float(sequence_kl_estimate((p - r)[None, :], torch.ones(1, len(p)))[0]))
         if progress:
             progress(n + 1, len(prompts))
+    if not values:
+        raise PlaygroundError("every sample ended at once (an empty response); nothing to estimate KL from")
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
     return KLEstimate(mean, math.sqrt(var / len(values)), len(values), max_new_tokens)
+
+
+def _until_eos(tokens: list[int], eos: set[int]) -> tuple[int, ...]:
+    """The sampled completion: up to and including the first end token (padding follows it)."""
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tuple(tokens[: i + 1])
+    return tuple(tokens)

@@ -3,12 +3,16 @@
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from playground.access import Access
 from playground.checkpoints import attach_checkpoint, complete_checkpoints, read_record
 from playground.models import Models, ModelsConfig, Role, load_models
 from playground.scoring import Scorer
 from playground.store import Store
+
+if TYPE_CHECKING:  # evals imports the engine, not the other way round
+    from evals.kl import KLEstimate
 
 
 @dataclass
@@ -26,6 +30,8 @@ class AppState:
     # One training run at a time; Cancel sets the event, the run stops after its current step.
     training: threading.Lock = field(default_factory=threading.Lock)
     cancel_training: threading.Event = field(default_factory=threading.Event)
+    # KL(π_θ ‖ π_ref) estimated on the fixed prompt set, by checkpoint id (the Dashboard's button).
+    kl_estimates: dict[str, "KLEstimate"] = field(default_factory=dict)
 
     @property
     def checkpoint_dir(self) -> Path:

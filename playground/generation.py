@@ -112,7 +112,7 @@ def stream_generate(
     settings.validate()
     stop = stop or threading.Event()
     tokenizer = models.tokenizer
-    eos_ids = set(_eos_ids(models))
+    end_ids = set(eos_ids(models))
     tokens: list[list[int]] = [[] for _ in slots]
     ids = prompt_ids(models, messages).to(models.device)
     for group in group_slots(slots):
@@ -135,7 +135,7 @@ def stream_generate(
             for j, token in enumerate(column.tolist()):
                 if done[j]:
                     continue
-                if token in eos_ids:
+                if token in end_ids:
                     done[j] = True
                     continue
                 tokens[group[j]].append(token)
@@ -168,7 +168,8 @@ def generate(models: Models, slots: Sequence[Role], messages: Sequence[Message],
     return final
 
 
-def _eos_ids(models: Models) -> list[int]:
+def eos_ids(models: Models) -> list[int]:
+    """Token ids that end a response: the generation config's EOS (one or several) and the tokenizer's."""
     eos = models.policy.model.generation_config.eos_token_id
     ids = eos if isinstance(eos, list) else [eos]
     return [i for i in [*ids, models.tokenizer.eos_token_id] if i is not None]

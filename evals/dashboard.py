@@ -1,0 +1,169 @@
+"""What the Dashboard tab shows, computed from the store: tables (pandas) and figures (plotly).
+
+Kept free of Gradio so a notebook or script gets the same numbers: `build_report(store, ...)`.
+"""
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from evals.battles import collect_battles
+from evals.kl import KLEstimate
+from evals.ratings import RatingsResult, battles_from_rows, compute_ratings, to_json
+from evals.winrate import checkpoint_timeline, win_rate_table
+from playground.store import Store
+
+LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 360}
+
+
+@dataclass(frozen=True)
+class Report:
+    n_battles: int
+    ratings: RatingsResult | None  # None with fewer than 2 models
+    leaderboard: pd.DataFrame
+    win_rates: pd.DataFrame  # every model against the baseline
+    timeline: pd.DataFrame  # each checkpoint's win rate against the baseline, oldest first
+    checkpoints: pd.DataFrame  # training records: held-out accuracy and margin, KL where estimated
+    message: str  # what is shown, or why nothing is
+
+
+def leaderboard_table(result: RatingsResult) -> pd.DataFrame:
+    t = result.leaderboard.reset_index()
+    return pd.DataFrame({
+        "rank": t["rank"], "model": t["model"], "rating": t["rating"].round(1),
+        "95% CI": [("—" if math.isnan(lo) else f"{lo:.0f} – {hi:.0f}") for lo, hi in zip(t["ci_low"], t["ci_high"],
+                                                                                         strict=True)],
+        "battles": t["n_battles"], "W/L/T": [f"{w}/{lo}/{ti}" for w, lo, ti in zip(t["wins"], t["losses"], t["ties"],
+                                                                                   strict=True)],
+        "online Elo": t["online_elo"].round(1),
+    })
+
+
+def checkpoint_records(store: Store, kl: Mapping[str, KLEstimate]) -> pd.DataFrame:
+    """One row per checkpoint, oldest first: its training record's held-out metrics and the KL estimate."""
+    rows = []
+    for c in store.checkpoints():
+        rec = c["record"]
+        held = rec.get("heldout") or {}
+        before, after = held.get("before") or {}, held.get("after") or {}
+        estimate = kl.get(c["id"])
+        rows.append({
+            "checkpoint": c["id"], "parent": c["parent"] or "sft",
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(c["created_at"])),
+            "pairs": (rec.get("pairs") or {}).get("count"), "steps": len(rec.get("steps", [])),
+            "β": (rec.get("hyperparameters") or {}).get("beta"),
+            "held-out pairs": after.get("pairs"),
+            "held-out acc before": before.get("accuracy"), "held-out acc after": after.get("accuracy"),
+            "held-out margin after": after.get("margin"),
+            "KL to ref": None if estimate is None else round(estimate.mean, 3),
+            "KL stderr": None if estimate is None else round(estimate.stderr, 3),
+        })
+    return pd.DataFrame(rows, columns=["checkpoint", "parent", "created", "pairs", "steps", "β", "held-out pairs",
+                                       "held-out acc before", "held-out acc after", "held-out margin after",
+                                       "KL to ref", "KL stderr"])
+
+
+def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",
+                 anchor: str | None = None, bootstrap: int = 1000, seed: int = 0,
+                 kl: Mapping[str, KLEstimate] | None = None) -> Report:
+    battles = collect_battles(store, human, judges)
+    models = sorted({b["model_a"] for b in battles} | {b["model_b"] for b in battles})
+    records = checkpoint_records(store, kl or {})
+    ratings = None
+    message = f"{len(battles)} battles among {len(models)} models"
+    if len(models) >= 2:
+        anchor = anchor if anchor in models else None
+        ratings = compute_ratings(battles_from_rows(battles), bootstrap=bootstrap, anchor=anchor, seed=seed)
+        message += f"; ratings anchored at {ratings.anchor} = 1000, 95% intervals from {bootstrap} bootstrap rounds"
+        if ratings.warnings:
+            message += "\n\n" + "\n".join(f"⚠ {w}" for w in ratings.warnings)
+    else:
+        message += ": ratings need battles between at least 2 models (vote, or run a judge)"
+    return Report(
+        n_battles=len(battles), ratings=ratings,
+        leaderboard=leaderboard_table(ratings) if ratings else pd.DataFrame(),
+        win_rates=win_rate_table(battles, baseline) if battles else pd.DataFrame(),
+        timeline=checkpoint_timeline(battles, store.checkpoints(), baseline),
+        checkpoints=records, message=message,
+    )
+
+
+def rating_figure(result: RatingsResult) -> go.Figure:
+    """Ratings with their 95% intervals, best on top."""
+    t = result.leaderboard.iloc[::-1]
+    fig = go.Figure(go.Scatter(
+        x=t["rating"], y=list(t.index), mode="markers", marker={"size": 10},
+        error_x={"type": "data", "symmetric": False, "array": (t["ci_high"] - t["rating"]).fillna(0),
+                 "arrayminus": (t["rating"] - t["ci_low"]).fillna(0)},
+        hovertemplate="%{y}: %{x:.1f}<extra></extra>",
+    ))
+    fig.update_layout(title="Bradley–Terry rating (Elo scale) with 95% bootstrap interval", xaxis_title="rating",
+                      **LAYOUT)
+    return fig
+
+
+def heatmap(frame: pd.DataFrame, title: str, fmt: str, zmin: float | None = None, zmax: float | None = None
+            ) -> go.Figure:
+    """A model × model matrix, row against column, values written in the cells."""
+    values = frame.to_numpy(dtype=float)
+    text = [["" if math.isnan(v) else format(v, fmt) for v in row] for row in values]
+    fig = go.Figure(go.Heatmap(z=values, x=list(frame.columns), y=list(frame.index), text=text,
+                               texttemplate="%{text}", colorscale="RdBu", zmin=zmin, zmax=zmax,
+                               hovertemplate="%{y} vs %{x}: %{z}<extra></extra>"))
+    fig.update_layout(title=title, yaxis={"autorange": "reversed"}, **LAYOUT)
+    return fig
+
+
+def timeline_figure(timeline: pd.DataFrame, baseline: str) -> go.Figure:
+    """Each checkpoint's win rate against the baseline, in training order, with 95% intervals."""
+    fig = go.Figure()
+    if not timeline.empty:
+        fig.add_trace(go.Scatter(
+            x=timeline["checkpoint"], y=timeline["rate"], mode="lines+markers",
+            error_y={"type": "data", "symmetric": False, "array": timeline["ci_high"] - timeline["rate"],
+                     "arrayminus": timeline["rate"] - timeline["ci_low"]},
+            customdata=timeline[["n"]], hovertemplate="%{x}: %{y:.2f} (n=%{customdata[0]})<extra></extra>",
+        ))
+    fig.add_hline(y=0.5, line_dash="dot", annotation_text="no better than " + baseline)
+    fig.update_layout(title=f"Checkpoints' win rate against {baseline} (ties ½)", yaxis={"range": [0, 1]}, **LAYOUT)
+    return fig
+
+
+def reward_kl_figure(records: pd.DataFrame) -> go.Figure:
+    """Held-out reward margin against KL to the reference, one point per checkpoint with both."""
+    known = records.dropna(subset=["KL to ref", "held-out margin after"])
+    fig = go.Figure(go.Scatter(
+        x=known["KL to ref"], y=known["held-out margin after"], mode="markers+text", text=known["checkpoint"],
+        textposition="top center", error_x={"type": "data", "array": known["KL stderr"]},
+    ))
+    fig.update_layout(title="Held-out reward margin vs KL(π_θ ‖ π_ref)", xaxis_title="KL to reference (nats)",
+                      yaxis_title="held-out margin r_w − r_l", **LAYOUT)
+    return fig
+
+
+def write_tables(report: Report, out_dir: Path) -> list[Path]:
+    """Every table as CSV and as JSON records (matrices keep their row names), plus the ratings in
+    the `python -m evals.ratings` JSON format."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = {"leaderboard": report.leaderboard, "win_rates": report.win_rates, "timeline": report.timeline,
+              "checkpoints": report.checkpoints}
+    if report.ratings is not None:
+        tables |= {"battle_counts": report.ratings.battles, "win_fraction": report.ratings.win_fraction,
+                   "predicted": report.ratings.predicted}
+    paths = []
+    for name, table in tables.items():
+        matrix = name in ("battle_counts", "win_fraction", "predicted")
+        table.to_csv(out_dir / f"{name}.csv", index=matrix)
+        (table.reset_index() if matrix else table).to_json(out_dir / f"{name}.json", orient="records", indent=2)
+        paths += [out_dir / f"{name}.csv", out_dir / f"{name}.json"]
+    if report.ratings is not None:
+        path = out_dir / "ratings.json"
+        path.write_text(json.dumps(to_json(report.ratings), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths

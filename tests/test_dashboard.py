@@ -1,0 +1,120 @@
+"""The Dashboard: report tables from the store, KL estimates, and the judge / reward-model / train
+loop driven through the app's API."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from gradio_client import Client
+
+from evals.dashboard import build_report, write_tables
+from evals.kl import estimate_kl, eval_prompts
+from playground.app_state import AppState, build_state
+from playground.models import ModelsConfig
+from playground.votes import Response, Vote
+from tests.conftest import running_app
+from tests.test_models import perturb_adapter
+from tests.test_train_tab import PAIRS, TRAIN
+
+PROMPT = [{"role": "user", "content": "Hi?"}]
+
+
+@pytest.fixture
+def state(tiny_model_dir: Path, home: Path) -> AppState:
+    return build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
+
+
+def add_votes(state: AppState, a: str, b: str, outcomes: str) -> None:
+    for o in outcomes:
+        state.store.add_vote(Vote(prompt=PROMPT, responses=(Response(a, "short"), Response(b, "a longer answer")),
+                                  outcome={"a": "a", "b": "b", "t": "tie"}[o], voter="ana",
+                                  settings={"rated_as": [a, b]}))
+
+
+def test_report_from_votes_and_judge_battles(state: AppState, tmp_path: Path) -> None:
+    add_votes(state, "policy", "sft", "aaaaaabbt")  # policy 6.5 of 9 against sft
+    state.store.add_judge_battles("rule:shorter", "r1", [
+        {"prompt": PROMPT, "model_a": "x", "model_b": "sft", "text_a": "1", "text_b": "22", "winner": "model_a"}])
+    report = build_report(state.store, bootstrap=200)
+    assert report.n_battles == 9 and list(report.leaderboard["model"]) == ["policy", "sft"]
+    assert report.leaderboard.set_index("model").loc["sft", "rating"] == 1000.0
+    # Two models: the MLE gap is 400·log10(6.5 / 2.5) (the tiny ridge moves it by well under a point).
+    gap = report.leaderboard.set_index("model").loc["policy", "rating"] - 1000.0
+    assert gap == pytest.approx(400 * __import__("math").log10(6.5 / 2.5), abs=1.0)
+    [row] = report.win_rates.to_dict("records")
+    assert (row["model"], row["n"], row["wins"], row["ties"]) == ("policy", 9, 6, 1)
+    assert row["mean_len"] == 5 and row["baseline_mean_len"] == len("a longer answer")
+
+    with_judge = build_report(state.store, judges=["rule:shorter"], bootstrap=0)
+    assert set(with_judge.leaderboard["model"]) == {"policy", "sft", "x"}
+    judge_only = build_report(state.store, human=False, judges=["rule:shorter"], bootstrap=0)
+    assert judge_only.n_battles == 1
+
+    files = write_tables(report, tmp_path / "tables")
+    names = {p.name for p in files}
+    assert {"leaderboard.csv", "leaderboard.json", "win_rates.csv", "win_fraction.csv", "ratings.json"} <= names
+    assert list(pd.read_csv(tmp_path / "tables" / "leaderboard.csv")["model"]) == ["policy", "sft"]
+    assert json.loads((tmp_path / "tables" / "ratings.json").read_text())["models"]["sft"]["rating"] == 1000.0
+
+    empty = build_report(state.store, human=False)
+    assert empty.ratings is None and "at least 2 models" in empty.message
+
+
+def test_kl_is_zero_for_the_fresh_adapter_and_matches_the_exact_value(state: AppState) -> None:
+    import torch
+
+    from playground.generation import prompt_ids
+
+    prompts = eval_prompts()[:3]
+    fresh = estimate_kl(state.scorer, state.models.policy, prompts, samples=2, max_new_tokens=8)
+    assert fresh.n == 6 and abs(fresh.mean) < 1e-4
+    perturb_adapter(state.models.policy.model, seed=3, scale=4.0)
+    # One-token responses: the exact KL is a sum over the vocabulary at the first position.
+    ids = prompt_ids(state.models, PROMPT)
+    with torch.inference_mode():
+        logps = []
+        for role in (state.models.policy, state.models.reference):
+            with role.active() as model:
+                logps.append(torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1))
+    exact = float((logps[0].exp() * (logps[0] - logps[1])).sum())
+    estimate = estimate_kl(state.scorer, state.models.policy, [PROMPT], samples=2000, max_new_tokens=1)
+    assert estimate.n == 2000 and exact > 0
+    assert abs(estimate.mean - exact) < 4 * estimate.stderr and estimate.stderr < exact / 2
+
+
+@pytest.fixture
+def app(state: AppState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AppState, Client]]:
+    from playground.rows import parse_row
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
+    with running_app(state) as client:
+        yield state, client
+
+
+def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> None:
+    state, client = app
+    client.predict(*TRAIN, api_name="/train")  # a DPO checkpoint, now serving as policy
+    [ckpt] = list(state.checkpoints)
+    message, _ = client.predict(["policy", "sft"], "built-in eval prompts (eval-prompts.jsonl)", 8,
+                                "longer wins", "", None, api_name="/run_judge")
+    assert "16 battles judged by `rule:longer`" in message
+    stored = state.store.judge_battles("rule:longer")
+    assert {b["model_a"] for b in stored} | {b["model_b"] for b in stored} == {ckpt, "sft"}  # policy rated as ckpt
+
+    rm_message, rm_update = client.predict(4, 1e-3, 0.0, api_name="/train_reward_model")
+    rm_name = rm_update["value"]  # the dropdown's update: the new model, selected
+    assert "Trained `rm-" in rm_message and (state.data_dir / "reward-models" / rm_name).is_dir()
+    client.predict(["policy", "sft"], "built-in eval prompts (eval-prompts.jsonl)", 8, "reward model", "", rm_name,
+                   api_name="/run_judge")
+    rm_battles = state.store.judge_battles(f"reward-model:{rm_name}")
+    assert len(rm_battles) == 16 and all({"reward_a", "reward_b", "p_a"} <= set(b["details"]) for b in rm_battles)
+
+    out = client.predict(True, ["rule:longer"], "sft", "sft", 100, api_name="/dashboard")
+    summary, leaderboard = out[0], out[1]
+    assert "16 battles among 2 models" in summary
+    assert sorted(row[1] for row in leaderboard["data"]) == sorted([ckpt, "sft"])
+    records = out[3]
+    assert [row[0] for row in records["data"]] == [ckpt]
