@@ -51,3 +51,5 @@ bench: setup-dev
 	$(PY) -m evals.bench.scoring
 	$(PY) -m evals.bench.generation
 	$(PY) -m evals.bench.dpo
+	$(PY) -m evals.bench.ratings
+	$(PY) -m evals.bench.load

@@ -16,7 +16,7 @@ from playground.generation import GenerationSettings
 from playground.models import Role
 from playground.objectives import preference_probability
 from playground.scoring import ResponseScore, Scorer
-from playground.votes import MAX_RESPONSES, MIN_RESPONSES, Response, Vote
+from playground.votes import MAX_RESPONSES, MIN_RESPONSES, Response, Vote, require_text
 
 MAX_PROMPT_CHARS = 8000
 MAX_SYSTEM_CHARS = 4000
@@ -49,6 +49,10 @@ def chat_messages(prompt: str, system: str = "") -> list[Message]:
     """The conversation sent to the models; checked against the engine's limits."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise PlaygroundError("the prompt is empty")
+    if not isinstance(system or "", str):
+        raise PlaygroundError("the system prompt must be text")
+    require_text(prompt, "the prompt")
+    require_text(system or "", "the system prompt")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise PlaygroundError(f"the prompt is {len(prompt)} characters; at most {MAX_PROMPT_CHARS} allowed")
     if len(system or "") > MAX_SYSTEM_CHARS:

@@ -65,6 +65,8 @@ def read_records(path: Path) -> Iterator[tuple[int, Any]]:
                         record = json.loads(line)
                     except json.JSONDecodeError as exc:
                         record = RowError(line_no, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                    except (ValueError, RecursionError) as exc:  # valid JSON that Python will not parse
+                        record = RowError(line_no, f"not readable JSON ({_unreadable(exc)})")
                     yield line_no, record
             except UnicodeDecodeError:
                 raise PlaygroundError(f"{path}: not UTF-8 text") from None
@@ -83,8 +85,13 @@ def read_records(path: Path) -> Iterator[tuple[int, Any]]:
         with path.open(encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
             # Line numbers count the header as line 1, as an editor shows them.
-            for rec in reader:
-                yield reader.line_num, {k: _maybe_json(v) for k, v in rec.items() if k is not None}
+            try:
+                for rec in reader:
+                    yield reader.line_num, {k: _maybe_json(v) for k, v in rec.items() if k is not None}
+            except UnicodeDecodeError:
+                raise PlaygroundError(f"{path}: not UTF-8 text") from None
+            except csv.Error as exc:  # a cell over csv's field size limit (128 KiB), a stray NUL, …
+                raise PlaygroundError(f"{path}: not readable as CSV ({exc})") from None
     else:
         raise PlaygroundError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(FORMATS)}")
 
@@ -94,9 +101,15 @@ def _maybe_json(value: str | None) -> Any:
     if value is not None and value.lstrip().startswith("["):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON after all (or unreadable JSON): keep the text
             return value
     return value
+
+
+def _unreadable(exc: ValueError | RecursionError) -> str:
+    """Why json.loads refused text that is JSON: Python caps integer literals at 4300 digits and
+    nesting at its recursion limit (both raise something other than JSONDecodeError)."""
+    return "nested too deeply" if isinstance(exc, RecursionError) else "a number with too many digits"
 
 
 def _check_messages(value: Any, name: str, line: int) -> list[dict[str, str]]:
@@ -148,7 +161,21 @@ def parse_row(record: Any, line: int) -> PreferenceRow:
             raise RowError(line, f"{key!r} is empty")
     if isinstance(prompt, str) and not prompt.strip():
         raise RowError(line, "'prompt' is empty")
+    for key, value in record.items():
+        _check_unicode(key, value, line)
     return PreferenceRow(prompt, chosen, rejected, extra)
+
+
+def _check_unicode(key: str, value: Any, line: int) -> None:
+    """JSON's \\udXXX escapes can spell a lone surrogate: half a character, which Python strings hold
+    but no UTF-8 file (an export) and no tokenizer (training) accepts. Refused here, at the door."""
+    try:
+        json.dumps({key: value}, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowError(line, f"{key!r} holds a lone surrogate (a \\udXXX escape that is half a character), "
+                             "which is not text") from None
+    except RecursionError:
+        raise RowError(line, f"{key!r} is nested too deeply") from None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ PAIR_OUTCOMES = ("a", "b", "tie", "both_bad")  # only for k = 2
 OUTCOMES = (*PAIR_OUTCOMES, "ranking")
 MIN_RESPONSES, MAX_RESPONSES = 2, 4
 MAX_VOTER_LEN = 64
+MAX_UNIX_TIME = 1e11  # the year 5138: past it, SQLite's REAL survives but nothing else about the vote makes sense
 Binarize = Literal["all_pairs", "best_vs_random"]
 BINARIZATIONS: tuple[Binarize, ...] = ("all_pairs", "best_vs_random")
 
@@ -38,6 +39,15 @@ def voter_name(name: str) -> str:
     if not name.isprintable():
         raise PlaygroundError("the voter name contains control characters (a newline or tab?)")
     return name
+
+
+def require_text(value: str, what: str) -> None:
+    """Refuse a lone surrogate (half a character, as a JSON \\udXXX escape from a browser can spell
+    it): no UTF-8 file, database text or tokenizer accepts one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PlaygroundError(f"{what} holds a lone surrogate (half a character), which is not text") from None
 
 
 def _is_number(value: Any) -> bool:
@@ -62,6 +72,8 @@ class Response:
             raise PlaygroundError("every response needs a model name")
         if not isinstance(self.text, str):
             raise PlaygroundError(f"response text from {self.model!r} must be a string")
+        require_text(self.model, "a response's model name")
+        require_text(self.text, f"the response from {self.model!r}")
         if not isinstance(self.scores, dict):
             raise PlaygroundError(f"scores of {self.model!r} must be a dict of name to number")
         for key, value in self.scores.items():
@@ -99,6 +111,7 @@ class Vote:
                 raise PlaygroundError(f"prompt message {i} must have string 'role' and 'content'")
             if m["role"] not in ROLES:
                 raise PlaygroundError(f"prompt message {i} has role {m['role']!r}; expected one of {', '.join(ROLES)}")
+            require_text(m["content"], f"prompt message {i}")
         k = len(self.responses)
         if not MIN_RESPONSES <= k <= MAX_RESPONSES:
             raise PlaygroundError(f"a vote compares {MIN_RESPONSES} to {MAX_RESPONSES} responses, got {k}")
@@ -121,10 +134,10 @@ class Vote:
             raise PlaygroundError("anonymous must be true or false")
         if self.item is not None and type(self.item) is not int:
             raise PlaygroundError("item must be a prompt id (an integer) or None")
-        if not _is_number(self.created_at):
+        if not _is_number(self.created_at) or not 0 <= self.created_at < MAX_UNIX_TIME:
             raise PlaygroundError("created_at must be a unix time in seconds")
-        if not isinstance(self.settings, dict):
-            raise PlaygroundError("settings must be a dict")
+        if not isinstance(self.settings, dict) or not all(isinstance(key, str) for key in self.settings):
+            raise PlaygroundError("settings must be a dict with string keys")
         _check_json(self.settings, "settings")
 
 

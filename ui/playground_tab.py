@@ -1,8 +1,8 @@
 """The Playground tab: k responses side by side, their scores, and the vote."""
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from typing import NamedTuple
 
 import gradio as gr
@@ -190,9 +190,16 @@ def build_playground_tab(state: AppState) -> PlaygroundHandles:
     outcome_box = gr.Textbox(visible=False)
     api_vote = gr.Button(visible=False)
     api_vote.click(vote, [outcome_box, ranking, voter, rnd], vote_outputs, api_name="vote")
+    def vote_as(outcome: str) -> Callable:
+        # Not functools.partial: Gradio finds the gr.Request parameter by its annotation, which a
+        # partial hides, and would pass None (with logins on, no vote could then be cast).
+        def cast(ranked: list[str] | None, name: str, current: Round | None, request: gr.Request):
+            return vote(outcome, ranked, name, current, request)
+        return cast
+
     for outcome, button in pair_buttons.items():
-        button.click(partial(vote, outcome), [ranking, voter, rnd], vote_outputs, api_visibility="private")
-    rank_button.click(partial(vote, "ranking"), [ranking, voter, rnd], vote_outputs, api_visibility="private")
+        button.click(vote_as(outcome), [ranking, voter, rnd], vote_outputs, api_visibility="private")
+    rank_button.click(vote_as("ranking"), [ranking, voter, rnd], vote_outputs, api_visibility="private")
 
     def skip_round(current: Round | None) -> dict:
         return {rnd: None, status: "Skipped; nothing stored.", **lock_votes(True)}
