@@ -1,0 +1,48 @@
+"""The engine's limits, reached through the API: a clear message, nothing stored, nothing run."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from playground.app_state import AppState, build_state
+from playground.models import ModelsConfig
+from playground.rounds import MAX_PROMPT_CHARS
+from tests.conftest import running_app
+from tests.test_app_first_page import SAMPLED
+
+
+@pytest.fixture
+def app(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> Iterator[tuple[AppState, Client]]:
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
+    with running_app(state) as client:
+        yield state, client
+
+
+def test_limits_answer_through_the_api(app: tuple[AppState, Client], tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    import playground.rows as rows
+
+    state, client = app
+    slots = ("policy", "reference", "sft", "policy")
+    with pytest.raises(Exception, match=f"at most {MAX_PROMPT_CHARS} allowed"):
+        client.predict("x" * (MAX_PROMPT_CHARS + 1), "", 2, "Side by side", *slots, *SAMPLED, api_name="/generate")
+    too_long = list(SAMPLED)
+    too_long[3] = 100_000  # max new tokens
+    with pytest.raises(Exception, match="greater than maximum value 1024"):  # the slider's bound, checked by Gradio
+        client.predict("Hi", "", 2, "Side by side", *slots, *too_long, api_name="/generate")
+    with pytest.raises(Exception, match=r"steps must be 1\.\.10000"):
+        client.predict(1_000_000, 0.1, 5e-4, 2, "sigmoid", 0.0, 0.0, 0, api_name="/train")
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n' * 10)
+    rows.MAX_FILE_BYTES, saved = 100, rows.MAX_FILE_BYTES  # the engine's check, not only Gradio's
+    try:
+        with pytest.raises(Exception, match="files of at most"):
+            client.predict(handle_file(str(big)), api_name="/import")
+    finally:
+        rows.MAX_FILE_BYTES = saved
+    assert state.store.votes() == [] and state.store.imported_pairs() == [] and state.store.checkpoints() == []
