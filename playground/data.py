@@ -1,18 +1,24 @@
-"""`python -m playground.data`: export the votes as preference data; import preference pairs.
+"""`python -m playground.data`: export the votes as preference data; import preference pairs;
+import prompt sets for the voting queue and pre-generate their responses.
 
-`export_rows` and `import_file` are what the UI's export and import buttons call too.
+`export_rows`, `import_file` and `import_prompts` are what the UI's buttons call too.
 """
 
 import argparse
 import json
 import os
+import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from playground.cli import run_cli
+from evals.agreement import TIE_POLICIES
+from evals.annotation import merge_votes
+from playground.cli import add_model_args, models_config, prepare_environment, run_cli
 from playground.errors import PlaygroundError
+from playground.prompt_sets import PromptSet, check_overlap, load_prompt_file, prompts_from_preference_file, set_name
 from playground.rows import FORMATS as IMPORT_FORMATS
 from playground.rows import RowError, load_pairs
 from playground.store import DB_NAME, Store, default_path
@@ -20,6 +26,9 @@ from playground.votes import Binarize, to_arena_rows, to_trl_rows
 
 EXPORT_FORMATS = ("trl", "arena")
 OUT_SUFFIXES = (".jsonl", ".parquet")
+MERGES = ("none", "majority")
+META_SUFFIX = ".meta.json"
+PARQUET_META_KEY = b"preference_playground"
 
 
 @dataclass(frozen=True)
@@ -28,17 +37,36 @@ class ImportResult:
     skipped: list[RowError]  # only with skip_invalid: the rows left out, and why
 
 
+def meta_path(path: Path) -> Path:
+    """Where an export's metadata goes: `<file>.meta.json` next to it."""
+    return path.with_name(path.name + META_SUFFIX)
+
+
 def export_rows(
     store: Store, fmt: str, path: Path, binarize: Binarize = "all_pairs", seed: int = 0,
-    include_imported: bool = False,
+    include_imported: bool = False, merge: str = "none", ties: str = "drop",
 ) -> int:
     """Write the votes as `fmt` ("trl" or "arena") rows to a .jsonl or .parquet file, atomically;
-    return the number of rows. `include_imported` adds the imported pairs (trl only)."""
+    return the number of rows. `include_imported` adds the imported pairs (trl only).
+
+    `merge="majority"` first merges the voting queue's votes on each prompt into one
+    (`evals.annotation.merge_votes`; `ties` "drop" or "keep" says what becomes of prompts with no
+    majority) and records the rule in `<file>.meta.json`, and in a Parquet file's schema metadata.
+    """
+    if merge not in MERGES or ties not in TIE_POLICIES:
+        raise PlaygroundError(f"merge {merge!r} / ties {ties!r}: expected merge one of {', '.join(MERGES)} and "
+                              f"ties one of {', '.join(TIE_POLICIES)}")
+    votes, metadata = store.votes(), None
+    if merge == "majority":
+        merged = merge_votes(votes, "keep" if ties == "keep" else "drop")
+        votes = merged.votes
+        metadata = {"format": fmt, "binarize": binarize, "include_imported": include_imported, **merged.metadata}
     if fmt == "trl":
-        if include_imported:
+        if include_imported and metadata is None:  # as before merging existed: the pairs DPO trains on
             rows = [row.as_trl() for row in store.training_pairs(binarize, seed)]
         else:
-            rows = to_trl_rows(store.votes(), binarize, seed)
+            rows = to_trl_rows(votes, binarize, seed)
+            rows += [row.as_trl() for row in store.imported_pairs()] if include_imported else []
         if len({isinstance(row["prompt"], str) for row in rows}) > 1:
             raise PlaygroundError(
                 "these pairs mix plain-text and chat-message prompts (the imported pairs differ from the "
@@ -47,33 +75,51 @@ def export_rows(
     elif fmt == "arena":
         if include_imported:
             raise PlaygroundError("imported pairs name no models, so they can only be exported in trl format")
-        rows = to_arena_rows(store.votes())
+        rows = to_arena_rows(votes)
     else:
         raise PlaygroundError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     if not rows:
         raise PlaygroundError("nothing to export: no votes" + (" that prefer one response" if fmt == "trl" else ""))
-    write_rows(rows, path)
+    write_rows(rows, path, metadata)
+    if metadata is None:
+        meta_path(path).unlink(missing_ok=True)  # a merged export's old metadata would describe other rows
+    else:
+        _write_atomic(meta_path(path), lambda f: f.write(json.dumps({**metadata, "rows": len(rows)}, indent=2,
+                                                                    ensure_ascii=False).encode() + b"\n"))
     return len(rows)
 
 
-def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+def write_rows(rows: list[dict[str, Any]], path: Path, metadata: dict[str, Any] | None = None) -> None:
     """JSON lines or Parquet by the file's suffix, written next to `path` and renamed over it, so
-    a reader never sees half a file and a failed export leaves the old one."""
+    a reader never sees half a file and a failed export leaves the old one. `metadata` goes into a
+    Parquet file's schema metadata (key `preference_playground`, JSON); JSON lines have no place for it."""
     suffix = path.suffix.lower()
     if suffix not in OUT_SUFFIXES:
         raise PlaygroundError(f"{path}: the output must end in {' or '.join(OUT_SUFFIXES)}, to say which format")
     if not path.parent.is_dir():
         raise PlaygroundError(f"{path.parent}: no such folder")
     table = _arrow_table(rows) if suffix == ".parquet" else None  # fail before creating anything
+    if table is not None and metadata is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               PARQUET_META_KEY: json.dumps(metadata).encode()})
+
+    def write(f: BinaryIO) -> None:
+        if table is None:
+            f.writelines(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows)
+        else:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, f)
+
+    _write_atomic(path, write)
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write through a temporary file next to `path`, synced, then renamed over it."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with tmp.open("xb") as f:
-            if table is None:
-                f.writelines(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows)
-            else:
-                import pyarrow.parquet as pq
-
-                pq.write_table(table, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -104,14 +150,25 @@ def import_file(store: Store, path: Path, skip_invalid: bool = False) -> ImportR
     return ImportResult(store.import_pairs(loaded.rows, path.name), loaded.skipped)
 
 
+def import_prompts(store: Store, path: Path, name: str, overlap: int = 1, from_preferences: bool = False,
+                   source: str | None = None) -> PromptSet:
+    """Read a prompt-set file (or the distinct prompts of a TRL preference file), check every row,
+    then store them all as the new set `name`; any bad row imports nothing. `source` names the file
+    as people know it (an upload's temporary name means nothing)."""
+    name, overlap = set_name(name), check_overlap(overlap)
+    prompts = prompts_from_preference_file(path) if from_preferences else load_prompt_file(path)
+    return store.add_prompt_set(name, source or path.name, prompts, overlap)
+
+
 def _export(args: argparse.Namespace) -> None:
     db = args.db or default_path()
     if not db.is_file():
         raise PlaygroundError(f"{db}: no vote database there (nothing voted yet, or a wrong --db?)")
     with Store(db) as store:
         n = export_rows(store, args.format, args.out, args.binarize.replace("-", "_"), args.seed,
-                        args.include_imported)
-    print(f"wrote {n} {args.format} rows to {args.out}")
+                        args.include_imported, args.merge, args.ties)
+    print(f"wrote {n} {args.format} rows to {args.out}"
+          + (f" (merged by {args.merge}; rule in {meta_path(args.out)})" if args.merge != "none" else ""))
 
 
 def _import(args: argparse.Namespace) -> None:
@@ -124,15 +181,66 @@ def _import(args: argparse.Namespace) -> None:
             print(f"  {error}")
 
 
+def _prompts(args: argparse.Namespace) -> None:
+    with Store(args.db or default_path()) as store:
+        pset = import_prompts(store, args.file, args.name, args.overlap, args.from_preferences)
+        n = len(store.set_prompts(pset.id))
+    print(f"imported prompt set {pset.name!r}: {n} prompts from {args.file}, {pset.overlap} vote(s) per prompt")
+
+
+GENERATION_FLAGS = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed")
+
+
+def _pregenerate(args: argparse.Namespace) -> None:
+    if not args.beta > 0:
+        raise PlaygroundError(f"--beta {args.beta}: must be > 0")
+    prepare_environment(args)  # before transformers is imported
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from playground.app_state import build_state
+    from playground.generation import GenerationSettings
+    from playground.home import data_dir
+    from playground.pregenerate import choose_models, pregenerate
+
+    home = data_dir()
+    state = build_state(models_config(args, home), home, db_path=args.db, beta=args.beta)
+    try:
+        pset = state.store.prompt_set(args.set)
+        given = {k: getattr(args, k) for k in GENERATION_FLAGS if getattr(args, k) is not None}
+        if args.models or given or not pset.models:
+            if not args.models and not pset.models:
+                raise PlaygroundError(f"prompt set {pset.name!r} has no models yet: name them with --models")
+            models = [m.strip() for m in args.models.split(",")] if args.models else pset.models
+            pset = choose_models(state, pset, models, replace(GenerationSettings(**pset.generation), **given))
+        with tqdm(desc=f"pre-generating {pset.name}", unit="prompt", file=sys.stderr, dynamic_ncols=True) as bar:
+            def show(done: int, total: int) -> None:
+                if bar.total is None:  # the first call: prompts done by earlier runs are not this run's speed
+                    bar.reset(total)
+                    bar.initial = bar.n = done
+                    bar.refresh()
+                else:
+                    bar.update(done - bar.n)
+
+            result = pregenerate(state, pset, on_progress=show)
+    finally:
+        state.store.close()
+    print(f"prompt set {pset.name!r}: {result.generated} responses generated from {', '.join(pset.models)}; "
+          f"{result.prompts} prompts, {result.already} were already done")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m playground.data",
-        description="Export the votes as preference data, or import preference pairs to train on.",
+        description="Export the votes as preference data, import preference pairs to train on, or import a "
+                    "prompt set for the voting queue and pre-generate its responses.",
     )
     db_help = (f"the vote database (default: $PLAYGROUND_HOME/{DB_NAME}, "
                f"$PLAYGROUND_HOME defaulting to ~/.cache/preference-playground)")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", help="export or import; COMMAND --help lists its flags"
+        dest="command", required=True, metavar="COMMAND",
+        help="export, import, prompts or pregenerate; COMMAND --help lists its flags"
     )
 
     export = commands.add_parser(
@@ -157,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed for best-vs-random's draw; the same seed gives the same pairs (default: 0)")
     export.add_argument("--include-imported", action="store_true",
                         help="trl only: add the imported pairs after the votes' pairs, as DPO training sees them")
+    export.add_argument(
+        "--merge", choices=MERGES, default="none",
+        help="none: every vote as it is (default); majority: the voting queue's votes on one prompt merged into "
+             "one (pairs by majority, rankings by ranked pairs), the rule written to FILE.meta.json",
+    )
+    export.add_argument("--ties", choices=TIE_POLICIES, default="drop",
+                        help="with --merge majority, a prompt whose votes have no majority: drop it, or keep it "
+                             "as a tie (trl rows leave ties out; arena rows keep them) (default: drop)")
     export.add_argument("--db", type=Path, metavar="PATH", help=db_help)
     export.set_defaults(run=_export)
 
@@ -175,6 +291,43 @@ def build_parser() -> argparse.ArgumentParser:
                      help="import the valid rows and list the invalid ones, instead of importing nothing")
     imp.add_argument("--db", type=Path, metavar="PATH", help=db_help + "; created if missing")
     imp.set_defaults(run=_import)
+
+    prompts = commands.add_parser(
+        "prompts", help="import a prompt set for the voting queue, all or nothing",
+        description="Import the prompts in FILE as a new prompt set. Rows: 'prompt' (a string, or a list of "
+                    "{role, content} messages ending with the user's turn), optional 'id' (unique; default: the "
+                    "line number) and 'category'. Every row is checked first; if any is invalid, nothing is "
+                    "imported and the bad lines are listed.",
+    )
+    prompts.add_argument("file", type=Path, metavar="FILE", help=f"the prompts ({', '.join(IMPORT_FORMATS)})")
+    prompts.add_argument("--name", required=True, help="the new set's name (unique)")
+    prompts.add_argument("--overlap", type=int, default=1,
+                         help="votes a prompt needs before it leaves the queue (default: 1)")
+    prompts.add_argument("--from-preferences", action="store_true",
+                         help="FILE is TRL preference data: take its distinct prompts")
+    prompts.add_argument("--db", type=Path, metavar="PATH", help=db_help + "; created if missing")
+    prompts.set_defaults(run=_prompts)
+
+    pre = commands.add_parser(
+        "pregenerate", help="generate and score a prompt set's responses before voting (resumable)",
+        description="Answer every prompt of a set with each of the set's models, scored, so voters never wait. "
+                    "Each prompt is stored when done: run the same command again to continue after a stop.",
+    )
+    pre.add_argument("--set", required=True, metavar="NAME", help="the prompt set")
+    pre.add_argument("--models", metavar="M1,M2",
+                     help="2-4 comma-separated models: sft, reference, policy or a checkpoint id (default: the "
+                          "set's models; they cannot change once the set has votes)")
+    pre.add_argument("--temperature", type=float, help="0 = greedy (default: the set's, else 0.7)")
+    pre.add_argument("--top-p", type=float, help="default: the set's, else 0.9")
+    pre.add_argument("--top-k", type=int, help="0 = off (default: the set's, else 50)")
+    pre.add_argument("--max-new-tokens", type=int, help="default: the set's, else 128")
+    pre.add_argument("--repetition-penalty", type=float, help="default: the set's, else 1.0")
+    pre.add_argument("--seed", type=int, help="base seed; each prompt's seed derives from it (default: the set's, "
+                                              "else 0)")
+    pre.add_argument("--beta", type=float, default=0.1, help="β of the implicit rewards stored with each response")
+    pre.add_argument("--db", type=Path, metavar="PATH", help=db_help)
+    add_model_args(pre)
+    pre.set_defaults(run=_pregenerate)
     return parser
 
 

@@ -15,13 +15,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from playground.errors import PlaygroundError
 from playground.home import data_dir
+from playground.prompt_sets import PromptSet, SetPrompt, SetResponse
 from playground.rows import PreferenceRow
 from playground.votes import Binarize, Response, Vote, to_trl_rows, voter_name
 
@@ -139,8 +140,18 @@ def _judges_and_prompt_sets(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _queue_models(db: sqlite3.Connection) -> None:
+    # What a set's voting queue shows: every voter must see the same k models on a prompt, or
+    # their votes on it could not be compared (agreement) or merged (export).
+    for statement in (
+        "ALTER TABLE prompt_sets ADD COLUMN models TEXT NOT NULL DEFAULT '[]'",  # JSON list of model names
+        "ALTER TABLE prompt_sets ADD COLUMN generation TEXT NOT NULL DEFAULT '{}'",  # JSON: generation settings
+    ):
+        db.execute(statement)
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _initial_schema, _checkpoint_registry, _judges_and_prompt_sets,
+    _initial_schema, _checkpoint_registry, _judges_and_prompt_sets, _queue_models,
 )
 
 _VOTE_COLUMNS = """v.id, v.prompt, v.outcome, v.voter, v.settings, v.anonymous, v.created_at, v.item,
@@ -237,19 +248,22 @@ class Store:
 
     def add_vote(self, vote: Vote) -> int:
         """Store a vote (its `id`, if any, is ignored) and return its new id."""
-        place = {slot: p for p, slot in enumerate(vote.ranking or ())}
         with self._transaction(write=True) as db:
-            vote_id = db.execute(
-                "INSERT INTO votes (prompt, outcome, voter, settings, anonymous, created_at, item) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (json.dumps(vote.prompt), vote.outcome, vote.voter, json.dumps(vote.settings),
-                 int(vote.anonymous), vote.created_at, vote.item),
-            ).lastrowid
-            db.executemany(
-                "INSERT INTO responses (vote_id, slot, model, text, scores, rank) VALUES (?, ?, ?, ?, ?, ?)",
-                [(vote_id, slot, r.model, r.text, json.dumps(r.scores), place.get(slot))
-                 for slot, r in enumerate(vote.responses)],
-            )
+            return self._insert_vote(db, vote)
+
+    def _insert_vote(self, db: sqlite3.Connection, vote: Vote) -> int:
+        place = {slot: p for p, slot in enumerate(vote.ranking or ())}
+        vote_id = db.execute(
+            "INSERT INTO votes (prompt, outcome, voter, settings, anonymous, created_at, item) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (json.dumps(vote.prompt), vote.outcome, vote.voter, json.dumps(vote.settings),
+             int(vote.anonymous), vote.created_at, vote.item),
+        ).lastrowid
+        db.executemany(
+            "INSERT INTO responses (vote_id, slot, model, text, scores, rank) VALUES (?, ?, ?, ?, ?, ?)",
+            [(vote_id, slot, r.model, r.text, json.dumps(r.scores), place.get(slot))
+             for slot, r in enumerate(vote.responses)],
+        )
         assert vote_id is not None
         return vote_id
 
@@ -365,3 +379,133 @@ class Store:
     def counts_by_judge(self) -> dict[str, int]:
         with self._transaction() as db:
             return dict(db.execute("SELECT judge, COUNT(*) FROM judge_battles GROUP BY judge ORDER BY judge"))
+
+    # Prompt sets and the voting queue
+
+    def add_prompt_set(self, name: str, source: str, prompts: Sequence[SetPrompt], overlap: int = 1) -> PromptSet:
+        """Store a new prompt set and its prompts (positions in the order given), all or nothing."""
+        with self._transaction(write=True) as db:
+            if db.execute("SELECT 1 FROM prompt_sets WHERE name = ?", (name,)).fetchone():
+                raise PlaygroundError(f"a prompt set named {name!r} exists already; choose another name")
+            set_id = db.execute(
+                "INSERT INTO prompt_sets (name, source, overlap, created_at) VALUES (?, ?, ?, ?)",
+                (name, source, overlap, time.time()),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO set_prompts (set_id, position, ref, prompt, category) VALUES (?, ?, ?, ?, ?)",
+                [(set_id, i, p.ref, json.dumps(p.messages), p.category) for i, p in enumerate(prompts)],
+            )
+            return self._prompt_sets(db, "id = ?", [set_id])[0]
+
+    @staticmethod
+    def _prompt_sets(db: sqlite3.Connection, where: str, params: list[Any]) -> list[PromptSet]:
+        rows = db.execute(
+            "SELECT id, name, source, overlap, guidelines, models, generation, created_at FROM prompt_sets "
+            f"WHERE {where} ORDER BY created_at, id", params,
+        ).fetchall()
+        return [PromptSet(r["id"], r["name"], r["source"], r["overlap"], r["guidelines"],
+                          tuple(json.loads(r["models"])), json.loads(r["generation"]), r["created_at"]) for r in rows]
+
+    def prompt_sets(self) -> list[PromptSet]:
+        """Every prompt set, oldest first."""
+        with self._transaction() as db:
+            return self._prompt_sets(db, "1", [])
+
+    def prompt_set(self, name: str) -> PromptSet:
+        """The set called `name`; `PlaygroundError` naming the sets there are if there is none."""
+        with self._transaction() as db:
+            found = self._prompt_sets(db, "name = ?", [name])
+            if found:
+                return found[0]
+            names = [r[0] for r in db.execute("SELECT name FROM prompt_sets ORDER BY name")]
+        raise PlaygroundError(f"no prompt set named {name!r}; there are: {', '.join(names) or 'none yet'}")
+
+    def _update_set(self, set_id: int, column: str, value: Any) -> None:
+        with self._transaction(write=True) as db:
+            if db.execute(f"UPDATE prompt_sets SET {column} = ? WHERE id = ?", (value, set_id)).rowcount != 1:
+                raise PlaygroundError(f"prompt set #{set_id} no longer exists")
+
+    def set_overlap(self, set_id: int, overlap: int) -> None:
+        self._update_set(set_id, "overlap", overlap)
+
+    def set_guidelines(self, set_id: int, guidelines: str) -> None:
+        self._update_set(set_id, "guidelines", guidelines)
+
+    def set_queue_models(self, set_id: int, models: Sequence[str], generation: dict[str, Any]) -> None:
+        """The models the set's queue compares and how their responses are generated, in one write."""
+        with self._transaction(write=True) as db:
+            db.execute("UPDATE prompt_sets SET models = ?, generation = ? WHERE id = ?",
+                       (json.dumps(list(models)), json.dumps(generation), set_id))
+
+    @staticmethod
+    def _set_prompt(row: sqlite3.Row) -> SetPrompt:
+        return SetPrompt(row["ref"], json.loads(row["prompt"]), row["category"], row["id"], row["position"])
+
+    def set_prompts(self, set_id: int) -> list[SetPrompt]:
+        """The set's prompts in file order."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, position, ref, prompt, category FROM set_prompts WHERE set_id = ? "
+                              "ORDER BY position", (set_id,)).fetchall()
+        return [self._set_prompt(r) for r in rows]
+
+    def add_set_responses(self, responses: Sequence[SetResponse]) -> int:
+        """Store pre-generated responses in one transaction; a (prompt, model) that already has one
+        keeps it (INSERT OR IGNORE), so a resumed or concurrent job never replaces what voters saw.
+        Returns how many were new."""
+        with self._transaction(write=True) as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO set_responses (prompt_id, model, text, scores, settings, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.prompt_id, r.model, r.text, json.dumps(r.scores), json.dumps(r.settings), time.time())
+                 for r in responses],
+            )
+            return db.total_changes - before
+
+    def set_responses(self, prompt_id: int) -> dict[str, SetResponse]:
+        """One prompt's stored responses by model."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT model, text, scores, settings FROM set_responses WHERE prompt_id = ?",
+                              (prompt_id,)).fetchall()
+        return {r["model"]: SetResponse(prompt_id, r["model"], r["text"], json.loads(r["scores"]),
+                                        json.loads(r["settings"])) for r in rows}
+
+    def response_models(self, set_id: int) -> dict[int, set[str]]:
+        """For each prompt of the set with stored responses, the models they are from."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT r.prompt_id, r.model FROM set_responses r JOIN set_prompts p "
+                              "ON p.id = r.prompt_id WHERE p.set_id = ?", (set_id,)).fetchall()
+        models: dict[int, set[str]] = {}
+        for prompt_id, model in rows:
+            models.setdefault(prompt_id, set()).add(model)
+        return models
+
+    def item_voters(self, set_id: int) -> dict[int, list[str]]:
+        """For each prompt of the set with votes, its voters in the order they voted (a name
+        appears once per vote)."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT v.item, v.voter FROM votes v JOIN set_prompts p ON p.id = v.item "
+                              "WHERE p.set_id = ? ORDER BY v.id", (set_id,)).fetchall()
+        voters: dict[int, list[str]] = {}
+        for item, voter in rows:
+            voters.setdefault(item, []).append(voter)
+        return voters
+
+    def set_votes(self, set_id: int) -> list[Vote]:
+        """The queue votes on the set's prompts, in the order cast."""
+        with self._transaction() as db:
+            return self._select(db, "v.item IN (SELECT id FROM set_prompts WHERE set_id = ?)", [set_id])
+
+    def add_queue_vote(self, vote: Vote) -> int:
+        """Store a vote from the voting queue, refused when its voter already voted on that prompt.
+
+        The check and the insert share one write transaction, so a double click or a second tab
+        cannot slip a second vote in. The overlap is not checked here: a vote cast on a prompt
+        that others completed meanwhile is still a person's judgement, and is kept.
+        """
+        if vote.item is None:
+            raise PlaygroundError("a queue vote must name its prompt (item)")
+        with self._transaction(write=True) as db:
+            if db.execute("SELECT 1 FROM votes WHERE item = ? AND voter = ?", (vote.item, vote.voter)).fetchone():
+                raise PlaygroundError(f"{vote.voter} has already voted on this prompt; take the next one")
+            return self._insert_vote(db, vote)

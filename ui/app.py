@@ -1,26 +1,35 @@
 """The Gradio Blocks app: tabs built from small modules, each event a small function calling the engine."""
 
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
 from playground.app_state import AppState
+from playground.rows import MAX_FILE_BYTES
 from ui import session
+from ui.dashboard_tab import build_dashboard_tab
 from ui.data_tab import build_data_tab
 from ui.playground_tab import build_playground_tab
 from ui.train_tab import build_train_tab
+from ui.vote_tab import build_vote_tab
 
-# Keys 1–4 vote (A better, B better, tie, both bad), S skips, G generates; ignored while typing.
+# Keys 1–4 vote (A better, B better, tie, both bad / all flawed), S skips, G generates, Enter takes the
+# Vote tab's next prompt; ignored while typing. A key lists buttons of several tabs: the first one on
+# screen (a hidden tab's buttons have no offsetParent) and enabled is clicked. Enter on a focused
+# button is left to the button itself.
 KEYBOARD = """
 <script>
 document.addEventListener("keydown", (e) => {
   const t = e.target;
+  const key = e.key.toLowerCase();
   if (e.ctrlKey || e.metaKey || e.altKey || (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" ||
-      t.isContentEditable))) return;
-  const ids = {"1": "vote-a", "2": "vote-b", "3": "vote-tie", "4": "vote-both_bad", "s": "skip", "g": "generate"};
-  const el = document.getElementById(ids[e.key.toLowerCase()]);
-  if (el && !el.disabled) { e.preventDefault(); el.click(); }
+      t.isContentEditable)) || (key === "enter" && t && t.tagName === "BUTTON")) return;
+  const ids = {"1": ["vote-a", "queue-a"], "2": ["vote-b", "queue-b"], "3": ["vote-tie", "queue-tie"],
+               "4": ["vote-both_bad", "queue-both_bad", "queue-all_flawed"], "s": ["skip", "queue-skip"],
+               "g": ["generate"], "enter": ["queue-next"]};
+  const el = (ids[key] || []).map((id) => document.getElementById(id))
+    .find((b) => b && b.offsetParent !== null && !b.disabled);
+  if (el) { e.preventDefault(); el.click(); }
 });
 </script>
 """
@@ -35,20 +44,23 @@ def build_demo(state: AppState) -> gr.Blocks:
         )
         with gr.Tab("Playground"):
             handles = build_playground_tab(state)
+        with gr.Tab("Vote"):
+            build_vote_tab(state, handles.voter)
         with gr.Tab("Data"):
             build_data_tab(state, handles.voter)
         with gr.Tab("Train"):
             build_train_tab(state, handles.slot_models)
+        with gr.Tab("Dashboard"):
+            build_dashboard_tab(state)
         if state.access.enabled:
-            demo.load(partial(signed_in, state), None, handles.voter, api_visibility="private")
+            def signed_in(request: gr.Request) -> gr.Textbox:
+                """With logins on, votes go under the login name: show it, and do not let it be edited."""
+                name = session.username(request) or ""
+                role = "admin" if state.access.is_admin(name) else "voter"
+                return gr.Textbox(value=name, interactive=False, label=f"Signed in as ({role})")
+
+            demo.load(signed_in, None, handles.voter, api_visibility="private")
     return demo
-
-
-def signed_in(state: AppState, request: gr.Request) -> dict:
-    """With logins on, votes go under the login name: show it, and do not let it be edited."""
-    name = session.username(request) or ""
-    role = "admin" if state.access.is_admin(name) else "voter"
-    return gr.Textbox(value=name, interactive=False, label=f"Signed in as ({role})")
 
 
 def _short(source: str) -> str:
@@ -60,4 +72,5 @@ def launch_kwargs(state: AppState) -> dict:
     """`launch()` arguments that belong to the app: the keyboard script, and Gradio's login page
     when accounts are configured."""
     login = {"auth": state.access.login, "auth_message": "Log in with the account you were given."}
-    return {"head": KEYBOARD, **(login if state.access.enabled else {})}
+    # Gradio refuses a bigger upload before it is written to disk; the engine checks again on read.
+    return {"head": KEYBOARD, "max_file_size": MAX_FILE_BYTES, **(login if state.access.enabled else {})}

@@ -1,0 +1,204 @@
+"""The Vote tab's admin panel: import a prompt set, choose its models and pre-generate, set the
+overlap, overall progress, agreement between voters, and the merged export. Every action here
+needs the admin role (everyone, when the app runs without logins)."""
+
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from evals.agreement import PositionBias
+from evals.annotation import AgreementReport, agreement_report
+from playground.app_state import AppState
+from playground.data import EXPORT_FORMATS, TIE_POLICIES, export_rows, import_prompts
+from playground.generation import GenerationSettings
+from playground.pregenerate import choose_models, pregenerate_steps
+from playground.prompt_sets import check_overlap
+from playground.vote_queue import SetProgress, set_progress
+from ui import session
+from ui.errors import user_errors
+
+
+def progress_markdown(name: str, overlap: int, progress: SetProgress) -> str:
+    return (f"**{name}**: {progress.complete} of {progress.prompts} prompts have their {overlap} vote(s); "
+            f"{progress.votes} votes in all; responses ready for {progress.ready} of {progress.prompts} prompts.")
+
+
+def votes_by_voter(progress: SetProgress) -> pd.DataFrame:
+    return pd.DataFrame(list(progress.by_voter.items()), columns=["voter", "votes"])
+
+
+def alpha_markdown(report: AgreementReport) -> str:
+    """Krippendorff's alpha with what it rests on, in words."""
+    a = report.alpha
+    value = f"undefined ({a.reason})" if a.alpha is None else f"**{a.alpha:.3f}**"
+    return (f"Krippendorff's α (nominal over four categories: one model wins, the other wins, tie, both bad; "
+            f"for rankings, each pair of responses): {value}, based on **{a.n_items} items** with at least two votes "
+            f"({a.n_values} votes; {report.votes} queue votes in this set). 1 = perfect agreement, "
+            "0 = chance level, below 0 = systematic disagreement.")
+
+
+def agreement_table(report: AgreementReport) -> pd.DataFrame:
+    rows = [{"voter": voter, "agrees with majority": agree, "items counted": total,
+             "rate": round(agree / total, 3) if total else None}
+            for voter, (agree, total) in report.by_voter.items()]
+    return pd.DataFrame(rows, columns=["voter", "agrees with majority", "items counted", "rate"])
+
+
+def disputed_table(report: AgreementReport) -> pd.DataFrame:
+    rows = [{"item": d.item, "votes": d.n_votes, "disagreement": round(d.disagreement, 3),
+             "labels": ", ".join(f"{label} ×{n}" for label, n in d.counts)} for d in report.disputed]
+    return pd.DataFrame(rows, columns=["item", "votes", "disagreement", "labels"])
+
+
+def _bias_row(who: str, bias: PositionBias) -> dict:
+    interval = f"{bias.ci_low:.2f} – {bias.ci_high:.2f}" if bias.ci_low is not None else "—"
+    return {"voter": who, "left wins": bias.left_wins, "decided votes": bias.decided,
+            "left-win rate": round(bias.rate, 3) if bias.rate is not None else None, "95% interval": interval}
+
+
+def bias_table(report: AgreementReport) -> pd.DataFrame:
+    rows = [_bias_row("all voters", report.position.overall)]
+    rows += [_bias_row(voter, bias) for voter, bias in report.position.by_voter.items()]
+    return pd.DataFrame(rows, columns=["voter", "left wins", "decided votes", "left-win rate", "95% interval"])
+
+
+def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
+    catalog = list(state.slot_catalog())
+    defaults = GenerationSettings()
+    with gr.Accordion("Admin: prompt sets, pre-generation, progress, agreement", open=False):
+        admin_status = gr.Markdown()
+        gr.Markdown("#### Import a prompt set\nJSONL, CSV or Parquet: `prompt` (text, or a message list), "
+                    "optional `id` and `category`; or the prompts of a TRL preference file.")
+        with gr.Row():
+            upload = gr.File(label="Prompt file", file_types=[".jsonl", ".json", ".csv", ".parquet"], scale=2)
+            with gr.Column(scale=2):
+                new_name = gr.Textbox(label="Set name")
+                new_overlap = gr.Number(value=1, precision=0, minimum=1, label="Votes per prompt (overlap)")
+                from_preferences = gr.Checkbox(label="The file is TRL preference data: take its prompts")
+                import_button = gr.Button("Import prompt set", elem_id="import-prompts")
+        gr.Markdown("#### Models and pre-generation\nThe chosen models' responses are what voters compare "
+                    "(k = how many). Pre-generate so voters never wait, or let the queue generate live.")
+        with gr.Row():
+            models = gr.Dropdown(catalog, value=catalog[:2], multiselect=True, label="Models (2–4)", scale=3)
+            temperature = gr.Number(value=defaults.temperature, minimum=0, label="Temperature")
+            max_new = gr.Number(value=defaults.max_new_tokens, precision=0, minimum=1, label="Max new tokens")
+            seed = gr.Number(value=defaults.seed, precision=0, minimum=0, label="Base seed")
+        with gr.Row():
+            pre_button = gr.Button("Pre-generate", variant="primary", elem_id="pregenerate")
+            live_button = gr.Button("Use these models, generate live")
+            cancel_button = gr.Button("Stop pre-generating", variant="stop")
+        with gr.Row():
+            overlap = gr.Number(value=1, precision=0, minimum=1, label="Votes per prompt (overlap)", scale=1)
+            overlap_button = gr.Button("Set overlap", scale=0)
+        gr.Markdown("#### Progress")
+        progress_button = gr.Button("Show overall progress")
+        progress_md = gr.Markdown()
+        progress_df = gr.Dataframe(label="Votes by voter", interactive=False)
+        gr.Markdown("#### Agreement")
+        agreement_button = gr.Button("Compute agreement")
+        alpha_md = gr.Markdown()
+        with gr.Row():
+            voters_df = gr.Dataframe(label="Agreement with the other voters' majority (items with ≥ 2 others)",
+                                     interactive=False)
+            bias_df = gr.Dataframe(label="Position bias: left-win rate (50 % expected under the random order)",
+                                   interactive=False)
+        disputed_df = gr.Dataframe(label="Most disputed items", interactive=False)
+        gr.Markdown("#### Merged export\nThe queue's votes on each prompt merged into one: majority for pairs, "
+                    "ranked pairs for rankings; the rule goes into `<file>.meta.json`.")
+        with gr.Row():
+            merge_format = gr.Radio(list(EXPORT_FORMATS), value="trl", label="Format")
+            ties = gr.Radio(list(TIE_POLICIES), value="drop", label="No majority (ties, splits)")
+            merge_button = gr.Button("Export merged")
+            merged_file = gr.File(label="Download", interactive=False)
+
+    def chosen_settings(temperature_v: float | None, max_new_v: float | None, seed_v: float | None
+                        ) -> GenerationSettings:
+        return GenerationSettings(temperature=float(temperature_v or 0), max_new_tokens=int(max_new_v or 1),
+                                  seed=int(seed_v or 0)).validate()
+
+    @user_errors
+    def import_set(file: str | None, name: str, overlap_v: float | None, from_prefs: bool,
+                   request: gr.Request) -> dict:
+        session.require_admin(state, request, "importing a prompt set")
+        if not file:
+            raise gr.Error("Choose a prompt file first.")
+        pset = import_prompts(state.store, Path(file), name, int(overlap_v or 0), from_prefs, source=Path(file).name)
+        names = [s.name for s in state.store.prompt_sets()]
+        return {admin_status: f"Imported prompt set **{pset.name}** with {len(state.store.set_prompts(pset.id))} "
+                              "prompts. Choose its models next (pre-generate or live).",
+                set_pick: gr.Dropdown(choices=names, value=pset.name)}
+
+    import_button.click(import_set, [upload, new_name, new_overlap, from_preferences], [admin_status, set_pick],
+                        api_name="import_prompts")
+
+    @user_errors
+    def run_pregeneration(set_name: str, names: list[str], temperature_v: float | None, max_new_v: float | None,
+                          seed_v: float | None, request: gr.Request, progress=gr.Progress()):
+        session.require_admin(state, request, "pre-generating responses")
+        pset = choose_models(state, state.store.prompt_set(set_name or ""), names or [],
+                             chosen_settings(temperature_v, max_new_v, seed_v))
+        # A generator, so Stop (cancels=) ends it between prompts; each finished prompt is stored.
+        for step in pregenerate_steps(state, pset):
+            progress((step.done, step.total), desc=f"{step.done}/{step.total} prompts", unit="prompts")
+            yield {admin_status: f"Pre-generating **{pset.name}** ({', '.join(pset.models)}): {step.done} of "
+                                 f"{step.total} prompts have every response; {step.generated} generated now."}
+
+    pre_event = pre_button.click(run_pregeneration, [set_pick, models, temperature, max_new, seed], admin_status,
+                                 api_name="pregenerate", concurrency_id="model")
+    cancel_button.click(None, None, None, cancels=[pre_event], api_visibility="private")
+
+    @user_errors
+    def use_live(set_name: str, names: list[str], temperature_v: float | None, max_new_v: float | None,
+                 seed_v: float | None, request: gr.Request) -> str:
+        session.require_admin(state, request, "choosing a prompt set's models")
+        pset = choose_models(state, state.store.prompt_set(set_name or ""), names or [],
+                             chosen_settings(temperature_v, max_new_v, seed_v))
+        return (f"**{pset.name}** compares {', '.join(pset.models)}; prompts without responses are generated "
+                "when a voter reaches them.")
+
+    live_button.click(use_live, [set_pick, models, temperature, max_new, seed], admin_status, api_name="live_models")
+
+    @user_errors
+    def change_overlap(set_name: str, overlap_v: float | None, request: gr.Request) -> str:
+        session.require_admin(state, request, "setting the overlap")
+        pset = state.store.prompt_set(set_name or "")
+        overlap_now = check_overlap(overlap_v or 0)
+        state.store.set_overlap(pset.id, overlap_now)
+        return f"**{pset.name}**: a prompt now leaves the queue after {overlap_now} vote(s)."
+
+    overlap_button.click(change_overlap, [set_pick, overlap], admin_status, api_name="set_overlap")
+
+    @user_errors
+    def overall_progress(set_name: str, request: gr.Request) -> dict:
+        session.require_admin(state, request, "the overall progress")
+        pset = state.store.prompt_set(set_name or "")
+        progress = set_progress(state.store, pset)
+        return {progress_md: progress_markdown(pset.name, pset.overlap, progress),
+                progress_df: votes_by_voter(progress)}
+
+    progress_button.click(overall_progress, set_pick, [progress_md, progress_df], api_name="progress")
+
+    @user_errors
+    def agreement(set_name: str, request: gr.Request) -> dict:
+        session.require_admin(state, request, "the agreement report")
+        pset = state.store.prompt_set(set_name or "")
+        refs = {p.id: p.ref for p in state.store.set_prompts(pset.id) if p.id is not None}
+        report = agreement_report(state.store.set_votes(pset.id), refs)
+        return {alpha_md: alpha_markdown(report), voters_df: agreement_table(report),
+                bias_df: bias_table(report), disputed_df: disputed_table(report)}
+
+    agreement_button.click(agreement, set_pick, [alpha_md, voters_df, bias_df, disputed_df], api_name="agreement")
+
+    @user_errors
+    def export_merged(fmt: str, ties_v: str, request: gr.Request) -> dict:
+        session.require_admin(state, request, "exporting")
+        out_dir = state.data_dir / "exports"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{fmt}-merged-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        n = export_rows(state.store, fmt, path, merge="majority", ties=ties_v)
+        return {merged_file: str(path), admin_status: f"Exported {n} merged {fmt} rows to `{path}`; the merge rule "
+                                                      f"is in `{path.name}.meta.json`."}
+
+    merge_button.click(export_merged, [merge_format, ties], [merged_file, admin_status], api_name="export_merged")
