@@ -63,6 +63,7 @@ from peft import PeftModel
 
 from playground.checkpoints import pairs_sha256, read_record, set_policy_weights, write_checkpoint
 from playground.errors import PlaygroundError
+from playground.limits import MAX_TRAIN_EPOCHS, MAX_TRAIN_STEPS
 from playground.models import POLICY_ADAPTER, LoraSettings, Models, adapter_params
 from playground.objectives import dpo_loss, hinge_loss, implicit_reward, ipo_loss, reward_accuracy, robust_dpo_loss
 from playground.pairs import EncodedPair, all_pair_logps, encode_pairs, pair_logps
@@ -74,8 +75,6 @@ DEFAULT_EPOCHS = 3.0  # TrainingArguments' num_train_epochs, so a TRL user gets 
 MIN_PAIRS = 2
 MIN_PAIRS_FOR_HELDOUT = 5
 BUCKET_WINDOW = 8
-MAX_STEPS = 10_000  # a run holds the training lock; a typo like 1e6 steps should not block it for days
-MAX_EPOCHS = 100.0
 
 Metrics = dict[str, float]
 Callback = Callable[[int, int, Metrics], None]  # (step, total steps, that step's metrics)
@@ -105,10 +104,10 @@ class DPOConfig:
             (math.isfinite(self.beta) and self.beta > 0, "beta must be > 0"),
             (math.isfinite(self.lr) and self.lr > 0, "learning rate must be > 0"),
             (self.steps is None or self.epochs is None, "give steps or epochs, not both"),
-            (self.steps is None or (isinstance(self.steps, int) and 1 <= self.steps <= MAX_STEPS),
-             f"steps must be 1..{MAX_STEPS}"),
-            (self.epochs is None or (math.isfinite(self.epochs) and 0 < self.epochs <= MAX_EPOCHS),
-             f"epochs must be in (0, {MAX_EPOCHS:g}]"),
+            (self.steps is None or (isinstance(self.steps, int) and 1 <= self.steps <= MAX_TRAIN_STEPS),
+             f"steps must be 1..{MAX_TRAIN_STEPS}"),
+            (self.epochs is None or (math.isfinite(self.epochs) and 0 < self.epochs <= MAX_TRAIN_EPOCHS),
+             f"epochs must be in (0, {MAX_TRAIN_EPOCHS:g}]"),
             (self.batch_size >= 1, "batch size must be ≥ 1"),
             (self.max_length >= 8, "max length must be ≥ 8 tokens"),
             (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),

@@ -18,9 +18,8 @@ from transformers.generation.streamers import BaseStreamer
 
 from playground.encoding import Message
 from playground.errors import PlaygroundError
+from playground.limits import MAX_NEW_TOKENS
 from playground.models import Models, Role
-
-MAX_NEW_TOKENS_LIMIT = 2048
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class GenerationSettings:
             (0 <= self.temperature <= 5, "temperature must be between 0 and 5"),
             (0 < self.top_p <= 1, "top-p must be in (0, 1]"),
             (0 <= self.top_k <= 10_000, "top-k must be between 0 and 10000"),
-            (1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT, f"max new tokens must be 1..{MAX_NEW_TOKENS_LIMIT}"),
+            (1 <= self.max_new_tokens <= MAX_NEW_TOKENS, f"max new tokens must be 1..{MAX_NEW_TOKENS}"),
             (0.5 <= self.repetition_penalty <= 5, "repetition penalty must be between 0.5 and 5"),
             (0 <= self.seed < 2**63, "seed must be a non-negative integer"),
         ]

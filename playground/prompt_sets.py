@@ -18,10 +18,9 @@ from typing import Any
 
 from playground.encoding import Message, Text
 from playground.errors import PlaygroundError
-from playground.rows import RowError, _check_messages, load_pairs, read_records
-from playground.votes import MAX_RESPONSES, MIN_RESPONSES
+from playground.limits import MAX_PROMPT_CHARS, MAX_PROMPTS, MAX_RESPONSES, MIN_RESPONSES
+from playground.rows import RowError, check_messages, load_pairs, read_records
 
-MAX_PROMPTS = 10_000  # per set: one import is one transaction, and the queue reads the whole set per request
 MAX_NAME_LEN = 64
 MAX_REF_LEN = 200
 MAX_CATEGORY_LEN = 200
@@ -108,12 +107,11 @@ def check_models(models: Iterable[str], available: Iterable[str]) -> tuple[str, 
 
 def prompt_messages(prompt: Text, line: int) -> list[Message]:
     """A prompt (a string, or chat messages) as the chat sent to the models; `RowError` if unusable."""
-    from playground.rounds import MAX_PROMPT_CHARS  # rounds imports torch; only needed once a file is read
 
     if isinstance(prompt, str):
         messages = [{"role": "user", "content": prompt}]
     else:
-        messages = _check_messages(prompt, "prompt", line)
+        messages = check_messages(prompt, "prompt", line)
     if messages[-1]["role"] != "user":
         raise RowError(line, f"the prompt must end with a user message for the models to answer, not "
                              f"{messages[-1]['role']!r}")

@@ -13,13 +13,11 @@ import torch
 from playground.encoding import Message
 from playground.errors import PlaygroundError
 from playground.generation import GenerationSettings
+from playground.limits import MAX_PROMPT_CHARS, MAX_RESPONSES, MAX_SYSTEM_CHARS, MIN_RESPONSES
 from playground.models import Role
 from playground.objectives import preference_probability
 from playground.scoring import ResponseScore, Scorer
-from playground.votes import MAX_RESPONSES, MIN_RESPONSES, Response, Vote, require_text
-
-MAX_PROMPT_CHARS = 8000
-MAX_SYSTEM_CHARS = 4000
+from playground.votes import Response, Vote, require_text
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from playground.encoding import Text
 from playground.errors import PlaygroundError
+from playground.limits import MAX_FILE_BYTES
 
 ROLES = ("system", "user", "assistant", "tool")
 FORMATS = (".jsonl", ".json", ".parquet", ".csv")
@@ -42,9 +43,6 @@ class PreferenceRow:
         return {**self.extra, "prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
 
 
-MAX_FILE_BYTES = 256 * 2**20  # an upload or import is read whole into memory
-
-
 def read_records(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed record) for each row of a JSONL, Parquet or CSV file. A JSONL line that
     is not JSON comes as a `RowError` in the record's place, so a caller can go on past it."""
@@ -53,7 +51,7 @@ def read_records(path: Path) -> Iterator[tuple[int, Any]]:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise PlaygroundError(f"{path}: {size / 2**20:.0f} MiB; files of at most {MAX_FILE_BYTES // 2**20} MiB "
-                              "are read (split it, or raise MAX_FILE_BYTES in playground/rows.py)")
+                              "are read (split it, or raise MAX_FILE_BYTES in playground/limits.py)")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         with path.open(encoding="utf-8", errors="strict") as f:
@@ -112,7 +110,7 @@ def _unreadable(exc: ValueError | RecursionError) -> str:
     return "nested too deeply" if isinstance(exc, RecursionError) else "a number with too many digits"
 
 
-def _check_messages(value: Any, name: str, line: int) -> list[dict[str, str]]:
+def check_messages(value: Any, name: str, line: int) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise RowError(line, f"{name} must be a non-empty list of {{role, content}} messages")
     out = []
@@ -144,17 +142,17 @@ def parse_row(record: Any, line: int) -> PreferenceRow:
     prompt, chosen, rejected = record.get("prompt"), record["chosen"], record["rejected"]
     extra = {k: v for k, v in record.items() if k not in ("prompt", "chosen", "rejected")}
     if prompt is None:
-        chosen = _check_messages(chosen, "chosen", line)
-        rejected = _check_messages(rejected, "rejected", line)
+        chosen = check_messages(chosen, "chosen", line)
+        rejected = check_messages(rejected, "rejected", line)
         prompt, chosen, rejected = _split_implicit(chosen, rejected, line)
     elif isinstance(prompt, str):
         for key, value in (("chosen", chosen), ("rejected", rejected)):
             if not isinstance(value, str):
                 raise RowError(line, f"prompt is a string, so {key!r} must be a string too, got {type(value).__name__}")
     else:
-        prompt = _check_messages(prompt, "prompt", line)
-        chosen = _check_messages(chosen, "chosen", line)
-        rejected = _check_messages(rejected, "rejected", line)
+        prompt = check_messages(prompt, "prompt", line)
+        chosen = check_messages(chosen, "chosen", line)
+        rejected = check_messages(rejected, "rejected", line)
     for key, value in (("chosen", chosen), ("rejected", rejected)):
         text = value if isinstance(value, str) else "".join(m["content"] for m in value)
         if not text.strip():

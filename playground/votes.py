@@ -15,12 +15,11 @@ from typing import Any, Literal
 
 from playground.encoding import Message
 from playground.errors import PlaygroundError
+from playground.limits import MAX_RESPONSES, MAX_VOTER_LEN, MIN_RESPONSES
 from playground.rows import ROLES
 
 PAIR_OUTCOMES = ("a", "b", "tie", "both_bad")  # only for k = 2
 OUTCOMES = (*PAIR_OUTCOMES, "ranking")
-MIN_RESPONSES, MAX_RESPONSES = 2, 4
-MAX_VOTER_LEN = 64
 MAX_UNIX_TIME = 1e11  # the year 5138: past it, SQLite's REAL survives but nothing else about the vote makes sense
 Binarize = Literal["all_pairs", "best_vs_random"]
 BINARIZATIONS: tuple[Binarize, ...] = ("all_pairs", "best_vs_random")

@@ -7,8 +7,8 @@ import pytest
 from gradio_client import Client
 
 from playground.app_state import AppState, build_state
+from playground.limits import MAX_PROMPT_CHARS
 from playground.models import ModelsConfig
-from playground.rounds import MAX_PROMPT_CHARS
 from tests.conftest import running_app
 from tests.test_app_first_page import SAMPLED
 

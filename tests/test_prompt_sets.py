@@ -11,8 +11,8 @@ import pytest
 
 from playground.data import build_parser, import_prompts
 from playground.errors import PlaygroundError
+from playground.limits import MAX_PROMPT_CHARS
 from playground.prompt_sets import MAX_PROMPTS, load_prompt_file, prompts_from_preference_file
-from playground.rounds import MAX_PROMPT_CHARS
 from playground.store import Store, default_path
 from tests.test_data_cli import run_data
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import gradio as gr
 
 from playground.app_state import AppState
-from playground.rows import MAX_FILE_BYTES
+from playground.limits import MAX_FILE_BYTES
 from ui import session
 from ui.dashboard_tab import build_dashboard_tab
 from ui.data_tab import build_data_tab

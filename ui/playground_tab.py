@@ -9,6 +9,7 @@ import gradio as gr
 
 from playground.app_state import AppState
 from playground.generation import GenerationSettings, stream_generate
+from playground.limits import MAX_RESPONSES
 from playground.rounds import (
     Round,
     battle_models,
@@ -19,7 +20,6 @@ from playground.rounds import (
     score_round,
     token_pieces,
 )
-from playground.votes import MAX_RESPONSES
 from ui import session
 from ui.errors import user_errors
 from ui.render import LETTERS, preference_table, score_table, slot_label, token_view
