@@ -38,6 +38,29 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                    "bfloat16 or float16")
 
 
+def add_run_args(parser: argparse.ArgumentParser, out_help: str, lr: float, batch_size: int, heldout: float,
+                 max_length: int, seed_help: str) -> argparse._ArgumentGroup:
+    """The flags every training CLI shares (pairs in, a folder out, run length, optimizer basics);
+    returns the "training" group for the run's own flags."""
+    parser.add_argument("--pairs", required=True, type=Path, help="input: JSONL, Parquet or CSV of TRL preference rows")
+    parser.add_argument("--out", required=True, type=Path, help=out_help)
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps (default: 3 epochs)")
+    length.add_argument("--epochs", type=float, help="passes over the training pairs; may be fractional "
+                        "(default: 3)")
+    t = parser.add_argument_group("training")
+    t.add_argument("--lr", type=float, default=lr, help="AdamW learning rate, constant (LoRA-sized)")
+    t.add_argument("--batch-size", type=int, default=batch_size, help="pairs per optimizer step")
+    t.add_argument("--heldout", type=float, default=heldout, metavar="FRACTION",
+                   help="share of pairs held out for accuracy/margin before and after (none below 5 pairs)")
+    t.add_argument("--max-length", type=int, default=max_length,
+                   help="tokens per prompt+completion; longer rows are cut (completion end first)")
+    t.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default: 0)")
+    t.add_argument("--skip-invalid", action="store_true",
+                   help="skip bad rows (reported with their line numbers) instead of failing")
+    return t
+
+
 def prepare_environment(args: argparse.Namespace) -> None:
     """Switch the hub off unless a flag names a hub id; must run before transformers is imported."""
     specs = [args.sft, args.ref, args.policy]

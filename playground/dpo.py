@@ -138,9 +138,10 @@ class HeldOut:
     margin: float  # mean r_w − r_l
 
 
-@dataclass(frozen=True)
-class TrainResult:
-    checkpoint: Path | None  # None when cancelled
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """What a training run did: DPO here, the reward model (`reward_model`) the same way."""
+
     steps: list[Metrics]  # one entry per step taken
     total_steps: int
     pairs: int  # usable pairs: train + held out
@@ -160,6 +161,11 @@ class TrainResult:
     @property
     def pairs_per_second(self) -> float:
         return self.pairs_seen / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult(RunResult):
+    checkpoint: Path | None  # None when cancelled
 
 
 def heldout_count(n: int, fraction: float) -> int:

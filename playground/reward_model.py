@@ -75,9 +75,9 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from playground.checkpoints import pairs_sha256
-from playground.cli import HelpFormatter, models_config, prepare_environment, run_cli
+from playground.cli import HelpFormatter, add_run_args, models_config, prepare_environment, run_cli
 from playground.devices import resolve_device, resolve_dtype
-from playground.dpo import MIN_PAIRS, Callback, DPOConfig, HeldOut, Metrics, batch_schedule, split_pairs
+from playground.dpo import MIN_PAIRS, Callback, DPOConfig, HeldOut, Metrics, RunResult, batch_schedule, split_pairs
 from playground.encoding import Encoded, Text, encode, is_conversational
 from playground.errors import PlaygroundError
 from playground.home import data_dir
@@ -271,20 +271,9 @@ def _build(base: str, tokenizer: PreTrainedTokenizerBase, config: RewardConfig, 
     return RewardModel(decoder, head, tokenizer, config, base, device)
 
 
-@dataclass(frozen=True)
-class RewardTrainResult:
-    model: RewardModel | None  # None when cancelled
-    steps: list[Metrics]  # one entry per step taken
-    total_steps: int
-    pairs: int  # usable pairs: train + held out
-    train_pairs: int
-    heldout_pairs: int
-    skipped: int  # rows whose chosen and rejected tokenize the same, or to nothing
-    truncated: int  # usable pairs with a row cut to max_length
-    heldout_before: HeldOut | None  # None when nothing was held out
-    heldout_after: HeldOut | None
-    seconds: float
-    cancelled: bool = False
+@dataclass(frozen=True, kw_only=True)
+class RewardTrainResult(RunResult):
+    model: RewardModel | None  # None when cancelled; saving it is the caller's choice
 
 
 def _step(model: RewardModel, optimizer: torch.optim.Optimizer, batch: Sequence[EncodedPair], cfg: RewardConfig
@@ -347,8 +336,10 @@ def train_reward_model(base: str | Path, tokenizer: PreTrainedTokenizerBase, pai
         for batch in batch_schedule([max(len(p.chosen.input_ids), len(p.rejected.input_ids)) for p in train],
                                     cfg.batch_size, total, cfg.seed):
             if should_stop is not None and should_stop():
-                return RewardTrainResult(None, history, total, len(encoded), len(train), len(heldout), skipped,
-                                         truncated, before, None, time.perf_counter() - started, cancelled=True)
+                return RewardTrainResult(
+                    model=None, steps=history, total_steps=total, pairs=len(encoded), train_pairs=len(train),
+                    heldout_pairs=len(heldout), skipped=skipped, truncated=truncated, heldout_before=before,
+                    heldout_after=None, seconds=time.perf_counter() - started, cancelled=True)
             step_started = time.perf_counter()
             metrics = _step(model, optimizer, [train[i] for i in batch], cfg)
             seen += len(batch)
@@ -488,28 +479,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "finishes; a failed or interrupted run writes nothing.", 100),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--pairs", required=True, type=Path, help="input: JSONL, Parquet or CSV of TRL preference rows")
-    parser.add_argument("--out", required=True, type=Path, help="new folder for the reward model (must not exist)")
+    add_run_args(parser, "new folder for the reward model (must not exist)", lr=RewardConfig.lr,
+                 batch_size=RewardConfig.batch_size, heldout=RewardConfig.heldout, max_length=RewardConfig.max_length,
+                 seed_help="seed for LoRA init, shuffling and the held-out split")
     parser.add_argument("--sft", metavar="M", help="base model: HF model folder, .gguf file or hub id "
                         "(default: packaged SmolLM2-135M-Instruct)")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on cuda, float32 elsewhere), float32, "
                         "bfloat16 or float16")
     parser.set_defaults(ref=None, policy=None)  # the roles this command does not use stay at their defaults
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="optimizer steps (default: 3 epochs)")
-    length.add_argument("--epochs", type=float, help="passes over the training pairs (default: 3)")
-    t = parser.add_argument_group("training")
-    t.add_argument("--lr", type=float, default=RewardConfig.lr, help="AdamW learning rate, constant")
-    t.add_argument("--batch-size", type=int, default=RewardConfig.batch_size, help="pairs per optimizer step")
-    t.add_argument("--heldout", type=float, default=RewardConfig.heldout, metavar="FRACTION",
-                   help="share of pairs held out for accuracy/margin before and after (none below 5 pairs)")
-    t.add_argument("--max-length", type=int, default=RewardConfig.max_length,
-                   help="tokens per prompt+completion; longer rows are cut (completion end first)")
-    t.add_argument("--seed", type=int, default=0, help="seed for LoRA init, shuffling and the held-out split "
-                   "(default: 0)")
-    t.add_argument("--skip-invalid", action="store_true",
-                   help="skip bad rows (reported with their line numbers) instead of failing")
     return parser.parse_args(argv)
 
 

@@ -8,9 +8,8 @@ import argparse
 import sys
 import textwrap
 from dataclasses import replace
-from pathlib import Path
 
-from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
+from playground.cli import HelpFormatter, add_model_args, add_run_args, models_config, prepare_environment, run_cli
 from playground.errors import PlaygroundError
 
 
@@ -25,29 +24,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "run writes nothing.", 100),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--pairs", required=True, type=Path, help="input: JSONL, Parquet or CSV of TRL preference rows")
-    parser.add_argument("--out", required=True, type=Path, help="checkpoints folder; the run adds <out>/<id>/")
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="optimizer steps (default: 3 epochs)")
-    length.add_argument("--epochs", type=float, help="passes over the training pairs; may be fractional "
-                        "(default: 3)")
-    t = parser.add_argument_group("training")
+    t = add_run_args(parser, "checkpoints folder; the run adds <out>/<id>/", lr=5e-4, batch_size=4, heldout=0.2,
+                     max_length=1024, seed_help="seed for shuffling and the held-out split")
     t.add_argument("--beta", type=float, default=0.1, help="β: KL strength in r = β·log(π_θ/π_ref); > 0")
-    t.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate, constant (LoRA-sized)")
-    t.add_argument("--batch-size", type=int, default=4, help="pairs per optimizer step")
     t.add_argument("--loss", default="sigmoid", choices=["sigmoid", "ipo", "hinge", "robust"],
                    help="sigmoid: DPO −log σ(Δr); ipo: (Δ per-token log-ratio − 1/(2β))²; hinge: max(0, 1 − Δr); "
                    "robust: DPO for labels flipped with probability --label-smoothing")
     t.add_argument("--label-smoothing", type=float, default=0.0, metavar="ε",
                    help="ε in [0, 0.5): assumed label-flip rate, --loss robust only")
-    t.add_argument("--heldout", type=float, default=0.2, metavar="FRACTION",
-                   help="share of pairs held out for accuracy/margin before and after (none below 5 pairs)")
-    t.add_argument("--max-length", type=int, default=1024,
-                   help="tokens per prompt+completion; longer rows are cut (completion end first)")
     t.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the adapter's gradient to this L2 norm")
-    t.add_argument("--seed", type=int, default=0, help="seed for shuffling and the held-out split (default: 0)")
-    t.add_argument("--skip-invalid", action="store_true",
-                   help="skip bad rows (reported with their line numbers) instead of failing")
     lo = parser.add_argument_group("LoRA (default: the --policy adapter's own settings, else r=16, alpha=2r, "
                                    "q/k/v/o projections)")
     lo.add_argument("--lora-r", type=int, help="LoRA rank r (a fresh adapter gets it; a --policy adapter must "
