@@ -7,9 +7,10 @@ transformers is imported.
 import argparse
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from playground.errors import PlaygroundError
 from playground.sources import set_hub_access, use_hub
@@ -59,6 +60,41 @@ def add_run_args(parser: argparse.ArgumentParser, out_help: str, lr: float, batc
     t.add_argument("--skip-invalid", action="store_true",
                    help="skip bad rows (reported with their line numbers) instead of failing")
     return t
+
+
+@contextmanager
+def step_bar(first: str, accuracy: str, margin: str) -> Iterator[Callable[[int, int, dict[str, float]], None]]:
+    """A tqdm bar for a training run, as its `callback`: described by `first` (the pass before step
+    1), then "training" with the step's loss and its `accuracy` and `margin` metrics."""
+    from tqdm import tqdm
+
+    with tqdm(desc=first, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+        def progress(step: int, total: int, metrics: dict[str, float]) -> None:
+            if step == 1:
+                bar.reset(total=total)
+                bar.set_description("training")
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics[accuracy]:.2f}",
+                            margin=f"{metrics[margin]:+.3f}", refresh=False)
+            bar.update(1)
+
+        yield progress
+
+
+def run_summary(result: Any, invalid: int, last: str) -> str:  # result: dpo.RunResult
+    """What a finished training run prints: pairs, steps, held-out metrics, and `last` (where it went)."""
+    before, after = result.heldout_before, result.heldout_after
+    heldout = "none (fewer than 5 pairs, or --heldout 0)"
+    if before and after:
+        heldout = (f"accuracy {before.accuracy:.2f} → {after.accuracy:.2f}, "
+                   f"margin {before.margin:+.4f} → {after.margin:+.4f} ({after.pairs} pairs)")
+    return (
+        f"pairs       {result.pairs} used: {result.train_pairs} train, {result.heldout_pairs} held out "
+        f"({invalid} invalid rows skipped, {result.skipped} without a preference, {result.truncated} truncated)\n"
+        f"steps       {len(result.steps)} in {result.seconds:.1f} s ({result.pairs_per_second:.2f} pairs/s, "
+        f"final loss {result.steps[-1]['loss']:.4f})\n"
+        f"held out    {heldout}\n"
+        f"{last}"
+    )
 
 
 def prepare_environment(args: argparse.Namespace) -> None:

@@ -71,11 +71,18 @@ from peft.tuners.tuners_utils import cast_adapter_dtype
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
-from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from playground.checkpoints import pairs_sha256
-from playground.cli import HelpFormatter, add_run_args, models_config, prepare_environment, run_cli
+from playground.cli import (
+    HelpFormatter,
+    add_run_args,
+    models_config,
+    prepare_environment,
+    run_cli,
+    run_summary,
+    step_bar,
+)
 from playground.devices import resolve_device, resolve_dtype
 from playground.dpo import MIN_PAIRS, Callback, DPOConfig, HeldOut, Metrics, RunResult, batch_schedule, split_pairs
 from playground.encoding import Encoded, Text, encode, is_conversational
@@ -507,33 +514,12 @@ def main(argv: list[str] | None = None) -> int:
     base, tokenizer, device, dtype = models.sft.source, models.tokenizer, models.device, models.dtype
     del models
 
-    with tqdm(desc="held-out pass", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-        def progress(step: int, total: int, metrics: Metrics) -> None:
-            if step == 1:
-                bar.reset(total=total)
-                bar.set_description("training")
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.2f}",
-                            margin=f"{metrics['margin']:+.3f}", refresh=False)
-            bar.update(1)
-
+    with step_bar("held-out pass", "accuracy", "margin") as progress:
         result = train_reward_model(base, tokenizer, loaded.rows, cfg, callback=progress, device=device, dtype=dtype)
     if result.model is None:  # cannot happen without should_stop; keeps the type checker honest
         raise PlaygroundError("training was cancelled; nothing was written")
     folder = result.model.save(args.out)
-
-    before, after = result.heldout_before, result.heldout_after
-    heldout = "none (fewer than 5 pairs, or --heldout 0)"
-    if before and after:
-        heldout = (f"accuracy {before.accuracy:.2f} → {after.accuracy:.2f}, "
-                   f"margin {before.margin:+.4f} → {after.margin:+.4f} ({after.pairs} pairs)")
-    print(
-        f"pairs       {result.pairs} used: {result.train_pairs} train, {result.heldout_pairs} held out "
-        f"({len(loaded.skipped)} invalid rows skipped, {result.skipped} without a preference, "
-        f"{result.truncated} truncated)\n"
-        f"steps       {len(result.steps)} in {result.seconds:.1f} s (final loss {result.steps[-1]['loss']:.4f})\n"
-        f"held out    {heldout}\n"
-        f"model       {folder}"
-    )
+    print(run_summary(result, len(loaded.skipped), f"model       {folder}"))
     return 0
 
 

@@ -9,7 +9,16 @@ import sys
 import textwrap
 from dataclasses import replace
 
-from playground.cli import HelpFormatter, add_model_args, add_run_args, models_config, prepare_environment, run_cli
+from playground.cli import (
+    HelpFormatter,
+    add_model_args,
+    add_run_args,
+    models_config,
+    prepare_environment,
+    run_cli,
+    run_summary,
+    step_bar,
+)
 from playground.errors import PlaygroundError
 
 
@@ -47,7 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     prepare_environment(args)
-    from tqdm import tqdm
 
     from playground.dpo import DPOConfig, adapter_lora_settings, train_dpo
     from playground.home import data_dir
@@ -75,31 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if not lora_given and models.policy.adapter is not None:
         cfg = replace(cfg, lora=adapter_lora_settings(models.policy.model))
 
-    with tqdm(desc="reference pass", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-        def progress(step: int, total: int, metrics: dict[str, float]) -> None:
-            if step == 1:
-                bar.reset(total=total)
-                bar.set_description("training")
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['rewards/accuracies']:.2f}",
-                            margin=f"{metrics['rewards/margins']:+.3f}", refresh=False)
-            bar.update(1)
-
+    with step_bar("reference pass", "rewards/accuracies", "rewards/margins") as progress:
         result = train_dpo(models, loaded.rows, cfg, args.out, callback=progress)
-
-    before, after = result.heldout_before, result.heldout_after
-    heldout = "none (fewer than 5 pairs, or --heldout 0)"
-    if before and after:
-        heldout = (f"accuracy {before.accuracy:.2f} → {after.accuracy:.2f}, "
-                   f"margin {before.margin:+.4f} → {after.margin:+.4f} ({after.pairs} pairs)")
-    print(
-        f"pairs       {result.pairs} used: {result.train_pairs} train, {result.heldout_pairs} held out "
-        f"({len(loaded.skipped)} invalid rows skipped, {result.skipped} without a preference, "
-        f"{result.truncated} truncated)\n"
-        f"steps       {len(result.steps)} in {result.seconds:.1f} s ({result.pairs_per_second:.2f} pairs/s, "
-        f"final loss {result.steps[-1]['loss']:.4f})\n"
-        f"held out    {heldout}\n"
-        f"checkpoint  {result.checkpoint}"
-    )
+    print(run_summary(result, len(loaded.skipped), f"checkpoint  {result.checkpoint}"))
     return 0
 
 
