@@ -34,9 +34,7 @@ ci_low and ci_high are NaN (null in JSON, "—" in the table).
 import argparse
 import json
 import math
-import os
 import sys
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from playground.atomic import write_json
 from playground.cli import HelpFormatter, run_cli
 from playground.errors import PlaygroundError
 from playground.rows import RowError, read_records
@@ -472,23 +471,6 @@ def format_leaderboard(result: RatingsResult) -> str:
     return "\n".join([line(header), *(line(r) for r in rows)])
 
 
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Written next to `path`, then renamed over it: a reader never sees half a file."""
-    if not path.parent.is_dir():
-        raise PlaygroundError(f"{path.parent}: no such folder")
-    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise PlaygroundError(f"{path}: cannot write ({exc.strerror})") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m evals.ratings", formatter_class=HelpFormatter,
@@ -526,7 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise PlaygroundError(f"--bootstrap must be ≥ 0 (0: no intervals), got {args.bootstrap}")
     result = compute_ratings(battles_from_rows(read_battles(args.battles)), bootstrap=args.bootstrap,
                              anchor=args.anchor, seed=args.seed, ridge=args.ridge)
-    write_json(to_json(result), args.out)
+    if not args.out.parent.is_dir():
+        raise PlaygroundError(f"{args.out.parent}: no such folder")
+    write_json(args.out, to_json(result))
     ci = f", 95% intervals from {result.bootstrap} bootstrap rounds" if result.bootstrap else ", no intervals"
     print(f"{result.n_battles} battles, {len(result.leaderboard)} models, {result.anchor} = 1000{ci}")
     print(format_leaderboard(result))

@@ -9,11 +9,8 @@ nothing or a complete checkpoint.
 
 import hashlib
 import json
-import os
 import re
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -23,6 +20,7 @@ from typing import Any
 import torch
 from peft import PeftModel
 
+from playground.atomic import new_folder
 from playground.errors import PlaygroundError
 from playground.models import POLICY_ADAPTER, Models, Role, adapter_params, require_safetensors_adapter
 from playground.rows import PreferenceRow
@@ -61,23 +59,12 @@ def write_checkpoint(model: PeftModel, out_dir: Path, record: dict[str, Any]) ->
     """Save the policy adapter of `model` plus `record` (its `id` and `format` filled in) as a new
     folder under `out_dir`; returns the folder. Nothing is left behind on failure."""
     ckpt_id = new_checkpoint_id()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{ckpt_id}.", dir=out_dir))
-    except OSError as exc:
-        raise PlaygroundError(f"cannot create the checkpoint folder in {out_dir}: {exc.strerror}") from None
-    try:
+    final = out_dir / ckpt_id
+    with new_folder(final, "a checkpoint") as tmp:
         # peft writes the adapter named "default" (= POLICY_ADAPTER) at the folder's top level.
         model.save_pretrained(str(tmp), selected_adapters=[POLICY_ADAPTER])
         full = {"format": RECORD_FORMAT, "id": ckpt_id, **record}
         (tmp / RECORD).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)
-        final = out_dir / ckpt_id
-        os.rename(tmp, final)
-    except OSError as exc:
-        raise PlaygroundError(f"cannot write the checkpoint into {out_dir}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -6,16 +6,14 @@ import prompt sets for the voting queue and pre-generate their responses.
 
 import argparse
 import json
-import os
 import sys
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from evals.agreement import TIE_POLICIES
 from evals.annotation import merge_votes
+from playground.atomic import write_file, write_json
 from playground.cli import add_model_args, models_config, prepare_environment, run_cli
 from playground.errors import PlaygroundError
 from playground.prompt_sets import PromptSet, check_overlap, load_prompt_file, prompts_from_preference_file, set_name
@@ -84,8 +82,7 @@ def export_rows(
     if metadata is None:
         meta_path(path).unlink(missing_ok=True)  # a merged export's old metadata would describe other rows
     else:
-        _write_atomic(meta_path(path), lambda f: f.write(json.dumps({**metadata, "rows": len(rows)}, indent=2,
-                                                                    ensure_ascii=False).encode() + b"\n"))
+        write_json(meta_path(path), {**metadata, "rows": len(rows)})
     return len(rows)
 
 
@@ -111,22 +108,7 @@ def write_rows(rows: list[dict[str, Any]], path: Path, metadata: dict[str, Any] 
 
             pq.write_table(table, f)
 
-    _write_atomic(path, write)
-
-
-def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Write through a temporary file next to `path`, synced, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise PlaygroundError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(path, write)
 
 
 def _arrow_table(rows: list[dict[str, Any]]) -> Any:  # -> pyarrow.Table (imported lazily)

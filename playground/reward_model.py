@@ -51,10 +51,7 @@ rewards/chosen, rewards/rejected, grad_norm, learning_rate, pairs, epoch, second
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Sequence
@@ -73,6 +70,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from playground.atomic import new_folder
 from playground.checkpoints import pairs_sha256
 from playground.cli import (
     HelpFormatter,
@@ -240,25 +238,12 @@ class RewardModel:
         under a temporary name beside it and renamed into place, so a reader sees nothing or all
         of it. An existing `folder` is refused, never overwritten."""
         folder = Path(folder)
-        if folder.exists():
-            raise PlaygroundError(f"{folder}: already exists; a reward model is saved into a new folder")
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        except OSError as exc:
-            raise PlaygroundError(f"cannot create {folder}: {exc.strerror or exc}") from None
-        try:
+        with new_folder(folder, "a reward model") as tmp:
             save_file(self.state_dict(), str(tmp / WEIGHTS), metadata={"format": str(RECORD_FORMAT)})
             record = {"format": RECORD_FORMAT, "kind": KIND, **self.record}
             (tmp / RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             for path in (tmp / WEIGHTS, tmp / RECORD):  # safetensors writes 0600; readable like the folder
                 path.chmod(0o644)
-            tmp.chmod(0o755)
-            os.rename(tmp, folder)
-        except OSError as exc:
-            raise PlaygroundError(f"cannot write the reward model into {folder}: {exc.strerror or exc}") from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
 

@@ -206,7 +206,7 @@ def test_unwritable_checkpoint_folder_abandons(models: Models, tmp_path: Path) -
     before = snapshot(models.policy.model)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(PlaygroundError, match="abandoned after 2 of 2 steps: cannot create the checkpoint folder"):
+    with pytest.raises(PlaygroundError, match="abandoned after 2 of 2 steps: cannot create a checkpoint in"):
         train_dpo(models, separable_pairs(), DPOConfig(steps=2, **FAST), blocker / "ckpts")
     assert_same(models.policy.model, before)
 
