@@ -79,6 +79,42 @@ def default_model_dir() -> Path:
     return ensure_default_model(data_dir() / "models")
 
 
+VOTER, ADMIN_PASSWORD = ("ana", "ana-secret-1"), "admin-secret-1"  # the accounts of `locked_state`
+
+
+@pytest.fixture
+def tiny_state(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """An AppState on the tiny model with an empty data directory, no logins (-> AppState)."""
+    from playground.app_state import build_state
+    from playground.models import ModelsConfig
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
+    yield state
+    state.store.close()
+
+
+@pytest.fixture
+def locked_state(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """`tiny_state` with logins on: the voter VOTER and the admin (password ADMIN_PASSWORD)."""
+    from playground.access import load_access
+    from playground.app_state import build_state
+    from playground.models import ModelsConfig
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home,
+                        access=load_access([":".join(VOTER)], None, ADMIN_PASSWORD))
+    yield state
+    state.store.close()
+
+
+@pytest.fixture
+def tiny_app(tiny_state) -> Iterator:
+    """`tiny_state` served on a local port, with a client (-> (AppState, gradio_client.Client))."""
+    with running_app(tiny_state) as client:
+        yield tiny_state, client
+
+
 @contextmanager
 def running_app(state, auth: tuple[str, str] | None = None) -> Iterator:  # (AppState) -> gradio_client.Client
     """Serve `state`'s app on a free local port and yield a client with its own session (logged in

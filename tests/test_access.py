@@ -1,19 +1,15 @@
 """Logins and the admin role: account parsing, and what a voter may and may not do through the API."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gradio_client import Client
 
 from playground.access import ADMIN, Access, load_access
-from playground.app_state import AppState, build_state
+from playground.app_state import AppState
 from playground.errors import PlaygroundError
-from playground.models import ModelsConfig
-from tests.conftest import running_app
+from tests.conftest import ADMIN_PASSWORD, VOTER, running_app
 from tests.test_app_first_page import SAMPLED
-
-VOTER, ADMIN_PASSWORD = ("ana", "ana-secret-1"), "admin-secret-1"
 
 
 def test_accounts_from_flags_file_and_admin_password(tmp_path: Path) -> None:
@@ -47,14 +43,6 @@ def test_without_logins_everyone_is_admin_and_names_are_typed() -> None:
     assert open_access.voter(None, " carol ") == "carol"
     with pytest.raises(PlaygroundError, match="voter name is empty"):
         open_access.voter(None, "  ")
-
-
-@pytest.fixture
-def locked_state(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                 ) -> Iterator[AppState]:
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    yield build_state(ModelsConfig(sft=str(tiny_model_dir)), home,
-                      access=load_access([":".join(VOTER)], None, ADMIN_PASSWORD))
 
 
 def test_a_voter_votes_under_their_login_and_cannot_do_admin_work(locked_state: AppState) -> None:

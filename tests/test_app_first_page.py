@@ -1,16 +1,13 @@
 """The playground driven through gradio_client exactly as the page drives it."""
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gradio_client import Client
 
-from playground.app_state import AppState, build_state
+from playground.app_state import AppState
 from playground.generation import GenerationSettings, generate
-from playground.models import ModelsConfig
-from tests.conftest import running_app
 
 # prompt, system, k, mode, 4 slot models, temperature, top-p, top-k, max new tokens, repetition, seed, β
 SETTINGS = (0.0, 0.9, 50, 6, 1.0, 0, 0.1)
@@ -18,12 +15,8 @@ SAMPLED = (1.0, 1.0, 0, 6, 1.0, 3, 0.1)  # the random tiny model's greedy text i
 
 
 @pytest.fixture
-def app(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-        ) -> Iterator[tuple[AppState, Client]]:
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
-    with running_app(state) as client:
-        yield state, client
+def app(tiny_app: tuple[AppState, Client]) -> tuple[AppState, Client]:
+    return tiny_app
 
 
 def test_generate_streams_the_engines_reply_then_a_vote_is_stored(app: tuple[AppState, Client]) -> None:

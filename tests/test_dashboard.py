@@ -11,8 +11,7 @@ from gradio_client import Client
 
 from evals.dashboard import build_report, write_tables
 from evals.kl import estimate_kl, eval_prompts
-from playground.app_state import AppState, build_state
-from playground.models import ModelsConfig
+from playground.app_state import AppState
 from playground.votes import Response, Vote
 from tests.conftest import running_app
 from tests.test_models import perturb_adapter
@@ -22,8 +21,8 @@ PROMPT = [{"role": "user", "content": "Hi?"}]
 
 
 @pytest.fixture
-def state(tiny_model_dir: Path, home: Path) -> AppState:
-    return build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
+def state(tiny_state: AppState) -> AppState:
+    return tiny_state
 
 
 def add_votes(state: AppState, a: str, b: str, outcomes: str) -> None:
@@ -85,10 +84,9 @@ def test_kl_is_zero_for_the_fresh_adapter_and_matches_the_exact_value(state: App
 
 
 @pytest.fixture
-def app(state: AppState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AppState, Client]]:
+def app(state: AppState) -> Iterator[tuple[AppState, Client]]:
     from playground.rows import parse_row
 
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
     with running_app(state) as client:
         yield state, client

@@ -8,10 +8,9 @@ from evals.battles import HUMAN, collect_battles, human_battles
 from evals.judge import main as judge_main
 from evals.judge import rule_judge, run_judge
 from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
-from playground.app_state import AppState, build_state
+from playground.app_state import AppState
 from playground.errors import PlaygroundError
 from playground.generation import GenerationSettings
-from playground.models import ModelsConfig
 from playground.votes import Response, Vote
 
 PROMPT = [{"role": "user", "content": "Hi?"}]
@@ -53,8 +52,8 @@ def test_win_rate_counts_ties_as_half_with_a_wilson_interval() -> None:
 
 
 @pytest.fixture
-def state(tiny_model_dir: Path, home: Path) -> AppState:
-    return build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
+def state(tiny_state: AppState) -> AppState:
+    return tiny_state
 
 
 def test_human_battles_use_rated_names_and_skip_self_battles(state: AppState) -> None:

@@ -1,25 +1,18 @@
 """The engine's limits, reached through the API: a clear message, nothing stored, nothing run."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gradio_client import Client
 
-from playground.app_state import AppState, build_state
+from playground.app_state import AppState
 from playground.limits import MAX_PROMPT_CHARS
-from playground.models import ModelsConfig
-from tests.conftest import running_app
 from tests.test_app_first_page import SAMPLED
 
 
 @pytest.fixture
-def app(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-        ) -> Iterator[tuple[AppState, Client]]:
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
-    with running_app(state) as client:
-        yield state, client
+def app(tiny_app: tuple[AppState, Client]) -> tuple[AppState, Client]:
+    return tiny_app
 
 
 def test_limits_answer_through_the_api(app: tuple[AppState, Client], tmp_path: Path) -> None:

@@ -2,18 +2,16 @@
 
 import random
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import playground.pregenerate as pregenerate_module
-from playground.app_state import AppState, build_state
+from playground.app_state import AppState
 from playground.data import build_parser
 from playground.errors import PlaygroundError
 from playground.generation import GenerationSettings
-from playground.models import ModelsConfig
 from playground.pregenerate import choose_models, pregenerate
 from playground.prompt_sets import PromptSet, SetPrompt
 from playground.vote_queue import next_item, queue_vote
@@ -24,10 +22,8 @@ SETTINGS = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_token
 
 
 @pytest.fixture
-def state(tiny_model_dir: Path, home: Path) -> Iterator[AppState]:
-    s = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
-    yield s
-    s.store.close()
+def state(tiny_state: AppState) -> AppState:
+    return tiny_state
 
 
 def new_set(state: AppState, name: str, n: int = 5) -> PromptSet:

@@ -10,7 +10,6 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,17 +17,14 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from evals.bench.load import generate_round, submit_vote
-from playground.app_state import build_state
 from playground.data import import_file
 from playground.errors import PlaygroundError
 from playground.generation import GenerationSettings
-from playground.models import ModelsConfig
 from playground.rounds import SCORE_FIELDS, Round, chat_messages, make_vote
 from playground.rows import ROLES, parse_row
 from playground.scoring import ResponseScore
 from playground.store import Store
 from playground.votes import OUTCOMES, Response, Vote
-from tests.conftest import running_app
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -393,11 +389,8 @@ HOSTILE_VOTES = [  # outcome, ranking, voter name, what the refusal says
 
 
 @pytest.fixture
-def app(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
-    with running_app(state) as client:
-        yield state, client
+def app(tiny_app: tuple) -> tuple:
+    return tiny_app
 
 
 def test_hostile_votes_through_the_api_are_refused_with_a_message_and_store_nothing(app: tuple) -> None:

@@ -23,13 +23,10 @@ TRAIN = (3, 0.1, 5e-3, 2, "sigmoid", 0.0, 0.2, 0)
 
 
 @pytest.fixture
-def app(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-        ) -> Iterator[tuple[AppState, Client]]:
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
-    state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
-    with running_app(state) as client:
-        yield state, client
+def app(tiny_state: AppState) -> Iterator[tuple[AppState, Client]]:
+    tiny_state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
+    with running_app(tiny_state) as client:
+        yield tiny_state, client
 
 
 def test_train_publishes_registers_and_serves_checkpoints(app: tuple[AppState, Client], home: Path,

@@ -2,21 +2,19 @@
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 
-from playground.access import ADMIN, load_access
+from playground.access import ADMIN
 from playground.app_state import AppState, build_state
 from playground.models import ModelsConfig
-from tests.conftest import running_app
+from tests.conftest import ADMIN_PASSWORD, VOTER, running_app
 
 # /next_item and /queue_skip outputs: status, progress, prompt, 4 headers, 4 texts, ranking
 STATUS, PROGRESS, PROMPT, TEXTS = 0, 1, 2, slice(7, 11)
 DONE = "Nothing left for you"
-VOTER, ADMIN_PASSWORD = ("ana", "ana-secret-1"), "admin-secret-1"
 
 
 def prompt_file(tmp_path: Path, n: int) -> Path:
@@ -26,12 +24,8 @@ def prompt_file(tmp_path: Path, n: int) -> Path:
 
 
 @pytest.fixture
-def app(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-        ) -> Iterator[tuple[AppState, Client]]:
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
-    with running_app(state) as client:
-        yield state, client
+def app(tiny_app: tuple[AppState, Client]) -> tuple[AppState, Client]:
+    return tiny_app
 
 
 def test_voters_share_a_set_with_overlap_two(app: tuple[AppState, Client], tmp_path: Path) -> None:
@@ -108,14 +102,6 @@ def test_three_responses_are_ranked_or_all_flawed(app: tuple[AppState, Client], 
     assert ranked.ranking == (2, 0, 1) and len(ranked.responses) == 3
     assert flawed.outcome == "both_bad" and len(flawed.responses) == 3
     assert DONE in client.predict("ranks", "ana", api_name="/next_item")[STATUS]
-
-
-@pytest.fixture
-def locked_state(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                 ) -> Iterator[AppState]:
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    yield build_state(ModelsConfig(sft=str(tiny_model_dir)), home,
-                      access=load_access([":".join(VOTER)], None, ADMIN_PASSWORD))
 
 
 def test_voters_vote_under_their_login_and_cannot_run_the_set(locked_state: AppState, tmp_path: Path) -> None:
