@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -71,8 +72,9 @@ def checkpoint_records(store: Store, kl: Mapping[str, KLEstimate]) -> pd.DataFra
 
 def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",
                  anchor: str | None = None, bootstrap: int = 1000, seed: int = 0,
-                 kl: Mapping[str, KLEstimate] | None = None) -> Report:
-    battles = collect_battles(store, human, judges)
+                 kl: Mapping[str, KLEstimate] | None = None, extra: Sequence[Mapping[str, Any]] = ()) -> Report:
+    """Everything the tab shows. `extra`: more battles (rows of a Chatbot Arena file, say)."""
+    battles = collect_battles(store, human, judges) + [dict(b) for b in extra]
     models = sorted({b["model_a"] for b in battles} | {b["model_b"] for b in battles})
     records = checkpoint_records(store, kl or {})
     ratings = None
@@ -92,6 +94,25 @@ def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), b
         timeline=checkpoint_timeline(battles, store.checkpoints(), baseline),
         checkpoints=records, message=message,
     )
+
+
+def reward_model_table(folders: Sequence[Path]) -> pd.DataFrame:
+    """Trained reward models, newest first, with their held-out accuracy and margin before → after."""
+    rows = []
+    for folder in folders:
+        try:
+            rec = json.loads((folder / "reward_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        held, pairs = rec.get("heldout") or {}, rec.get("pairs") or {}
+        before, after = held.get("before") or {}, held.get("after") or {}
+        rows.append({"reward model": folder.name, "created": rec.get("created"), "pairs": pairs.get("count"),
+                     "held-out pairs": pairs.get("heldout"), "steps": len(rec.get("steps", [])),
+                     "held-out acc before": before.get("accuracy"), "held-out acc after": after.get("accuracy"),
+                     "held-out margin after": after.get("margin")})
+    columns = ["reward model", "created", "pairs", "held-out pairs", "steps", "held-out acc before",
+               "held-out acc after", "held-out margin after"]
+    return pd.DataFrame(rows[::-1], columns=columns)
 
 
 def rating_figure(result: RatingsResult) -> go.Figure:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 
 from evals.dashboard import build_report, write_tables
 from evals.kl import estimate_kl, eval_prompts
@@ -102,7 +102,8 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
     stored = state.store.judge_battles("rule:longer")
     assert {b["model_a"] for b in stored} | {b["model_b"] for b in stored} == {ckpt, "sft"}  # policy rated as ckpt
 
-    rm_message, rm_update = client.predict(4, 1e-3, 0.0, api_name="/train_reward_model")
+    rm_message, rm_update, rm_table = client.predict(4, 1e-3, 0.0, api_name="/train_reward_model")
+    assert [row[0] for row in rm_table["data"]] == [rm_update["value"]]
     rm_name = rm_update["value"]  # the dropdown's update: the new model, selected
     assert "Trained `rm-" in rm_message and (state.data_dir / "reward-models" / rm_name).is_dir()
     client.predict(["policy", "sft"], "built-in eval prompts (eval-prompts.jsonl)", 8, "reward model", "", rm_name,
@@ -110,7 +111,13 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
     rm_battles = state.store.judge_battles(f"reward-model:{rm_name}")
     assert len(rm_battles) == 16 and all({"reward_a", "reward_b", "p_a"} <= set(b["details"]) for b in rm_battles)
 
-    out = client.predict(True, ["rule:longer"], "sft", "sft", 100, api_name="/dashboard")
+    arena = state.data_dir / "arena.jsonl"  # an Arena battle file joins the votes and judge battles
+    arena.write_text('{"model_a": "gpt-x", "model_b": "sft", "winner": "model_a"}\n' * 3)
+    out = client.predict(True, ["rule:longer"], "sft", "sft", 100, handle_file(str(arena)), api_name="/dashboard")
+    summary, leaderboard = out[0], out[1]
+    assert "19 battles among 3 models" in summary
+    assert sorted(row[1] for row in leaderboard["data"]) == sorted([ckpt, "sft", "gpt-x"])
+    out = client.predict(True, ["rule:longer"], "sft", "sft", 100, None, api_name="/dashboard")
     summary, leaderboard = out[0], out[1]
     assert "16 battles among 2 models" in summary
     assert sorted(row[1] for row in leaderboard["data"]) == sorted([ckpt, "sft"])

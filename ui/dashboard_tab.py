@@ -11,11 +11,13 @@ from evals.dashboard import (
     heatmap,
     rating_figure,
     reward_kl_figure,
+    reward_model_table,
     timeline_figure,
     write_tables,
 )
 from evals.judge import make_judge, run_judge
 from evals.kl import EVAL_PROMPTS, estimate_kl, eval_prompts
+from evals.ratings import read_battles
 from playground.app_state import AppState
 from playground.errors import PlaygroundError
 from playground.generation import GenerationSettings
@@ -34,9 +36,13 @@ def reward_model_dir(state: AppState) -> Path:
     return state.data_dir / "reward-models"
 
 
-def reward_models(state: AppState) -> list[str]:
+def reward_model_folders(state: AppState) -> list[Path]:
     folder = reward_model_dir(state)
-    return sorted(d.name for d in folder.iterdir() if (d / RM_RECORD).is_file()) if folder.is_dir() else []
+    return sorted(d for d in folder.iterdir() if (d / RM_RECORD).is_file()) if folder.is_dir() else []
+
+
+def reward_models(state: AppState) -> list[str]:
+    return [d.name for d in reward_model_folders(state)]
 
 
 def build_dashboard_tab(state: AppState) -> None:
@@ -50,6 +56,8 @@ def build_dashboard_tab(state: AppState) -> None:
         anchor = gr.Dropdown(["sft"], value="sft", label="Anchor (rated 1000)", allow_custom_value=True, scale=2)
         rounds = gr.Number(value=1000, precision=0, minimum=0, maximum=MAX_BOOTSTRAP, label="Bootstrap rounds",
                            scale=1)
+        arena_file = gr.File(label="+ battles file (Arena rows)", file_types=[".jsonl", ".json", ".csv", ".parquet"],
+                             scale=2, height=90)
         refresh = gr.Button("Refresh", variant="primary", scale=1, elem_id="dashboard-refresh")
     summary = gr.Markdown()
     leaderboard = gr.Dataframe(label="Leaderboard", interactive=False)
@@ -94,14 +102,18 @@ def build_dashboard_tab(state: AppState) -> None:
             rm_heldout = gr.Slider(0, 0.5, value=0.2, step=0.05, label="Held-out fraction")
             rm_button = gr.Button("Train reward model")
         rm_status = gr.Markdown()
+        rm_table = gr.Dataframe(value=lambda: reward_model_table(reward_model_folders(state)), interactive=False,
+                                label="Reward models: held-out accuracy (ties ½) and margin r⁺ − r⁻")
 
     @user_errors
-    def show(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float) -> dict:
+    def show(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
+             file: str | None) -> dict:
         n_rounds = int(rounds_v or 0)
         if not 0 <= n_rounds <= MAX_BOOTSTRAP:
             raise PlaygroundError(f"bootstrap rounds must be 0..{MAX_BOOTSTRAP}")
+        extra = [{**b, "source": Path(file).name} for b in read_battles(Path(file))] if file else []
         report = build_report(state.store, human_v, judges_v or [], baseline_v or "sft", anchor_v or None,
-                              n_rounds, kl=state.kl_estimates)
+                              n_rounds, kl=state.kl_estimates, extra=extra)
         models = list(report.ratings.leaderboard.index) if report.ratings else ["sft"]
         out_dir = state.data_dir / "exports" / f"dashboard-{time.strftime('%Y%m%d-%H%M%S')}"
         figures = {}
@@ -122,7 +134,7 @@ def build_dashboard_tab(state: AppState) -> None:
             **figures,
         }
 
-    inputs = [human, judges, baseline, anchor, rounds]
+    inputs = [human, judges, baseline, anchor, rounds, arena_file]
     outputs = [summary, leaderboard, win_rates, records, timeline_plot, kl_plot, downloads, judges, baseline, anchor,
                rating_plot, fraction_plot, count_plot, predicted_plot]
     refresh.click(show, inputs, outputs, api_name="dashboard")
@@ -193,7 +205,9 @@ def build_dashboard_tab(state: AppState) -> None:
                 if before and after else "no held-out pairs (fewer than 5)")
         return {rm_status: f"Trained `{folder.name}`: {len(result.steps)} steps on {result.train_pairs} pairs, {held}."
                            " Pick it as the judge above.",
-                rm_pick: gr.Dropdown(choices=reward_models(state), value=folder.name)}
+                rm_pick: gr.Dropdown(choices=reward_models(state), value=folder.name),
+                rm_table: reward_model_table(reward_model_folders(state))}
 
-    rm_button.click(train_rm, [rm_steps, rm_lr, rm_heldout], [rm_status, rm_pick], api_name="train_reward_model",
+    rm_button.click(train_rm, [rm_steps, rm_lr, rm_heldout], [rm_status, rm_pick, rm_table],
+                    api_name="train_reward_model",
                     concurrency_id="train")
