@@ -6,6 +6,7 @@ Kept free of Gradio so a notebook or script gets the same numbers: `build_report
 import json
 import math
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,13 +130,14 @@ def rating_figure(result: RatingsResult) -> go.Figure:
     return fig
 
 
-def heatmap(frame: pd.DataFrame, title: str, fmt: str, zmin: float | None = None, zmax: float | None = None
-            ) -> go.Figure:
-    """A model × model matrix, row against column, values written in the cells."""
+def heatmap(frame: pd.DataFrame, title: str, fmt: str, zmin: float | None = None, zmax: float | None = None,
+            colorscale: str = "RdBu") -> go.Figure:
+    """A model × model matrix, row against column, values written in the cells. RdBu (diverging,
+    white at ½) suits probabilities; counts want a sequential scale."""
     values = frame.to_numpy(dtype=float)
     text = [["" if math.isnan(v) else format(v, fmt) for v in row] for row in values]
     fig = go.Figure(go.Heatmap(z=values, x=list(frame.columns), y=list(frame.index), text=text,
-                               texttemplate="%{text}", colorscale="RdBu", zmin=zmin, zmax=zmax,
+                               texttemplate="%{text}", colorscale=colorscale, zmin=zmin, zmax=zmax,
                                hovertemplate="%{y} vs %{x}: %{z}<extra></extra>"))
     fig.update_layout(title=title, yaxis={"autorange": "reversed"}, **LAYOUT)
     return fig
@@ -168,6 +170,19 @@ def reward_kl_figure(records: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def win_rate_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The win-rate table as people read it: rounded, the interval in one column."""
+    if table.empty:
+        return table
+    return pd.DataFrame({
+        "model": table["model"], "vs": table["baseline"], "win rate": table["rate"].round(3),
+        "95% CI": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)],
+        "n": table["n"], "W/L/T": [f"{w}/{lo}/{t}" for w, lo, t in zip(table["wins"], table["losses"], table["ties"],
+                                                                      strict=True)],
+        "mean length": table["mean_len"].round(0), "baseline mean length": table["baseline_mean_len"].round(0),
+    })
+
+
 def write_tables(report: Report, out_dir: Path) -> list[Path]:
     """Every table as CSV and as JSON records (matrices keep their row names), plus the ratings in
     the `python -m evals.ratings` JSON format."""
@@ -188,3 +203,11 @@ def write_tables(report: Report, out_dir: Path) -> list[Path]:
         path.write_text(json.dumps(to_json(report.ratings), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         paths.append(path)
     return paths
+
+
+def zip_tables(paths: Sequence[Path], archive: Path) -> Path:
+    """The tables in one zip (one download instead of a dozen), next to the files themselves."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in paths:
+            z.write(path, path.name)
+    return archive

@@ -1,18 +1,23 @@
 """The one explicit app-state object: what a running app (or a script driving the engine) holds."""
 
+import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from playground.access import Access
-from playground.checkpoints import attach_checkpoint, complete_checkpoints, read_record
+from playground.atomic import write_json
+from playground.checkpoints import attach_checkpoint, complete_checkpoints, read_record, serve_checkpoint
+from playground.errors import PlaygroundError
 from playground.models import Models, ModelsConfig, Role, load_models
 from playground.scoring import Scorer
 from playground.store import Store
 
 if TYPE_CHECKING:  # evals imports the engine, not the other way round
     from evals.kl import KLEstimate
+
+SERVING = "serving.json"  # in the checkpoint folder: which checkpoint the policy serves
 
 
 @dataclass
@@ -56,6 +61,26 @@ class AppState:
         self.stop_events[session] = event
         return event
 
+    def serve(self, name: str) -> None:
+        """Make checkpoint `name` the serving policy, now and after a restart."""
+        if name not in self.checkpoints:
+            raise PlaygroundError(f"unknown checkpoint {name!r}; available: {', '.join(self.checkpoints) or 'none'}")
+        serve_checkpoint(self.models, self.checkpoints[name])
+        self.remember_serving(name)
+
+    def remember_serving(self, name: str) -> None:
+        """Record which checkpoint serves as the policy (written atomically, only for a checkpoint
+        that is complete and registered), so a restart, even after kill -9, serves it again."""
+        write_json(self.checkpoint_dir / SERVING, {"checkpoint": name})
+
+    def remembered_serving(self) -> str | None:
+        """The checkpoint last recorded as serving, if it is still a complete, attached checkpoint."""
+        try:
+            name = json.loads((self.checkpoint_dir / SERVING).read_text(encoding="utf-8")).get("checkpoint")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return name if name in self.checkpoints else None
+
     def add_checkpoint(self, folder: Path) -> Role:
         """Register a finished checkpoint in the store (again, harmlessly, at every start: a run
         killed between writing and registering is picked up) and make it selectable in the slots."""
@@ -75,4 +100,7 @@ def build_state(cfg: ModelsConfig, data_dir: Path, db_path: Path | None = None, 
     if models.policy.adapter is not None:  # checkpoints are adapters: they need the policy's PeftModel
         for folder in complete_checkpoints(state.checkpoint_dir):
             state.add_checkpoint(folder)
+        serving = state.remembered_serving()
+        if serving is not None and cfg.policy is None:  # an explicit --policy wins over what served last time
+            serve_checkpoint(models, state.checkpoints[serving])
     return state

@@ -2,6 +2,7 @@
 loop driven through the app's API."""
 
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 from gradio_client import Client, handle_file
 
-from evals.dashboard import build_report, write_tables
+from evals.dashboard import build_report, write_tables, zip_tables
 from evals.kl import estimate_kl, eval_prompts
 from playground.app_state import AppState
 from playground.votes import Response, Vote
@@ -52,6 +53,8 @@ def test_report_from_votes_and_judge_battles(state: AppState, tmp_path: Path) ->
     assert judge_only.n_battles == 1
 
     files = write_tables(report, tmp_path / "tables")
+    with zipfile.ZipFile(zip_tables(files, tmp_path / "tables.zip")) as z:
+        assert sorted(z.namelist()) == sorted(p.name for p in files)
     names = {p.name for p in files}
     assert {"leaderboard.csv", "leaderboard.json", "win_rates.csv", "win_fraction.csv", "ratings.json"} <= names
     assert list(pd.read_csv(tmp_path / "tables" / "leaderboard.csv")["model"]) == ["policy", "sft"]

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from evals.bench.load import connect, generate_round, submit_vote
-from playground.app_state import build_state
+from playground.app_state import SERVING, build_state
 from playground.checkpoints import complete_checkpoints
 from playground.models import ModelsConfig
 from tests.conftest import running_app
@@ -171,7 +171,7 @@ def test_kill_9_during_a_vote_burst_keeps_every_acknowledged_vote(tiny_model_dir
     assert after is not None and after > max(stored)
 
 
-def test_kill_9_during_training_lists_only_complete_checkpoints(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_kill_9_during_training_serves_the_last_good_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     checkpoint_dir = home / "checkpoints"
     with serving_app(tiny_model_dir, home, tmp_path) as app:
@@ -194,7 +194,8 @@ def test_kill_9_during_training_lists_only_complete_checkpoints(tiny_model_dir: 
 
     assert complete_checkpoints(checkpoint_dir) == [finished]
     # Whatever else is there is a dot-named temporary folder, never a checkpoint-looking one.
-    assert all(p.name.startswith(".") for p in checkpoint_dir.iterdir() if p != finished)
+    others = [p for p in checkpoint_dir.iterdir() if p not in (finished, checkpoint_dir / SERVING)]
+    assert all(p.name.startswith(".") for p in others)
     # What a kill between writing a checkpoint and renaming it into place leaves: a complete-looking
     # folder under write_checkpoint's temporary name. It must not be listed or served.
     leftover = checkpoint_dir / f".{finished.name}.k1ll3d"
@@ -215,6 +216,8 @@ def test_kill_9_during_training_lists_only_complete_checkpoints(tiny_model_dir: 
     try:
         assert list(state.checkpoints) == [finished.name]
         assert [c["id"] for c in state.store.checkpoints()] == [finished.name]
+        # The last good checkpoint serves again as the policy (the killed run never replaced it).
+        assert Path(state.models.policy.source) == finished and state.rated_name("policy") == finished.name
         assert state.store.votes()[-1].responses[0].model == finished.name
     finally:
         state.store.close()

@@ -37,11 +37,7 @@ document.addEventListener("keydown", (e) => {
 
 def build_demo(state: AppState) -> gr.Blocks:
     with gr.Blocks(title="Preference Playground") as demo:
-        gr.Markdown(
-            "# Preference Playground\n"
-            f"SFT `{_short(state.models.sft.source)}` · policy `{_short(state.models.policy.source)}` · "
-            f"reference `{_short(state.models.reference.source)}` · {state.models.device}"
-        )
+        gr.Markdown(lambda: header(state))  # a callable: read at each page load, so it names the serving policy
         with gr.Tab("Playground"):
             handles = build_playground_tab(state)
         with gr.Tab("Vote"):
@@ -61,6 +57,12 @@ def build_demo(state: AppState) -> gr.Blocks:
 
             demo.load(signed_in, None, handles.voter, api_visibility="private")
     return demo
+
+
+def header(state: AppState) -> str:
+    m = state.models
+    return (f"# Preference Playground\nSFT `{_short(m.sft.source)}` · policy `{_short(m.policy.source)}` · "
+            f"reference `{_short(m.reference.source)}` · {m.device}")
 
 
 def _short(source: str) -> str:

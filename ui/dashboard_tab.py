@@ -13,7 +13,9 @@ from evals.dashboard import (
     reward_kl_figure,
     reward_model_table,
     timeline_figure,
+    win_rate_display,
     write_tables,
+    zip_tables,
 )
 from evals.judge import make_judge, run_judge
 from evals.kl import EVAL_PROMPTS, estimate_kl, eval_prompts
@@ -78,7 +80,7 @@ def build_dashboard_tab(state: AppState) -> None:
         with gr.Column(scale=1):
             kl_button = gr.Button("Estimate KL for every checkpoint")
             kl_status = gr.Markdown()
-            downloads = gr.File(label="Every table, CSV and JSON", file_count="multiple", interactive=False)
+            downloads = gr.File(label="Every table, CSV and JSON (zip)", interactive=False)
 
     with gr.Accordion("Automated comparison: let a judge vote", open=False):
         with gr.Row():
@@ -122,13 +124,15 @@ def build_dashboard_tab(state: AppState) -> None:
             figures = {
                 rating_plot: rating_figure(r),
                 fraction_plot: heatmap(r.win_fraction, "Win fraction, row vs column (ties ½)", ".2f", 0, 1),
-                count_plot: heatmap(r.battles.astype(float), "Battles between row and column", ".0f"),
+                count_plot: heatmap(r.battles.astype(float), "Battles between row and column", ".0f",
+                                    colorscale="Blues"),
                 predicted_plot: heatmap(r.predicted, "Predicted P(row beats column) from the ratings", ".2f", 0, 1),
             }
         return {
-            summary: report.message, leaderboard: report.leaderboard, win_rates: report.win_rates,
+            summary: report.message, leaderboard: report.leaderboard, win_rates: win_rate_display(report.win_rates),
             records: report.checkpoints, timeline_plot: timeline_figure(report.timeline, baseline_v or "sft"),
-            kl_plot: reward_kl_figure(report.checkpoints), downloads: [str(p) for p in write_tables(report, out_dir)],
+            kl_plot: reward_kl_figure(report.checkpoints),
+            downloads: str(zip_tables(write_tables(report, out_dir), out_dir / "dashboard-tables.zip")),
             judges: gr.CheckboxGroup(choices=list(state.store.counts_by_judge()), value=judges_v),
             baseline: gr.Dropdown(choices=models), anchor: gr.Dropdown(choices=models),
             **figures,

@@ -11,7 +11,6 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from playground.app_state import AppState
-from playground.checkpoints import serve_checkpoint
 from playground.dpo import LOSSES, DPOConfig, TrainResult, train_dpo
 from playground.errors import PlaygroundError
 from ui import session
@@ -148,7 +147,7 @@ def build_train_tab(state: AppState, slot_models: list[gr.Dropdown]) -> None:
         session.require_admin(state, request, "switching the serving checkpoint")
         if not name or name not in state.checkpoints:
             raise gr.Error("Pick a checkpoint first.")
-        serve_checkpoint(state.models, state.checkpoints[name])
+        state.serve(name)
         return {train_status: f"`{name}` is now serving as `policy`.", **pickers()}
 
     serve.click(serve_picked, pick, [train_status, table, pick, *slot_models], api_name="serve_checkpoint")
@@ -162,6 +161,7 @@ def _run(state: AppState, pairs: list, cfg: DPOConfig, events: queue.Queue) -> N
                            should_stop=state.cancel_training.is_set)
         if result.checkpoint is not None:
             state.add_checkpoint(result.checkpoint)
+            state.remember_serving(result.checkpoint.name)  # train_dpo has published it as the policy
         events.put(("done", result))
     except PlaygroundError as exc:
         events.put(("error", exc))

@@ -50,13 +50,15 @@ def build_vote_tab(state: AppState, voter: gr.Textbox) -> None:
         guidelines_button = gr.Button("Save guidelines")
     progress_md = gr.Markdown()
     prompt_md = gr.Markdown()
-    headers, texts = [], []
+    headers, texts, columns = [], [], []
     with gr.Row(equal_height=False):
         for i in range(MAX_RESPONSES):
-            with gr.Column(min_width=200):
+            # The columns come and go with k, so two responses share the full width.
+            with gr.Column(min_width=200, visible=False) as column:
                 headers.append(gr.Markdown(visible=False))
                 texts.append(gr.Textbox(show_label=False, lines=8, max_lines=20, interactive=False, visible=False,
                                         elem_id=f"queue-response-{i}"))
+            columns.append(column)
     with gr.Row():
         pair_buttons = {o: gr.Button(label, interactive=False, elem_id=f"queue-{o}") for o, label in PAIR_VOTES.items()}
     with gr.Row():
@@ -89,6 +91,7 @@ def build_vote_tab(state: AppState, voter: gr.Textbox) -> None:
         return {
             current: item,
             prompt_md: conversation_markdown(item.prompt.messages) if item else "",
+            **{columns[i]: gr.Column(visible=i < k) for i in range(MAX_RESPONSES)},
             **{headers[i]: gr.Markdown(f"### {slot_label(i)}", visible=i < k) for i in range(MAX_RESPONSES)},
             **{texts[i]: gr.Textbox(item.responses[i].text if item and i < k else "", visible=i < k)
                for i in range(MAX_RESPONSES)},
@@ -99,8 +102,8 @@ def build_vote_tab(state: AppState, voter: gr.Textbox) -> None:
             skip: gr.Button(interactive=item is not None),
         }
 
-    item_outputs = [status, progress_md, prompt_md, *headers, *texts, *pair_buttons.values(), ranking, rank_button,
-                    flawed_button, skip, current]
+    item_outputs = [status, progress_md, prompt_md, *columns, *headers, *texts, *pair_buttons.values(), ranking,
+                    rank_button, flawed_button, skip, current]
 
     @user_errors
     def serve(set_name: str | None, name: str, skipped_ids: tuple[int, ...], request: gr.Request) -> dict:
