@@ -20,6 +20,8 @@ model by its place in `--models`. Models are stored under their rated names: "po
 the checkpoint it was serving.
 """
 
+from __future__ import annotations  # the engine's types stay names here: `--help` needs no torch
+
 import argparse
 import itertools
 import random
@@ -29,16 +31,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from playground.app_state import AppState
 from playground.encoding import Message
 from playground.errors import PlaygroundError
-from playground.generation import GenerationSettings, generate
-from playground.objectives import preference_probability
-from playground.rounds import check_slots
+
+if TYPE_CHECKING:
+    from playground.app_state import AppState
+    from playground.generation import GenerationSettings
 
 Verdict = tuple[str, dict[str, float]]  # (Arena winner, the judge's numbers)
 Decide = Callable[[Sequence[Sequence[Message]], Sequence[str], Sequence[str]], list[Verdict]]
@@ -83,6 +83,9 @@ def rule_judge(spec: str) -> Judge:
 
 def reward_model_judge(folder: Path, state: AppState) -> Judge:
     """The higher reward wins; the reward model is loaded on the app's device and tokenizer."""
+    import torch
+
+    from playground.objectives import preference_probability
     from playground.reward_model import load_reward_model
 
     rm = load_reward_model(folder, device=state.models.device, dtype=state.models.dtype,
@@ -111,6 +114,9 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
               settings: GenerationSettings, progress: Callable[[int, int], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
     """Generate, judge and store; returns the stored battles (nothing is stored if stopped early)."""
+    from playground.generation import generate
+    from playground.rounds import check_slots
+
     names = check_slots(list(models), state.slot_catalog())
     if len(set(names)) != len(names):
         raise PlaygroundError("each model may be named once")
@@ -187,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from evals.winrate import win_rate_table
     from playground.app_state import build_state
+    from playground.generation import GenerationSettings
     from playground.home import data_dir
 
     settings = GenerationSettings(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
