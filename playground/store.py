@@ -337,11 +337,13 @@ class Store:
             rows = db.execute("SELECT prompt, chosen, rejected, extra FROM imported_pairs ORDER BY id").fetchall()
         return [PreferenceRow(*(json.loads(value) for value in row)) for row in rows]
 
-    def training_pairs(self, binarize: Binarize = "all_pairs", seed: int = 0) -> list[PreferenceRow]:
-        """What DPO trains on: every vote's pairs (see `votes.to_trl_rows`), then the imported pairs."""
+    def training_pairs(self, binarize: Binarize = "all_pairs", seed: int = 0,
+                       votes: list[Vote] | None = None) -> list[PreferenceRow]:
+        """What DPO trains on: every vote's pairs (see `votes.to_trl_rows`), then the imported pairs.
+        `votes` replaces the stored votes (the queue's votes merged per prompt, say)."""
         from_votes = [
             PreferenceRow(r["prompt"], r["chosen"], r["rejected"], {k: v for k, v in r.items() if k not in TRL_KEYS})
-            for r in to_trl_rows(self.votes(), binarize, seed)
+            for r in to_trl_rows(self.votes() if votes is None else votes, binarize, seed)
         ]
         return from_votes + self.imported_pairs()
 

@@ -188,3 +188,19 @@ def test_merged_arena_export_keeps_ties_when_asked(voted: Store, tmp_path: Path,
     meta = json.loads(table.schema.metadata[PARQUET_META_KEY])
     assert meta["ties"] == "keep" and meta == {k: v for k, v in json.loads(meta_path(out).read_text()).items()
                                                 if k != "rows"}
+
+
+def test_training_on_merged_votes_gives_one_pair_per_prompt(store: Store) -> None:
+    from evals.annotation import merge_votes
+
+    make_set(store, n=2, overlap=3)
+    first, second = item_ids(store, "eval")
+    for voter, label in (("ana", "policy"), ("bo", "policy"), ("cy", "sft")):  # 2:1 for policy
+        store.add_queue_vote(pair_vote(first, voter, label, left_first=voter != "bo"))
+    for voter, label in (("ana", "policy"), ("bo", "sft")):  # a split: no majority
+        store.add_queue_vote(pair_vote(second, voter, label))
+    assert len(store.training_pairs()) == 5  # every voter's vote
+    merged = store.training_pairs(votes=merge_votes(store.votes()).votes)
+    [pair] = merged
+    assert pair.chosen == [{"role": "assistant", "content": "policy says hello"}]
+    assert pair.rejected == [{"role": "assistant", "content": "sft says hello"}]

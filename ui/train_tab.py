@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from evals.annotation import merge_votes
 from playground.app_state import AppState
 from playground.dpo import LOSSES, DPOConfig, TrainResult, train_dpo
 from playground.errors import PlaygroundError
@@ -75,6 +76,8 @@ def build_train_tab(state: AppState, slot_models: list[gr.Dropdown]) -> None:
         eps = gr.Number(value=0.0, minimum=0, maximum=0.49, label="Label smoothing ε (robust)")
         heldout = gr.Slider(0, 0.5, value=0.2, step=0.05, label="Held-out fraction")
         seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+    merge = gr.Checkbox(value=False, label="Voting-queue votes: train on one merged vote per prompt (majority; "
+                        "prompts without one are left out) instead of every voter's vote")
     with gr.Row():
         start = gr.Button("Train", variant="primary", elem_id="train")
         cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-train")
@@ -92,7 +95,7 @@ def build_train_tab(state: AppState, slot_models: list[gr.Dropdown]) -> None:
                 pick: gr.Dropdown(choices=list(state.checkpoints)), table: checkpoint_table(state)}
 
     @user_errors
-    def train(steps_v, beta_v, lr_v, batch_v, loss_v, eps_v, heldout_v, seed_v, request: gr.Request,
+    def train(steps_v, beta_v, lr_v, batch_v, loss_v, eps_v, heldout_v, seed_v, merge_v, request: gr.Request,
               progress=gr.Progress()):
         session.require_admin(state, request, "training")
         if not state.training.acquire(blocking=False):
@@ -101,7 +104,8 @@ def build_train_tab(state: AppState, slot_models: list[gr.Dropdown]) -> None:
             cfg = DPOConfig(beta=float(beta_v or 0), lr=float(lr_v or 0), steps=int(steps_v) or None,
                             batch_size=int(batch_v or 0), loss=loss_v, label_smoothing=float(eps_v or 0),
                             heldout=float(heldout_v), seed=int(seed_v or 0)).validate()
-            pairs = state.store.training_pairs("all_pairs", cfg.seed)
+            votes = merge_votes(state.store.votes()).votes if merge_v else None
+            pairs = state.store.training_pairs("all_pairs", cfg.seed, votes)
             state.cancel_training.clear()
             events: queue.Queue = queue.Queue()
             worker = threading.Thread(target=_run, args=(state, pairs, cfg, events), daemon=True)
@@ -129,7 +133,7 @@ def build_train_tab(state: AppState, slot_models: list[gr.Dropdown]) -> None:
             state.training.release()
 
     outputs = [plot, train_status, table, pick, *slot_models]
-    start.click(train, [steps, beta, lr, batch, loss, eps, heldout, seed], outputs, api_name="train",
+    start.click(train, [steps, beta, lr, batch, loss, eps, heldout, seed, merge], outputs, api_name="train",
                 concurrency_id="train")
 
     @user_errors
