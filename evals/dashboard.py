@@ -19,6 +19,8 @@ from evals.battles import collect_battles
 from evals.kl import KLEstimate
 from evals.ratings import RatingsResult, battles_from_rows, compute_ratings, to_json
 from evals.winrate import checkpoint_timeline, win_rate_table
+from playground.atomic import write_json
+from playground.reward_model import RECORD as REWARD_RECORD
 from playground.store import Store
 
 LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 360}
@@ -102,7 +104,7 @@ def reward_model_table(folders: Sequence[Path]) -> pd.DataFrame:
     rows = []
     for folder in folders:
         try:
-            rec = json.loads((folder / "reward_config.json").read_text(encoding="utf-8"))
+            rec = json.loads((folder / REWARD_RECORD).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         held, pairs = rec.get("heldout") or {}, rec.get("pairs") or {}
@@ -199,9 +201,8 @@ def write_tables(report: Report, out_dir: Path) -> list[Path]:
         (table.reset_index() if matrix else table).to_json(out_dir / f"{name}.json", orient="records", indent=2)
         paths += [out_dir / f"{name}.csv", out_dir / f"{name}.json"]
     if report.ratings is not None:
-        path = out_dir / "ratings.json"
-        path.write_text(json.dumps(to_json(report.ratings), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        paths.append(path)
+        write_json(out_dir / "ratings.json", to_json(report.ratings))
+        paths.append(out_dir / "ratings.json")
     return paths
 
 

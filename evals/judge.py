@@ -115,11 +115,9 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
               should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
     """Generate, judge and store; returns the stored battles (nothing is stored if stopped early)."""
     from playground.generation import generate
-    from playground.rounds import check_slots
+    from playground.prompt_sets import check_models
 
-    names = check_slots(list(models), state.slot_catalog())
-    if len(set(names)) != len(names):
-        raise PlaygroundError("each model may be named once")
+    names = check_models(models, state.slot_catalog())  # 2..4 distinct, loaded
     rated = [state.rated_name(n) for n in names]
     if len(set(rated)) < len(rated):
         raise PlaygroundError(f"{', '.join(names)} include two names for the same weights ({', '.join(rated)})")
@@ -203,10 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     judge = make_judge(args.judge, state)
     prompts = load_prompts(state, args.prompts, args.set)
     bar = tqdm(total=len(prompts), unit="prompt", desc="generating", file=sys.stderr)
-    battles = run_judge(state, prompts, [m.strip() for m in args.models.split(",") if m.strip()], judge, settings,
-                        progress=lambda done, total: bar.update(done - bar.n))
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    battles = run_judge(state, prompts, models, judge, settings, progress=lambda done, total: bar.update(done - bar.n))
     bar.close()
-    baseline = state.rated_name(args.models.split(",")[-1].strip())
+    baseline = state.rated_name(models[-1])
     print(f"{len(battles)} battles judged by {judge.name}; stored in {state.store.path}\n")
     table = win_rate_table(battles, baseline)
     print(f"win rate against {baseline} (ties ½; 95% Wilson interval; mean length in characters)")

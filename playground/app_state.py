@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,12 @@ class AppState:
     @property
     def checkpoint_dir(self) -> Path:
         return self.data_dir / "checkpoints"
+
+    def export_path(self, name: str, suffix: str = "") -> Path:
+        """A new `exports/<name>-<YYYYmmdd-HHMMSS><suffix>` in the data directory, its folder created."""
+        out_dir = self.data_dir / "exports"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
 
     def slot_catalog(self) -> dict[str, Role]:
         """Models a response slot can take, by the name shown to people."""

@@ -124,13 +124,16 @@ def next_item(store: Store, pset: PromptSet, voter: str, rng: random.Random, ski
     Without `generate_missing` only prompts whose responses are all stored are served; with it, a
     prompt lacking some is handed to it first (live generation) and then served.
     """
-    for prompt in open_prompts(store, pset, voter, skipped, ready_only=generate_missing is None):
+    prompts = open_prompts(store, pset, voter, skipped, ready_only=generate_missing is None)
+    if not prompts:
+        return None
+    prompt = prompts[0]
+    if generate_missing is not None:
         assert prompt.id is not None
         missing = [m for m in pset.models if m not in store.set_responses(prompt.id)]
-        if missing and generate_missing is not None:
+        if missing:
             generate_missing(prompt, missing)
-        return present(store, pset, prompt, rng)
-    return None
+    return present(store, pset, prompt, rng)
 
 
 def queue_vote(item: QueueItem, outcome: str, voter: str, ranking: Sequence[int] | None = None) -> Vote:

@@ -117,7 +117,7 @@ def build_dashboard_tab(state: AppState) -> None:
         report = build_report(state.store, human_v, judges_v or [], baseline_v or "sft", anchor_v or None,
                               n_rounds, kl=state.kl_estimates, extra=extra)
         models = list(report.ratings.leaderboard.index) if report.ratings else ["sft"]
-        out_dir = state.data_dir / "exports" / f"dashboard-{time.strftime('%Y%m%d-%H%M%S')}"
+        out_dir = state.export_path("dashboard")
         figures = {}
         if report.ratings:
             r = report.ratings
@@ -179,10 +179,9 @@ def build_dashboard_tab(state: AppState) -> None:
         judged = make_judge(spec, state)
         battles = run_judge(state, prompts, models_v or [], judged, settings,
                             progress=lambda i, total: progress((i, total), desc="generating", unit="prompts"))
-        chosen = sorted({*(state.store.counts_by_judge())})
         return {judge_status: f"{len(battles)} battles judged by `{judged.name}` and stored; tick it above and "
                               "Refresh to include them in the leaderboard.",
-                judges: gr.CheckboxGroup(choices=chosen)}
+                judges: gr.CheckboxGroup(choices=list(state.store.counts_by_judge()))}
 
     judge_button.click(judge, [judge_models, prompt_source, max_new, judge_kind, phrase, rm_pick],
                        [judge_status, judges], api_name="run_judge", concurrency_id="model")

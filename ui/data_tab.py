@@ -92,9 +92,7 @@ def build_data_tab(state: AppState, voter: gr.Textbox) -> None:
     def export(fmt_value: str, binarize_value: str, suffix_value: str, include_value: bool,
                request: gr.Request) -> dict:
         session.require_admin(state, request, "exporting")
-        out_dir = state.data_dir / "exports"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{fmt_value}-{time.strftime('%Y%m%d-%H%M%S')}{suffix_value}"
+        path = state.export_path(fmt_value, suffix_value)
         n = export_rows(state.store, fmt_value, path, binarize_value, seed=0, include_imported=include_value)
         return {export_file: str(path), data_status: f"Exported {n} {fmt_value} rows to `{path}`."}
 

@@ -2,7 +2,6 @@
 overlap, overall progress, agreement between voters, and the merged export. Every action here
 needs the admin role (everyone, when the app runs without logins)."""
 
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -194,9 +193,7 @@ def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
     @user_errors
     def export_merged(fmt: str, ties_v: str, request: gr.Request) -> dict:
         session.require_admin(state, request, "exporting")
-        out_dir = state.data_dir / "exports"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{fmt}-merged-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        path = state.export_path(f"{fmt}-merged", ".jsonl")
         n = export_rows(state.store, fmt, path, merge="majority", ties=ties_v)
         return {merged_file: str(path), admin_status: f"Exported {n} merged {fmt} rows to `{path}`; the merge rule "
                                                       f"is in `{path.name}.meta.json`."}
