@@ -29,7 +29,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 model: $(VENV)/.runtime
-	@$(PY) -m playground.gguf_convert
+	@$(PY) -m playground.models.gguf_convert
 
 setup: $(VENV)/.runtime model
 

@@ -47,15 +47,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     prepare_environment(args)
-    from playground.access import load_access
+    from playground.core.access import load_access
 
     access = load_access(args.auth, args.auth_file, args.admin_password)
     if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
         who = "users with a login" if access.enabled else "anyone who can reach it (no --auth)"
         print(f"warning: serving beyond this machine (--host {args.host}{' --share' if args.share else ''}); "
               f"{who} can use the models and vote", file=sys.stderr)
-    from playground.app_state import build_state
-    from playground.home import data_dir
+    from playground.core.home import data_dir
+    from service.state import build_state
     from ui.app import build_demo, launch_kwargs
 
     home = data_dir()

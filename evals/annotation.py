@@ -36,7 +36,7 @@ from evals.agreement import (
     pair_alpha,
     position_bias,
 )
-from playground.votes import Response, Vote
+from playground.data.votes import Response, Vote
 
 
 @dataclass(frozen=True)

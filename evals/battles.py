@@ -9,8 +9,8 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from playground.store import Store
-from playground.votes import to_arena_rows
+from playground.data.store import Store
+from playground.data.votes import to_arena_rows
 
 HUMAN = "human"
 

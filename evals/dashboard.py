@@ -19,9 +19,9 @@ from evals.battles import collect_battles
 from evals.kl import KLEstimate
 from evals.ratings import RatingsResult, battles_from_rows, compute_ratings, to_json
 from evals.winrate import checkpoint_timeline, win_rate_table
-from playground.atomic import write_json
-from playground.reward_model import RECORD as REWARD_RECORD
-from playground.store import Store
+from playground.core.atomic import write_json
+from playground.data.store import Store
+from playground.training.reward_model import RECORD as REWARD_RECORD
 
 LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 360}
 

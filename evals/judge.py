@@ -33,12 +33,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from playground.encoding import Message
-from playground.errors import PlaygroundError
+from playground.core.errors import PlaygroundError
+from playground.scoring.encoding import Message
 
 if TYPE_CHECKING:
-    from playground.app_state import AppState
-    from playground.generation import GenerationSettings
+    from playground.scoring.generation import GenerationSettings
+    from service.state import AppState
 
 Verdict = tuple[str, dict[str, float]]  # (Arena winner, the judge's numbers)
 Decide = Callable[[Sequence[Sequence[Message]], Sequence[str], Sequence[str]], list[Verdict]]
@@ -86,7 +86,7 @@ def reward_model_judge(folder: Path, state: AppState) -> Judge:
     import torch
 
     from playground.objectives import preference_probability
-    from playground.reward_model import load_reward_model
+    from playground.training.reward_model import load_reward_model
 
     rm = load_reward_model(folder, device=state.models.device, dtype=state.models.dtype,
                            tokenizer=state.models.tokenizer)
@@ -114,8 +114,8 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
               settings: GenerationSettings, progress: Callable[[int, int], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
     """Generate, judge and store; returns the stored battles (nothing is stored if stopped early)."""
-    from playground.generation import generate
-    from playground.prompt_sets import check_models
+    from playground.data.prompt_sets import check_models
+    from playground.scoring.generation import generate
 
     names = check_models(models, state.slot_catalog())  # 2..4 distinct, loaded
     rated = [state.rated_name(n) for n in names]
@@ -190,9 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from evals.winrate import win_rate_table
-    from playground.app_state import build_state
-    from playground.generation import GenerationSettings
-    from playground.home import data_dir
+    from playground.core.home import data_dir
+    from playground.scoring.generation import GenerationSettings
+    from service.state import build_state
 
     settings = GenerationSettings(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                                   seed=args.seed).validate()

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from playground.encoding import Encoded, Message
-from playground.errors import PlaygroundError
-from playground.generation import eos_ids, prompt_ids
-from playground.models import Role
+from playground.core.errors import PlaygroundError
+from playground.models.roles import Role
 from playground.objectives import sequence_kl_estimate
-from playground.scoring import Scorer
+from playground.scoring.encoding import Encoded, Message
+from playground.scoring.generation import eos_ids, prompt_ids
+from playground.scoring.scorer import Scorer
 
 # The shipped fixed prompt set: checkpoints estimated on it are comparable with each other.
 EVAL_PROMPTS = Path(__file__).resolve().parent.parent / "docs" / "examples" / "eval-prompts.jsonl"
@@ -35,7 +35,7 @@ class KLEstimate:
 
 def eval_prompts(path: Path = EVAL_PROMPTS) -> list[list[Message]]:
     """The prompts of a prompt file as chat messages (a string prompt is one user message)."""
-    from playground.prompt_sets import load_prompt_file
+    from playground.data.prompt_sets import load_prompt_file
 
     return [list(p.messages) for p in load_prompt_file(path)]
 

@@ -2,7 +2,7 @@
 
 `python -m evals.ratings --battles FILE --out OUT.json` reads Chatbot Arena battle rows
 (`model_a`, `model_b`, `winner` ∈ {model_a, model_b, tie, tie (bothbad)}), as `python -m
-playground.data export --format arena` writes them, and prints a leaderboard.
+playground.data.exchange export --format arena` writes them, and prints a leaderboard.
 
 The model (Bradley–Terry on the Elo scale, as Chatbot Arena reports it):
 
@@ -44,10 +44,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from playground.atomic import write_json
 from playground.cli import HelpFormatter, run_cli
-from playground.errors import PlaygroundError
-from playground.rows import RowError, read_records
+from playground.core.atomic import write_json
+from playground.core.errors import PlaygroundError
+from playground.data.rows import RowError, read_records
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from playground.errors import PlaygroundError
-from playground.sources import set_hub_access, use_hub
+from playground.core.errors import PlaygroundError
+from playground.models.sources import set_hub_access, use_hub
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -118,7 +118,7 @@ def quiet_libraries() -> None:
 
 
 def models_config(args: argparse.Namespace, data_dir: Path):  # -> ModelsConfig (lazy import keeps --help fast)
-    from playground.models import ModelsConfig
+    from playground.models.roles import ModelsConfig
 
     return ModelsConfig(sft=args.sft, reference=args.ref, policy=args.policy, device=args.device,
                         dtype=args.dtype, models_dir=data_dir / "models")

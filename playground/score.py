@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
-from playground.errors import PlaygroundError
+from playground.core.errors import PlaygroundError
 
 SCORE_COLUMNS = {
     "logp_policy_chosen": "log π_θ(chosen | prompt): sum of the chosen completion's token log-probs under the policy",
@@ -85,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
-    from playground.data import write_rows
-    from playground.home import data_dir
-    from playground.models import load_models
+    from playground.core.home import data_dir
+    from playground.data.exchange import write_rows
+    from playground.data.rows import load_pairs
+    from playground.models.roles import load_models
     from playground.objectives import reward_accuracy
-    from playground.rows import load_pairs
-    from playground.scoring import Scorer
+    from playground.scoring.scorer import Scorer
 
     loaded = load_pairs(args.pairs, skip_invalid=args.skip_invalid)
     for err in loaded.skipped:

@@ -1,6 +1,6 @@
 """`python -m playground.train`: one DPO update of the policy's LoRA adapter from TRL preference pairs.
 
-Writes a new checkpoint folder under --out (adapter + record.json, see `playground.checkpoints`);
+Writes a new checkpoint folder under --out (adapter + record.json, see `playground.models.checkpoints`);
 pass that folder to --policy of any entry point to use, or train further from, the result.
 """
 
@@ -19,7 +19,7 @@ from playground.cli import (
     run_summary,
     step_bar,
 )
-from playground.errors import PlaygroundError
+from playground.core.errors import PlaygroundError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     prepare_environment(args)
 
-    from playground.dpo import DPOConfig, adapter_lora_settings, train_dpo
-    from playground.home import data_dir
-    from playground.models import LoraSettings, load_models
-    from playground.rows import load_pairs
+    from playground.core.home import data_dir
+    from playground.data.rows import load_pairs
+    from playground.models.roles import LoraSettings, load_models
+    from playground.training.dpo import DPOConfig, adapter_lora_settings, train_dpo
 
     lora_given = any(v is not None for v in (args.lora_r, args.lora_alpha, args.lora_targets))
     r = args.lora_r or LoraSettings.r

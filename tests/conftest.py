@@ -73,8 +73,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def default_model_dir() -> Path:
     """The real SmolLM2-135M-Instruct, converted once into the shared data directory (make test
     does the conversion before pytest starts, so this is a cache hit there)."""
-    from playground.gguf_convert import ensure_default_model
-    from playground.home import data_dir
+    from playground.core.home import data_dir
+    from playground.models.gguf_convert import ensure_default_model
 
     return ensure_default_model(data_dir() / "models")
 
@@ -85,8 +85,8 @@ VOTER, ADMIN_PASSWORD = ("ana", "ana-secret-1"), "admin-secret-1"  # the account
 @pytest.fixture
 def tiny_state(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     """An AppState on the tiny model with an empty data directory, no logins (-> AppState)."""
-    from playground.app_state import build_state
-    from playground.models import ModelsConfig
+    from playground.models.roles import ModelsConfig
+    from service.state import build_state
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
@@ -97,9 +97,9 @@ def tiny_state(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: py
 @pytest.fixture
 def locked_state(tiny_model_dir: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     """`tiny_state` with logins on: the voter VOTER and the admin (password ADMIN_PASSWORD)."""
-    from playground.access import load_access
-    from playground.app_state import build_state
-    from playground.models import ModelsConfig
+    from playground.core.access import load_access
+    from playground.models.roles import ModelsConfig
+    from service.state import build_state
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home,

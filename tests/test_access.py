@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from playground.access import ADMIN, Access, load_access
-from playground.app_state import AppState
-from playground.errors import PlaygroundError
+from playground.core.access import ADMIN, Access, load_access
+from playground.core.errors import PlaygroundError
+from service.state import AppState
 from tests.conftest import ADMIN_PASSWORD, VOTER, running_app
 from tests.test_app_first_page import SAMPLED
 

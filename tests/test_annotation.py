@@ -11,10 +11,11 @@ import pytest
 
 from evals.agreement import wilson_interval
 from evals.annotation import agreement_report, vote_judgements
-from playground.data import PARQUET_META_KEY, build_parser, export_rows, meta_path
-from playground.store import Store
-from playground.vote_queue import next_item, queue_vote
-from playground.votes import Response, Vote
+from playground.data.__main__ import build_parser
+from playground.data.exchange import PARQUET_META_KEY, export_rows, meta_path
+from playground.data.queue import next_item, queue_vote
+from playground.data.store import Store
+from playground.data.votes import Response, Vote
 from tests.test_queue import make_set
 
 PAIR = ("policy", "sft")

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from playground.app_state import AppState
-from playground.generation import GenerationSettings, generate
+from playground.scoring.generation import GenerationSettings, generate
+from service.state import AppState
 
 # prompt, system, k, mode, 4 slot models, temperature, top-p, top-k, max new tokens, repetition, seed, β
 SETTINGS = (0.0, 0.9, 50, 6, 1.0, 0, 0.1)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from playground.access import load_access
-from playground.app_state import AppState, build_state
-from playground.models import ModelsConfig
+from playground.core.access import load_access
+from playground.models.roles import ModelsConfig
+from service.state import AppState, build_state
 from ui.app import build_demo, launch_kwargs
 
 pytestmark = pytest.mark.browser

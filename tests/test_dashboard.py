@@ -12,8 +12,8 @@ from gradio_client import Client, handle_file
 
 from evals.dashboard import build_report, write_tables, zip_tables
 from evals.kl import estimate_kl, eval_prompts
-from playground.app_state import AppState
-from playground.votes import Response, Vote
+from playground.data.votes import Response, Vote
+from service.state import AppState
 from tests.conftest import running_app
 from tests.test_models import perturb_adapter
 from tests.test_train_tab import PAIRS, TRAIN
@@ -67,7 +67,7 @@ def test_report_from_votes_and_judge_battles(state: AppState, tmp_path: Path) ->
 def test_kl_is_zero_for_the_fresh_adapter_and_matches_the_exact_value(state: AppState) -> None:
     import torch
 
-    from playground.generation import prompt_ids
+    from playground.scoring.generation import prompt_ids
 
     prompts = eval_prompts()[:3]
     fresh = estimate_kl(state.scorer, state.models.policy, prompts, samples=2, max_new_tokens=8)
@@ -88,7 +88,7 @@ def test_kl_is_zero_for_the_fresh_adapter_and_matches_the_exact_value(state: App
 
 @pytest.fixture
 def app(state: AppState) -> Iterator[tuple[AppState, Client]]:
-    from playground.rows import parse_row
+    from playground.data.rows import parse_row
 
     state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
     with running_app(state) as client:

@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from playground.data import build_parser, export_rows, import_file
-from playground.errors import PlaygroundError
-from playground.rows import PreferenceRow
-from playground.store import Store, default_path
-from playground.votes import Response, Vote, to_arena_rows
+from playground.core.errors import PlaygroundError
+from playground.data.__main__ import build_parser
+from playground.data.exchange import export_rows, import_file
+from playground.data.rows import PreferenceRow
+from playground.data.store import Store, default_path
+from playground.data.votes import Response, Vote, to_arena_rows
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Sky colour?"}]

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import playground.dpo as dpo
-from playground.checkpoints import pairs_sha256
+import playground.training.dpo as dpo
 from playground.cli import run_cli
-from playground.dpo import DPOConfig, heldout_count, train_dpo
-from playground.encoding import encode
-from playground.errors import PlaygroundError
-from playground.models import LoraSettings, Models, ModelsConfig, adapter_params, load_models
-from playground.pairs import EncodedPair, encode_pairs, pair_logps
-from playground.rows import PreferenceRow
-from playground.scoring import completion_token_logps
+from playground.core.errors import PlaygroundError
+from playground.data.rows import PreferenceRow
+from playground.models.checkpoints import pairs_sha256
+from playground.models.roles import LoraSettings, Models, ModelsConfig, adapter_params, load_models
+from playground.scoring.encoding import encode
+from playground.scoring.pairs import EncodedPair, encode_pairs, pair_logps
+from playground.scoring.scorer import completion_token_logps
 from playground.train import main as train_main
+from playground.training.dpo import DPOConfig, heldout_count, train_dpo
 
 QUESTIONS = ["Say hi.", "Two plus two?", "The capital of France?", "Write a poem.", "Numbers please.",
              "Yes or no?", "Good answer?", "Short answer?", "The sea?", "Hello?"]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from playground.dpo import DPOConfig, train_dpo
-from playground.generation import GenerationSettings, generate
-from playground.models import Models, ModelsConfig, load_models
-from playground.rows import PreferenceRow
+from playground.data.rows import PreferenceRow
+from playground.models.roles import Models, ModelsConfig, load_models
+from playground.scoring.generation import GenerationSettings, generate
+from playground.training.dpo import DPOConfig, train_dpo
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from evals.bench.load import connect, generate_round, submit_vote
-from playground.app_state import SERVING, build_state
-from playground.checkpoints import complete_checkpoints
-from playground.models import ModelsConfig
+from playground.models.checkpoints import complete_checkpoints
+from playground.models.roles import ModelsConfig
+from service.state import SERVING, build_state
 from tests.conftest import running_app
 
 ROOT = Path(__file__).resolve().parents[1]

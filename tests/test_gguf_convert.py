@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from playground import gguf_convert
-from playground.errors import PlaygroundError
+from playground.core.errors import PlaygroundError
+from playground.models import gguf_convert as gguf_convert
 
 
 def test_interrupted_conversion_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

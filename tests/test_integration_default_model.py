@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from playground.generation import GenerationSettings, generate
-from playground.models import Models, ModelsConfig, load_models
-from playground.scoring import Scorer
+from playground.models.roles import Models, ModelsConfig, load_models
+from playground.scoring.generation import GenerationSettings, generate
+from playground.scoring.scorer import Scorer
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ from evals.battles import HUMAN, collect_battles, human_battles
 from evals.judge import main as judge_main
 from evals.judge import rule_judge, run_judge
 from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
-from playground.app_state import AppState
-from playground.errors import PlaygroundError
-from playground.generation import GenerationSettings
-from playground.votes import Response, Vote
+from playground.core.errors import PlaygroundError
+from playground.data.votes import Response, Vote
+from playground.scoring.generation import GenerationSettings
+from service.state import AppState
 
 PROMPT = [{"role": "user", "content": "Hi?"}]
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from playground.app_state import AppState
-from playground.limits import MAX_PROMPT_CHARS
+from playground.core.limits import MAX_PROMPT_CHARS
+from service.state import AppState
 from tests.test_app_first_page import SAMPLED
 
 
@@ -18,7 +18,7 @@ def app(tiny_app: tuple[AppState, Client]) -> tuple[AppState, Client]:
 def test_limits_answer_through_the_api(app: tuple[AppState, Client], tmp_path: Path) -> None:
     from gradio_client import handle_file
 
-    import playground.rows as rows
+    import playground.data.rows as rows
 
     state, client = app
     slots = ("policy", "reference", "sft", "policy")

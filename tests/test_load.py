@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from evals.bench.load import OUTCOMES, LoadResult, VoterResult, check_votes, run_voters, serve, voter_name
-from playground.store import Store
-from playground.votes import Response, Vote
+from playground.data.store import Store
+from playground.data.votes import Response, Vote
 
 VOTERS = 20
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from playground.errors import PlaygroundError
-from playground.models import LoraSettings, ModelsConfig, load_models
-from playground.scoring import Scorer
-from playground.sources import Kind, classify
+from playground.core.errors import PlaygroundError
+from playground.models.roles import LoraSettings, ModelsConfig, load_models
+from playground.models.sources import Kind, classify
+from playground.scoring.scorer import Scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIR = ([{"role": "user", "content": "Say hi."}], [{"role": "assistant", "content": "Hello! How are you?"}])

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-import playground.pregenerate as pregenerate_module
-from playground.app_state import AppState
-from playground.data import build_parser
-from playground.errors import PlaygroundError
-from playground.generation import GenerationSettings
-from playground.pregenerate import choose_models, pregenerate
-from playground.prompt_sets import PromptSet, SetPrompt
-from playground.vote_queue import next_item, queue_vote
+import service.pregenerate as pregenerate_module
+from playground.core.errors import PlaygroundError
+from playground.data.__main__ import build_parser
+from playground.data.prompt_sets import PromptSet, SetPrompt
+from playground.data.queue import next_item, queue_vote
+from playground.scoring.generation import GenerationSettings
+from service.pregenerate import choose_models, pregenerate
+from service.state import AppState
 
 MODELS = ["policy", "sft"]
 # Sampled: the random tiny model's greedy text is whitespace.

@@ -9,11 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from playground.data import build_parser, import_prompts
-from playground.errors import PlaygroundError
-from playground.limits import MAX_PROMPT_CHARS
-from playground.prompt_sets import MAX_PROMPTS, load_prompt_file, prompts_from_preference_file
-from playground.store import Store, default_path
+from playground.core.errors import PlaygroundError
+from playground.core.limits import MAX_PROMPT_CHARS
+from playground.data.__main__ import build_parser
+from playground.data.exchange import import_prompts
+from playground.data.prompt_sets import MAX_PROMPTS, load_prompt_file, prompts_from_preference_file
+from playground.data.store import Store, default_path
 from tests.test_data_cli import run_data
 
 ROWS: list[dict[str, Any]] = [

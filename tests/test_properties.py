@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from evals.bench.load import generate_round, submit_vote
-from playground.data import import_file
-from playground.errors import PlaygroundError
-from playground.generation import GenerationSettings
-from playground.rounds import SCORE_FIELDS, Round, chat_messages, make_vote
-from playground.rows import ROLES, parse_row
-from playground.scoring import ResponseScore
-from playground.store import Store
-from playground.votes import OUTCOMES, Response, Vote
+from playground.core.errors import PlaygroundError
+from playground.data.exchange import import_file
+from playground.data.rows import ROLES, parse_row
+from playground.data.store import Store
+from playground.data.votes import OUTCOMES, Response, Vote
+from playground.scoring.generation import GenerationSettings
+from playground.scoring.rounds import SCORE_FIELDS, Round, chat_messages, make_vote
+from playground.scoring.scorer import ResponseScore
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

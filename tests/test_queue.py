@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from playground.errors import PlaygroundError
-from playground.prompt_sets import PromptSet, SetPrompt, SetResponse
-from playground.store import Store
-from playground.vote_queue import (
+from playground.core.errors import PlaygroundError
+from playground.data.prompt_sets import PromptSet, SetPrompt, SetResponse
+from playground.data.queue import (
     QueueItem,
     next_item,
     open_prompts,
@@ -18,6 +17,7 @@ from playground.vote_queue import (
     set_progress,
     voter_progress,
 )
+from playground.data.store import Store
 
 MODELS = ("policy", "sft")
 

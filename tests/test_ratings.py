@@ -25,7 +25,7 @@ from evals.ratings import (
     read_battles,
     to_json,
 )
-from playground.errors import PlaygroundError
+from playground.core.errors import PlaygroundError
 
 REPO = Path(__file__).resolve().parents[1]
 TRUE = {"sft": 1000.0, "alpha": 1180.0, "beta": 1090.0, "gamma": 1040.0, "delta": 960.0, "eps": 900.0,

@@ -7,11 +7,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-import playground.reward_model as rm
+import playground.training.reward_model as rm
+from playground import reward_model as rm_cli
 from playground.cli import run_cli
-from playground.encoding import Encoded, encode
-from playground.errors import PlaygroundError
-from playground.reward_model import (
+from playground.core.errors import PlaygroundError
+from playground.data.rows import PreferenceRow
+from playground.scoring.encoding import Encoded, encode
+from playground.training.reward_model import (
     RECORD,
     WEIGHTS,
     RewardConfig,
@@ -21,7 +23,6 @@ from playground.reward_model import (
     load_reward_model,
     train_reward_model,
 )
-from playground.rows import PreferenceRow
 
 QUESTIONS = ["Say hi.", "Two plus two?", "The capital of France?", "Write a poem.", "Numbers please.",
              "Yes or no?", "Good answer?", "Short answer?", "The sea?", "Hello?"]
@@ -171,7 +172,7 @@ def test_nan_loss_writes_nothing(tiny_model_dir: Path, tmp_path: Path, home: Pat
     pairs.write_text("".join(json.dumps(p.as_trl()) + "\n" for p in short_vs_long(6)))
     out = tmp_path / "runs" / "rm"
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: rm.main(["--pairs", str(pairs), "--out", str(out), "--sft", str(tiny_model_dir),
+        run_cli(lambda: rm_cli.main(["--pairs", str(pairs), "--out", str(out), "--sft", str(tiny_model_dir),
                                  "--steps", "2", "--device", "cpu"]))
     assert exit_info.value.code == 1
     assert "abandoned after 0 of 2 steps: the loss is nan; nothing was written" in capsys.readouterr().err
@@ -190,7 +191,7 @@ def test_cli_trains_and_saves(tiny_model_dir: Path, tmp_path: Path, home: Path,
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(p.as_trl()) + "\n" for p in short_vs_long(10)))
     out = tmp_path / "rm"
-    assert rm.main(["--pairs", str(pairs), "--out", str(out), "--sft", str(tiny_model_dir), "--steps", "6",
+    assert rm_cli.main(["--pairs", str(pairs), "--out", str(out), "--sft", str(tiny_model_dir), "--steps", "6",
                     "--lr", str(FAST), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "held out    accuracy 0.50 → 1.00" in printed

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from playground.errors import PlaygroundError
-from playground.generation import GenerationSettings
-from playground.models import ModelsConfig, load_models
-from playground.rounds import (
+from playground.core.errors import PlaygroundError
+from playground.models.roles import ModelsConfig, load_models
+from playground.scoring.generation import GenerationSettings
+from playground.scoring.rounds import (
     MAX_PROMPT_CHARS,
     Round,
     battle_models,
@@ -18,7 +18,7 @@ from playground.rounds import (
     preference_matrix,
     score_round,
 )
-from playground.scoring import Scorer
+from playground.scoring.scorer import Scorer
 from tests.test_models import perturb_adapter
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from playground.encoding import encode
-from playground.models import Models, ModelsConfig, load_models
-from playground.scoring import Scorer, completion_token_logps
+from playground.models.roles import Models, ModelsConfig, load_models
+from playground.scoring.encoding import encode
+from playground.scoring.scorer import Scorer, completion_token_logps
 from tests.test_models import perturb_adapter
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from playground import store as store_module
-from playground.errors import PlaygroundError
-from playground.rows import PreferenceRow
-from playground.store import Store, default_path
-from playground.votes import Response, Vote
+from playground.core.errors import PlaygroundError
+from playground.data import store as store_module
+from playground.data.rows import PreferenceRow
+from playground.data.store import Store, default_path
+from playground.data.votes import Response, Vote
 
 PROMPT = [{"role": "user", "content": "Name a colour."}]
 

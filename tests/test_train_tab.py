@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from playground.app_state import AppState, build_state
-from playground.models import ModelsConfig, adapter_params
-from playground.rows import parse_row
+from playground.data.rows import parse_row
+from playground.models.roles import ModelsConfig, adapter_params
+from service.state import AppState, build_state
 from tests.conftest import running_app
 
 PAIRS = [

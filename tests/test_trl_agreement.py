@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from playground.models import Models, ModelsConfig, load_models
-from playground.scoring import Scorer
+from playground.models.roles import Models, ModelsConfig, load_models
+from playground.scoring.scorer import Scorer
 
 pytestmark = pytest.mark.integration
 

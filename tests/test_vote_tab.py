@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
-from playground.access import ADMIN
-from playground.app_state import AppState, build_state
-from playground.models import ModelsConfig
+from playground.core.access import ADMIN
+from playground.models.roles import ModelsConfig
+from service.state import AppState, build_state
 from tests.conftest import ADMIN_PASSWORD, VOTER, running_app
 
 # /next_item and /queue_skip outputs: status, progress, prompt, 4 headers, 4 texts, ranking
@@ -139,9 +139,9 @@ def test_keyboard_votes_in_the_vote_tab(tiny_model_dir: Path, home: Path, tmp_pa
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from playwright.sync_api import sync_playwright
 
-    from playground.data import import_prompts
-    from playground.generation import GenerationSettings
-    from playground.pregenerate import choose_models, pregenerate
+    from playground.data.exchange import import_prompts
+    from playground.scoring.generation import GenerationSettings
+    from service.pregenerate import choose_models, pregenerate
     from tests.test_browser import CHROMIUM_ARGS
     from ui.app import build_demo, launch_kwargs
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from playground.errors import PlaygroundError
-from playground.votes import Response, Vote, to_arena_rows, to_trl_rows, vote_pairs
+from playground.core.errors import PlaygroundError
+from playground.data.votes import Response, Vote, to_arena_rows, to_trl_rows, vote_pairs
 
 PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]
 MODELS = ("sft", "policy", "reference", "ckpt-0003", "ckpt-0007")

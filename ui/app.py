@@ -4,8 +4,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from playground.app_state import AppState
-from playground.limits import MAX_FILE_BYTES
+from playground.core.limits import MAX_FILE_BYTES
+from service.state import AppState
 from ui import session
 from ui.dashboard_tab import build_dashboard_tab
 from ui.data_tab import build_data_tab

@@ -20,11 +20,11 @@ from evals.dashboard import (
 from evals.judge import make_judge, run_judge
 from evals.kl import EVAL_PROMPTS, estimate_kl, eval_prompts
 from evals.ratings import read_battles
-from playground.app_state import AppState
-from playground.errors import PlaygroundError
-from playground.generation import GenerationSettings
-from playground.reward_model import RECORD as RM_RECORD
-from playground.reward_model import RewardConfig, train_reward_model
+from playground.core.errors import PlaygroundError
+from playground.scoring.generation import GenerationSettings
+from playground.training.reward_model import RECORD as RM_RECORD
+from playground.training.reward_model import RewardConfig, train_reward_model
+from service.state import AppState
 from ui import session
 from ui.errors import user_errors
 

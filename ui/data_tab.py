@@ -6,9 +6,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from playground.app_state import AppState
-from playground.data import export_rows, import_file
-from playground.votes import Vote
+from playground.data.exchange import export_rows, import_file
+from playground.data.votes import Vote
+from service.state import AppState
 from ui import session
 from ui.errors import user_errors
 from ui.render import LETTERS

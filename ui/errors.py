@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from playground.errors import PlaygroundError
+from playground.core.errors import PlaygroundError
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -7,10 +7,9 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from playground.app_state import AppState
-from playground.generation import GenerationSettings, stream_generate
-from playground.limits import MAX_RESPONSES
-from playground.rounds import (
+from playground.core.limits import MAX_RESPONSES
+from playground.scoring.generation import GenerationSettings, stream_generate
+from playground.scoring.rounds import (
     Round,
     battle_models,
     chat_messages,
@@ -20,6 +19,7 @@ from playground.rounds import (
     score_round,
     token_pieces,
 )
+from service.state import AppState
 from ui import session
 from ui.errors import user_errors
 from ui.render import LETTERS, preference_table, score_table, slot_label, token_view

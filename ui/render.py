@@ -3,7 +3,7 @@
 import html
 from collections.abc import Sequence
 
-from playground.scoring import ResponseScore
+from playground.scoring.scorer import ResponseScore
 
 LETTERS = "ABCD"
 

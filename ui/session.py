@@ -2,7 +2,7 @@
 
 import gradio as gr
 
-from playground.app_state import AppState
+from service.state import AppState
 
 
 def username(request: gr.Request | None) -> str | None:

@@ -11,9 +11,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from evals.annotation import merge_votes
-from playground.app_state import AppState
-from playground.dpo import LOSSES, DPOConfig, TrainResult, train_dpo
-from playground.errors import PlaygroundError
+from playground.core.errors import PlaygroundError
+from playground.training.dpo import LOSSES, DPOConfig, TrainResult, train_dpo
+from service.state import AppState
 from ui import session
 from ui.errors import user_errors
 

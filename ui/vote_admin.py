@@ -9,12 +9,12 @@ import pandas as pd
 
 from evals.agreement import PositionBias
 from evals.annotation import AgreementReport, agreement_report
-from playground.app_state import AppState
-from playground.data import EXPORT_FORMATS, TIE_POLICIES, export_rows, import_prompts
-from playground.generation import GenerationSettings
-from playground.pregenerate import choose_models, pregenerate_steps
-from playground.prompt_sets import check_overlap
-from playground.vote_queue import SetProgress, set_progress
+from playground.data.exchange import EXPORT_FORMATS, TIE_POLICIES, export_rows, import_prompts
+from playground.data.prompt_sets import check_overlap
+from playground.data.queue import SetProgress, set_progress
+from playground.scoring.generation import GenerationSettings
+from service.pregenerate import choose_models, pregenerate_steps
+from service.state import AppState
 from ui import session
 from ui.errors import user_errors
 

@@ -12,12 +12,12 @@ from functools import partial
 
 import gradio as gr
 
-from playground.app_state import AppState
-from playground.encoding import Message
-from playground.limits import MAX_RESPONSES
-from playground.pregenerate import fill_prompt
-from playground.prompt_sets import PromptSet, check_guidelines
-from playground.vote_queue import ALL_FLAWED, QueueItem, next_item, queue_vote, voter_progress
+from playground.core.limits import MAX_RESPONSES
+from playground.data.prompt_sets import PromptSet, check_guidelines
+from playground.data.queue import ALL_FLAWED, QueueItem, next_item, queue_vote, voter_progress
+from playground.scoring.encoding import Message
+from service.pregenerate import fill_prompt
+from service.state import AppState
 from ui import session
 from ui.errors import user_errors
 from ui.playground_tab import PAIR_VOTES

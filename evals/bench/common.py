@@ -15,8 +15,8 @@ def load_default_models():  # -> playground.models.Models
     from playground.cli import quiet_libraries
 
     quiet_libraries()
-    from playground.home import data_dir
-    from playground.models import ModelsConfig, load_models
+    from playground.core.home import data_dir
+    from playground.models.roles import ModelsConfig, load_models
 
     return load_models(ModelsConfig(models_dir=data_dir() / "models"))
 

@@ -84,10 +84,10 @@ class PeakMemory:
 
 
 def run_ours(triples: list, steps: int, device: Any, out: Path, model: str | None, dtype: str) -> dict[str, Any]:
-    from playground.dpo import DPOConfig, train_dpo
-    from playground.home import data_dir
-    from playground.models import ModelsConfig, load_models
-    from playground.rows import PreferenceRow
+    from playground.core.home import data_dir
+    from playground.data.rows import PreferenceRow
+    from playground.models.roles import ModelsConfig, load_models
+    from playground.training.dpo import DPOConfig, train_dpo
 
     models = load_models(ModelsConfig(sft=model, models_dir=data_dir() / "models", device=str(device), dtype=dtype))
     with PeakMemory(device) as memory:
@@ -107,8 +107,8 @@ def run_trl(triples: list, steps: int, device: Any, out: Path, model: str | None
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from playground.gguf_convert import ensure_default_model
-    from playground.home import data_dir
+    from playground.core.home import data_dir
+    from playground.models.gguf_convert import ensure_default_model
 
     folder = model or ensure_default_model(data_dir() / "models")
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -135,7 +135,7 @@ def child(variant: str, n_pairs: int, steps: int, model: str | None) -> dict[str
     from playground.cli import quiet_libraries
 
     quiet_libraries()
-    from playground.devices import resolve_device
+    from playground.models.devices import resolve_device
 
     device = resolve_device("auto")
     triples = chat_pairs(n_pairs, max_words=MAX_WORDS)

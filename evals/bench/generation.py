@@ -18,7 +18,7 @@ def main() -> None:
     args = parser.parse_args()
 
     models = load_default_models()
-    from playground.generation import GenerationSettings, generate
+    from playground.scoring.generation import GenerationSettings, generate
 
     # EOS never ends a row early, so every path generates exactly new_tokens per response.
     models.policy.model.generation_config.eos_token_id = None

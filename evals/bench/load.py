@@ -75,8 +75,8 @@ class VoteCheck:
 @contextmanager
 def serve(model_dir: Path, home: Path) -> Iterator[tuple[Any, str]]:  # -> (AppState, local URL)
     """The app on `model_dir` with its data in `home`, served in this process on a free port."""
-    from playground.app_state import build_state
-    from playground.models import ModelsConfig
+    from playground.models.roles import ModelsConfig
+    from service.state import build_state
     from ui.app import build_demo, launch_kwargs
 
     state = build_state(ModelsConfig(sft=str(model_dir)), home)

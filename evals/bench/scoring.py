@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
 
     models = load_default_models()
-    from playground.scoring import Scorer
+    from playground.scoring.scorer import Scorer
 
     pairs = chat_pairs(args.pairs)
     seqs = 2 * args.batch_pairs

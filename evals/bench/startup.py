@@ -17,8 +17,8 @@ from evals.bench.common import report
 CHILD = """
 import json, resource, time
 t0 = time.perf_counter()
-from playground.home import data_dir
-from playground.models import ModelsConfig, load_models
+from playground.core.home import data_dir
+from playground.models.roles import ModelsConfig, load_models
 t1 = time.perf_counter()
 models = load_models(ModelsConfig(models_dir=data_dir() / "models"))
 t2 = time.perf_counter()

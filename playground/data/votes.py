@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from playground.encoding import Message
-from playground.errors import PlaygroundError
-from playground.limits import MAX_RESPONSES, MAX_VOTER_LEN, MIN_RESPONSES
-from playground.rows import ROLES
+from playground.core.errors import PlaygroundError
+from playground.core.limits import MAX_RESPONSES, MAX_VOTER_LEN, MIN_RESPONSES
+from playground.data.rows import ROLES
+from playground.scoring.encoding import Message
 
 PAIR_OUTCOMES = ("a", "b", "tie", "both_bad")  # only for k = 2
 OUTCOMES = (*PAIR_OUTCOMES, "ranking")

@@ -18,10 +18,10 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from playground.devices import resolve_device, resolve_dtype
-from playground.errors import PlaygroundError
-from playground.gguf_convert import convert_gguf, converted_dir, ensure_default_model
-from playground.sources import Kind, Source, classify
+from playground.core.errors import PlaygroundError
+from playground.models.devices import resolve_device, resolve_dtype
+from playground.models.gguf_convert import convert_gguf, converted_dir, ensure_default_model
+from playground.models.sources import Kind, Source, classify
 
 log = logging.getLogger(__name__)
 

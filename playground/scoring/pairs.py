@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from playground.encoding import Encoded, encode
-from playground.rows import PreferenceRow
-from playground.scoring import length_sorted_batches, split_model
+from playground.data.rows import PreferenceRow
+from playground.scoring.encoding import Encoded, encode
+from playground.scoring.scorer import length_sorted_batches, split_model
 
 SHARED, CHOSEN, REJECTED, PAD = 0, 1, 2, -1  # which branch of the tree a token is on
 

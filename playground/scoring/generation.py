@@ -16,10 +16,10 @@ from peft import PeftModel
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from playground.encoding import Message
-from playground.errors import PlaygroundError
-from playground.limits import MAX_NEW_TOKENS
-from playground.models import Models, Role
+from playground.core.errors import PlaygroundError
+from playground.core.limits import MAX_NEW_TOKENS
+from playground.models.roles import Models, Role
+from playground.scoring.encoding import Message
 
 
 @dataclass(frozen=True)

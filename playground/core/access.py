@@ -10,8 +10,8 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playground.errors import PlaygroundError
-from playground.votes import voter_name
+from playground.core.errors import PlaygroundError
+from playground.data.votes import voter_name
 
 ADMIN = "admin"
 MIN_PASSWORD_LEN = 8

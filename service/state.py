@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from playground.access import Access
-from playground.atomic import write_json
-from playground.checkpoints import attach_checkpoint, complete_checkpoints, read_record, serve_checkpoint
-from playground.errors import PlaygroundError
-from playground.models import Models, ModelsConfig, Role, load_models
-from playground.scoring import Scorer
-from playground.store import Store
+from playground.core.access import Access
+from playground.core.atomic import write_json
+from playground.core.errors import PlaygroundError
+from playground.data.store import Store
+from playground.models.checkpoints import attach_checkpoint, complete_checkpoints, read_record, serve_checkpoint
+from playground.models.roles import Models, ModelsConfig, Role, load_models
+from playground.scoring.scorer import Scorer
 
 if TYPE_CHECKING:  # evals imports the engine, not the other way round
     from evals.kl import KLEstimate

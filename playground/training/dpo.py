@@ -61,14 +61,14 @@ import torch
 import transformers
 from peft import PeftModel
 
-from playground.checkpoints import pairs_sha256, read_record, set_policy_weights, write_checkpoint
-from playground.errors import PlaygroundError
-from playground.limits import MAX_TRAIN_EPOCHS, MAX_TRAIN_STEPS
-from playground.models import POLICY_ADAPTER, LoraSettings, Models, adapter_params
+from playground.core.errors import PlaygroundError
+from playground.core.limits import MAX_TRAIN_EPOCHS, MAX_TRAIN_STEPS
+from playground.data.rows import PreferenceRow
+from playground.models.checkpoints import pairs_sha256, read_record, set_policy_weights, write_checkpoint
+from playground.models.roles import POLICY_ADAPTER, LoraSettings, Models, adapter_params
 from playground.objectives import dpo_loss, hinge_loss, implicit_reward, ipo_loss, reward_accuracy, robust_dpo_loss
-from playground.pairs import EncodedPair, all_pair_logps, encode_pairs, pair_logps
-from playground.rows import PreferenceRow
-from playground.scoring import length_sorted_batches
+from playground.scoring.pairs import EncodedPair, all_pair_logps, encode_pairs, pair_logps
+from playground.scoring.scorer import length_sorted_batches
 
 LOSSES = ("sigmoid", "ipo", "hinge", "robust")
 DEFAULT_EPOCHS = 3.0  # TrainingArguments' num_train_epochs, so a TRL user gets the same run length

@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from playground.encoding import Message
-from playground.errors import PlaygroundError
-from playground.generation import GenerationSettings
-from playground.limits import MAX_PROMPT_CHARS, MAX_RESPONSES, MAX_SYSTEM_CHARS, MIN_RESPONSES
-from playground.models import Role
+from playground.core.errors import PlaygroundError
+from playground.core.limits import MAX_PROMPT_CHARS, MAX_RESPONSES, MAX_SYSTEM_CHARS, MIN_RESPONSES
+from playground.data.votes import Response, Vote, require_text
+from playground.models.roles import Role
 from playground.objectives import preference_probability
-from playground.scoring import ResponseScore, Scorer
-from playground.votes import Response, Vote, require_text
+from playground.scoring.encoding import Message
+from playground.scoring.generation import GenerationSettings
+from playground.scoring.scorer import ResponseScore, Scorer
 
 
 @dataclass(frozen=True)

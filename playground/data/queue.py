@@ -27,10 +27,10 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from playground.errors import PlaygroundError
-from playground.prompt_sets import PromptSet, SetPrompt
-from playground.store import Store
-from playground.votes import Response, Vote
+from playground.core.errors import PlaygroundError
+from playground.data.prompt_sets import PromptSet, SetPrompt
+from playground.data.store import Store
+from playground.data.votes import Response, Vote
 
 ALL_FLAWED = "both_bad"  # with k > 2 the queue's "All flawed" answer is stored as outcome both_bad
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from peft import PeftModel
 
-from playground.encoding import Encoded, Text, encode
-from playground.models import Models, Role
+from playground.models.roles import Models, Role
 from playground.objectives import dpo_loss, implicit_reward, preference_probability, sequence_kl_estimate
+from playground.scoring.encoding import Encoded, Text, encode
 
 Progress = Callable[[int], None]  # called with the number of rows just finished
 

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from playground.errors import PlaygroundError
+from playground.core.errors import PlaygroundError
 
 DEFAULT_HOME = Path("~/.cache/preference-playground")
 

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from playground.app_state import AppState
-from playground.errors import PlaygroundError
-from playground.generation import GenerationSettings, generate
-from playground.prompt_sets import PromptSet, SetPrompt, SetResponse, check_models
-from playground.rounds import SCORE_FIELDS
+from playground.core.errors import PlaygroundError
+from playground.data.prompt_sets import PromptSet, SetPrompt, SetResponse, check_models
+from playground.scoring.generation import GenerationSettings, generate
+from playground.scoring.rounds import SCORE_FIELDS
+from service.state import AppState
 
 
 @dataclass(frozen=True)

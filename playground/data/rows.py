@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playground.encoding import Text
-from playground.errors import PlaygroundError
-from playground.limits import MAX_FILE_BYTES
+from playground.core.errors import PlaygroundError
+from playground.core.limits import MAX_FILE_BYTES
+from playground.scoring.encoding import Text
 
 ROLES = ("system", "user", "assistant", "tool")
 FORMATS = (".jsonl", ".json", ".parquet", ".csv")

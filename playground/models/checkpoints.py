@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from peft import PeftModel
 
-from playground.atomic import new_folder
-from playground.errors import PlaygroundError
-from playground.models import POLICY_ADAPTER, Models, Role, adapter_params, require_safetensors_adapter
-from playground.rows import PreferenceRow
+from playground.core.atomic import new_folder
+from playground.core.errors import PlaygroundError
+from playground.data.rows import PreferenceRow
+from playground.models.roles import POLICY_ADAPTER, Models, Role, adapter_params, require_safetensors_adapter
 
 RECORD = "record.json"
 RECORD_FORMAT = 1

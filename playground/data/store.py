@@ -6,7 +6,7 @@ another `Store` with the same methods.
 Threads: Gradio runs handlers in a thread pool, so one `Store` is shared between threads. It holds
 one connection (`check_same_thread=False`) and a lock around every transaction: SQLite writes one
 transaction at a time anyway, each call is short, and one connection means the per-connection
-pragmas are set once. Other processes (the `playground.data` CLI while the app runs) use their own
+pragmas are set once. Other processes (the `playground.data.exchange` CLI while the app runs) use their own
 connections; WAL lets them read while the app writes, and the busy timeout makes writers wait.
 """
 
@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from playground.errors import PlaygroundError
-from playground.home import data_dir
-from playground.prompt_sets import PromptSet, SetPrompt, SetResponse
-from playground.rows import PreferenceRow
-from playground.votes import Binarize, Response, Vote, to_trl_rows, voter_name
+from playground.core.errors import PlaygroundError
+from playground.core.home import data_dir
+from playground.data.prompt_sets import PromptSet, SetPrompt, SetResponse
+from playground.data.rows import PreferenceRow
+from playground.data.votes import Binarize, Response, Vote, to_trl_rows, voter_name
 
 DB_NAME = "votes.sqlite"
 TRL_KEYS = ("prompt", "chosen", "rejected")

