@@ -38,16 +38,17 @@ document.addEventListener("keydown", (e) => {
 def build_demo(state: AppState) -> gr.Blocks:
     with gr.Blocks(title="Preference Playground") as demo:
         gr.Markdown(lambda: header(state))  # a callable: read at each page load, so it names the serving policy
-        with gr.Tab("Playground"):
-            handles = build_playground_tab(state)
-        with gr.Tab("Vote"):
-            build_vote_tab(state, handles.voter)
-        with gr.Tab("Data"):
-            build_data_tab(state, handles.voter)
-        with gr.Tab("Train"):
-            build_train_tab(state, handles.slot_models)
-        with gr.Tab("Dashboard"):
-            build_dashboard_tab(state)
+        # Each builder gets its own Tab so that it can load its data when the tab is opened.
+        with gr.Tab("Playground") as tab:
+            handles = build_playground_tab(state, tab)
+        with gr.Tab("Vote") as tab:
+            build_vote_tab(state, tab, handles.voter)
+        with gr.Tab("Data") as tab:
+            build_data_tab(state, tab, handles.voter)
+        with gr.Tab("Train") as tab:
+            build_train_tab(state, tab, handles.slot_models)
+        with gr.Tab("Dashboard") as tab:
+            build_dashboard_tab(state, tab)
         if state.access.enabled:
             def signed_in(request: gr.Request) -> gr.Textbox:
                 """With logins on, votes go under the login name: show it, and do not let it be edited."""

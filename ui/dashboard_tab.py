@@ -47,7 +47,7 @@ def reward_models(state: AppState) -> list[str]:
     return [d.name for d in reward_model_folders(state)]
 
 
-def build_dashboard_tab(state: AppState) -> None:
+def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
     gr.Markdown("Ratings from battles: human votes (the policy is rated as the checkpoint it was serving) and, if "
                 "ticked, judge battles. Bradley–Terry maximum likelihood on the Elo scale (400·log₁₀ odds), a tie "
                 "half a win each way, intervals from resampling battles.")

@@ -39,7 +39,7 @@ def counts_table(counts: dict[str, int], key: str) -> pd.DataFrame:
     return pd.DataFrame(sorted(counts.items(), key=lambda kv: -kv[1]), columns=[key, "votes"])
 
 
-def build_data_tab(state: AppState, voter: gr.Textbox) -> None:
+def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     with gr.Row():
         voter_filter = gr.Textbox(label="Filter by voter", scale=1)
         model_filter = gr.Textbox(label="Filter by model", scale=1)

@@ -35,7 +35,7 @@ class PlaygroundHandles(NamedTuple):
     slot_models: list[gr.Dropdown]
 
 
-def build_playground_tab(state: AppState) -> PlaygroundHandles:
+def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
     catalog = list(state.slot_catalog())
     defaults = ["policy", "reference", "sft", "policy"]
     rnd = gr.State(None)  # the session's current Round

@@ -62,7 +62,7 @@ def summary(result: TrainResult) -> str:
             f"`{result.checkpoint.name if result.checkpoint else '—'}` is now serving as `policy`.")
 
 
-def build_train_tab(state: AppState, slot_models: list[gr.Dropdown]) -> None:
+def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]) -> None:
     gr.Markdown("DPO on your votes (ties and both-bad left out; rankings as all pairs) and imported pairs. "
                 "Only the policy's LoRA adapter is trained; the reference stays frozen. Serving goes on "
                 "while it trains and switches to the new adapter when the run finishes.")

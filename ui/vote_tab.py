@@ -32,7 +32,7 @@ def conversation_markdown(messages: list[Message]) -> str:
     return "\n\n".join(f"**{m['role']}:** {m['content']}" for m in messages)
 
 
-def build_vote_tab(state: AppState, voter: gr.Textbox) -> None:
+def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     names = [s.name for s in state.store.prompt_sets()]
     current = gr.State(None)  # the QueueItem on screen; None once voted on, so it cannot be voted on twice
     skipped = gr.State(())  # prompt ids skipped in this browser session; a new session sees them again
