@@ -1,17 +1,15 @@
-"""Agreement statistics and vote merging for items judged by several voters.
+"""Agreement statistics for items judged by several voters: Krippendorff's α, agreement with the
+majority, the most disputed items, position bias, Wilson intervals.
 
-An *item* is one prompt with a fixed set of responses, each named by a response id (a model name or
-any other id unique within the item). Several voters judge the same item:
+The inputs are the engine's `Judgement`s (`playground.data.merge`, where the votes of one item are
+also merged for export): a label names the winning response id, "tie" or "both_bad", never a side,
+so agreement is measured on *which response* won. Two voters agree only when they give the same one
+of the four categories "X wins", "Y wins", "tie", "both_bad".
 
-* a pair (k = 2) gives a `Judgement`: the winning response id, "tie" or "both_bad", plus which
-  response was shown on the left (position 0) and which on the right (position 1);
-* k ≥ 2 responses ranked best first give a `Ranking`.
-
-Every voter sees the two responses in a random left/right order, so agreement is measured on *which
-response* won, never on which side: a label names a response id. The nominal categories of a pair
-are therefore "X wins", "Y wins", "tie" and "both_bad": a tie ("equally good") and both-bad
-("neither is acceptable") are two categories of their own, distinct from each other and from the
-two wins, so two voters agree only when they give the same one of the four.
+A ranking of k responses is k(k−1)/2 pair judgements that share the vote's id; they are not
+independent. Statistics that count votes per item (α, majority, disputes) take one pair item at a
+time, where one vote gives one judgement; position bias counts pairs, and says so (`n_votes`,
+`note`) when some came from one vote.
 
 All functions are pure: they take plain sequences and return new values. One voter may judge an
 item once; a second judgement of the same item by the same voter is a `ValueError` (pick one first,
@@ -22,99 +20,15 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-import numpy as np
+from playground.data.merge import NO_PREFERENCE, Judgement, Ranking, check_pair_group, strict_top
 
-TIE = "tie"
-BOTH_BAD = "both_bad"
-NO_PREFERENCE = (TIE, BOTH_BAD)
 # Canonical categories for alpha across items (see `pair_units`): the response with the
 # lexicographically smaller id is "first", whatever side it was shown on.
 FIRST_WINS = "first_wins"
 SECOND_WINS = "second_wins"
 Z_95 = 1.959963984540054  # Φ⁻¹(0.975), the two-sided 95 % normal quantile
-TiePolicy = Literal["drop", "keep"]
-TIE_POLICIES: tuple[TiePolicy, ...] = ("drop", "keep")
-PairOutcome = Literal["pair", "tie", "both_bad", "dropped"]
-
-# Read-only, so no caller can change the rule description another export records.
-MERGE_RULES: Mapping[str, str] = MappingProxyType({
-    "pairs": (
-        "plurality over the labels (response X wins, response Y wins, tie, both_bad), one label per voter; "
-        "a response with strictly more votes than each other label is chosen over the other response"
-    ),
-    "pairs_no_preference": (
-        "no strict response plurality (a split between the responses, or tie/both_bad at or sharing the top)"
-    ),
-    "rankings": (
-        "ranked pairs (Tideman): pairwise majorities from all voters' full rankings, locked by margin "
-        "(strongest first, ties by winner id then loser id) unless a cycle forms; the order is the "
-        "topological order of the locked graph, unordered responses by id"
-    ),
-})
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """One voter's verdict on one pair item."""
-
-    item: str  # item id, e.g. the prompt id within a prompt set
-    voter: str
-    label: str  # the winning response id, "tie" or "both_bad"
-    left: str  # response id shown on the left (position 0)
-    right: str  # response id shown on the right (position 1)
-
-    def __post_init__(self) -> None:
-        for name in ("item", "voter", "label", "left", "right"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"judgement {name} must be a non-empty string, got {value!r}")
-        if self.left == self.right:
-            raise ValueError(f"item {self.item!r}: left and right are the same response {self.left!r}")
-        if self.left in NO_PREFERENCE or self.right in NO_PREFERENCE:
-            raise ValueError(f"item {self.item!r}: a response id may not be {TIE!r} or {BOTH_BAD!r}")
-        if self.label not in (self.left, self.right, *NO_PREFERENCE):
-            raise ValueError(
-                f"item {self.item!r}: label {self.label!r} is neither shown response "
-                f"({self.left!r}, {self.right!r}) nor {TIE!r}/{BOTH_BAD!r}"
-            )
-
-    @property
-    def responses(self) -> tuple[str, str]:
-        """The two response ids in canonical (sorted) order, independent of the display order."""
-        first, second = sorted((self.left, self.right))
-        return first, second
-
-    @property
-    def left_won(self) -> bool | None:
-        """True when the left response won, False when the right one did, None for tie/both_bad."""
-        if self.label in NO_PREFERENCE:
-            return None
-        return self.label == self.left
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """One voter's full ranking of an item's responses, best first."""
-
-    item: str
-    voter: str
-    order: tuple[str, ...]  # response ids, best first
-
-    def __post_init__(self) -> None:
-        for name in ("item", "voter"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"ranking {name} must be a non-empty string, got {value!r}")
-        if not isinstance(self.order, tuple) or len(self.order) < 2:
-            raise ValueError(f"item {self.item!r}: a ranking needs a tuple of at least 2 response ids")
-        if any(not isinstance(r, str) or not r for r in self.order):
-            raise ValueError(f"item {self.item!r}: response ids must be non-empty strings")
-        if len(set(self.order)) != len(self.order):
-            raise ValueError(f"item {self.item!r}: ranking {self.order!r} repeats a response")
-
 
 _Vote = TypeVar("_Vote", Judgement, Ranking)
 
@@ -140,21 +54,8 @@ def group_by_item(judgements: Iterable[Judgement]) -> dict[str, list[Judgement]]
     for judgement in judgements:
         groups[judgement.item].append(judgement)
     for item, group in groups.items():
-        _check_pair_group(item, group)
+        check_pair_group(item, group)
     return dict(groups)
-
-
-def _check_pair_group(item: str, group: Sequence[Judgement]) -> None:
-    pairs = {j.responses for j in group}
-    if len(pairs) > 1:
-        raise ValueError(f"item {item!r} is judged on different response pairs: {sorted(pairs)}")
-    _check_one_vote_per_voter(item, [j.voter for j in group])
-
-
-def _check_one_vote_per_voter(item: str, voters: Sequence[str]) -> None:
-    repeated = sorted(v for v, n in Counter(voters).items() if n > 1)
-    if repeated:
-        raise ValueError(f"item {item!r}: voter(s) {repeated} voted more than once (see latest_per_voter)")
 
 
 # --------------------------------------------------------------------------------------------- alpha
@@ -276,19 +177,11 @@ def agreement_with_majority(judgements: Iterable[Judgement]) -> dict[str, tuple[
             others = Counter(j.label for j in group if j.voter != judgement.voter)
             n_others = sum(others.values())
             if n_others >= 2:
-                label, count = _strict_top(others)
+                label, count = strict_top(others)
                 if label is not None and 2 * count > n_others:
                     agree, total = agree + (judgement.label == label), total + 1
             result[judgement.voter] = (agree, total)
     return dict(sorted(result.items()))
-
-
-def _strict_top(counts: Counter[str]) -> tuple[str | None, int]:
-    """The label with strictly the most votes and its count; (None, count) when the top is shared."""
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    if len(ranked) > 1 and ranked[1][1] == ranked[0][1]:
-        return None, ranked[0][1]
-    return ranked[0]
 
 
 # --------------------------------------------------------------------------------------------- disputes
@@ -327,17 +220,22 @@ def most_disputed(judgements: Iterable[Judgement], top: int = 10) -> list[Disput
 
 @dataclass(frozen=True)
 class PositionBias:
-    """How often the left response won among decided votes, with a 95 % Wilson score interval.
+    """How often the left response won among decided pairs, with a 95 % Wilson score interval.
 
-    Under a random left/right order and no position bias the rate is 0.5. With no decided vote the
-    rate and the interval are None (undefined, and None keeps the value JSON-safe).
+    Under a random left/right order and no position bias the rate is 0.5. With no decided pair the
+    rate and the interval are None (undefined, and None keeps the value JSON-safe). The interval
+    treats the `decided` pairs as independent; a ranking gives several pairs from one look at the
+    screen, so when they came from fewer votes (`n_votes` < `decided`) `note` says the interval is
+    too narrow.
     """
 
     left_wins: int
-    decided: int  # votes that picked a side (tie and both_bad excluded)
+    decided: int  # pairs that picked a side (tie and both_bad excluded)
     rate: float | None
     ci_low: float | None
     ci_high: float | None
+    n_votes: int  # the votes those decided pairs came from
+    note: str | None  # see `dependent_pairs_note`
 
 
 @dataclass(frozen=True)
@@ -353,6 +251,7 @@ def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, f
         half   = z / (1 + z²/n) · √(p̂(1 − p̂)/n + z²/(4n²))
 
     Unlike p̂ ± z√(p̂(1−p̂)/n) it stays inside [0, 1] and keeps its coverage for small n or p̂ near 0/1.
+    It assumes n independent trials.
     """
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(f"need 0 ≤ successes ≤ n and n > 0, got {successes}/{n}")
@@ -364,160 +263,54 @@ def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, f
     return max(0.0, center - half), min(1.0, center + half)
 
 
-def position_bias_stats(left_wins: int, decided: int) -> PositionBias:
-    """The left-win rate left_wins/decided and its 95 % Wilson interval (None when decided = 0)."""
+def dependent_pairs_note(n_pairs: int, n_votes: int) -> str | None:
+    """What to say next to a Wilson interval over `n_pairs` pairs that came from `n_votes` votes:
+    nothing when each vote gave one pair; otherwise that the interval is too narrow (the pairs of one
+    ranking are not independent trials, so the effective sample is between n_votes and n_pairs)."""
+    if n_votes >= n_pairs:
+        return None
+    return (f"{n_pairs} pairs from {n_votes} votes: pairs from rankings are not independent; "
+            "interval too narrow")
+
+
+def count_votes(vote_ids: Iterable[int | str | None]) -> int:
+    """Distinct votes among items tagged with the vote they came from; None is a vote of its own."""
+    seen: set[int | str] = set()
+    anonymous = 0
+    for vote_id in vote_ids:
+        if vote_id is None:
+            anonymous += 1
+        else:
+            seen.add(vote_id)
+    return len(seen) + anonymous
+
+
+def position_bias_stats(left_wins: int, decided: int, n_votes: int | None = None) -> PositionBias:
+    """The left-win rate left_wins/decided and its 95 % Wilson interval (None when decided = 0), from
+    `n_votes` votes (default: one per decided pair)."""
+    n_votes = decided if n_votes is None else n_votes
+    note = dependent_pairs_note(decided, n_votes)
     if decided == 0:
-        return PositionBias(left_wins, 0, None, None, None)
+        return PositionBias(left_wins, 0, None, None, None, n_votes, note)
     low, high = wilson_interval(left_wins, decided)
-    return PositionBias(left_wins, decided, left_wins / decided, low, high)
+    return PositionBias(left_wins, decided, left_wins / decided, low, high, n_votes, note)
 
 
 def position_bias(judgements: Iterable[Judgement]) -> PositionBiasReport:
-    """Left-win rate over all decided votes and per voter.
+    """Left-win rate over all decided pairs and per voter.
 
     Each vote counts on its own here (a repeated vote is another look at the screen), so no
-    one-vote-per-voter check.
+    one-vote-per-voter check. Pairs of one ranking share its `vote_id`; `n_votes` counts them once.
     """
-    tallies: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    decided: dict[str, list[Judgement]] = defaultdict(list)
     for judgement in judgements:
-        tally = tallies[judgement.voter]  # every voter appears, even with only ties
+        picked = decided[judgement.voter]  # every voter appears, even with only ties
         if judgement.left_won is not None:
-            tally[0] += judgement.left_won
-            tally[1] += 1
-    overall = position_bias_stats(sum(t[0] for t in tallies.values()), sum(t[1] for t in tallies.values()))
-    return PositionBiasReport(overall, {voter: position_bias_stats(*tallies[voter]) for voter in sorted(tallies)})
+            picked.append(judgement)
 
+    def stats(group: Sequence[Judgement]) -> PositionBias:
+        return position_bias_stats(sum(bool(j.left_won) for j in group), len(group),
+                                   count_votes(j.vote_id for j in group))
 
-# --------------------------------------------------------------------------------------------- merging
-
-
-@dataclass(frozen=True)
-class MergeResult:
-    """Several voters' judgements of one pair item merged into one export row.
-
-    outcome "pair": `chosen` beat `rejected`. "tie"/"both_bad" (ties="keep" only): no preference,
-    `chosen`/`rejected` None. "dropped": no preference and ties="drop".
-    """
-
-    item: str
-    outcome: PairOutcome
-    chosen: str | None
-    rejected: str | None
-    responses: tuple[str, str]  # the item's two response ids, sorted
-    n_votes: int
-    counts: tuple[tuple[str, int], ...]  # (label, votes), most votes first, then by label
-
-
-def merge_pair_votes(judgements_for_item: Sequence[Judgement], ties: TiePolicy = "drop") -> MergeResult:
-    """Merge one item's pair judgements by plurality over four labels.
-
-    Every vote is one label: response X wins, response Y wins, tie, or both_bad; tie and both_bad
-    count as labels of their own (they are not split between the responses, and are not merged with
-    each other).
-
-    * A response whose label has strictly more votes than each of the other three labels is chosen;
-      the other response is rejected. (2 X, 1 Y, 1 tie → X; 3 X, 2 Y → X.)
-    * Anything else is "no preference": a split at the top between the responses (1 X, 1 Y), a
-      tie or both_bad at the top, or a response sharing the top with tie/both_bad (2 X, 2 tie).
-      ties="drop" gives outcome "dropped"; ties="keep" gives "both_bad" when both_bad alone has
-      the most votes and "tie" otherwise.
-
-    The result depends only on the multiset of labels, not on the input order.
-    """
-    if ties not in TIE_POLICIES:
-        raise ValueError(f"ties must be one of {TIE_POLICIES}, got {ties!r}")
-    if not judgements_for_item:
-        raise ValueError("no judgements to merge")
-    items = {j.item for j in judgements_for_item}
-    if len(items) > 1:
-        raise ValueError(f"judgements of several items given to merge_pair_votes: {sorted(items)}")
-    item = judgements_for_item[0].item
-    _check_pair_group(item, judgements_for_item)
-    responses = judgements_for_item[0].responses
-    counter = Counter(j.label for j in judgements_for_item)
-    counts = tuple(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
-    top, _ = _strict_top(counter)
-    if top in responses:
-        rejected = responses[1] if top == responses[0] else responses[0]
-        return MergeResult(item, "pair", top, rejected, responses, len(judgements_for_item), counts)
-    outcome: PairOutcome = "dropped" if ties == "drop" else BOTH_BAD if top == BOTH_BAD else TIE
-    return MergeResult(item, outcome, None, None, responses, len(judgements_for_item), counts)
-
-
-def merge_rankings(rankings_for_item: Sequence[Ranking]) -> tuple[str, ...]:
-    """Merge one item's full rankings into one ranking by ranked pairs (Tideman).
-
-    1. Pairwise majorities: w(a, b) = number of voters ranking a above b. For every pair with
-       w(a, b) > w(b, a), a beats b with margin w(a, b) − w(b, a); pairs with equal votes give none.
-    2. Sort the victories by margin, strongest first; equal margins by winner id, then loser id,
-       so the result never depends on the input order.
-    3. Lock each victory a → b in that order unless b already reaches a through locked edges
-       (locking it would close a cycle).
-    4. Return the topological order of the locked graph, taking the smallest id whenever several
-       responses are unbeaten among those left (only happens for pairs with equal votes).
-
-    With one voter every pair is locked and the voter's ranking comes back. In a Condorcet cycle the
-    weakest victory is the one skipped.
-    """
-    if not rankings_for_item:
-        raise ValueError("no rankings to merge")
-    items = {r.item for r in rankings_for_item}
-    if len(items) > 1:
-        raise ValueError(f"rankings of several items given to merge_rankings: {sorted(items)}")
-    item = rankings_for_item[0].item
-    candidates = sorted(rankings_for_item[0].order)
-    for ranking in rankings_for_item:
-        if sorted(ranking.order) != candidates:
-            raise ValueError(f"item {item!r}: rankings cover different responses ({ranking.order!r} vs {candidates})")
-    _check_one_vote_per_voter(item, [r.voter for r in rankings_for_item])
-
-    index = {c: i for i, c in enumerate(candidates)}
-    wins = np.zeros((len(candidates), len(candidates)), dtype=int)
-    for ranking in rankings_for_item:
-        positions = [index[c] for c in ranking.order]
-        for rank, better in enumerate(positions):
-            for worse in positions[rank + 1:]:
-                wins[better, worse] += 1
-
-    victories = [(int(wins[a, b] - wins[b, a]), candidates[a], candidates[b])
-                 for a in range(len(candidates)) for b in range(len(candidates)) if wins[a, b] > wins[b, a]]
-    victories.sort(key=lambda v: (-v[0], v[1], v[2]))
-    locked: dict[str, set[str]] = {c: set() for c in candidates}
-    for _, winner, loser in victories:
-        if not _reaches(locked, loser, winner):
-            locked[winner].add(loser)
-
-    # Kahn's algorithm; the sorted pick among unbeaten responses keeps the output deterministic.
-    beaten_by = {c: sum(c in losers for losers in locked.values()) for c in candidates}
-    order: list[str] = []
-    while len(order) < len(candidates):
-        current = min(c for c in candidates if beaten_by[c] == 0 and c not in order)
-        order.append(current)
-        for loser in locked[current]:
-            beaten_by[loser] -= 1
-    return tuple(order)
-
-
-def _reaches(edges: Mapping[str, set[str]], start: str, goal: str) -> bool:
-    """Whether `goal` can be reached from `start` along `edges` (depth-first search)."""
-    stack, seen = [start], {start}
-    while stack:
-        node = stack.pop()
-        if node == goal:
-            return True
-        for nxt in edges[node] - seen:
-            seen.add(nxt)
-            stack.append(nxt)
-    return False
-
-
-def merge_rule_metadata(ties: TiePolicy) -> dict[str, str]:
-    """The merge rules as recorded next to an export, with what happens to no-preference pair items."""
-    if ties not in TIE_POLICIES:
-        raise ValueError(f"ties must be one of {TIE_POLICIES}, got {ties!r}")
-    fate = "dropped" if ties == "drop" else "kept as both_bad when both_bad alone leads, else as tie"
-    return {
-        "pairs": f"{MERGE_RULES['pairs']}; {MERGE_RULES['pairs_no_preference']}: {fate}",
-        "rankings": MERGE_RULES["rankings"],
-        "ties": ties,
-    }
+    overall = stats([j for group in decided.values() for j in group])
+    return PositionBiasReport(overall, {voter: stats(decided[voter]) for voter in sorted(decided)})

@@ -1,5 +1,6 @@
-"""Queue votes through `evals.annotation`: agreement with known answers, position bias on simulated
-voters, and the merged export (majority with ties and splits, ranked pairs on a Condorcet cycle)."""
+"""Queue votes through `evals.annotation` and `playground.data.merge`: agreement with known answers,
+position bias on simulated voters (and the votes behind a ranking's pairs), and the merged export
+(majority with ties and splits, ranked pairs on a Condorcet cycle)."""
 
 import json
 import random
@@ -10,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from evals.agreement import wilson_interval
-from evals.annotation import agreement_report, vote_judgements
+from evals.annotation import agreement_report
 from playground.data.__main__ import build_parser
 from playground.data.exchange import PARQUET_META_KEY, export_rows, meta_path
+from playground.data.merge import merge_votes, vote_judgements
 from playground.data.queue import next_item, queue_vote
 from playground.data.store import Store
 from playground.data.votes import Response, Vote
@@ -123,6 +125,25 @@ def test_a_ranking_is_judged_pair_by_pair() -> None:
     assert {j.label for j in vote_judgements(flawed, "q5")} == {"both_bad"}
 
 
+def test_position_bias_says_when_pairs_come_from_rankings(store: Store) -> None:
+    pset = make_set(store, n=2, overlap=2, models=TRIPLE)
+    first, second = item_ids(store, "eval")
+    # Rankings shown (policy, reference, sft): ana ranks in shown order (left wins all 3 pairs), bo in
+    # reverse (right wins all 3); cy calls the second prompt all flawed (no pair decided).
+    store.add_queue_vote(rank_vote(first, "ana", TRIPLE))
+    store.add_queue_vote(rank_vote(first, "bo", TRIPLE[::-1]))
+    store.add_queue_vote(rank_vote(second, "ana", TRIPLE))
+    store.add_queue_vote(rank_vote(second, "cy", None))
+    bias = agreement_report(store.set_votes(pset.id)).position
+    assert (bias.overall.left_wins, bias.overall.decided, bias.overall.n_votes) == (6, 9, 3)
+    assert bias.overall.note == "9 pairs from 3 votes: pairs from rankings are not independent; interval too narrow"
+    ana = bias.by_voter["ana"]
+    assert (ana.left_wins, ana.decided, ana.n_votes, ana.rate) == (6, 6, 2, 1.0) and ana.note is not None
+    assert (bias.by_voter["cy"].decided, bias.by_voter["cy"].n_votes, bias.by_voter["cy"].note) == (0, 0, None)
+    pairs_only = agreement_report([pair_vote(1, "ana", "policy"), pair_vote(2, "ana", "sft")]).position.overall
+    assert (pairs_only.decided, pairs_only.n_votes, pairs_only.note) == (2, 2, None)
+
+
 @pytest.fixture
 def voted(store: Store) -> Store:
     """Pair items with a clear majority, a split, and both-bad on top; ranking items with a Condorcet
@@ -192,8 +213,6 @@ def test_merged_arena_export_keeps_ties_when_asked(voted: Store, tmp_path: Path,
 
 
 def test_training_on_merged_votes_gives_one_pair_per_prompt(store: Store) -> None:
-    from evals.annotation import merge_votes
-
     make_set(store, n=2, overlap=3)
     first, second = item_ids(store, "eval")
     for voter, label in (("ana", "policy"), ("bo", "policy"), ("cy", "sft")):  # 2:1 for policy

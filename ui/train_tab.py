@@ -10,8 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from evals.annotation import merge_votes
 from playground.core.errors import PlaygroundError
+from playground.data.merge import merge_votes
 from playground.training.dpo import LOSSES, DPOConfig, TrainResult, train_dpo
 from service.state import AppState
 from ui import session

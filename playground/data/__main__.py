@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from evals.agreement import TIE_POLICIES
 from playground.cli import add_model_args, models_config, prepare_environment, run_cli
 from playground.core.errors import PlaygroundError
 from playground.data.exchange import (
@@ -17,6 +16,7 @@ from playground.data.exchange import (
     import_prompts,
     meta_path,
 )
+from playground.data.merge import TIE_POLICIES
 from playground.data.rows import FORMATS as IMPORT_FORMATS
 from playground.data.store import DB_NAME, Store, default_path
 

@@ -5,10 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from evals.agreement import TIE_POLICIES
-from evals.annotation import merge_votes
 from playground.core.atomic import write_file, write_json
 from playground.core.errors import PlaygroundError
+from playground.data.merge import TIE_POLICIES, merge_votes
 from playground.data.prompt_sets import (
     PromptSet,
     check_overlap,
@@ -46,7 +45,7 @@ def export_rows(
     return the number of rows. `include_imported` adds the imported pairs (trl only).
 
     `merge="majority"` first merges the voting queue's votes on each prompt into one
-    (`evals.annotation.merge_votes`; `ties` "drop" or "keep" says what becomes of prompts with no
+    (`playground.data.merge.merge_votes`; `ties` "drop" or "keep" says what becomes of prompts with no
     majority) and records the rule in `<file>.meta.json`, and in a Parquet file's schema metadata.
     """
     if merge not in MERGES or ties not in TIE_POLICIES:
