@@ -1,6 +1,9 @@
 """The one explicit app-state object: what a running app (or a script driving the engine) holds."""
 
 import json
+import re
+import secrets
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +22,25 @@ if TYPE_CHECKING:  # evals imports the engine, not the other way round
     from evals.kl import KLEstimate
 
 SERVING = "serving.json"  # in the checkpoint folder: which checkpoint the policy serves
+KEEP_EXPORTS = 20  # per kind of export (trl, arena, trl-merged, dashboard, …): older ones are deleted
+
+
+def prune_exports(folder: Path, name: str, keep: int) -> None:
+    """Delete all but the newest `keep` exports named `<name>-<YYYYmmdd-HHMMSS>…` in `folder`, each
+    with what shares its stem (a `.meta.json` beside it; a folder of tables from older versions)."""
+    stem = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}(?:-[0-9a-f]{{8}})?(?=\.|$)")
+    groups: dict[str, list[Path]] = {}
+    for path in folder.iterdir():
+        match = stem.match(path.name)
+        if match:
+            groups.setdefault(match.group(), []).append(path)
+    # Names sort by time to the second; the random tail breaks ties arbitrarily, which is fine.
+    for old in sorted(groups)[: max(0, len(groups) - keep)]:
+        for path in groups[old]:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -38,16 +60,25 @@ class AppState:
     cancel_training: threading.Event = field(default_factory=threading.Event)
     # KL(π_θ ‖ π_ref) estimated on the fixed prompt set, by checkpoint id (the Dashboard's button).
     kl_estimates: dict[str, "KLEstimate"] = field(default_factory=dict)
+    # With logins on, a voter sees only their own votes unless this is set (admin always sees all).
+    votes_visible_to_all: bool = False
 
     @property
     def checkpoint_dir(self) -> Path:
         return self.data_dir / "checkpoints"
 
+    @property
+    def export_dir(self) -> Path:
+        """Where exports and downloads are written; the only data folder the web server may serve."""
+        return self.data_dir / "exports"
+
     def export_path(self, name: str, suffix: str = "") -> Path:
-        """A new `exports/<name>-<YYYYmmdd-HHMMSS><suffix>` in the data directory, its folder created."""
-        out_dir = self.data_dir / "exports"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
+        """A new `exports/<name>-<YYYYmmdd-HHMMSS>-<random><suffix>`, its folder created. The random
+        part keeps two exports in one second apart and the name unguessable (the folder is served);
+        older exports of the same `name` beyond the newest `KEEP_EXPORTS` are deleted."""
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        prune_exports(self.export_dir, name, KEEP_EXPORTS - 1)
+        return self.export_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}{suffix}"
 
     def slot_catalog(self) -> dict[str, Role]:
         """Models a response slot can take, by the name shown to people."""
@@ -99,11 +130,11 @@ class AppState:
 
 
 def build_state(cfg: ModelsConfig, data_dir: Path, db_path: Path | None = None, beta: float = 0.1,
-                access: Access | None = None) -> AppState:
+                access: Access | None = None, votes_visible_to_all: bool = False) -> AppState:
     models = load_models(cfg)
     store = Store(db_path or data_dir / "votes.sqlite")
     state = AppState(models=models, scorer=Scorer(models), store=store, data_dir=data_dir, beta=beta,
-                     access=access or Access())
+                     access=access or Access(), votes_visible_to_all=votes_visible_to_all)
     if models.policy.adapter is not None:  # checkpoints are adapters: they need the policy's PeftModel
         for folder in complete_checkpoints(state.checkpoint_dir):
             state.add_checkpoint(folder)
