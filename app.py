@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.add_argument("--admin-password", default=None, metavar="PASSWORD",
                    help="add the 'admin' account, the only one that may train, import, export, delete and switch "
                    "the serving checkpoint once logins are on (without any login flag everyone may)")
+    a.add_argument("--votes-visible-to-all", action="store_true",
+                   help="with logins on, let every voter read every vote (the Data tab, /votes); by default a "
+                   "voter sees only their own votes and the admin sees all")
     p = parser.add_argument_group("scores")
     p.add_argument("--beta", type=float, default=0.1, help="β in the implicit reward β·log(π/π_ref) (> 0)")
     args = parser.parse_args(argv)
@@ -60,7 +63,8 @@ def main() -> None:
 
     home = data_dir()
     started = time.perf_counter()
-    state = build_state(models_config(args, home), home, db_path=args.db, beta=args.beta, access=access)
+    state = build_state(models_config(args, home), home, db_path=args.db, beta=args.beta, access=access,
+                        votes_visible_to_all=args.votes_visible_to_all)
     print(f"models ready in {time.perf_counter() - started:.1f} s on {state.models.device} "
           f"({str(state.models.dtype).removeprefix('torch.')}); data in {home}", file=sys.stderr)
     demo = build_demo(state)
