@@ -18,7 +18,7 @@ e.g. with `latest_per_voter`), because counting it twice would weigh that voter 
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -273,9 +273,9 @@ def dependent_pairs_note(n_pairs: int, n_votes: int) -> str | None:
             "interval too narrow")
 
 
-def count_votes(vote_ids: Iterable[int | str | None]) -> int:
+def count_votes(vote_ids: Iterable[Hashable | None]) -> int:
     """Distinct votes among items tagged with the vote they came from; None is a vote of its own."""
-    seen: set[int | str] = set()
+    seen: set[Hashable] = set()
     anonymous = 0
     for vote_id in vote_ids:
         if vote_id is None:

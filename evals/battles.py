@@ -1,18 +1,28 @@
 """Battles for the leaderboard, in Chatbot Arena's row format: human votes from the store, judge
 battles (kept apart, flagged with the judge's name) or a file of Arena rows.
 
-Every row has `model_a`, `model_b`, `winner` (`model_a`, `model_b`, `tie`, `tie (bothbad)`), plus
-`source` ("human" or the judge's name) and, where the texts are known, `len_a`/`len_b` (characters).
+Every row has `model_a`, `model_b`, `winner` (`playground.data.votes.ARENA_WINNERS`: `model_a`,
+`model_b`, `tie`, `tie (bothbad)`), plus `source` ("human" or the judge's name) and, where the texts
+are known, `len_a`/`len_b` (characters). Human rows carry `vote_id`: a ranking of k responses is
+k(k−1)/2 rows of one vote, which intervals must not count as independent (`vote_key`).
 """
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from playground.data.store import Store
 from playground.data.votes import to_arena_rows
 
 HUMAN = "human"
+
+
+def vote_key(row: Mapping[str, Any]) -> Hashable | None:
+    """The vote a battle row came from, as (source, vote_id): the rows of one ranking share it.
+    None for a row without a vote id (or an empty one, as CSV spells it): a vote of its own. The
+    source keeps equal vote ids from different databases or judges apart."""
+    vote_id = row.get("vote_id")
+    return None if vote_id is None or vote_id == "" else (row.get("source"), vote_id)
 
 
 def human_battles(store: Store) -> list[dict[str, Any]]:

@@ -1,15 +1,16 @@
 """Model ratings from pairwise battles: Bradley–Terry on the Elo scale, bootstrap intervals, online Elo.
 
 `python -m evals.ratings --battles FILE --out OUT.json` reads Chatbot Arena battle rows
-(`model_a`, `model_b`, `winner` ∈ {model_a, model_b, tie, tie (bothbad)}), as `python -m
-playground.data.exchange export --format arena` writes them, and prints a leaderboard.
+(`model_a`, `model_b`, `winner` ∈ {model_a, model_b, tie, tie (bothbad)}, optionally `vote_id`), as
+`python -m playground.data export --format arena` writes them, and prints a leaderboard.
 
 The model (Bradley–Terry on the Elo scale, as Chatbot Arena reports it):
 
     P(a beats b) = 1 / (1 + 10^((R_b − R_a)/400)) = σ(θ_a − θ_b),   θ = R · ln 10 / 400
 
-A tie, both-bad included, counts as half a win each way. The battles are first aggregated per
-unordered pair {i, j}: n_ij battles, w_ij = wins of i + ½ ties. The fit maximises the log-posterior
+A tie, both-bad included, counts as half a win each way (`playground.data.votes.win_score`). The
+battles are first aggregated per unordered pair {i, j}: n_ij battles, w_ij = wins of i + ½ ties.
+The fit maximises the log-posterior
 
     ℓ(θ) = Σ_{i<j} [ w_ij log σ(θ_i − θ_j) + (n_ij − w_ij) log σ(θ_j − θ_i) ] − (λ/2) Σ_i θ_i²
 
@@ -20,22 +21,31 @@ that never lost (its rating would go to +∞), and groups of models that never m
 differences within a group are identified). Because ℓ's data term is shift-invariant, the ridge
 also centres Σθ = 0; ratings are then shifted so that the anchor model is exactly 1000.
 
-Bootstrap: resampling n battles with replacement is the same as drawing the n battles' outcome cells
-(unordered pair × {i won, tie, j won}) from a multinomial with the observed cell frequencies. All
-rounds are drawn at once and fitted together by a batched Newton solve. Cells are ordered by the
-sorted model names, so the intervals do not depend on the order of the battles or on which side a
-model played; renaming models so that their alphabetical order changes draws different rounds
-(the point ratings stay the same). Intervals are the 2.5 and 97.5 percentiles of each model's
+Bootstrap over votes: a ranking of k responses is k(k−1)/2 battles from one voter's one look, not
+independent draws, so a round resamples VOTES with replacement and keeps each vote's battles
+together. Battle rows that share a `vote_id` (within one `source`) are one vote; a row without one
+is a vote of its own, so for Arena files without vote ids, and for pair votes, this is the classic
+resampling of battles. Votes with the same battles (the same outcome cells, unordered pair × {i
+won, tie, j won}) are interchangeable, so resampling V votes is drawing each round's count of every
+such pattern from a multinomial with the observed pattern frequencies; a round's cell counts are
+its patterns' cells summed. With one battle per vote the patterns are the cells, and the draws are
+exactly those of resampling battles (same seed, same intervals). All rounds are drawn at once and
+fitted together by a batched Newton solve. Cells are ordered by the sorted model names, so the
+intervals do not depend on the order of the battles, on vote ids or on which side a model played;
+renaming models so that their alphabetical order changes draws different rounds (the point ratings
+stay the same). Intervals are the 2.5 and 97.5 percentiles of each model's
 rating over the rounds, the anchor fixed at 1000 in every round (so the anchor's interval is
 [1000, 1000] and the others' measure uncertainty relative to it). `bootstrap=0` means no intervals:
 ci_low and ci_high are NaN (null in JSON, "—" in the table).
 """
 
 import argparse
+import itertools
 import json
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,66 +54,99 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from evals.battles import vote_key
 from playground.cli import HelpFormatter, run_cli
 from playground.core.atomic import write_json
 from playground.core.errors import PlaygroundError
 from playground.data.rows import RowError, read_records
+from playground.data.votes import ARENA_A, ARENA_B, ARENA_TIE, ARENA_WINNERS, win_score
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
-WINNERS: dict[str, float] = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5}
 KEYS = ("model_a", "model_b", "winner")
+OPTIONAL_KEYS = ("vote_id", "source")  # kept when present: they say which vote a battle came from
 ELO_PER_LOGIT = 400.0 / math.log(10.0)  # R = ELO_PER_LOGIT · θ
 ANCHOR_RATING = 1000.0
 DEFAULT_ANCHOR = "sft"
 RIDGE = 1e-3
-OUTCOME_SCORE = np.array([1.0, 0.5, 0.0])  # score of the pair's lower-index model per cell: i won, tie, j won
+# The score of the pair's lower-index model i per cell: i won, tie, j won.
+OUTCOME_SCORE = np.array([win_score(ARENA_A), win_score(ARENA_TIE), win_score(ARENA_B)])
 MAX_NEWTON_STEPS = 200
 NEWTON_TOL = 1e-10  # largest |Δθ| in log-odds (≈ 2e-8 Elo); Newton converges quadratically, so one more step is exact
 MAX_STEP = 4.0  # log-odds per Newton step: damps the first steps towards a model with (almost) no losses
-CHUNK_FLOATS = 1 << 23  # ≈ 64 MiB of float64 per bootstrap chunk: rounds × (M² Hessian + cells)
+CHUNK_FLOATS = 1 << 23  # ≈ 64 MiB of float64 per bootstrap chunk: rounds × (M² Hessian + cells + patterns)
 
 
 @dataclass(frozen=True, eq=False)
 class Battles:
     """Battles as index arrays: battle k is models[a[k]] vs models[b[k]], scoring score_a[k] for a
-    (1 win, 0 loss, 0.5 tie or both bad). `models` is sorted, so nothing depends on input order."""
+    (1 win, 0 loss, 0.5 tie or both bad), cast in vote vote[k] (the battles of one ranking share
+    it; None: every battle is a vote of its own). `models` is sorted, so nothing depends on input
+    order; votes are renumbered 0..V−1."""
 
     models: tuple[str, ...]
     a: IntArray
     b: IntArray
     score_a: FloatArray
+    vote: IntArray | None = None
 
     def __post_init__(self) -> None:
         a, b = np.array(self.a, dtype=np.int64), np.array(self.b, dtype=np.int64)
         score = np.array(self.score_a, dtype=np.float64)
+        vote = np.arange(len(a)) if self.vote is None else np.array(self.vote, dtype=np.int64)
         if list(self.models) != sorted(set(self.models)):
             raise ValueError("Battles.models must be sorted and unique")
-        if not (a.ndim == b.ndim == score.ndim == 1 and len(a) == len(b) == len(score)):
-            raise ValueError("Battles.a, .b and .score_a must be 1-D arrays of one length")
+        if not (a.ndim == b.ndim == score.ndim == vote.ndim == 1 and len(a) == len(b) == len(score) == len(vote)):
+            raise ValueError("Battles.a, .b, .score_a and .vote must be 1-D arrays of one length")
         m = len(self.models)
         if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= m or (a == b).any()):
             raise ValueError("Battles.a and .b must index two different models")
         if not np.isin(score, OUTCOME_SCORE).all():
             raise ValueError("Battles.score_a must hold 0, 0.5 or 1")
-        for name, array in (("a", a), ("b", b), ("score_a", score)):
+        vote = np.unique(vote, return_inverse=True)[1].reshape(-1)  # numbered 0..V−1
+        for name, array in (("a", a), ("b", b), ("score_a", score), ("vote", vote)):
             array.setflags(write=False)
             object.__setattr__(self, name, array)
+
+    @property
+    def n_votes(self) -> int:
+        assert self.vote is not None  # __post_init__ fills it
+        return int(self.vote.max()) + 1 if len(self.vote) else 0
 
     def __len__(self) -> int:
         return len(self.a)
 
 
 @dataclass(frozen=True, eq=False)
+class VotePatterns:
+    """The votes behind the battles, grouped by what they hold (for the bootstrap): `weight[g]` votes
+    have pattern g, which puts `count[e]` battles in flat cell `cell[e]` (pair index × 3 + outcome)
+    for every entry e with `group[e] == g`. A pair vote is one battle in one cell; a ranking of k,
+    k(k−1)/2 battles. Single-battle patterns come first, by cell, then the others by content, so
+    nothing depends on the order of the battles or on vote ids."""
+
+    weight: IntArray
+    group: IntArray
+    cell: IntArray
+    count: IntArray
+
+    @property
+    def n_votes(self) -> int:
+        return int(self.weight.sum())
+
+
+@dataclass(frozen=True, eq=False)
 class PairCounts:
     """The battles aggregated per unordered pair i < j (sorted by (i, j)), as outcome cells:
-    cells[p] = (battles i won, ties, battles j won)."""
+    cells[p] = (battles i won, ties, battles j won); and the votes they came from, as patterns
+    over those cells."""
 
     n_models: int
     i: IntArray
     j: IntArray
     cells: IntArray
+    patterns: VotePatterns
 
     @property
     def n(self) -> IntArray:
@@ -125,6 +168,7 @@ class RatingsResult:
     seed: int
     ridge: float
     n_battles: int
+    n_votes: int  # the votes the battles came from, the unit the bootstrap resamples
     leaderboard: pd.DataFrame  # rank, rating, ci_low, ci_high, n_battles, wins, losses, ties, online_elo
     battles: pd.DataFrame  # battle counts, symmetric, 0 on the diagonal
     win_fraction: pd.DataFrame  # (wins + ½ ties) of row against column / battles; NaN where they never met
@@ -136,8 +180,10 @@ class RatingsResult:
 # ---------------------------------------------------------------------------------------------- input
 
 
-def check_battle(record: Any, where: str) -> dict[str, str]:
-    """One battle row, checked; `where` ("FILE: line 3") starts every error message."""
+def check_battle(record: Any, where: str) -> dict[str, Any]:
+    """One battle row, checked: its KEYS, plus `vote_id` and `source` where given (an empty
+    `vote_id`, as a CSV cell or a JSON null, is none); `where` ("FILE: line 3") starts every error
+    message."""
     if not isinstance(record, Mapping):
         raise PlaygroundError(f"{where}: expected an object with {', '.join(KEYS)}, got {type(record).__name__}")
     missing = [k for k in KEYS if k not in record]
@@ -146,17 +192,24 @@ def check_battle(record: Any, where: str) -> dict[str, str]:
     for key in ("model_a", "model_b"):
         if not isinstance(record[key], str) or not record[key].strip():
             raise PlaygroundError(f"{where}: {key} must be a non-empty string (a model name), got {record[key]!r}")
-    if record["winner"] not in WINNERS:
-        allowed = ", ".join(repr(w) for w in WINNERS)
+    if record["winner"] not in ARENA_WINNERS:
+        allowed = ", ".join(repr(w) for w in ARENA_WINNERS)
         raise PlaygroundError(f"{where}: winner is {record['winner']!r}; expected one of {allowed}")
     if record["model_a"] == record["model_b"]:
         raise PlaygroundError(f"{where}: model_a and model_b are both {record['model_a']!r}; "
                               "a battle needs two different models")
-    return {k: record[k] for k in KEYS}
+    vote_id, source = record.get("vote_id"), record.get("source")
+    if vote_id is not None and (isinstance(vote_id, bool) or not isinstance(vote_id, int | str)):
+        raise PlaygroundError(f"{where}: vote_id must be an integer or a string (the vote the battle came "
+                              f"from), got {vote_id!r}")
+    if source is not None and not isinstance(source, str):
+        raise PlaygroundError(f"{where}: source must be a string, got {source!r}")
+    extra = {"vote_id": vote_id} if vote_id not in (None, "") else {}
+    return {**{k: record[k] for k in KEYS}, **extra, **({"source": source} if source is not None else {})}
 
 
-def read_battles(path: Path | str) -> list[dict[str, str]]:
-    """Battle rows {model_a, model_b, winner} (other fields dropped) from JSON lines (.jsonl, or
+def read_battles(path: Path | str) -> list[dict[str, Any]]:
+    """Battle rows {model_a, model_b, winner[, vote_id, source]} (other fields dropped) from JSON lines (.jsonl, or
     .json), a .json list, .csv or .parquet; the first bad row raises `PlaygroundError` with its line
     (JSONL, CSV: as an editor numbers them) or row number (Parquet, JSON list)."""
     path = Path(path)
@@ -195,15 +248,19 @@ def _json_list(path: Path) -> list[tuple[int, Any]]:
 
 
 def battles_from_rows(rows: Sequence[Mapping[str, Any]]) -> Battles:
-    """Rows {model_a, model_b, winner} → `Battles`; models sorted by name, battles kept in order."""
+    """Rows {model_a, model_b, winner[, vote_id, source]} → `Battles`; models sorted by name, battles
+    kept in order; rows with the same (source, vote_id) are one vote, a row without vote_id its own."""
     checked = [check_battle(row, f"row {n}") for n, row in enumerate(rows, start=1)]
     if not checked:
         raise PlaygroundError("no battles")
     names = np.array([r["model_a"] for r in checked] + [r["model_b"] for r in checked])
     models, index = np.unique(names, return_inverse=True)
-    score = np.fromiter((WINNERS[r["winner"]] for r in checked), dtype=np.float64, count=len(checked))
+    score = np.fromiter((win_score(r["winner"]) for r in checked), dtype=np.float64, count=len(checked))
+    votes: dict[Hashable, int] = {}
+    vote = [votes.setdefault(key if key is not None else ("row", n), len(votes))
+            for n, key in enumerate(map(vote_key, checked))]
     n = len(checked)
-    return Battles(tuple(str(m) for m in models), index[:n], index[n:], score)
+    return Battles(tuple(str(m) for m in models), index[:n], index[n:], score, np.array(vote, dtype=np.int64))
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -211,14 +268,39 @@ def battles_from_rows(rows: Sequence[Mapping[str, Any]]) -> Battles:
 
 def aggregate(battles: Battles) -> PairCounts:
     """Count each battle in its cell (unordered pair i < j, outcome for i); both orientations of a
-    battle land in the same cell, so the counts ignore battle order and sides."""
+    battle land in the same cell, so the counts ignore battle order and sides. Group the votes by
+    their cells (`vote_patterns`)."""
     m = len(battles.models)
     lo, hi = np.minimum(battles.a, battles.b), np.maximum(battles.a, battles.b)
     score_lo = np.where(battles.a < battles.b, battles.score_a, 1.0 - battles.score_a)
     outcome = np.rint(2.0 * (1.0 - score_lo)).astype(np.int64)  # 0: lo won, 1: tie, 2: hi won
     pair_keys, pair = np.unique(lo * m + hi, return_inverse=True)
-    cells = np.bincount(pair * 3 + outcome, minlength=3 * len(pair_keys)).reshape(-1, 3)
-    return PairCounts(m, pair_keys // m, pair_keys % m, cells.astype(np.int64))
+    cell = pair.reshape(-1) * 3 + outcome
+    cells = np.bincount(cell, minlength=3 * len(pair_keys)).reshape(-1, 3)
+    assert battles.vote is not None  # Battles.__post_init__ fills it
+    return PairCounts(m, pair_keys // m, pair_keys % m, cells.astype(np.int64), vote_patterns(battles.vote, cell))
+
+
+def vote_patterns(vote: IntArray, cell: IntArray) -> VotePatterns:
+    """Votes (battle k in vote[k], flat cell cell[k]) grouped by their multiset of cells. Votes of
+    one battle, the bulk of most data, are grouped vectorised; the others in one pass in Python."""
+    single = np.bincount(vote)[vote] == 1
+    single_cells, single_weight = np.unique(cell[single], return_counts=True)
+    multi = np.flatnonzero(~single)
+    multi = multi[np.lexsort((cell[multi], vote[multi]))]  # by vote, then cell
+    shapes: Counter[tuple[int, ...]] = Counter(
+        tuple(c for _, c in members)
+        for _, members in itertools.groupby(zip(vote[multi].tolist(), cell[multi].tolist(), strict=True),
+                                            key=lambda vc: vc[0]))
+    keys = sorted(shapes)
+    entries = np.array([(g, c, n) for g, key in enumerate(keys, start=len(single_cells))
+                        for c, n in sorted(Counter(key).items())], dtype=np.int64).reshape(-1, 3)
+    return VotePatterns(
+        weight=np.concatenate([single_weight, np.array([shapes[k] for k in keys], dtype=np.int64)]),
+        group=np.concatenate([np.arange(len(single_cells)), entries[:, 0]]),
+        cell=np.concatenate([single_cells, entries[:, 1]]),
+        count=np.concatenate([np.ones(len(single_cells), dtype=np.int64), entries[:, 2]]),
+    )
 
 
 def _sigmoid(x: FloatArray) -> FloatArray:
@@ -281,24 +363,27 @@ def fit_ratings(counts: PairCounts, anchor: int, ridge: float = RIDGE) -> FloatA
 
 def bootstrap_ratings(counts: PairCounts, rounds: int, anchor: int, seed: int = 0,
                       ridge: float = RIDGE) -> FloatArray:
-    """Ratings (rounds, M) of `rounds` resamples of the battles with replacement: each round's cell
-    counts ~ Multinomial(n_battles, observed cell frequencies), fitted together, in chunks that
-    keep memory near CHUNK_FLOATS (the random stream is the same whatever the chunking)."""
-    flat = counts.cells.ravel()
-    used = np.flatnonzero(flat)  # empty cells are never drawn; leaving them out saves work
-    total = int(flat.sum())
-    probs = flat[used] / total
+    """Ratings (rounds, M) of `rounds` resamples of the votes with replacement, each vote with all
+    its battles: each round's pattern counts ~ Multinomial(n_votes, observed pattern frequencies),
+    its cell counts the patterns' cells summed; rounds fitted together, in chunks that keep memory
+    near CHUNK_FLOATS (the random stream is the same whatever the chunking). With one battle per
+    vote this is resampling the battles."""
+    patterns = counts.patterns
+    total = patterns.n_votes
+    probs = patterns.weight / total
     rng = np.random.default_rng(seed)
     m, n_pairs = counts.n_models, len(counts.i)
+    n_cells = 3 * n_pairs
     # Every round's optimum lies near the full data's, so Newton started there needs fewer steps.
     theta_hat = _fit_counts(counts, ridge)
-    per_chunk = max(1, CHUNK_FLOATS // (m * m + 3 * n_pairs))
+    per_chunk = max(1, CHUNK_FLOATS // (m * m + n_cells + len(patterns.weight) + 2 * len(patterns.cell)))
     out = np.empty((rounds, m))
     for first in range(0, rounds, per_chunk):
         size = min(per_chunk, rounds - first)
-        cells = np.zeros((size, 3 * n_pairs))
-        cells[:, used] = rng.multinomial(total, probs, size=size)
-        cells = cells.reshape(size, n_pairs, 3)
+        draws = rng.multinomial(total, probs, size=size)
+        where = (np.arange(size)[:, None] * n_cells + patterns.cell[None, :]).ravel()
+        cells = np.bincount(where, weights=(draws[:, patterns.group] * patterns.count).ravel(),
+                            minlength=size * n_cells).reshape(size, n_pairs, 3)
         theta = fit_log_strengths(counts.i, counts.j, cells.sum(axis=2), cells @ OUTCOME_SCORE, m, ridge, theta_hat)
         out[first : first + size] = to_elo(theta, anchor)
     return out
@@ -419,6 +504,7 @@ def compute_ratings(battles: Battles, bootstrap: int = 1000, anchor: str | None 
         return pd.DataFrame(matrix[np.ix_(order, order)], index=pd.Index(names, name="model"), columns=names)
 
     return RatingsResult(anchor=anchor, bootstrap=bootstrap, seed=seed, ridge=ridge, n_battles=len(battles),
+                         n_votes=counts.patterns.n_votes,
                          leaderboard=leaderboard, battles=frame(n), win_fraction=frame(fraction),
                          predicted=frame(predicted), online_elo=elo,
                          warnings=_graph_warnings(counts, models, record))
@@ -444,7 +530,8 @@ def to_json(result: RatingsResult) -> dict[str, Any]:
         return {str(r): {str(c): _number(v) for c, v in frame.loc[r].items()} for r in frame.index}
 
     return {"anchor": result.anchor, "bootstrap": result.bootstrap, "seed": result.seed, "ridge": result.ridge,
-            "n_battles": result.n_battles, "warnings": list(result.warnings), "models": models,
+            "n_battles": result.n_battles, "n_votes": result.n_votes, "warnings": list(result.warnings),
+            "models": models,
             "matrices": {"battles": nested(result.battles), "win_fraction": nested(result.win_fraction),
                          "predicted": nested(result.predicted)}}
 
@@ -480,8 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "    P(a beats b) = 1 / (1 + 10^((R_b − R_a)/400)),\n"
                     "a tie counting as half a win each way, with a tiny ridge so that a model that never lost\n"
                     "still gets a finite rating; the anchor model is fixed at 1000. 95% intervals come from\n"
-                    "resampling the battles with replacement. Prints the leaderboard; writes the ratings,\n"
-                    "online Elo and the battle, win-fraction and predicted-win matrices to OUT as JSON.",
+                    "resampling the votes with replacement: rows with the same vote_id (a ranking's battles)\n"
+                    "stay together, a row without one is a vote of its own. Prints the leaderboard; writes\n"
+                    "the ratings, online Elo and the battle, win-fraction and predicted-win matrices to OUT\n"
+                    "as JSON.",
         epilog="example: python -m playground.data export --format arena --out battles.jsonl\n"
                "         python -m evals.ratings --battles battles.jsonl --out ratings.json",
     )
@@ -512,7 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise PlaygroundError(f"{args.out.parent}: no such folder")
     write_json(args.out, to_json(result))
     ci = f", 95% intervals from {result.bootstrap} bootstrap rounds" if result.bootstrap else ", no intervals"
-    print(f"{result.n_battles} battles, {len(result.leaderboard)} models, {result.anchor} = 1000{ci}")
+    print(f"{result.n_battles} battles from {result.n_votes} votes, {len(result.leaderboard)} models, "
+          f"{result.anchor} = 1000{ci}")
     print(format_leaderboard(result))
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

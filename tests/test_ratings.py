@@ -1,6 +1,7 @@
 """Ratings from pairwise battles: Bradley–Terry fit, bootstrap intervals, online Elo, input and CLI."""
 
 import csv
+import itertools
 import json
 import math
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -25,7 +27,9 @@ from evals.ratings import (
     read_battles,
     to_json,
 )
+from evals.winrate import win_rate
 from playground.core.errors import PlaygroundError
+from playground.data.votes import ARENA_WINNERS, win_score
 
 REPO = Path(__file__).resolve().parents[1]
 TRUE = {"sft": 1000.0, "alpha": 1180.0, "beta": 1090.0, "gamma": 1040.0, "delta": 960.0, "eps": 900.0,
@@ -237,6 +241,86 @@ def test_online_elo() -> None:
     assert sum(elo.values()) == pytest.approx(3000)  # every update is zero-sum
 
 
+# ----------------------------------------------------------------------------- intervals with rankings
+
+
+def widths(rows: list[dict[str, Any]], seed: int = 2) -> pd.Series:
+    """Each non-anchor model's 95% interval width (Elo), by model name."""
+    board = compute_ratings(battles_from_rows(rows), bootstrap=1000, seed=seed).leaderboard
+    return (board["ci_high"] - board["ci_low"]).drop("sft").sort_index()
+
+
+def without_vote_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k != "vote_id"} for row in rows]
+
+
+def test_pair_votes_resample_exactly_like_battles(simulated_rows: list[dict[str, str]]) -> None:
+    # One battle per vote: the vote patterns are the cells, so the draws, and the intervals, are the same.
+    voted = [{**row, "vote_id": 1000 + n} for n, row in enumerate(simulated_rows)]
+    by_vote, by_battle = (compute_ratings(battles_from_rows(rows), bootstrap=300, seed=5)
+                          for rows in (voted, simulated_rows))
+    assert (by_vote.n_votes, by_battle.n_votes, by_vote.n_battles) == (4000, 4000, 4000)
+    for column in ("rating", "ci_low", "ci_high"):
+        assert np.array_equal(by_vote.leaderboard[column], by_battle.leaderboard[column])
+
+
+def test_a_vote_of_duplicated_battles_resamples_as_one(simulated_rows: list[dict[str, str]]) -> None:
+    # Every vote is one battle cast three times (the most correlated "ranking" there is). Resampling
+    # votes sees 1500 independent outcomes, as the single battles do; resampling battles sees 4500
+    # and gives intervals ≈ √3 too narrow.
+    single = simulated_rows[:1500]
+    tripled = [{**row, "vote_id": n} for n, row in enumerate(single) for _ in range(3)]
+    by_vote, by_battle, truth = widths(tripled), widths(without_vote_ids(tripled)), widths(single)
+    assert (by_vote - truth).abs().max() < 0.05  # the same draws; 3× the counts moves the ridge's pull only
+    assert (by_vote / by_battle).between(1.5, 2.0).all(), by_vote / by_battle
+
+
+def test_rankings_with_correlated_pairs_widen_the_interval() -> None:
+    # 150 rankings of four: "a" is best (60%) or worst, the rest in random order. A vote's three
+    # battles of "a" move together, so they are one draw, not three: a's interval widens.
+    rng = np.random.default_rng(0)
+    rows = []
+    for vote in range(150):
+        rest = [str(m) for m in rng.permutation(["b", "sft", "c"])]
+        order = ["a", *rest] if rng.random() < 0.6 else [*rest, "a"]
+        for x, y in itertools.combinations([str(m) for m in rng.permutation(order)], 2):
+            rows.append({"model_a": x, "model_b": y, "vote_id": vote,
+                         "winner": "model_a" if order.index(x) < order.index(y) else "model_b"})
+    by_vote, by_battle = widths(rows), widths(without_vote_ids(rows))
+    assert by_vote["a"] > 1.35 * by_battle["a"], (by_vote, by_battle)
+    assert compute_ratings(battles_from_rows(rows), bootstrap=0).n_votes == 150
+
+
+def test_votes_are_told_apart_by_source_and_do_not_depend_on_order(simulated_rows: list[dict[str, str]]) -> None:
+    rows = [{**row, "vote_id": n // 3, "source": "human" if n % 2 else "other.jsonl"}
+            for n, row in enumerate(simulated_rows[:600])]
+    assert battles_from_rows(rows).n_votes == 200 + 200  # 3 rows per vote id, split between two sources
+    # Patterns are ordered by content: shuffled rows and renumbered votes draw the same rounds.
+    shuffled = [{**rows[k], "vote_id": f"v{rows[k]['vote_id']}"} for k in np.random.default_rng(1).permutation(600)]
+    assert np.array_equal(widths(rows), widths(shuffled))
+    with pytest.raises(PlaygroundError, match="row 1: vote_id must be an integer or a string"):
+        battles_from_rows([{"model_a": "a", "model_b": "b", "winner": "tie", "vote_id": 1.5}])
+
+
+def test_win_rate_counts_the_votes_behind_its_battles() -> None:
+    # Vote 7 ranked two responses that are both rated as ckpt: two ckpt-vs-sft battles from one look.
+    rows = [{"model_a": "ckpt", "model_b": "sft", "winner": "model_a", "vote_id": 7},
+            {"model_a": "sft", "model_b": "ckpt", "winner": "model_b", "vote_id": 7},
+            {"model_a": "ckpt", "model_b": "sft", "winner": "tie", "vote_id": 8},
+            {"model_a": "sft", "model_b": "ckpt", "winner": "tie (bothbad)"}]
+    r = win_rate(rows, "ckpt", "sft")
+    assert (r.n, r.wins, r.ties, r.losses, r.rate, r.n_votes) == (4, 2, 2, 0, 0.75, 3)
+    assert r.note == "4 pairs from 3 votes: pairs from rankings are not independent; interval too narrow"
+    clean = win_rate(rows[1:], "ckpt", "sft")
+    assert (clean.n, clean.n_votes, clean.note) == (3, 3, None)
+
+
+def test_win_score_is_the_one_tie_rule() -> None:
+    assert [win_score(w) for w in ARENA_WINNERS] == [1.0, 0.0, 0.5, 0.5]
+    with pytest.raises(PlaygroundError, match="'A' is not one of model_a, model_b, tie, tie \\(bothbad\\)"):
+        win_score("A")
+
+
 def test_one_model_or_no_battles_is_an_error() -> None:
     one = Battles(("sft",), np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([]))
     with pytest.raises(PlaygroundError, match="at least 2 models"):
@@ -252,7 +336,7 @@ def write_battles(path: Path, rows: list[dict[str, Any]]) -> Path:
         path.write_text(json.dumps(rows, indent=1))
     elif path.suffix == ".csv":
         with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["model_a", "model_b", "winner"])
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
             writer.writeheader()
             writer.writerows(rows)
     else:
@@ -264,6 +348,17 @@ def write_battles(path: Path, rows: list[dict[str, Any]]) -> Path:
 def test_read_battles_formats(tmp_path: Path, suffix: str) -> None:
     rows = battles(("a", "b", "model_a", 2), ("b", "c", "tie (bothbad)", 1))
     assert read_battles(write_battles(tmp_path / f"battles{suffix}", rows)) == rows
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_read_battles_keeps_the_vote_id(tmp_path: Path, suffix: str) -> None:
+    rows = [{"model_a": "a", "model_b": "b", "winner": "tie", "vote_id": 4, "tstamp": 1.0},
+            {"model_a": "a", "model_b": "c", "winner": "tie", "vote_id": 4, "tstamp": 1.0},
+            {"model_a": "b", "model_b": "c", "winner": "tie", "vote_id": None, "tstamp": 2.0}]
+    read = read_battles(write_battles(tmp_path / f"battles{suffix}", rows))
+    vote_id = "4" if suffix == ".csv" else 4  # a CSV cell is text; the empty one is no vote id
+    assert [r.get("vote_id") for r in read] == [vote_id, vote_id, None] and "tstamp" not in read[0]
+    assert battles_from_rows(read).n_votes == 2
 
 
 @pytest.mark.parametrize(("lines", "message"), [
@@ -289,8 +384,10 @@ def test_cli_writes_json_and_prints_the_leaderboard(tmp_path: Path, capsys: pyte
     out = tmp_path / "ratings.json"
     assert main(["--battles", str(src), "--out", str(out), "--bootstrap", "200", "--seed", "4"]) == 0
     data = json.loads(out.read_text())
-    assert set(data) == {"anchor", "bootstrap", "seed", "ridge", "n_battles", "warnings", "models", "matrices"}
+    assert set(data) == {"anchor", "bootstrap", "seed", "ridge", "n_battles", "n_votes", "warnings", "models",
+                         "matrices"}
     assert (data["anchor"], data["bootstrap"], data["seed"], data["n_battles"]) == ("sft", 200, 4, 35)
+    assert data["n_votes"] == 35  # no vote_id: every battle is a vote of its own
     assert list(data["models"]) == ["policy", "sft", "reference"]
     policy = data["models"]["policy"]
     assert (policy["wins"], policy["losses"], policy["ties"], policy["n_battles"], policy["rank"]) == (19, 6, 2, 27, 1)

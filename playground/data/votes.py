@@ -24,7 +24,23 @@ MAX_UNIX_TIME = 1e11  # the year 5138: past it, SQLite's REAL survives but nothi
 Binarize = Literal["all_pairs", "best_vs_random"]
 BINARIZATIONS: tuple[Binarize, ...] = ("all_pairs", "best_vs_random")
 
-_ARENA_WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}
+# Chatbot Arena's `winner` vocabulary: every battle row here (votes, judges, files) speaks it.
+ARENA_A, ARENA_B, ARENA_TIE, ARENA_BOTH_BAD = "model_a", "model_b", "tie", "tie (bothbad)"
+ARENA_WINNERS = (ARENA_A, ARENA_B, ARENA_TIE, ARENA_BOTH_BAD)
+_ARENA_WINNER = {"a": ARENA_A, "b": ARENA_B, "tie": ARENA_TIE, "both_bad": ARENA_BOTH_BAD}
+_WIN_SCORE = {ARENA_A: 1.0, ARENA_B: 0.0, ARENA_TIE: 0.5, ARENA_BOTH_BAD: 0.5}
+
+
+def win_score(winner: str) -> float:
+    """model_a's score in a battle with this Arena `winner`: 1 won, 0 lost, ½ for a tie or both-bad.
+
+    No preference counts as half a win each way (model_b scores 1 − win_score); the ratings
+    (Bradley–Terry) and the win rates w = (wins + ½·ties) / n both rest on this one rule.
+    """
+    try:
+        return _WIN_SCORE[winner]
+    except KeyError:
+        raise PlaygroundError(f"winner {winner!r} is not one of {', '.join(ARENA_WINNERS)}") from None
 
 
 def voter_name(name: str) -> str:
@@ -215,7 +231,7 @@ def to_arena_rows(votes: list[Vote], rated: bool = False) -> list[dict[str, Any]
             place = {slot: p for p, slot in enumerate(vote.ranking)}
             k = len(vote.responses)
             battles = [
-                (i, j, "model_a" if place[i] < place[j] else "model_b") for i in range(k) for j in range(i + 1, k)
+                (i, j, ARENA_A if place[i] < place[j] else ARENA_B) for i in range(k) for j in range(i + 1, k)
             ]
         else:
             k = len(vote.responses)  # k > 2 only for "both_bad" (all flawed): a both-bad tie per pair
