@@ -9,7 +9,8 @@ import pandas as pd
 
 from evals.agreement import PositionBias
 from evals.annotation import AgreementReport, agreement_report
-from playground.data.exchange import EXPORT_FORMATS, TIE_POLICIES, export_rows, import_prompts
+from playground.data.exchange import EXPORT_FORMATS, export_rows, import_prompts
+from playground.data.merge import TIE_POLICIES
 from playground.data.prompt_sets import check_overlap
 from playground.data.queue import SetProgress, set_progress
 from playground.scoring.generation import GenerationSettings
