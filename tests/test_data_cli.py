@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from evals.ratings import battles_from_rows, read_battles
 from playground.core.errors import PlaygroundError
 from playground.data.__main__ import build_parser
 from playground.data.exchange import export_rows, import_file
@@ -160,6 +161,9 @@ def test_arena_export(store: Store, tmp_path: Path) -> None:
     ]
     assert export_rows(store, "arena", tmp_path / "arena.parquet") == 5
     assert pq.read_table(tmp_path / "arena.parquet").to_pylist() == rows
+    # The ranking's three battles share its vote_id, so the ratings resample them as one vote.
+    assert [r["vote_id"] for r in rows] == [1, 2, 3, 3, 3]
+    assert battles_from_rows(read_battles(tmp_path / "arena.parquet")).n_votes == 3
 
 
 def test_export_refusals(store: Store, tmp_path: Path) -> None:
