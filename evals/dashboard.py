@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -19,11 +19,16 @@ from evals.battles import collect_battles
 from evals.kl import KLEstimate
 from evals.ratings import RatingsResult, battles_from_rows, compute_ratings, to_json
 from evals.winrate import checkpoint_timeline, win_rate_table
-from playground.core.atomic import write_json
+from playground.core.atomic import write_file, write_json
 from playground.data.store import Store
 from playground.training.reward_model import RECORD as REWARD_RECORD
 
 LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 360}
+NO_BATTLES = "No battles yet — generate on the Playground tab and vote, or run a judge below"
+LEADERBOARD_COLUMNS = ["rank", "model", "rating", "95% CI", "battles", "W/L/T", "online Elo"]
+WIN_RATE_COLUMNS = ["model", "vs", "win rate", "95% CI", "n", "W/L/T", "mean length", "baseline mean length"]
+CHECKPOINT_COLUMNS = ["checkpoint", "parent", "created", "pairs", "steps", "β", "held-out pairs",
+                      "held-out acc before", "held-out acc after", "held-out margin after", "KL to ref", "KL stderr"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,9 @@ class Report:
     message: str  # what is shown, or why nothing is
 
 
-def leaderboard_table(result: RatingsResult) -> pd.DataFrame:
+def leaderboard_table(result: RatingsResult | None) -> pd.DataFrame:
+    if result is None:
+        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
     t = result.leaderboard.reset_index()
     return pd.DataFrame({
         "rank": t["rank"], "model": t["model"], "rating": t["rating"].round(1),
@@ -92,7 +99,7 @@ def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), b
         message += ": ratings need battles between at least 2 models (vote, or run a judge)"
     return Report(
         n_battles=len(battles), ratings=ratings,
-        leaderboard=leaderboard_table(ratings) if ratings else pd.DataFrame(),
+        leaderboard=leaderboard_table(ratings),
         win_rates=win_rate_table(battles, baseline) if battles else pd.DataFrame(),
         timeline=checkpoint_timeline(battles, store.checkpoints(), baseline),
         checkpoints=records, message=message,
@@ -116,6 +123,14 @@ def reward_model_table(folders: Sequence[Path]) -> pd.DataFrame:
     columns = ["reward model", "created", "pairs", "held-out pairs", "steps", "held-out acc before",
                "held-out acc after", "held-out margin after"]
     return pd.DataFrame(rows[::-1], columns=columns)
+
+
+def empty_figure(title: str, hint: str) -> go.Figure:
+    """A plot with nothing to show yet says what to do instead of drawing blank axes."""
+    fig = go.Figure()
+    fig.add_annotation(text=hint, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5, font={"size": 14})
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, **LAYOUT)
+    return fig
 
 
 def rating_figure(result: RatingsResult) -> go.Figure:
@@ -147,27 +162,33 @@ def heatmap(frame: pd.DataFrame, title: str, fmt: str, zmin: float | None = None
 
 def timeline_figure(timeline: pd.DataFrame, baseline: str) -> go.Figure:
     """Each checkpoint's win rate against the baseline, in training order, with 95% intervals."""
-    fig = go.Figure()
-    if not timeline.empty:
-        fig.add_trace(go.Scatter(
-            x=timeline["checkpoint"], y=timeline["rate"], mode="lines+markers",
-            error_y={"type": "data", "symmetric": False, "array": timeline["ci_high"] - timeline["rate"],
-                     "arrayminus": timeline["rate"] - timeline["ci_low"]},
-            customdata=timeline[["n"]], hovertemplate="%{x}: %{y:.2f} (n=%{customdata[0]})<extra></extra>",
-        ))
+    title = f"Checkpoints' win rate against {baseline} (ties ½)"
+    if timeline.empty:
+        return empty_figure(title, f"No checkpoint has battles against {baseline} yet — train one on the Train tab, "
+                                   "then vote on it or run a judge")
+    fig = go.Figure(go.Scatter(
+        x=timeline["checkpoint"], y=timeline["rate"], mode="lines+markers",
+        error_y={"type": "data", "symmetric": False, "array": timeline["ci_high"] - timeline["rate"],
+                 "arrayminus": timeline["rate"] - timeline["ci_low"]},
+        customdata=timeline[["n"]], hovertemplate="%{x}: %{y:.2f} (n=%{customdata[0]})<extra></extra>",
+    ))
     fig.add_hline(y=0.5, line_dash="dot", annotation_text="no better than " + baseline)
-    fig.update_layout(title=f"Checkpoints' win rate against {baseline} (ties ½)", yaxis={"range": [0, 1]}, **LAYOUT)
+    fig.update_layout(title=title, yaxis={"range": [0, 1]}, **LAYOUT)
     return fig
 
 
 def reward_kl_figure(records: pd.DataFrame) -> go.Figure:
     """Held-out reward margin against KL to the reference, one point per checkpoint with both."""
     known = records.dropna(subset=["KL to ref", "held-out margin after"])
+    title = "Held-out reward margin vs KL(π_θ ‖ π_ref)"
+    if known.empty:
+        return empty_figure(title, "No checkpoint with a held-out margin and a KL estimate yet — train one "
+                                   "with held-out pairs, then press “Estimate KL”")
     fig = go.Figure(go.Scatter(
         x=known["KL to ref"], y=known["held-out margin after"], mode="markers+text", text=known["checkpoint"],
         textposition="top center", error_x={"type": "data", "array": known["KL stderr"]},
     ))
-    fig.update_layout(title="Held-out reward margin vs KL(π_θ ‖ π_ref)", xaxis_title="KL to reference (nats)",
+    fig.update_layout(title=title, xaxis_title="KL to reference (nats)",
                       yaxis_title="held-out margin r_w − r_l", **LAYOUT)
     return fig
 
@@ -175,7 +196,7 @@ def reward_kl_figure(records: pd.DataFrame) -> go.Figure:
 def win_rate_display(table: pd.DataFrame) -> pd.DataFrame:
     """The win-rate table as people read it: rounded, the interval in one column."""
     if table.empty:
-        return table
+        return pd.DataFrame(columns=WIN_RATE_COLUMNS)
     return pd.DataFrame({
         "model": table["model"], "vs": table["baseline"], "win rate": table["rate"].round(3),
         "95% CI": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)],
@@ -207,8 +228,11 @@ def write_tables(report: Report, out_dir: Path) -> list[Path]:
 
 
 def zip_tables(paths: Sequence[Path], archive: Path) -> Path:
-    """The tables in one zip (one download instead of a dozen), next to the files themselves."""
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
-        for path in paths:
-            z.write(path, path.name)
+    """The tables in one zip (one download instead of a dozen), written atomically."""
+    def write(f: BinaryIO) -> None:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            for path in paths:
+                z.write(path, path.name)
+
+    write_file(archive, write)
     return archive

@@ -23,22 +23,18 @@ the checkpoint it was serving.
 from __future__ import annotations  # the engine's types stay names here: `--help` needs no torch
 
 import argparse
-import itertools
-import random
-import secrets
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from playground.core.errors import PlaygroundError
+from playground.data.votes import ARENA_A, ARENA_B, ARENA_BOTH_BAD, ARENA_TIE
 from playground.scoring.encoding import Message
 
 if TYPE_CHECKING:
-    from playground.scoring.generation import GenerationSettings
-    from service.state import AppState
+    from playground.models.roles import Models
 
 Verdict = tuple[str, dict[str, float]]  # (Arena winner, the judge's numbers)
 Decide = Callable[[Sequence[Sequence[Message]], Sequence[str], Sequence[str]], list[Verdict]]
@@ -59,11 +55,11 @@ def _by_score(score: Callable[[str], float]) -> Decide:
             empty_a, empty_b = not text_a.strip(), not text_b.strip()
             sa, sb = score(text_a), score(text_b)
             if empty_a and empty_b:
-                winner = "tie (bothbad)"
+                winner = ARENA_BOTH_BAD
             elif empty_a or empty_b:
-                winner = "model_b" if empty_a else "model_a"
+                winner = ARENA_B if empty_a else ARENA_A
             else:
-                winner = "model_a" if sa > sb else "model_b" if sb > sa else "tie"
+                winner = ARENA_A if sa > sb else ARENA_B if sb > sa else ARENA_TIE
             out.append((winner, {"score_a": sa, "score_b": sb}))
         return out
     return decide
@@ -81,15 +77,14 @@ def rule_judge(spec: str) -> Judge:
     raise PlaygroundError(f"unknown judge {spec!r}; expected one of {', '.join(RULES)}")
 
 
-def reward_model_judge(folder: Path, state: AppState) -> Judge:
-    """The higher reward wins; the reward model is loaded on the app's device and tokenizer."""
+def reward_model_judge(folder: Path, models: Models) -> Judge:
+    """The higher reward wins; the reward model is loaded on the models' device and tokenizer."""
     import torch
 
     from playground.objectives import preference_probability
     from playground.training.reward_model import load_reward_model
 
-    rm = load_reward_model(folder, device=state.models.device, dtype=state.models.dtype,
-                           tokenizer=state.models.tokenizer)
+    rm = load_reward_model(folder, device=models.device, dtype=models.dtype, tokenizer=models.tokenizer)
 
     def decide(prompts: Sequence[Sequence[Message]], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
         n = len(prompts)
@@ -97,53 +92,17 @@ def reward_model_judge(folder: Path, state: AppState) -> Judge:
         out = []
         for ra, rb in zip(rewards[:n], rewards[n:], strict=True):
             p_a = float(preference_probability(torch.tensor(ra), torch.tensor(rb)))
-            winner = "model_a" if ra > rb else "model_b" if rb > ra else "tie"
+            winner = ARENA_A if ra > rb else ARENA_B if rb > ra else ARENA_TIE
             out.append((winner, {"reward_a": ra, "reward_b": rb, "p_a": p_a}))
         return out
 
     return Judge(f"reward-model:{Path(folder).name}", decide)
 
 
-def make_judge(spec: str, state: AppState) -> Judge:
+def make_judge(spec: str, models: Models) -> Judge:
     if spec.startswith("reward-model:"):
-        return reward_model_judge(Path(spec.partition(":")[2]), state)
+        return reward_model_judge(Path(spec.partition(":")[2]), models)
     return rule_judge(spec)
-
-
-def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Sequence[str], judge: Judge,
-              settings: GenerationSettings, progress: Callable[[int, int], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
-    """Generate, judge and store; returns the stored battles (nothing is stored if stopped early)."""
-    from playground.data.prompt_sets import check_models
-    from playground.scoring.generation import generate
-
-    names = check_models(models, state.slot_catalog())  # 2..4 distinct, loaded
-    rated = [state.rated_name(n) for n in names]
-    if len(set(rated)) < len(rated):
-        raise PlaygroundError(f"{', '.join(names)} include two names for the same weights ({', '.join(rated)})")
-    if not prompts:
-        raise PlaygroundError("no prompts to judge")
-    settings.validate()
-    catalog = state.slot_catalog()
-    rng = random.Random(settings.seed)
-    pending: list[dict[str, Any]] = []
-    for n, messages in enumerate(prompts):
-        if should_stop and should_stop():
-            raise PlaygroundError(f"judging stopped after {n} of {len(prompts)} prompts; nothing was stored")
-        texts = generate(state.models, [catalog[m] for m in names], messages, replace(settings, seed=settings.seed + n))
-        for i, j in itertools.combinations(range(len(names)), 2):
-            if rng.random() < 0.5:
-                i, j = j, i
-            pending.append({"prompt": list(messages), "model_a": rated[i], "model_b": rated[j],
-                            "text_a": texts[i], "text_b": texts[j], "len_a": len(texts[i]), "len_b": len(texts[j])})
-        if progress:
-            progress(n + 1, len(prompts))
-    verdicts = judge.decide([b["prompt"] for b in pending], [b["text_a"] for b in pending],
-                            [b["text_b"] for b in pending])
-    battles = [{**b, "winner": w, "details": d} for b, (w, d) in zip(pending, verdicts, strict=True)]
-    run = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
-    state.store.add_judge_battles(judge.name, run, battles)
-    return battles
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -174,14 +133,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_prompts(state: AppState, prompts: Path | None, set_name: str | None) -> list[list[Message]]:
-    if set_name is not None:
-        return [list(p.messages) for p in state.store.set_prompts(state.store.prompt_set(set_name).id)]
-    from evals.kl import EVAL_PROMPTS, eval_prompts
-
-    return eval_prompts(prompts or EVAL_PROMPTS)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from playground.cli import models_config, prepare_environment
@@ -192,17 +143,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from evals.winrate import win_rate_table
     from playground.core.home import data_dir
     from playground.scoring.generation import GenerationSettings
+    from service.evaluation import judge_prompts, run_judge  # the application layer, as the app uses it
     from service.state import build_state
 
     settings = GenerationSettings(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                                   seed=args.seed).validate()
     home = data_dir()
     state = build_state(models_config(args, home), home, db_path=args.db)
-    judge = make_judge(args.judge, state)
-    prompts = load_prompts(state, args.prompts, args.set)
+    judge = make_judge(args.judge, state.models)
+    prompts = judge_prompts(state, args.set, args.prompts)
     bar = tqdm(total=len(prompts), unit="prompt", desc="generating", file=sys.stderr)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    battles = run_judge(state, prompts, models, judge, settings, progress=lambda done, total: bar.update(done - bar.n))
+    battles = run_judge(state, prompts, models, judge, settings,
+                        progress=lambda done, _total, _what: bar.update(done - bar.n))
     bar.close()
     baseline = state.rated_name(models[-1])
     print(f"{len(battles)} battles judged by {judge.name}; stored in {state.store.path}\n")

@@ -6,11 +6,12 @@ import pytest
 
 from evals.battles import HUMAN, collect_battles, human_battles
 from evals.judge import main as judge_main
-from evals.judge import rule_judge, run_judge
+from evals.judge import rule_judge
 from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
 from playground.core.errors import PlaygroundError
 from playground.data.votes import Response, Vote
 from playground.scoring.generation import GenerationSettings
+from service.evaluation import run_judge
 from service.state import AppState
 
 PROMPT = [{"role": "user", "content": "Hi?"}]

@@ -1,0 +1,133 @@
+"""Evaluation actions on a running app's state: KL to the reference, judge runs, the Dashboard's
+report and its downloadable tables. The Dashboard tab, a gradio_client user and a script (e.g.
+`python -m evals.judge`) call these same functions; the numbers themselves come from `evals`."""
+
+import itertools
+import random
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from evals.dashboard import Report, build_report, write_tables, zip_tables
+from evals.judge import Judge, make_judge
+from evals.kl import EVAL_PROMPTS, KLEstimate, eval_prompts
+from evals.kl import estimate_kl as estimate_role_kl
+from evals.ratings import read_battles
+from playground.core.errors import PlaygroundError
+from playground.data.prompt_sets import check_models
+from playground.scoring.encoding import Message
+from playground.scoring.generation import GenerationSettings, generate
+from service.state import AppState
+
+Progress = Callable[[int, int, str], None]  # (done, total, what is being done)
+
+BUILT_IN_PROMPTS = f"built-in eval prompts ({EVAL_PROMPTS.name})"  # the judge's default prompt source
+MAX_BOOTSTRAP = 5000  # rounds: enough for stable 95% intervals, bounded so one request cannot hog the server
+
+
+def estimate_kl(state: AppState, progress: Progress | None = None, samples: int = 2,
+                max_new_tokens: int = 48) -> dict[str, KLEstimate]:
+    """KL(π_θ ‖ π_ref) of every checkpoint on the shipped prompt set (`evals.kl`); the estimates are
+    kept in `state.kl_estimates` for the Dashboard's table and plot, and returned."""
+    if not state.checkpoints:
+        raise PlaygroundError("no checkpoints yet: train one in the Train tab")
+    prompts = eval_prompts()
+    total = len(state.checkpoints) * len(prompts)
+    found = {}
+    for n, (name, role) in enumerate(list(state.checkpoints.items())):
+        step = None if progress is None else (
+            lambda i, _, n=n, name=name: progress(n * len(prompts) + i, total, f"{name}: prompt {i}/{len(prompts)}"))
+        found[name] = state.kl_estimates[name] = estimate_role_kl(
+            state.scorer, role, prompts, samples=samples, max_new_tokens=max_new_tokens, progress=step)
+    return found
+
+
+def judge_sources(state: AppState) -> list[str]:
+    """Where judge prompts can come from: the built-in set, then the stored prompt sets by name."""
+    return [BUILT_IN_PROMPTS, *(s.name for s in state.store.prompt_sets())]
+
+
+def judge_prompts(state: AppState, source: str | None = None, path: Path | None = None) -> list[list[Message]]:
+    """The prompts of a stored prompt set named `source`, of the prompt file `path`, or (neither,
+    or `BUILT_IN_PROMPTS`) the shipped eval prompts."""
+    if source and source != BUILT_IN_PROMPTS:
+        return [list(p.messages) for p in state.store.set_prompts(state.store.prompt_set(source).id)]
+    return eval_prompts(path or EVAL_PROMPTS)
+
+
+def judge_names(state: AppState) -> list[str]:
+    """Judges whose battles are stored (each can join the leaderboard)."""
+    return list(state.store.counts_by_judge())
+
+
+def app_judge(state: AppState, kind: str, phrase: str = "", reward_model: Path | None = None) -> Judge:
+    """A judge by kind ("shorter", "longer", "contains", "avoids", "reward-model") with its phrase or
+    reward-model folder (see `evals.judge`), loaded on the app's models."""
+    if kind in ("contains", "avoids"):
+        return make_judge(f"{kind}:{phrase.strip()}", state.models)
+    if kind == "reward-model":
+        if reward_model is None:
+            raise PlaygroundError("pick a trained reward model (train one on the Dashboard)")
+        return make_judge(f"reward-model:{reward_model}", state.models)
+    return make_judge(kind, state.models)
+
+
+def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Sequence[str], judge: Judge,
+              settings: GenerationSettings, progress: Progress | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Generate, judge and store; returns the stored battles (nothing is stored if stopped early).
+
+    Each prompt is answered by every model in one batched generation (seed = `settings.seed` +
+    prompt number), each pair of models is one battle per prompt in a seeded random order (so a
+    judge's position bias favours no model), and models are stored under their rated names."""
+    names = check_models(models, state.slot_catalog())  # 2..4 distinct, loaded
+    rated = [state.rated_name(n) for n in names]
+    if len(set(rated)) < len(rated):
+        raise PlaygroundError(f"{', '.join(names)} include two names for the same weights ({', '.join(rated)})")
+    if not prompts:
+        raise PlaygroundError("no prompts to judge")
+    settings.validate()
+    catalog = state.slot_catalog()
+    rng = random.Random(settings.seed)
+    pending: list[dict[str, Any]] = []
+    for n, messages in enumerate(prompts):
+        if should_stop and should_stop():
+            raise PlaygroundError(f"judging stopped after {n} of {len(prompts)} prompts; nothing was stored")
+        texts = generate(state.models, [catalog[m] for m in names], messages, replace(settings, seed=settings.seed + n))
+        for i, j in itertools.combinations(range(len(names)), 2):
+            if rng.random() < 0.5:
+                i, j = j, i
+            pending.append({"prompt": list(messages), "model_a": rated[i], "model_b": rated[j],
+                            "text_a": texts[i], "text_b": texts[j], "len_a": len(texts[i]), "len_b": len(texts[j])})
+        if progress:
+            progress(n + 1, len(prompts), "generating")
+    verdicts = judge.decide([b["prompt"] for b in pending], [b["text_a"] for b in pending],
+                            [b["text_b"] for b in pending])
+    battles = [{**b, "winner": w, "details": d} for b, (w, d) in zip(pending, verdicts, strict=True)]
+    run = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+    state.store.add_judge_battles(judge.name, run, battles)
+    return battles
+
+
+def dashboard_report(state: AppState, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",
+                     anchor: str | None = None, bootstrap: int = 1000, battles_file: Path | None = None) -> Report:
+    """What the Dashboard shows (`evals.dashboard.build_report`): human votes and, if named, judge
+    battles, plus the rows of a Chatbot Arena battle file; KL where estimated. Writes nothing."""
+    if not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        raise PlaygroundError(f"bootstrap rounds must be 0..{MAX_BOOTSTRAP}, got {bootstrap}")
+    extra = [{**b, "source": battles_file.name} for b in read_battles(battles_file)] if battles_file else []
+    return build_report(state.store, human, judges, baseline or "sft", anchor or None, bootstrap,
+                        kl=state.kl_estimates, extra=extra)
+
+
+def dashboard_downloads(state: AppState, report: Report) -> Path:
+    """Every table of `report` as CSV and JSON, and the ratings JSON, in one new zip under exports/
+    (written only when asked for; older ones beyond the last few are pruned by `export_path`)."""
+    archive = state.export_path("dashboard", ".zip")
+    with tempfile.TemporaryDirectory() as tmp:
+        zip_tables(write_tables(report, Path(tmp)), archive)
+    return archive
