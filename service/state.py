@@ -28,19 +28,29 @@ KEEP_EXPORTS = 20  # per kind of export (trl, arena, trl-merged, dashboard, …)
 def prune_exports(folder: Path, name: str, keep: int) -> None:
     """Delete all but the newest `keep` exports named `<name>-<YYYYmmdd-HHMMSS>…` in `folder`, each
     with what shares its stem (a `.meta.json` beside it; a folder of tables from older versions)."""
-    stem = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}(?:-[0-9a-f]{{8}})?(?=\.|$)")
+    pattern = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}(?:-[0-9a-f]{{8}})?(?=\.|$)")
     groups: dict[str, list[Path]] = {}
     for path in folder.iterdir():
-        match = stem.match(path.name)
+        match = pattern.match(path.name)
         if match:
             groups.setdefault(match.group(), []).append(path)
-    # Names sort by time to the second; the random tail breaks ties arbitrarily, which is fine.
-    for old in sorted(groups)[: max(0, len(groups) - keep)]:
+
+    def age(stem: str) -> tuple[str, float]:  # the time in the name, then the files' (within one second)
+        return stem[len(name) + 1: len(name) + 16], max(_mtime(p) for p in groups[stem])
+
+    for old in sorted(groups, key=age)[: max(0, len(groups) - keep)]:
         for path in groups[old]:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # deleted meanwhile by a concurrent export's pruning
+        return 0.0
 
 
 @dataclass
