@@ -72,8 +72,20 @@ def _short(source: str) -> str:
 
 
 def launch_kwargs(state: AppState) -> dict:
-    """`launch()` arguments that belong to the app: the keyboard script, and Gradio's login page
-    when accounts are configured."""
+    """`launch()` arguments that belong to the app: the keyboard script, the one data folder the
+    server may serve, errors shown with their message, and Gradio's login page when accounts are
+    configured. Every launch of the app (app.py, tests) passes these."""
     login = {"auth": state.access.login, "auth_message": "Log in with the account you were given."}
-    # Gradio refuses a bigger upload before it is written to disk; the engine checks again on read.
-    return {"head": KEYBOARD, "max_file_size": MAX_FILE_BYTES, **(login if state.access.enabled else {})}
+    state.export_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "head": KEYBOARD,
+        # Gradio refuses a bigger upload before it is written to disk; the engine checks again on read.
+        "max_file_size": MAX_FILE_BYTES,
+        # Downloads are files under <data>/exports; Gradio serves only the working directory, the
+        # system temp folder and these paths, and the default data folder (~/.cache/…) is neither.
+        # Nothing wider: the votes database and checkpoints stay unreachable.
+        "allowed_paths": [str(state.export_dir.resolve())],
+        # An error outside our handlers (Gradio's own, e.g. a file it refuses) shows its message too.
+        "show_error": True,
+        **(login if state.access.enabled else {}),
+    }

@@ -1,4 +1,5 @@
-"""The Data tab: the collected votes, counts, undo, export and import."""
+"""The Data tab: the collected votes (with logins on, a voter's own; see `service.data`), counts,
+undo, export and import. Loads its tables when the page loads and whenever the tab is opened."""
 
 import time
 from pathlib import Path
@@ -6,14 +7,17 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from playground.data.exchange import export_rows, import_file
 from playground.data.votes import Vote
+from service import data
 from service.state import AppState
 from ui import session
 from ui.errors import user_errors
 from ui.render import LETTERS
 
 VOTE_COLUMNS = ["id", "time", "voter", "outcome", "winner", "models", "prompt", "anonymous"]
+VOTER_COLUMNS = ["voter", "votes"]
+MODEL_COLUMNS = ["model", "votes"]
+NO_VOTES = "**No votes yet** — generate on the Playground tab and vote, or take a prompt in the Vote tab."
 
 
 def vote_table(votes: list[Vote]) -> pd.DataFrame:
@@ -35,19 +39,34 @@ def vote_table(votes: list[Vote]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=VOTE_COLUMNS)
 
 
-def counts_table(counts: dict[str, int], key: str) -> pd.DataFrame:
-    return pd.DataFrame(sorted(counts.items(), key=lambda kv: -kv[1]), columns=[key, "votes"])
+def counts_table(counts: dict[str, int], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(sorted(counts.items(), key=lambda kv: -kv[1]), columns=columns)
+
+
+def empty_hint(votes: list[Vote], filtered: bool, sees_all: bool) -> str:
+    """What to do when the table is empty (nothing when it is not)."""
+    if votes:
+        return ""
+    if filtered:
+        return "No votes match these filters; clear them to see every vote you may see."
+    return NO_VOTES if sees_all else NO_VOTES.replace("No votes yet", "You have no votes yet")
 
 
 def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     with gr.Row():
         voter_filter = gr.Textbox(label="Filter by voter", scale=1)
         model_filter = gr.Textbox(label="Filter by model", scale=1)
-        refresh = gr.Button("Refresh", scale=0)
-    table = gr.Dataframe(headers=VOTE_COLUMNS, label="Votes (newest first)", interactive=False, wrap=True)
+        refresh = gr.Button("Refresh", scale=0, elem_id="data-refresh")
+    visibility = ("Everyone sees every vote." if not state.access.enabled or state.votes_visible_to_all else
+                  "You see your own votes; the admin sees everyone's.")
+    hint = gr.Markdown(elem_id="data-hint")
+    table = gr.Dataframe(value=vote_table([]), headers=VOTE_COLUMNS, label=f"Votes (newest first). {visibility}",
+                         interactive=False, wrap=True, elem_id="data-votes")
     with gr.Row():
-        by_voter = gr.Dataframe(label="Votes by voter", interactive=False)
-        by_model = gr.Dataframe(label="Responses voted on, by model", interactive=False)
+        by_voter = gr.Dataframe(value=counts_table({}, VOTER_COLUMNS), headers=VOTER_COLUMNS, label="Votes by voter",
+                                interactive=False, elem_id="data-by-voter")
+        by_model = gr.Dataframe(value=counts_table({}, MODEL_COLUMNS), headers=MODEL_COLUMNS,
+                                label="Responses voted on, by model", interactive=False, elem_id="data-by-model")
     with gr.Row():
         undo = gr.Button("Undo my last vote", variant="secondary")
         data_status = gr.Markdown()
@@ -58,33 +77,41 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
                             value="all_pairs", label="Rankings become")
         suffix = gr.Radio([".jsonl", ".parquet"], value=".jsonl", label="File")
         include = gr.Checkbox(label="Include imported pairs (TRL only)")
-        export_button = gr.Button("Export", variant="primary")
-        export_file = gr.File(label="Download", interactive=False)
+        export_button = gr.Button("Export", variant="primary", elem_id="data-export")
+        export_file = gr.File(label="Download", interactive=False, elem_id="data-export-file")
     with gr.Accordion("Import TRL preference data", open=False), gr.Row():
         upload = gr.File(label="JSONL, Parquet or CSV: prompt/chosen/rejected",
                          file_types=[".jsonl", ".parquet", ".csv"])
         import_button = gr.Button("Import")
 
-    def show(voter_value: str, model_value: str) -> dict:
-        votes = state.store.votes(voter=voter_value.strip() or None, model=model_value.strip() or None)
+    def show(voter_value: str, model_value: str, request: gr.Request) -> dict:
+        user = session.username(request)
+        votes = data.visible_votes(state, user, voter_value, model_value)
+        counts = data.vote_counts(state, user)
         return {
             table: vote_table(votes),
-            by_voter: counts_table(state.store.counts_by_voter(), "voter"),
-            by_model: counts_table(state.store.counts_by_model(), "model"),
+            by_voter: counts_table(counts.by_voter, VOTER_COLUMNS),
+            by_model: counts_table(counts.by_model, MODEL_COLUMNS),
+            hint: empty_hint(votes, bool((voter_value or "").strip() or (model_value or "").strip()),
+                             data.sees_all_votes(state, user)),
         }
 
-    show_outputs = [table, by_voter, by_model]
+    show_outputs = [table, by_voter, by_model, hint]
     refresh.click(show, [voter_filter, model_filter], show_outputs, api_name="votes")
-    gr.on([voter_filter.submit, model_filter.submit], show, [voter_filter, model_filter], show_outputs,
+    # Fresh data without a Refresh: when the tab is opened (after voting elsewhere) and at page load.
+    gr.on([voter_filter.submit, model_filter.submit, tab.select], show, [voter_filter, model_filter], show_outputs,
           api_visibility="private")
+
+    def show_all(request: gr.Request) -> dict:
+        return show("", "", request)
+
+    gr.on(None, show_all, None, show_outputs, api_visibility="private")  # no triggers: at page load
 
     @user_errors
     def undo_last(name: str, voter_value: str, model_value: str, request: gr.Request) -> dict:
-        # Anyone may take back their own last vote (a mis-click); deleting others' votes is not offered.
-        who = session.voter(state, request, name)
-        removed = state.store.undo_last_vote(who)
+        who, removed = data.undo_last_vote(state, session.username(request), name)
         message = f"Removed vote #{removed.id}." if removed else f"No votes by {who} to undo."
-        return {data_status: message, **show(voter_value, model_value)}
+        return {data_status: message, **show(voter_value, model_value, request)}
 
     undo.click(undo_last, [voter, voter_filter, model_filter], [data_status, *show_outputs], api_name="undo")
 
@@ -92,9 +119,8 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     def export(fmt_value: str, binarize_value: str, suffix_value: str, include_value: bool,
                request: gr.Request) -> dict:
         session.require_admin(state, request, "exporting")
-        path = state.export_path(fmt_value, suffix_value)
-        n = export_rows(state.store, fmt_value, path, binarize_value, seed=0, include_imported=include_value)
-        return {export_file: str(path), data_status: f"Exported {n} {fmt_value} rows to `{path}`."}
+        done = data.export_votes(state, fmt_value, binarize_value, suffix_value, include_value)
+        return {export_file: str(done.path), data_status: f"Exported {done.rows} {fmt_value} rows to `{done.path}`."}
 
     export_button.click(export, [fmt, binarize, suffix, include], [export_file, data_status], api_name="export")
 
@@ -103,7 +129,7 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
         session.require_admin(state, request, "importing")
         if not file:
             raise gr.Error("Choose a file to import first.")
-        result = import_file(state.store, Path(file))
+        result = data.import_votes(state, Path(file))
         return f"Imported {result.imported} pairs from `{Path(file).name}`; they are used for training."
 
     import_button.click(import_upload, upload, data_status, api_name="import")
