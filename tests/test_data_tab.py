@@ -1,0 +1,71 @@
+"""Who reads which votes (issue 18: with logins a voter sees only their own, the admin all, unless
+--votes-visible-to-all), and what empty Data and Dashboard tabs say, through gradio_client."""
+
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from evals.dashboard import LEADERBOARD_COLUMNS
+from playground.core.access import load_access
+from playground.models.roles import ModelsConfig
+from service.state import AppState, build_state
+from tests.conftest import ADMIN_PASSWORD, running_app
+from tests.test_downloads import add_votes
+from ui.data_tab import VOTE_COLUMNS
+
+ANA, BO = ("ana", "ana-secret-1"), ("bo", "bo-secret-12")
+
+
+def rows(table: dict) -> list[list]:
+    return [row for row in table["data"] if row]  # an empty table may come as one empty row
+
+
+def test_voters_see_only_their_own_votes_and_the_admin_sees_all(tiny_model_dir: Path, home: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home,
+                        access=load_access([":".join(ANA), ":".join(BO)], None, ADMIN_PASSWORD))
+    add_votes(state)  # ana 3 votes, bo 1; each shows policy and sft
+    with running_app(state, auth=ANA) as ana:
+        bo = Client(ana.src, verbose=False, auth=BO)
+        admin = Client(ana.src, verbose=False, auth=("admin", ADMIN_PASSWORD))
+        try:
+            table, by_voter, by_model, hint = ana.predict("", "", api_name="/votes")
+            assert [row[2] for row in rows(table)] == ["ana"] * 3 and hint == ""
+            assert rows(by_voter) == [["ana", 3]] and rows(by_model) == [["policy", 3], ["sft", 3]]
+            table, by_voter, _, hint = ana.predict("bo", "", api_name="/votes")  # another voter's: nothing
+            assert rows(table) == [] and rows(by_voter) == [["ana", 3]] and "No votes match" in hint
+
+            table, by_voter, by_model, _ = bo.predict("", "", api_name="/votes")
+            assert [row[2] for row in rows(table)] == ["bo"] and rows(by_voter) == [["bo", 1]]
+            assert rows(by_model) == [["policy", 1], ["sft", 1]]
+
+            table, by_voter, by_model, _ = admin.predict("", "", api_name="/votes")
+            assert sorted(row[2] for row in rows(table)) == ["ana", "ana", "ana", "bo"]
+            assert rows(by_voter) == [["ana", 3], ["bo", 1]] and rows(by_model) == [["policy", 4], ["sft", 4]]
+            assert [row[2] for row in rows(admin.predict("bo", "", api_name="/votes")[0])] == ["bo"]
+
+            # Undo takes back the caller's own vote, whatever name is typed.
+            message = bo.predict("ana", "", "", api_name="/undo")[0]
+            assert "Removed vote #4" in message and [v.voter for v in state.store.votes()] == ["ana"] * 3
+
+            state.votes_visible_to_all = True  # app.py --votes-visible-to-all
+            table, by_voter, _, _ = bo.predict("", "", api_name="/votes")
+            assert len(rows(table)) == 3 and rows(by_voter) == [["ana", 3]]
+        finally:
+            bo.close()
+            admin.close()
+
+
+def test_empty_tabs_say_what_to_do_with_real_headers(tiny_app: tuple[AppState, Client]) -> None:
+    _, client = tiny_app
+    table, by_voter, by_model, hint = client.predict("", "", api_name="/votes")
+    assert table["headers"] == VOTE_COLUMNS and rows(table) == []
+    assert by_voter["headers"] == ["voter", "votes"] and by_model["headers"] == ["model", "votes"]
+    assert "No votes yet" in hint and "Playground tab" in hint
+    out = client.predict(True, [], "sft", "sft", 10, None, api_name="/dashboard")
+    summary, leaderboard = out[0], out[1]
+    assert "No battles yet" in summary and leaderboard["headers"] == LEADERBOARD_COLUMNS and rows(leaderboard) == []
+    rating_plot = out[9]  # plotly JSON: an annotation instead of blank axes
+    assert "No battles yet" in str(rating_plot)
