@@ -1,6 +1,9 @@
 """A real headless Chromium clicks through a round and votes, as a person would: with the keyboard,
-and logged in with a mouse click."""
+and logged in with a mouse click; downloads every file the app offers from a data directory outside
+the temp folder; and finds each tab's data on opening it, without a Refresh."""
 
+import json
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,9 +13,10 @@ import pytest
 from playground.core.access import load_access
 from playground.models.roles import ModelsConfig
 from service.state import AppState, build_state
+from tests.test_downloads import outside_home, outside_state  # noqa: F401  (fixtures)
 from ui.app import build_demo, launch_kwargs
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -77,3 +81,87 @@ def test_a_logged_in_voter_votes_under_the_login(tiny_model_dir: Path, home: Pat
         page.get_by_text("stored as a by dana").wait_for(timeout=30_000)
         [vote] = state.store.votes()
     assert (vote.voter, vote.outcome) == ("dana", "a")
+
+
+def download(page, button: str, link: str) -> Path:
+    """Click `button` (a CSS selector), then the file link that appears under `link`; the saved path."""
+    page.locator(button).click()
+    anchor = page.locator(f"{link} a[download]").first
+    anchor.wait_for(timeout=60_000)
+    with page.expect_download(timeout=60_000) as info:
+        anchor.click()
+    return Path(info.value.path())
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_every_download_button_delivers_its_file(outside_state: AppState) -> None:  # noqa: F811 (fixture)
+    """The Data tab's export, the Vote tab's merged export and the Dashboard's tables, served from a
+    data directory under ~/.cache (not the temp folder, not the checkout), as by default."""
+    with browser_page(outside_state) as (page, url):
+        page.goto(url)
+        page.get_by_role("tab", name="Data").click()
+        trl = download(page, "#data-export", "#data-export-file")
+        assert len(lines(trl)) == 3 and {"prompt", "chosen", "rejected"} <= set(lines(trl)[0])
+
+        page.get_by_role("tab", name="Vote").click()
+        page.get_by_text("Admin: prompt sets, pre-generation, progress, agreement").click()
+        page.get_by_role("button", name="Export merged", exact=True).click()
+        merged_link = page.locator("[role=tabpanel]:visible a[download]").first
+        merged_link.wait_for(timeout=60_000)
+        with page.expect_download(timeout=60_000) as info:
+            merged_link.click()
+        assert len(lines(Path(info.value.path()))) == 3
+
+        page.get_by_role("tab", name="Dashboard").click()
+        tables = download(page, "#dashboard-download", "#dashboard-download-file")
+        with zipfile.ZipFile(tables) as z:
+            assert "leaderboard.csv" in z.namelist()
+            assert set(json.loads(z.read("ratings.json"))["models"]) == {"policy", "sft"}
+        assert page.locator(".toast-body").all_inner_texts() == []  # no error was shown
+
+
+def test_every_tab_shows_its_data_when_opened_without_refresh(tiny_state: AppState) -> None:
+    """A database with votes, a prompt set and a checkpoint: each tab's data is there on opening it."""
+    from gradio_client import Client
+
+    from playground.data.prompt_sets import SetPrompt
+    from playground.data.rows import parse_row
+    from tests.test_downloads import add_votes
+    from tests.test_train_tab import PAIRS, TRAIN
+
+    state = tiny_state
+    add_votes(state)
+    state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
+    pset = state.store.add_prompt_set("greetings", "greetings.jsonl", [SetPrompt("1", [{"role": "user",
+                                                                                          "content": "Hi?"}])])
+    state.store.set_guidelines(pset.id, "Prefer the friendlier answer.")
+    with browser_page(state) as (page, url):
+        client = Client(url, verbose=False)
+        try:
+            client.predict(*TRAIN, api_name="/train")  # a checkpoint, as the Train tab makes it
+        finally:
+            client.close()
+        [ckpt] = list(state.checkpoints)
+        page.goto(url)
+        panel = page.locator("[role=tabpanel]:visible")  # the open tab (the header names the checkpoint too)
+
+        page.get_by_role("tab", name="Vote").click()
+        panel.get_by_text("Prefer the friendlier answer.").wait_for(timeout=30_000)
+
+        page.get_by_role("tab", name="Data").click()
+        votes = page.locator("#data-votes")
+        votes.get_by_role("gridcell", name="bo", exact=True).wait_for(timeout=30_000)
+        assert votes.get_by_role("gridcell", name="ana", exact=True).count() == 3
+        assert page.locator("#data-by-voter").get_by_role("gridcell", name="3", exact=True).count() == 1  # ana's
+
+        page.get_by_role("tab", name="Train").click()
+        panel.get_by_role("gridcell", name=ckpt, exact=True).wait_for(timeout=30_000)
+
+        page.get_by_role("tab", name="Dashboard").click()
+        page.locator("#dashboard-summary").get_by_text("4 battles among 2 models").wait_for(timeout=60_000)
+        assert page.locator("#dashboard-leaderboard").get_by_role("gridcell", name="sft", exact=True).count() == 1
+        assert page.locator("#dashboard-checkpoints").get_by_role("gridcell", name=ckpt, exact=True).count() == 1
+        assert page.locator(".toast-body").all_inner_texts() == []
