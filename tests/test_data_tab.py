@@ -4,13 +4,14 @@
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 
 from evals.dashboard import LEADERBOARD_COLUMNS
 from playground.core.access import load_access
 from playground.models.roles import ModelsConfig
+from service.evaluation import BUILT_IN_PROMPTS
 from service.state import AppState, build_state
-from tests.conftest import ADMIN_PASSWORD, running_app
+from tests.conftest import ADMIN_PASSWORD, VOTER, running_app
 from tests.test_downloads import add_votes
 from ui.data_tab import VOTE_COLUMNS
 
@@ -69,3 +70,24 @@ def test_empty_tabs_say_what_to_do_with_real_headers(tiny_app: tuple[AppState, C
     assert "No battles yet" in summary and leaderboard["headers"] == LEADERBOARD_COLUMNS and rows(leaderboard) == []
     rating_plot = out[9]  # plotly JSON: an annotation instead of blank axes
     assert "No battles yet" in str(rating_plot)
+
+
+def test_a_voter_is_refused_every_admin_action_of_the_data_and_dashboard_tabs(locked_state: AppState,
+                                                                               tmp_path: Path) -> None:
+    state = locked_state
+    add_votes(state)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}\n')
+    with running_app(state, auth=VOTER) as client:
+        for api_name, args in [("/export", ("trl", "all_pairs", ".jsonl", False)),
+                               ("/import", (handle_file(str(pairs)),)),
+                               ("/estimate_kl", ()),
+                               ("/run_judge", (["policy", "sft"], BUILT_IN_PROMPTS, 8, "longer wins", "", None)),
+                               ("/train_reward_model", (2, 1e-3, 0.0))]:
+            with pytest.raises(Exception, match="needs the admin role"):
+                client.predict(*args, api_name=api_name)
+        # Dashboard tables are aggregates: anyone may download them.
+        assert Path(client.predict(True, [], "sft", "sft", 0, None, api_name="/dashboard_tables")).stat().st_size
+        assert state.store.imported_pairs() == [] and state.store.judge_battles() == []
+    assert not (state.data_dir / "reward-models").exists() and state.kl_estimates == {}
+    assert [p.name.split("-2")[0] for p in state.export_dir.iterdir()] == ["dashboard"]

@@ -76,7 +76,6 @@ def launch_kwargs(state: AppState) -> dict:
     server may serve, errors shown with their message, and Gradio's login page when accounts are
     configured. Every launch of the app (app.py, tests) passes these."""
     login = {"auth": state.access.login, "auth_message": "Log in with the account you were given."}
-    state.export_dir.mkdir(parents=True, exist_ok=True)
     return {
         "head": KEYBOARD,
         # Gradio refuses a bigger upload before it is written to disk; the engine checks again on read.
