@@ -126,3 +126,9 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
     assert sorted(row[1] for row in leaderboard["data"]) == sorted([ckpt, "sft"])
     records = out[3]
     assert [row[0] for row in records["data"]] == [ckpt]
+
+    kl_message = client.predict(api_name="/estimate_kl")  # then the table carries the estimate
+    estimate = state.kl_estimates[ckpt]
+    assert f"`{ckpt}`: KL ≈ {estimate.mean:.3f}" in kl_message and 0 < estimate.n <= 32  # 16 prompts × 2
+    [row] = client.predict(True, [], "sft", "sft", 0, None, api_name="/dashboard")[3]["data"]
+    assert row[records["headers"].index("KL to ref")] == round(estimate.mean, 3)
