@@ -7,8 +7,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
+
+if TYPE_CHECKING:  # --help answers without importing the engine
+    from playground.core.access import Access
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,14 +30,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--db", type=Path, default=None,
                    help="vote database (SQLite; default: $PLAYGROUND_HOME/votes.sqlite)")
     a = parser.add_argument_group("access (see README, Security)")
-    a.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
-                   help="turn on logins and add a voter account (repeatable); voters generate and vote under "
-                   "their login name")
     a.add_argument("--auth-file", type=Path, default=None, metavar="FILE",
-                   help="more voter accounts, one user:password per line (# starts a comment)")
+                   help="turn on logins: voter accounts, one user:password per line (# starts a comment); voters "
+                   "generate and vote under their login name (default: $PLAYGROUND_AUTH_FILE)")
+    a.add_argument("--admin-password-file", type=Path, default=None, metavar="FILE",
+                   help="add the 'admin' account with the password on the file's first line (or set "
+                   "$PLAYGROUND_ADMIN_PASSWORD): the only account that may train, import, export, delete and switch "
+                   "the serving checkpoint once logins are on (without any login everyone may)")
+    a.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                   help="a voter account on the command line (repeatable); unsafe on a shared machine: every local "
+                   "user sees it in `ps` (prefer --auth-file)")
     a.add_argument("--admin-password", default=None, metavar="PASSWORD",
-                   help="add the 'admin' account, the only one that may train, import, export, delete and switch "
-                   "the serving checkpoint once logins are on (without any login flag everyone may)")
+                   help="the admin password on the command line; unsafe on a shared machine: every local user sees "
+                   "it in `ps` (prefer --admin-password-file or $PLAYGROUND_ADMIN_PASSWORD)")
     a.add_argument("--votes-visible-to-all", action="store_true",
                    help="with logins on, let every voter read every vote (the Data tab, /votes); by default a "
                    "voter sees only their own votes and the admin sees all")
@@ -47,12 +56,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def load_app_access(args: argparse.Namespace) -> "Access":
+    """Accounts from the flags and the environment; a warning for each password on the command line."""
+    import os
+
+    from playground.core.access import AUTH_FILE_ENV, admin_password_from, command_line_secrets, load_access
+
+    admin, source = admin_password_from(args.admin_password, args.admin_password_file)
+    auth_file = args.auth_file or (Path(os.environ[AUTH_FILE_ENV]) if os.environ.get(AUTH_FILE_ENV) else None)
+    for flag in command_line_secrets(args.auth, source):
+        print(f"warning: {flag} puts a password on the command line, where every local user can read it "
+              f"(ps); use {'--auth-file' if flag == '--auth' else '--admin-password-file'} instead", file=sys.stderr)
+    return load_access(args.auth, auth_file, admin, source)
+
+
 def main() -> None:
     args = parse_args()
     prepare_environment(args)
-    from playground.core.access import load_access
-
-    access = load_access(args.auth, args.auth_file, args.admin_password)
+    access = load_app_access(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
         who = "users with a login" if access.enabled else "anyone who can reach it (no --auth)"
         print(f"warning: serving beyond this machine (--host {args.host}{' --share' if args.share else ''}); "

@@ -1,11 +1,19 @@
 """Logins and the admin role: account parsing, and what a voter may and may not do through the API."""
 
+import os
 from pathlib import Path
 
 import pytest
 from gradio_client import Client
 
-from playground.core.access import ADMIN, Access, load_access
+from playground.core.access import (
+    ADMIN,
+    ADMIN_PASSWORD_ENV,
+    Access,
+    admin_password_from,
+    command_line_secrets,
+    load_access,
+)
 from playground.core.errors import PlaygroundError
 from service.state import AppState
 from tests.conftest import ADMIN_PASSWORD, VOTER, running_app
@@ -26,15 +34,68 @@ def test_accounts_from_flags_file_and_admin_password(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["ana"], "expected user:password"),
+    (["ana"], "--auth entry 1: expected USER:PASSWORD"),
     (["ana:short"], "shorter than 8 characters"),
-    ([":nobody-at-all"], "expected user:password"),
+    (["ana:ana-secret-1", ":nobody-at-all"], "--auth entry 2: expected USER:PASSWORD"),
     (["ana:ana-secret-1", "ana:other-secret"], "defined twice"),
     (["admin:voter-pass-1"], "defined twice"),  # 'admin' is the --admin-password account
 ])
 def test_bad_accounts_are_refused(flags: list[str], message: str) -> None:
     with pytest.raises(PlaygroundError, match=message):
         load_access(flags, None, ADMIN_PASSWORD)
+
+
+@pytest.mark.parametrize("entry", [":s3cret-password", "s3cret-password", " :s3cret-password "])
+def test_a_bad_entry_is_named_by_position_never_by_its_text(entry: str, tmp_path: Path) -> None:
+    with pytest.raises(PlaygroundError) as flag_error:
+        load_access(["ana:ana-secret-1", entry], None, None)
+    assert "--auth entry 2" in str(flag_error.value) and "s3cret" not in str(flag_error.value)
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text(f"ana:ana-secret-1\n{entry}\n", encoding="utf-8")
+    with pytest.raises(PlaygroundError) as file_error:
+        load_access([], accounts, None)
+    assert f"{accounts}:2" in str(file_error.value) and "s3cret" not in str(file_error.value)
+
+
+def test_the_admin_password_from_a_file_the_environment_or_the_command_line(tmp_path: Path) -> None:
+    secret = tmp_path / "admin.txt"
+    secret.write_text("from-the-file-1\n", encoding="utf-8")
+    assert admin_password_from(None, secret, {}) == ("from-the-file-1", "--admin-password-file")
+    env = {ADMIN_PASSWORD_ENV: "from-the-env-12"}
+    assert admin_password_from(None, None, env) == ("from-the-env-12", ADMIN_PASSWORD_ENV)
+    assert admin_password_from(None, secret, env)[0] == "from-the-file-1"  # a flag wins over the environment
+    assert admin_password_from("on-the-line-1", None, env) == ("on-the-line-1", "--admin-password")
+    assert admin_password_from(None, None, {}) == (None, "")
+    with pytest.raises(PlaygroundError, match="not both"):
+        admin_password_from("on-the-line-1", secret, {})
+    secret.write_text("\n", encoding="utf-8")
+    with pytest.raises(PlaygroundError, match="first line is empty"):
+        admin_password_from(None, secret, {})
+    with pytest.raises(PlaygroundError, match="cannot read it"):
+        admin_password_from(None, tmp_path / "missing.txt", {})
+    # Only the command-line forms are flagged as visible in `ps`.
+    assert command_line_secrets(["ana:ana-secret-1"], "--admin-password") == ["--auth", "--admin-password"]
+    assert command_line_secrets([], "--admin-password-file") == []
+    assert command_line_secrets([], ADMIN_PASSWORD_ENV) == []
+
+
+@pytest.mark.slow
+def test_the_app_warns_about_passwords_on_the_command_line_and_never_prints_one(tmp_path: Path) -> None:
+    """app.py with a bad --auth entry and an --admin-password: a warning naming the flags, a one-line
+    error naming the entry by position, and neither password anywhere in the output."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "app.py", "--auth", "ana:ana-secret-1", "--auth", ":s3cret-password",
+                          "--admin-password", "adm1n-password", "--port", "1"], cwd=repo, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PLAYGROUND_HOME": str(tmp_path / "home")})
+    assert run.returncode == 1, run.stderr
+    out = run.stdout + run.stderr
+    assert "warning: --auth puts a password on the command line" in out
+    assert "warning: --admin-password puts a password on the command line" in out
+    assert "error: --auth entry 2: expected USER:PASSWORD" in out
+    assert "s3cret" not in out and "adm1n" not in out and "ana-secret-1" not in out
 
 
 def test_without_logins_everyone_is_admin_and_names_are_typed() -> None:
