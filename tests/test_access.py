@@ -135,3 +135,35 @@ def test_the_admin_may_export_and_a_wrong_password_gets_no_session(locked_state:
         assert len(Path(path).read_text().splitlines()) == 1 and state.store.votes()[0].voter == ADMIN
         with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its own error types for a failed login
             Client(client.src, verbose=False, auth=("ana", "not-her-password"))
+
+
+EXAMPLE_PROMPTS = Path(__file__).resolve().parent.parent / "docs" / "examples" / "eval-prompts.jsonl"
+
+
+def test_a_voter_is_refused_every_prompt_set_admin_endpoint(locked_state: AppState) -> None:
+    """The voting queue's admin panel through the API as a voter: each call answers "needs the admin
+    role" and changes nothing (the Data and Dashboard admin endpoints are covered in test_data_tab)."""
+    from gradio_client import handle_file
+
+    state = locked_state
+    from playground.data.exchange import import_prompts
+
+    pset = import_prompts(state.store, EXAMPLE_PROMPTS, "team", overlap=1)
+    calls = [
+        ("/import_prompts", (handle_file(str(EXAMPLE_PROMPTS)), "mine", 1, False)),
+        ("/pregenerate", ("team", ["policy", "sft"], 0.0, 8, 0)),
+        ("/live_models", ("team", ["policy", "sft"], 0.0, 8, 0)),
+        ("/set_overlap", ("team", 3)),
+        ("/guidelines", ("team", "# Mine now")),
+        ("/progress", ("team",)),
+        ("/agreement", ("team",)),
+        ("/export_merged", ("trl", "drop")),
+    ]
+    with running_app(state, auth=VOTER) as client:
+        for api_name, args in calls:
+            with pytest.raises(Exception, match="needs the admin role"):
+                client.predict(*args, api_name=api_name)
+        after = state.store.prompt_set("team")
+        assert [s.name for s in state.store.prompt_sets()] == ["team"]
+        assert (after.overlap, after.guidelines, after.models) == (pset.overlap, pset.guidelines, pset.models)
+        assert not (state.data_dir / "exports").exists()
