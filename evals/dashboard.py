@@ -5,7 +5,6 @@ Kept free of Gradio so a notebook or script gets the same numbers: `build_report
 
 import json
 import math
-import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from evals.ratings import RatingsResult, battles_from_rows, compute_ratings, to_
 from evals.winrate import checkpoint_timeline, win_rate_table
 from playground.core.atomic import write_file, write_json
 from playground.data.store import Store
+from playground.models.checkpoints import CheckpointRecord
 from playground.training.reward_model import RECORD as REWARD_RECORD
 
 LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 360}
@@ -60,24 +60,19 @@ def checkpoint_records(store: Store, kl: Mapping[str, KLEstimate]) -> pd.DataFra
     """One row per checkpoint, oldest first: its training record's held-out metrics and the KL estimate."""
     rows = []
     for c in store.checkpoints():
-        rec = c["record"]
-        held = rec.get("heldout") or {}
-        before, after = held.get("before") or {}, held.get("after") or {}
-        estimate = kl.get(c["id"])
+        rec = CheckpointRecord.parse({**c["record"], "id": c["id"]})
+        before, after = rec.heldout_before, rec.heldout_after
+        estimate = kl.get(rec.id)
         rows.append({
-            "checkpoint": c["id"], "parent": c["parent"] or "sft",
-            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(c["created_at"])),
-            "pairs": (rec.get("pairs") or {}).get("count"), "steps": len(rec.get("steps", [])),
-            "β": (rec.get("hyperparameters") or {}).get("beta"),
-            "held-out pairs": after.get("pairs"),
-            "held-out acc before": before.get("accuracy"), "held-out acc after": after.get("accuracy"),
-            "held-out margin after": after.get("margin"),
+            "checkpoint": rec.id, "parent": rec.parent or "sft",
+            "created": rec.created_local(), "pairs": rec.pairs, "steps": rec.steps, "β": rec.beta,
+            "held-out pairs": after and after.pairs,
+            "held-out acc before": before and before.accuracy, "held-out acc after": after and after.accuracy,
+            "held-out margin after": after and after.margin,
             "KL to ref": None if estimate is None else round(estimate.mean, 3),
             "KL stderr": None if estimate is None else round(estimate.stderr, 3),
         })
-    return pd.DataFrame(rows, columns=["checkpoint", "parent", "created", "pairs", "steps", "β", "held-out pairs",
-                                       "held-out acc before", "held-out acc after", "held-out margin after",
-                                       "KL to ref", "KL stderr"])
+    return pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
 
 
 def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",

@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -127,12 +126,20 @@ def test_loss_decreases_and_only_the_adapter_changes(models: Models, tmp_path: P
     assert models.policy.ident.endswith(result.checkpoint.name)
 
 
-def test_served_policy_untouched_until_published_under_the_lock(models: Models, tmp_path: Path) -> None:
+def test_served_policy_untouched_until_published_under_the_lock(models: Models, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Generation holds `models.lock` for a whole `generate`: while training runs the served adapter
     never changes, and the new weights go in only once the lock is free."""
     before = snapshot(models.policy.model)
-    locked, release = threading.Event(), threading.Event()
+    locked, release, publishing = threading.Event(), threading.Event(), threading.Event()
     untouched: list[bool] = []
+    real_publish = dpo.set_policy_weights
+
+    def publish(*args, **kwargs) -> None:
+        publishing.set()  # training is done and about to take the lock the "generation" holds
+        real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(dpo, "set_policy_weights", publish)
 
     def hold_lock() -> None:
         with models.lock:
@@ -151,9 +158,8 @@ def test_served_policy_untouched_until_published_under_the_lock(models: Models, 
     trainer = threading.Thread(target=lambda: results.append(
         train_dpo(models, separable_pairs(), DPOConfig(steps=4, **FAST), tmp_path, callback=on_step)))
     trainer.start()
-    assert locked.wait(60)
-    time.sleep(0.3)
-    assert trainer.is_alive()  # waiting for the lock to publish
+    assert locked.wait(60) and publishing.wait(60)
+    assert trainer.is_alive() and not results  # waiting for the lock to publish
     assert_same(models.policy.model, before)
     release.set()
     trainer.join(60)

@@ -12,8 +12,9 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,56 @@ RECORD_FORMAT = 1
 # Checkpoint ids become adapter names and dropdown values; a temporary folder starts with "." and
 # never matches, and neither does anything that could climb out of the checkpoint folder.
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Held-out metrics of a run (DPO's implicit reward, or a reward model's r) at one moment."""
+
+    pairs: int
+    accuracy: float  # fraction of pairs with r_w > r_l, ties counting ½ (chance level 0.5)
+    margin: float  # mean r_w − r_l
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """What the tables show of a checkpoint's `record.json`, parsed once (`parse`)."""
+
+    id: str
+    parent: str | None  # the id of the checkpoint it was trained from; None: from the SFT model
+    created: datetime | None  # when the run finished (UTC, as recorded)
+    pairs: int | None  # usable pairs: train + held out
+    steps: int  # optimizer steps taken
+    hyperparameters: Mapping[str, Any]  # the run's DPOConfig as recorded (beta, lr, loss, lora, …)
+    heldout_before: HeldOut | None  # None when nothing was held out
+    heldout_after: HeldOut | None
+
+    @property
+    def beta(self) -> float | None:
+        return self.hyperparameters.get("beta")
+
+    def created_local(self) -> str:
+        """`created` in local time to the minute, as the tables show it ("" when not recorded)."""
+        return self.created.astimezone().strftime("%Y-%m-%d %H:%M") if self.created else ""
+
+    @classmethod
+    def parse(cls, record: Mapping[str, Any]) -> "CheckpointRecord":
+        """From a `record.json` as written by `write_checkpoint`; a record that is not one raises a
+        `PlaygroundError`. Parts an older record lacks come out as None."""
+        try:
+            parent = record.get("parent") or {}
+            created = record.get("created")
+            held = record.get("heldout") or {}
+            return cls(
+                id=str(record["id"]), parent=parent.get("id"),
+                created=datetime.fromisoformat(created) if created else None,
+                pairs=(record.get("pairs") or {}).get("count"), steps=len(record.get("steps") or []),
+                hyperparameters=dict(record.get("hyperparameters") or {}),
+                heldout_before=HeldOut(**held["before"]) if held.get("before") else None,
+                heldout_after=HeldOut(**held["after"]) if held.get("after") else None,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PlaygroundError(f"not a checkpoint record ({type(exc).__name__}: {exc})") from None
 
 
 def pairs_sha256(rows: Sequence[PreferenceRow]) -> str:

@@ -62,22 +62,20 @@ import transformers
 from peft import PeftModel
 
 from playground.core.errors import PlaygroundError
-from playground.core.limits import MAX_TRAIN_EPOCHS, MAX_TRAIN_STEPS
+from playground.core.limits import MAX_SEQUENCE_TOKENS, MAX_TRAIN_EPOCHS, MAX_TRAIN_STEPS
 from playground.data.rows import PreferenceRow
-from playground.models.checkpoints import pairs_sha256, read_record, set_policy_weights, write_checkpoint
+from playground.models.checkpoints import HeldOut, pairs_sha256, read_record, set_policy_weights, write_checkpoint
 from playground.models.roles import POLICY_ADAPTER, LoraSettings, Models, adapter_params
 from playground.objectives import dpo_loss, hinge_loss, implicit_reward, ipo_loss, reward_accuracy, robust_dpo_loss
 from playground.scoring.pairs import EncodedPair, all_pair_logps, encode_pairs, pair_logps
 from playground.scoring.scorer import length_sorted_batches
+from playground.training.loop import Callback, Metrics, abandoned, run_steps
 
 LOSSES = ("sigmoid", "ipo", "hinge", "robust")
 DEFAULT_EPOCHS = 3.0  # TrainingArguments' num_train_epochs, so a TRL user gets the same run length
 MIN_PAIRS = 2
 MIN_PAIRS_FOR_HELDOUT = 5
 BUCKET_WINDOW = 8
-
-Metrics = dict[str, float]
-Callback = Callable[[int, int, Metrics], None]  # (step, total steps, that step's metrics)
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ class DPOConfig:
     epochs: float | None = None
     batch_size: int = 4  # pairs per step
     lora: LoraSettings = field(default_factory=LoraSettings)  # must describe the policy's adapter (checked)
-    max_length: int = 1024  # tokens per prompt+completion row; longer rows are truncated
+    max_length: int = MAX_SEQUENCE_TOKENS  # tokens per prompt+completion row; longer rows are truncated
     seed: int = 0  # shuffling and the held-out split
     loss: str = "sigmoid"
     label_smoothing: float = 0.0  # ε, robust loss only
@@ -129,13 +127,6 @@ class DPOConfig:
             return self.steps
         epochs = DEFAULT_EPOCHS if self.epochs is None else self.epochs
         return max(1, math.ceil(epochs * math.ceil(n_train / self.batch_size)))
-
-
-@dataclass(frozen=True)
-class HeldOut:
-    pairs: int
-    accuracy: float  # fraction of pairs with r_w > r_l, ties counting ½ (chance level 0.5)
-    margin: float  # mean r_w − r_l
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -269,25 +260,16 @@ def split_pairs(pairs: Sequence[EncodedPair], cfg: DPOConfig) -> tuple[list[Enco
     return ([p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held])
 
 
-def _step(trainee: PeftModel, optimizer: torch.optim.Optimizer, batch: Sequence[EncodedPair],
-          ref_logps: torch.Tensor, cfg: DPOConfig, pad_id: int, device: torch.device) -> Metrics:
-    """One optimizer step on `batch`; its metrics. A NaN/inf loss or gradient raises before the step."""
+def _forward(trainee: PeftModel, batch: Sequence[EncodedPair], ref_logps: torch.Tensor, cfg: DPOConfig,
+             pad_id: int, device: torch.device) -> tuple[torch.Tensor, Metrics]:
+    """The mean loss over `batch` (in the graph) and the step's DPO metrics (module docstring)."""
     logps = pair_logps(trainee, batch, pad_id, device)
     n_tokens = torch.tensor([p.n_tokens for p in batch], dtype=torch.float32, device=device)
     loss = pair_losses(cfg, logps, ref_logps, n_tokens).mean()
-    if not torch.isfinite(loss):
-        raise PlaygroundError(f"the loss is {loss.item()}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-    if not torch.isfinite(grad_norm):
-        raise PlaygroundError(f"the gradient norm is {grad_norm.item()}")
-    optimizer.step()
     logps = logps.detach()
     rewards = implicit_reward(logps, ref_logps, cfg.beta)
     margins = rewards[:, 0] - rewards[:, 1]
-    return {
+    return loss, {
         "loss": loss.item(),
         "rewards/chosen": float(rewards[:, 0].mean()),
         "rewards/rejected": float(rewards[:, 1].mean()),
@@ -295,9 +277,6 @@ def _step(trainee: PeftModel, optimizer: torch.optim.Optimizer, batch: Sequence[
         "rewards/margins": float(margins.mean()),
         "logps/chosen": float(logps[:, 0].mean()),
         "logps/rejected": float(logps[:, 1].mean()),
-        "grad_norm": float(grad_norm),
-        "learning_rate": cfg.lr,
-        "pairs": len(batch),
     }
 
 
@@ -318,19 +297,12 @@ def _optimize(models: Models, trainee: PeftModel, train: list[EncodedPair], held
         return heldout_metrics(all_pair_logps(trainee, heldout, cfg.batch_size, pad_id, device), ref_held, cfg.beta)
 
     before = evaluate()
-    optimizer = torch.optim.AdamW(adapter_params(trainee).values(), lr=cfg.lr, weight_decay=0.0)
-    seen = 0
-    for batch in batch_schedule([p.length for p in train], cfg.batch_size, total, cfg.seed):
-        if should_stop is not None and should_stop():
-            return None
-        started = time.perf_counter()
-        metrics = _step(trainee, optimizer, [train[i] for i in batch], ref_train[batch], cfg, pad_id, device)
-        seen += len(batch)
-        metrics.update(epoch=seen / len(train), seconds=time.perf_counter() - started)
-        history.append(metrics)
-        if callback is not None:
-            callback(len(history), total, metrics)
-    return before, evaluate()
+    finished = run_steps(
+        adapter_params(trainee).values(), batch_schedule([p.length for p in train], cfg.batch_size, total, cfg.seed),
+        lambda batch: _forward(trainee, [train[i] for i in batch], ref_train[batch], cfg, pad_id, device),
+        lr=cfg.lr, max_grad_norm=cfg.max_grad_norm, n_train=len(train), history=history, callback=callback,
+        should_stop=should_stop)
+    return (before, evaluate()) if finished else None
 
 
 def _parent(policy_source: str) -> dict[str, Any] | None:
@@ -343,10 +315,7 @@ def _parent(policy_source: str) -> dict[str, Any] | None:
 
 
 def _abandoned(exc: BaseException, done: int, total: int) -> PlaygroundError:
-    reason = str(exc) if isinstance(exc, PlaygroundError) else f"{type(exc).__name__}: {exc}"
-    return PlaygroundError(
-        f"training abandoned after {done} of {total} steps: {reason}; the policy is unchanged and nothing was written"
-    )
+    return abandoned(exc, done, total, "training", "the policy is unchanged and nothing was written")
 
 
 def train_dpo(models: Models, pairs: Sequence[PreferenceRow], cfg: DPOConfig, out_dir: Path,

@@ -70,23 +70,15 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from playground.core.atomic import new_folder
 from playground.core.errors import PlaygroundError
 from playground.data.rows import PreferenceRow
-from playground.models.checkpoints import pairs_sha256
+from playground.models.checkpoints import HeldOut, pairs_sha256
 from playground.models.devices import resolve_device, resolve_dtype
 from playground.models.roles import POLICY_ADAPTER, LoraSettings, load_causal_lm
 from playground.objectives import dpo_loss, reward_accuracy
 from playground.scoring.encoding import Encoded, Text, encode, is_conversational
 from playground.scoring.pairs import EncodedPair, encode_pairs
 from playground.scoring.scorer import length_sorted_batches
-from playground.training.dpo import (
-    MIN_PAIRS,
-    Callback,
-    DPOConfig,
-    HeldOut,
-    Metrics,
-    RunResult,
-    batch_schedule,
-    split_pairs,
-)
+from playground.training.dpo import MIN_PAIRS, DPOConfig, RunResult, batch_schedule, split_pairs
+from playground.training.loop import Callback, Metrics, abandoned, run_steps
 
 WEIGHTS = "reward_model.safetensors"
 RECORD = "reward_config.json"
@@ -264,30 +256,18 @@ class RewardTrainResult(RunResult):
     model: RewardModel | None  # None when cancelled; saving it is the caller's choice
 
 
-def _step(model: RewardModel, optimizer: torch.optim.Optimizer, batch: Sequence[EncodedPair], cfg: RewardConfig
-          ) -> Metrics:
-    """One optimizer step on `batch`; its metrics. A NaN/inf loss or gradient raises before the step."""
+def _forward(model: RewardModel, batch: Sequence[EncodedPair]) -> tuple[torch.Tensor, Metrics]:
+    """The mean loss over `batch` (in the graph) and the step's metrics (module docstring)."""
     rewards = model.pair_rewards(batch)  # (B, 2)
     loss = dpo_loss(rewards[:, 0], rewards[:, 1]).mean()  # ℓ_RM = −log σ(r⁺ − r⁻), see the module docstring
-    if not torch.isfinite(loss):
-        raise PlaygroundError(f"the loss is {loss.item()}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
-    if not torch.isfinite(grad_norm):
-        raise PlaygroundError(f"the gradient norm is {grad_norm.item()}")
-    optimizer.step()
     rewards = rewards.detach()
     margins = rewards[:, 0] - rewards[:, 1]  # (B,)
-    return {
+    return loss, {
         "loss": loss.item(),
         "accuracy": reward_accuracy(margins),
         "margin": float(margins.mean()),
         "rewards/chosen": float(rewards[:, 0].mean()),
         "rewards/rejected": float(rewards[:, 1].mean()),
-        "grad_norm": float(grad_norm),
-        "learning_rate": cfg.lr,
-        "pairs": len(batch),
     }
 
 
@@ -319,28 +299,21 @@ def train_reward_model(base: str | Path, tokenizer: PreTrainedTokenizerBase, pai
     model = _build(str(base), tokenizer, cfg, device, dtype)  # a bad base raises its own loading error
     try:
         before = model.evaluate_encoded(heldout)
-        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.lr, weight_decay=0.0)
-        seen = 0
-        for batch in batch_schedule([max(len(p.chosen.input_ids), len(p.rejected.input_ids)) for p in train],
-                                    cfg.batch_size, total, cfg.seed):
-            if should_stop is not None and should_stop():
-                return RewardTrainResult(
-                    model=None, steps=history, total_steps=total, pairs=len(encoded), train_pairs=len(train),
-                    heldout_pairs=len(heldout), skipped=skipped, truncated=truncated, heldout_before=before,
-                    heldout_after=None, seconds=time.perf_counter() - started, cancelled=True)
-            step_started = time.perf_counter()
-            metrics = _step(model, optimizer, [train[i] for i in batch], cfg)
-            seen += len(batch)
-            metrics.update(epoch=seen / len(train), seconds=time.perf_counter() - step_started)
-            history.append(metrics)
-            if callback is not None:
-                callback(len(history), total, metrics)
+        finished = run_steps(
+            model.trainable_parameters(),
+            batch_schedule([max(len(p.chosen.input_ids), len(p.rejected.input_ids)) for p in train],
+                           cfg.batch_size, total, cfg.seed),
+            lambda batch: _forward(model, [train[i] for i in batch]),
+            lr=cfg.lr, max_grad_norm=cfg.max_grad_norm, n_train=len(train), history=history, callback=callback,
+            should_stop=should_stop)
+        if not finished:
+            return RewardTrainResult(
+                model=None, steps=history, total_steps=total, pairs=len(encoded), train_pairs=len(train),
+                heldout_pairs=len(heldout), skipped=skipped, truncated=truncated, heldout_before=before,
+                heldout_after=None, seconds=time.perf_counter() - started, cancelled=True)
         after = model.evaluate_encoded(heldout)
     except Exception as exc:
-        reason = str(exc) if isinstance(exc, PlaygroundError) else f"{type(exc).__name__}: {exc}"
-        raise PlaygroundError(
-            f"reward-model training abandoned after {len(history)} of {total} steps: {reason}; nothing was written"
-        ) from exc
+        raise abandoned(exc, len(history), total, "reward-model training", "nothing was written") from exc
     result = RewardTrainResult(
         model=model, steps=history, total_steps=total, pairs=len(encoded), train_pairs=len(train),
         heldout_pairs=len(heldout), skipped=skipped,

@@ -1,0 +1,233 @@
+"""Training actions on a running app's state: a DPO run on the stored votes (progress events, the
+new checkpoint registered and serving), cancel, serving another checkpoint, the checkpoint table,
+and reward models. The Train and Dashboard tabs, a gradio_client user and a script call these
+same functions.
+
+One run at a time, DPO or reward model: `state.training` is held from `start_training` (or
+`train_reward_model`) until the run has ended, whichever way it ends; `cancel_training` sets
+`state.cancel_training`, which the run reads before each step. A failed or cancelled run leaves
+the serving policy bit-identical and writes nothing.
+"""
+
+import queue
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from playground.core.errors import PlaygroundError
+from playground.data.merge import merge_votes
+from playground.models.checkpoints import CheckpointRecord, HeldOut, set_policy_weights
+from playground.models.roles import adapter_params
+from playground.training.dpo import DPOConfig, TrainResult, train_dpo
+from playground.training.loop import Metrics
+from playground.training.reward_model import RECORD as REWARD_RECORD
+from playground.training.reward_model import RewardConfig, RewardTrainResult
+from playground.training.reward_model import train_reward_model as train_reward_model_on
+from service.state import AppState
+
+BUSY = "a training run is already in progress; wait for it or cancel it"
+NO_CHECKPOINTS = "No checkpoints yet — vote on the Playground tab, then Train"
+CHECKPOINT_COLUMNS = ["checkpoint", "serving", "parent", "pairs", "steps", "held-out acc before→after",
+                      "held-out margin after", "β", "created"]
+Progress = Callable[[int, int, Metrics], None]  # (step, total steps, that step's metrics)
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One optimizer step of a running DPO run."""
+
+    step: int
+    total: int
+    metrics: Metrics
+
+
+_END = object()  # the worker's last item on the event queue
+
+
+class TrainingRun:
+    """A DPO run started by `start_training`, training in its own thread. Iterate `events()` for
+    its progress (once, from one consumer), then `result()` for what it did."""
+
+    def __init__(self) -> None:
+        self._events: queue.Queue = queue.Queue()
+        self._done = threading.Event()
+        self._result: TrainResult | None = None
+        self._error: PlaygroundError | None = None
+
+    def events(self) -> Iterator[StepEvent]:
+        """Each step's event as it happens; ends when the run has ended (finished, cancelled or failed)."""
+        while (item := self._events.get()) is not _END:
+            yield item
+
+    def result(self, timeout: float | None = None) -> TrainResult:
+        """Wait for the run to end; its result (`cancelled`, or `checkpoint` now serving), or its
+        error raised as a `PlaygroundError`."""
+        if not self._done.wait(timeout):
+            raise PlaygroundError(f"the training run did not end within {timeout:g} s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None  # set before _done whenever there is no error
+        return self._result
+
+
+def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> TrainingRun:
+    """Start a DPO run on every stored vote's pairs and the imported pairs (`merge`: the voting
+    queue's votes as one merged majority vote per prompt, see `merge_votes`). The run trains in a
+    thread; when it finishes its checkpoint is registered, attached to the slots and serves as the
+    policy, now and after a restart. Raises at once (nothing started) for bad settings or while
+    another run holds the lock."""
+    if not state.training.acquire(blocking=False):
+        raise PlaygroundError(BUSY)
+    try:
+        cfg.validate()
+        votes = merge_votes(state.store.votes()).votes if merge else None
+        pairs = state.store.training_pairs("all_pairs", cfg.seed, votes)
+        state.cancel_training.clear()
+        run = TrainingRun()
+        threading.Thread(target=_train, args=(state, run, pairs, cfg), daemon=True, name="dpo-training").start()
+    except BaseException:
+        state.training.release()
+        raise
+    return run
+
+
+def _train(state: AppState, run: TrainingRun, pairs: list, cfg: DPOConfig) -> None:
+    """The worker thread: train, register and serve; always releases the lock and ends the events."""
+    try:
+        with state.models.lock:  # to put back if registering fails after train_dpo has published
+            served = {n: p.detach().clone() for n, p in adapter_params(state.models.policy.model).items()}
+            source, ident = state.models.policy.source, state.models.policy.ident
+        result = train_dpo(state.models, pairs, cfg, state.checkpoint_dir,
+                           callback=lambda step, total, m: run._events.put(StepEvent(step, total, m)),
+                           should_stop=state.cancel_training.is_set)
+        if result.checkpoint is not None:
+            try:
+                state.add_checkpoint(result.checkpoint)
+                state.remember_serving(result.checkpoint.name)  # train_dpo has published it as the policy
+            except Exception:
+                set_policy_weights(state.models, served, source, ident)
+                shutil.rmtree(result.checkpoint, ignore_errors=True)
+                state.checkpoints.pop(result.checkpoint.name, None)
+                raise
+        run._result = result
+    except PlaygroundError as exc:
+        run._error = exc
+    except Exception as exc:  # the engine has already left the policy as it was
+        run._error = PlaygroundError(f"training failed: {type(exc).__name__}: {exc}")
+    finally:
+        state.training.release()
+        run._done.set()
+        run._events.put(_END)
+
+
+def cancel_training(state: AppState) -> bool:
+    """Ask the running DPO or reward-model run to stop after its current step; False when none runs."""
+    if not state.training.locked():
+        return False
+    state.cancel_training.set()
+    return True
+
+
+def serve_checkpoint(state: AppState, name: str) -> None:
+    """Make checkpoint `name` the serving policy, now and after a restart."""
+    state.serve(name)
+
+
+def checkpoint_records(state: AppState) -> list[CheckpointRecord]:
+    """Every registered checkpoint's record, oldest first."""
+    return [CheckpointRecord.parse({**c["record"], "id": c["id"]}) for c in state.store.checkpoints()]
+
+
+def checkpoint_table(state: AppState) -> pd.DataFrame:
+    """The Train tab's table, newest first; empty (headers kept) before the first run."""
+    serving = Path(state.models.policy.source).name  # a checkpoint serves from its folder
+    rows = []
+    for rec in reversed(checkpoint_records(state)):
+        before, after = rec.heldout_before, rec.heldout_after
+        rows.append({
+            "checkpoint": rec.id, "serving": "●" if rec.id == serving and rec.id in state.checkpoints else "",
+            "parent": rec.parent or "SFT", "pairs": rec.pairs, "steps": rec.steps,
+            "held-out acc before→after": f"{before.accuracy:.2f} → {after.accuracy:.2f}" if before and after else "—",
+            "held-out margin after": round(after.margin, 4) if after else None,
+            "β": rec.beta,
+            "created": rec.created_local(),
+        })
+    return pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class RewardRun:
+    """A finished reward-model run, saved in `folder`."""
+
+    folder: Path
+    result: RewardTrainResult
+
+    @property
+    def steps(self) -> list[Metrics]:
+        return self.result.steps
+
+    @property
+    def train_pairs(self) -> int:
+        return self.result.train_pairs
+
+    @property
+    def heldout_before(self) -> HeldOut | None:
+        return self.result.heldout_before
+
+    @property
+    def heldout_after(self) -> HeldOut | None:
+        return self.result.heldout_after
+
+
+def reward_model_dir(state: AppState) -> Path:
+    """Where the app's reward models live: one folder each."""
+    return state.data_dir / "reward-models"
+
+
+def reward_model_folders(state: AppState) -> list[Path]:
+    """Complete reward-model folders, oldest first (their names sort by time)."""
+    folder = reward_model_dir(state)
+    return sorted(d for d in folder.iterdir() if (d / REWARD_RECORD).is_file()) if folder.is_dir() else []
+
+
+def reward_models(state: AppState) -> list[str]:
+    """The reward models' names (their folder names), oldest first: what a judge picker offers."""
+    return [d.name for d in reward_model_folders(state)]
+
+
+def new_reward_model_folder(state: AppState) -> Path:
+    """A new `rm-<YYYYmmdd-HHMMSS>-<random>` (UTC) under `reward_model_dir`: sorts by time, and the
+    random tail keeps two runs in one second apart, and a name already taken is drawn again."""
+    while True:
+        folder = reward_model_dir(state) / f"rm-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+        if not folder.exists():
+            return folder
+
+
+def train_reward_model(state: AppState, cfg: RewardConfig, progress: Progress | None = None) -> RewardRun:
+    """Train a Bradley–Terry reward model on the pairs DPO would use (every vote, then imported
+    pairs) and save it in a new folder under `reward_model_dir`. Holds the training lock (one run
+    at a time); `cancel_training` stops it after the current step, and then nothing is saved and a
+    `PlaygroundError` says so."""
+    if not state.training.acquire(blocking=False):
+        raise PlaygroundError(BUSY)
+    try:
+        cfg.validate()
+        state.cancel_training.clear()
+        pairs = state.store.training_pairs("all_pairs", cfg.seed)
+        result = train_reward_model_on(state.models.sft.source, state.models.tokenizer, pairs, cfg,
+                                       callback=progress, should_stop=state.cancel_training.is_set,
+                                       device=state.models.device, dtype=state.models.dtype)
+        if result.model is None:
+            raise PlaygroundError(f"the reward-model run was cancelled after {len(result.steps)} steps; "
+                                  "nothing was saved")
+        return RewardRun(result.model.save(new_reward_model_folder(state)), result)
+    finally:
+        state.training.release()
+

@@ -1,0 +1,152 @@
+"""service.training: DPO runs from the stored votes (events, register, serve, one at a time, cancel,
+nothing changed by a failed run) and reward models in their own folders."""
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from playground.core.errors import PlaygroundError
+from playground.data.votes import Response, Vote
+from playground.models.checkpoints import CheckpointRecord
+from playground.models.roles import adapter_params
+from playground.training.dpo import DPOConfig
+from playground.training.reward_model import RewardConfig
+from service import training
+from service.state import AppState
+
+FAST = DPOConfig(steps=3, lr=5e-3, batch_size=2)  # 6 votes: 5 train pairs, 1 held out
+
+
+def add_votes(state: AppState, n: int = 6) -> None:
+    for i in range(n):
+        state.store.add_vote(Vote(prompt=[{"role": "user", "content": f"Question {i}?"}],
+                                  responses=(Response("policy", "Yes."), Response("sft", "No, a long wrong answer.")),
+                                  outcome="a", voter="ana", settings={"rated_as": ["policy", "sft"]}))
+
+
+def served(state: AppState) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in adapter_params(state.models.policy.model).items()}
+
+
+def assert_served_is(state: AppState, before: dict[str, torch.Tensor]) -> None:
+    now = adapter_params(state.models.policy.model)
+    assert all(torch.equal(now[n], p) for n, p in before.items())
+
+
+@pytest.fixture
+def state(tiny_state: AppState) -> AppState:
+    add_votes(tiny_state)
+    return tiny_state
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """(stepped, proceed): the run's first step sets `stepped`, then waits for `proceed`."""
+    stepped, proceed = threading.Event(), threading.Event()
+    real = training.train_dpo
+
+    def gated(*args, callback, **kwargs):
+        def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
+            callback(step, total, metrics)
+            if step == 1:
+                stepped.set()
+                assert proceed.wait(60)
+        return real(*args, callback=on_step, **kwargs)
+
+    monkeypatch.setattr(training, "train_dpo", gated)
+    return stepped, proceed
+
+
+def test_empty_checkpoint_table_keeps_its_headers(tiny_state: AppState) -> None:
+    table = training.checkpoint_table(tiny_state)
+    assert list(table.columns) == training.CHECKPOINT_COLUMNS and len(table) == 0
+    assert training.checkpoint_records(tiny_state) == []
+
+
+def test_a_run_streams_one_event_per_step_registers_and_serves(state: AppState) -> None:
+    run = training.start_training(state, FAST)
+    events = list(run.events())
+    result = run.result(timeout=120)
+    assert [(e.step, e.total) for e in events] == [(1, 3), (2, 3), (3, 3)]
+    assert [e.metrics["loss"] for e in events] == [m["loss"] for m in result.steps]
+    name = result.checkpoint.name
+    assert [c["id"] for c in state.store.checkpoints()] == [name] and name in state.checkpoints
+    assert state.models.policy.source == str(result.checkpoint) and state.remembered_serving() == name
+    assert not state.training.locked()
+
+    [record] = training.checkpoint_records(state)
+    assert isinstance(record, CheckpointRecord)
+    assert (record.id, record.parent, record.pairs, record.steps, record.beta) == (name, None, 6, 3, 0.1)
+    assert record.heldout_before.pairs == record.heldout_after.pairs == 1
+    assert record.heldout_before.accuracy == 0.5 and record.created is not None
+    [row] = training.checkpoint_table(state).to_dict("records")
+    assert row["checkpoint"] == name and row["serving"] == "●" and row["parent"] == "SFT" and row["steps"] == 3
+
+
+def test_merged_run_trains_on_one_vote_per_prompt(state: AppState) -> None:
+    # Playground votes (no queue item) pass through a merge unchanged: the same 6 pairs.
+    result = training.start_training(state, FAST, merge=True).result(timeout=120)
+    assert result.pairs == 6 and result.checkpoint is not None
+
+
+def test_bad_settings_start_nothing(state: AppState) -> None:
+    with pytest.raises(PlaygroundError, match="beta must be > 0"):
+        training.start_training(state, DPOConfig(beta=0))
+    assert not state.training.locked() and state.store.checkpoints() == []
+
+
+def test_second_start_refused_and_cancel_changes_nothing(state: AppState,
+                                                         gate: tuple[threading.Event, threading.Event]) -> None:
+    stepped, proceed = gate
+    before, source = served(state), state.models.policy.source
+    run = training.start_training(state, DPOConfig(steps=10, lr=5e-3, batch_size=2))
+    assert stepped.wait(60)
+    with pytest.raises(PlaygroundError, match="already in progress"):
+        training.start_training(state, FAST)
+    with pytest.raises(PlaygroundError, match="already in progress"):
+        training.train_reward_model(state, RewardConfig(steps=1))
+    assert training.cancel_training(state)
+    proceed.set()
+    assert [e.step for e in run.events()] == [1]
+    result = run.result(timeout=60)
+    assert result.cancelled and result.checkpoint is None and len(result.steps) == 1
+    assert state.store.checkpoints() == [] and not state.checkpoints
+    assert not state.checkpoint_dir.exists() or not any(state.checkpoint_dir.iterdir())
+    assert_served_is(state, before)
+    assert state.models.policy.source == source
+    assert not state.training.locked() and not training.cancel_training(state)
+
+    again = training.start_training(state, FAST).result(timeout=120)  # the lock is free, the cancel forgotten
+    assert not again.cancelled and state.models.policy.source == str(again.checkpoint)
+
+
+def test_a_failure_to_register_puts_the_served_policy_back(state: AppState, monkeypatch: pytest.MonkeyPatch) -> None:
+    before, source = served(state), state.models.policy.source
+
+    def broken(folder: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(state, "add_checkpoint", broken)
+    run = training.start_training(state, FAST)
+    assert len(list(run.events())) == 3
+    with pytest.raises(PlaygroundError, match="training failed: OSError: disk full"):
+        run.result(timeout=60)
+    assert_served_is(state, before)
+    assert state.models.policy.source == source
+    assert not any(state.checkpoint_dir.iterdir()) and state.remembered_serving() is None
+    assert not state.training.locked()
+
+
+def test_reward_models_back_to_back_get_their_own_folders(state: AppState) -> None:
+    steps: list[int] = []
+    first = training.train_reward_model(state, RewardConfig(steps=2), lambda step, total, m: steps.append(step))
+    second = training.train_reward_model(state, RewardConfig(steps=1))
+    assert steps == [1, 2] and len(first.steps) == 2 and first.train_pairs == 5
+    assert first.folder != second.folder
+    assert training.reward_model_folders(state) == sorted([first.folder, second.folder])
+    assert all(f.parent == training.reward_model_dir(state) == state.data_dir / "reward-models"
+               for f in (first.folder, second.folder))
+    assert training.reward_models(state) == [f.name for f in training.reward_model_folders(state)]
+    assert first.heldout_before.accuracy == 0.5 and not state.training.locked()
