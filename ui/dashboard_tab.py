@@ -3,7 +3,6 @@ KL to the reference, judges and the reward model. Numbers come from `evals` thro
 application layer (`service.evaluation`, `service.training`); this file only wires. The report is
 computed when the tab is opened and after a KL estimate or a judge run; downloads only on request."""
 
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -24,9 +23,8 @@ from evals.dashboard import (
 )
 from playground.core.errors import PlaygroundError
 from playground.scoring.generation import GenerationSettings
-from playground.training.reward_model import RECORD as RM_RECORD
-from playground.training.reward_model import RewardConfig, train_reward_model
-from service import evaluation
+from playground.training.reward_model import RewardConfig
+from service import evaluation, training
 from service.state import AppState
 from ui import session
 from ui.errors import user_errors
@@ -38,19 +36,6 @@ REWARD_MODEL_COLUMNS = ["reward model", "created", "pairs", "held-out pairs", "s
 FRACTION_TITLE = "Win fraction, row vs column (ties ½)"
 COUNT_TITLE = "Battles between row and column"
 PREDICTED_TITLE = "Predicted P(row beats column) from the ratings"
-
-
-def reward_model_dir(state: AppState) -> Path:
-    return state.data_dir / "reward-models"
-
-
-def reward_model_folders(state: AppState) -> list[Path]:
-    folder = reward_model_dir(state)
-    return sorted(d for d in folder.iterdir() if (d / RM_RECORD).is_file()) if folder.is_dir() else []
-
-
-def reward_models(state: AppState) -> list[str]:
-    return [d.name for d in reward_model_folders(state)]
 
 
 def rating_figures(report: Report) -> tuple:
@@ -135,8 +120,8 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
         return {judges: gr.CheckboxGroup(choices=evaluation.judge_names(state)),
                 judge_models: gr.Dropdown(choices=list(state.slot_catalog())),
                 prompt_source: gr.Dropdown(choices=evaluation.judge_sources(state)),
-                rm_pick: gr.Dropdown(choices=reward_models(state)),
-                rm_table: reward_model_table(reward_model_folders(state))}
+                rm_pick: gr.Dropdown(choices=training.reward_models(state)),
+                rm_table: reward_model_table(training.reward_model_folders(state))}
 
     def report_for(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
                    file: str | None) -> Report:
@@ -195,10 +180,10 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
         spec = JUDGES.get(kind)
         if spec is None:
             raise PlaygroundError(f"unknown judge {kind!r}; expected one of {', '.join(JUDGES)}")
-        if spec == "reward-model" and rm not in reward_models(state):
+        if spec == "reward-model" and rm not in training.reward_models(state):
             raise PlaygroundError("pick a trained reward model (train one below)")
         judged = evaluation.app_judge(state, spec, phrase_v or "",
-                                      reward_model_dir(state) / rm if spec == "reward-model" else None)
+                                      training.reward_model_dir(state) / rm if spec == "reward-model" else None)
         battles = evaluation.run_judge(
             state, evaluation.judge_prompts(state, source), models_v or [], judged,
             GenerationSettings(max_new_tokens=int(max_new_v)),
@@ -213,27 +198,18 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
     @user_errors
     def train_rm(steps_v: float, lr_v: float, heldout_v: float, request: gr.Request, progress=gr.Progress()) -> dict:
         session.require_admin(state, request, "training a reward model")
-        if not state.training.acquire(blocking=False):
-            raise PlaygroundError("a training run is in progress; wait for it to finish")
-        try:
-            cfg = RewardConfig(steps=int(steps_v or 0) or None, lr=float(lr_v or 0), heldout=float(heldout_v))
-            pairs = state.store.training_pairs("all_pairs", cfg.seed)
-            result = train_reward_model(
-                state.models.sft.source, state.models.tokenizer, pairs, cfg.validate(),
-                callback=lambda step, total, m: progress((step, total), desc=f"loss {m['loss']:.3f}", unit="steps"),
-                device=state.models.device, dtype=state.models.dtype)
-        finally:
-            state.training.release()
-        if result.model is None:
-            raise PlaygroundError("the reward model run was cancelled; nothing was saved")
-        folder = result.model.save(reward_model_dir(state) / f"rm-{time.strftime('%Y%m%d-%H%M%S')}")
+        cfg = RewardConfig(steps=int(steps_v or 0) or None, lr=float(lr_v or 0), heldout=float(heldout_v))
+        result = training.train_reward_model(
+            state, cfg, lambda step, total, m: progress((step, total), desc=f"loss {m['loss']:.3f}", unit="steps"))
+        folder = result.folder
         before, after = result.heldout_before, result.heldout_after
         held = (f"held-out ({after.pairs} pairs) accuracy **{before.accuracy:.2f} → {after.accuracy:.2f}**"
                 if before and after else "no held-out pairs (fewer than 5)")
         return {rm_status: f"Trained `{folder.name}`: {len(result.steps)} steps on {result.train_pairs} "
                            f"pairs, {held}. Pick it as the judge above.",
-                rm_pick: gr.Dropdown(choices=reward_models(state), value=folder.name),
-                rm_table: reward_model_table(reward_model_folders(state))}
+                rm_pick: gr.Dropdown(choices=training.reward_models(state),
+                                     value=folder.name),
+                rm_table: reward_model_table(training.reward_model_folders(state))}
 
     rm_button.click(train_rm, [rm_steps, rm_lr, rm_heldout], [rm_status, rm_pick, rm_table],
                     api_name="train_reward_model", concurrency_id="train")
