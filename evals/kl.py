@@ -2,9 +2,9 @@
 
 For each prompt x, y ~ π_θ(·|x) is sampled at temperature 1 with no top-k/top-p (the estimator is
 unbiased only for such samples) and KL(x) ≈ Σ_t [log π_θ − log π_ref](y_t)
-(`objectives.sequence_kl_estimate`). The reported value is the mean over prompts × samples with
-its standard error. Responses are cut at `max_new_tokens`, so this is the KL of the first
-`max_new_tokens` tokens: compare checkpoints at the same setting.
+(`Scorer.sampled_log_ratios`, as in the Playground's score table). The reported value is the
+mean over prompts × samples with its standard error. Responses are cut at `max_new_tokens`, so
+this is the KL of the first `max_new_tokens` tokens: compare checkpoints at the same setting.
 """
 
 import math
@@ -16,8 +16,7 @@ import torch
 
 from playground.core.errors import PlaygroundError
 from playground.models.roles import Role
-from playground.objectives import sequence_kl_estimate
-from playground.scoring.encoding import Encoded, Message
+from playground.scoring.encoding import Message
 from playground.scoring.generation import eos_ids, prompt_ids
 from playground.scoring.scorer import Scorer
 
@@ -60,12 +59,8 @@ def estimate_kl(scorer: Scorer, role: Role, prompts: Sequence[Sequence[Message]]
                 out = model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), do_sample=True,
                                      temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
                                      max_new_tokens=max_new_tokens, pad_token_id=models.tokenizer.pad_token_id)
-            rows = [Encoded(tuple(ids[0].tolist()), _until_eos(row[ids.shape[1]:].tolist(), eos)) for row in out]
-            rows = [r for r in rows if r.completion_ids]
-            policy = scorer.token_logps(role, rows)
-            ref = scorer.token_logps(models.reference, rows)
-        for p, r in zip(policy, ref, strict=True):
-            values.append(float(sequence_kl_estimate((p - r)[None, :], torch.ones(1, len(p)))[0]))
+            rows = [scorer.sampled_row(ids[0].tolist(), _until_eos(row[ids.shape[1]:].tolist(), eos)) for row in out]
+            values += scorer.sampled_log_ratios(role, [r for r in rows if r.completion_ids])
         if progress:
             progress(n + 1, len(prompts))
     if not values:

@@ -36,7 +36,7 @@ def test_chat_reply_is_real_text(models: Models) -> None:
 def test_fresh_policy_matches_reference_and_perturbed_does_not(models: Models) -> None:
     completion = [{"role": "assistant", "content": "The capital of France is Paris."}]
     scorer = Scorer(models)
-    fresh = scorer.score_rows([(PROMPT, completion)], beta=0.1)[0]
+    fresh = scorer.score_responses(PROMPT, [completion], beta=0.1)[0]
     assert fresh.logp_policy == fresh.logp_ref
     assert -30 < fresh.logp_ref < 0  # a fluent answer: a few nats over ~10 tokens
     lora_b = [p for n, p in models.policy.model.named_parameters() if "lora_B" in n]
@@ -45,7 +45,7 @@ def test_fresh_policy_matches_reference_and_perturbed_does_not(models: Models) -
         g = torch.Generator().manual_seed(0)
         for p in lora_b:
             p.data = (torch.randn(p.shape, generator=g) * 0.02).to(p.device, p.dtype)
-        moved = scorer.score_rows([(PROMPT, completion)], beta=0.1)[0]
+        moved = scorer.score_responses(PROMPT, [completion], beta=0.1)[0]
     finally:
         for p, s in zip(lora_b, saved, strict=True):
             p.data = s

@@ -39,11 +39,11 @@ def test_default_roles_share_one_base(tiny_model_dir: Path) -> None:
 def test_fresh_policy_equals_reference_and_perturbed_differs(tiny_model_dir: Path) -> None:
     models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
     scorer = Scorer(models)
-    fresh = scorer.score_rows([PAIR], beta=0.1)[0]
+    fresh = scorer.score_responses(PAIR[0], [PAIR[1]], beta=0.1)[0]
     assert fresh.logp_policy == fresh.logp_ref
     assert fresh.reward == 0.0
     perturb_adapter(models.policy.model)
-    moved = scorer.score_rows([PAIR], beta=0.1)[0]
+    moved = scorer.score_responses(PAIR[0], [PAIR[1]], beta=0.1)[0]
     assert moved.logp_ref == fresh.logp_ref  # reference untouched by the adapter
     assert abs(moved.logp_policy - moved.logp_ref) > 1e-3
 
@@ -51,12 +51,12 @@ def test_fresh_policy_equals_reference_and_perturbed_differs(tiny_model_dir: Pat
 def test_adapter_folder_round_trip(tiny_model_dir: Path, tmp_path: Path) -> None:
     models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
     perturb_adapter(models.policy.model, seed=1)
-    expected = Scorer(models).score_rows([PAIR], beta=0.1)[0].logp_policy
+    expected = Scorer(models).score_responses(PAIR[0], [PAIR[1]], beta=0.1)[0].logp_policy
     models.policy.model.save_pretrained(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     reloaded = load_models(ModelsConfig(sft=str(tiny_model_dir), policy=str(tmp_path / "adapter")))
     assert reloaded.policy.source == str(tmp_path / "adapter")
-    got = Scorer(reloaded).score_rows([PAIR], beta=0.1)[0].logp_policy
+    got = Scorer(reloaded).score_responses(PAIR[0], [PAIR[1]], beta=0.1)[0].logp_policy
     assert got == pytest.approx(expected, abs=1e-5)
 
 
@@ -94,7 +94,7 @@ def test_separate_reference_is_loaded_on_its_own(tiny_model_dir: Path) -> None:
     models = load_models(ModelsConfig(sft=str(tiny_model_dir), reference=str(tiny_model_dir)))
     assert models.reference.model is not models.policy.model
     assert not models.shares_base
-    fresh = Scorer(models).score_rows([PAIR], beta=0.1)[0]
+    fresh = Scorer(models).score_responses(PAIR[0], [PAIR[1]], beta=0.1)[0]
     assert fresh.logp_policy == pytest.approx(fresh.logp_ref, abs=1e-5)
 
 
@@ -176,5 +176,5 @@ def test_app_help_lists_every_flag() -> None:
 
 def test_serving_never_makes_weights_trainable(tiny_model_dir: Path) -> None:
     models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
-    Scorer(models).score_rows([PAIR], beta=0.1)  # activates the policy adapter
+    Scorer(models).score_responses(PAIR[0], [PAIR[1]], beta=0.1)  # activates the policy adapter
     assert [n for n, p in models.policy.model.named_parameters() if p.requires_grad] == []

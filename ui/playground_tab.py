@@ -133,17 +133,15 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
             **{scores[i]: "" for i in range(n)}, **{tokens[i]: "" for i in range(n)},
         }
         slots = [catalog_now[name] for name in names]
-        final: list[str] = [""] * n
         for final in stream_generate(state.models, slots, messages, settings, stop_event):
-            yield {texts[i]: final[i] for i in range(n)}
+            yield {texts[i]: final.texts[i] for i in range(n)}
         yield {status: "Scoring…"}
-        current = score_round(state.scorer, current, final)
-        policy_ident = state.models.policy.ident
+        current = score_round(state.scorer, current, final, slots)
         yield {
             rnd: current,
             status: ("Stopped early. " if stop_event.is_set() else "") + "Vote below"
             + (" (names are revealed after your vote)." if anonymous else "."),
-            **{scores[i]: score_table(s, slots[i].ident == policy_ident, settings.temperature)
+            **{scores[i]: score_table(s, current.kl[i], state.scorer.max_length)
                for i, s in enumerate(current.scores)},
             **{tokens[i]: token_view(token_pieces(state.models.tokenizer, s.token_ids), s.token_log_ratios)
                for i, s in enumerate(current.scores)},

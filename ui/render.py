@@ -3,6 +3,7 @@
 import html
 from collections.abc import Sequence
 
+from playground.scoring.rounds import SampledKL
 from playground.scoring.scorer import ResponseScore
 
 LETTERS = "ABCD"
@@ -12,12 +13,18 @@ def slot_label(i: int) -> str:
     return f"Response {LETTERS[i]}"
 
 
-def score_table(score: ResponseScore, sampled_from_policy: bool, temperature: float) -> str:
-    """The numbers under one response, each with what it means."""
-    if sampled_from_policy:
-        kl = f"{score.kl_estimate:+.3f}" + ("" if temperature == 1 else " ⚠ T≠1: biased")
-    else:
-        kl = "— (not sampled from π_θ)"
+def kl_cell(kl: SampledKL) -> str:
+    if not kl.from_policy:
+        return "— (not sampled from π_θ)"
+    if kl.value is None:
+        return "—, biased: " + ", ".join(kl.biased)
+    return f"{kl.value:+.3f}"
+
+
+def score_table(score: ResponseScore, kl: SampledKL, max_tokens: int) -> str:
+    """The numbers under one response, each with what it means. `max_tokens` is the scorer's
+    limit on prompt+response tokens, named where it cut this one."""
+    cut = f" (prompt+response cut to {max_tokens} tokens)" if score.truncated else ""
     return "\n".join([
         "| score | value |",
         "|---|---:|",
@@ -25,8 +32,8 @@ def score_table(score: ResponseScore, sampled_from_policy: bool, temperature: fl
         f"| log π_ref(y\\|x) | {score.logp_ref:.3f} |",
         f"| log-ratio log π_θ − log π_ref | {score.log_ratio:+.4f} |",
         f"| implicit reward β·log-ratio | **{score.reward:+.4f}** |",
-        f"| tokens (end-of-turn incl.) | {score.n_tokens}{' (truncated)' if score.truncated else ''} |",
-        f"| KL estimate Σ log-ratio | {kl} |",
+        f"| tokens (end-of-turn incl.) | {score.n_tokens}{cut} |",
+        f"| KL estimate Σ log-ratio over the sampled tokens | {kl_cell(kl)} |",
     ])
 
 

@@ -74,10 +74,11 @@ def encode(
         ]
     split = min(_common_prefix(prompt_ids, full) for full in fulls) if fulls else len(prompt_ids)
     head = tuple(prompt_ids[:split])
-    return [_truncate(head, tuple(full[split:]), max_length) for full in fulls]
+    return [truncate(head, tuple(full[split:]), max_length) for full in fulls]
 
 
-def _truncate(prompt: tuple[int, ...], completion: tuple[int, ...], max_length: int | None) -> Encoded:
+def truncate(prompt: tuple[int, ...], completion: tuple[int, ...], max_length: int | None) -> Encoded:
+    """`Encoded(prompt, completion)`, cut to `max_length` tokens as `encode` describes."""
     if max_length is None or len(prompt) + len(completion) <= max_length:
         return Encoded(prompt, completion)
     keep_prompt = min(len(prompt), max(max_length - len(completion), max_length // 4))

@@ -21,6 +21,9 @@ from playground.core.limits import MAX_NEW_TOKENS
 from playground.models.roles import Models, Role
 from playground.scoring.encoding import Message
 
+# How a response ended: by itself (an end-of-turn token was sampled), cut at max new tokens, or by Stop.
+ENDED, CUT, STOPPED = "end of turn", "cut at max new tokens", "stopped"
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -45,6 +48,18 @@ class GenerationSettings:
             raise PlaygroundError("; ".join(problems))
         return self
 
+    def sampling_bias(self) -> list[str]:
+        """Why a response sampled with these settings is not a sample of the model's own
+        distribution (so Σ log-ratio over it is no unbiased KL estimate); empty when it is."""
+        if self.temperature == 0:
+            reasons = ["greedy (T = 0)"]
+        else:
+            reasons = [f"T = {self.temperature:g}"] if self.temperature != 1 else []
+            reasons += [f"top-p {self.top_p:g}"] if self.top_p < 1 else []
+            reasons += [f"top-k {self.top_k}"] if self.top_k > 0 else []
+        reasons += [f"repetition penalty {self.repetition_penalty:g}"] if self.repetition_penalty != 1 else []
+        return reasons
+
     def generate_kwargs(self) -> dict:
         sampling = self.temperature > 0
         kwargs: dict = {"max_new_tokens": self.max_new_tokens, "do_sample": sampling,
@@ -54,6 +69,16 @@ class GenerationSettings:
         else:  # silence the model's default sampling parameters under greedy decoding
             kwargs.update(temperature=None, top_p=None, top_k=None)
         return kwargs
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The state of k slots' generation: what `stream_generate` yields after every step."""
+
+    prompt_ids: tuple[int, ...]  # the chat-templated prompt every slot continued
+    texts: tuple[str, ...]
+    token_ids: tuple[tuple[int, ...], ...]  # each slot's sampled ids, its end-of-turn token included
+    endings: tuple[str | None, ...]  # ENDED, CUT or STOPPED; None while the slot is still generating
 
 
 class _BatchStreamer(BaseStreamer):
@@ -102,8 +127,9 @@ def stream_generate(
     messages: Sequence[Message],
     settings: GenerationSettings,
     stop: threading.Event | None = None,
-) -> Iterator[list[str]]:
-    """Yield the texts of all slots after every decoding step; the last yield is final.
+) -> Iterator[Generation]:
+    """Yield every slot's text and sampled ids after every decoding step; the last yield is final
+    and says how each slot ended.
 
     Each group of slots sharing a module is one batched `generate`, seeded with `settings.seed`.
     `stop` ends generation early (the texts so far are kept).
@@ -112,8 +138,16 @@ def stream_generate(
     stop = stop or threading.Event()
     tokenizer = models.tokenizer
     end_ids = set(eos_ids(models))
-    tokens: list[list[int]] = [[] for _ in slots]
+    sampled: list[list[int]] = [[] for _ in slots]  # the end-of-turn token included
+    endings: list[str | None] = [None] * len(slots)
     ids = prompt_ids(models, messages).to(models.device)
+    prompt = tuple(ids[0].tolist())
+
+    def state() -> Generation:
+        texts = [tokenizer.decode(t[:-1] if e == ENDED else t, skip_special_tokens=True)
+                 for t, e in zip(sampled, endings, strict=True)]
+        return Generation(prompt, tuple(texts), tuple(map(tuple, sampled)), tuple(endings))
+
     for group in group_slots(slots):
         if stop.is_set():
             break
@@ -129,20 +163,22 @@ def stream_generate(
             args=(models, model, batch, kwargs, settings.seed, streamer, stop, errors),
         )
         worker.start()
-        done = [False] * len(group)
         while (column := streamer.steps.get()) is not None:
             for j, token in enumerate(column.tolist()):
-                if done[j]:
-                    continue
-                if token in end_ids:
-                    done[j] = True
-                    continue
-                tokens[group[j]].append(token)
-            yield [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+                slot = group[j]
+                if endings[slot] is None:  # after its end a row only receives padding
+                    sampled[slot].append(token)
+                    if token in end_ids:
+                        endings[slot] = ENDED
+            yield state()
         worker.join()
         if errors:
             raise PlaygroundError(f"generation failed: {type(errors[0]).__name__}: {errors[0]}")
-    yield [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+        for slot in group:
+            if endings[slot] is None:
+                endings[slot] = CUT if len(sampled[slot]) >= settings.max_new_tokens else STOPPED
+    endings[:] = [e or STOPPED for e in endings]  # slots whose group never started: Stop came first
+    yield state()
 
 
 def _run_generate(models: Models, model: torch.nn.Module, batch: torch.Tensor, kwargs: dict, seed: int,
@@ -164,7 +200,7 @@ def generate(models: Models, slots: Sequence[Role], messages: Sequence[Message],
              settings: GenerationSettings) -> list[str]:
     """The final texts of `stream_generate`."""
     *_, final = stream_generate(models, slots, messages, settings)
-    return final
+    return list(final.texts)
 
 
 def eos_ids(models: Models) -> list[int]:

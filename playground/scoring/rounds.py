@@ -15,9 +15,19 @@ from playground.core.limits import MAX_PROMPT_CHARS, MAX_RESPONSES, MAX_SYSTEM_C
 from playground.data.votes import Response, Vote, require_text
 from playground.models.roles import Role
 from playground.objectives import preference_probability
-from playground.scoring.encoding import Message
-from playground.scoring.generation import GenerationSettings
+from playground.scoring.encoding import Encoded, Message
+from playground.scoring.generation import ENDED, Generation, GenerationSettings
 from playground.scoring.scorer import ResponseScore, Scorer
+
+
+@dataclass(frozen=True)
+class SampledKL:
+    """The KL(π_θ‖π_ref) estimate under one response: Σ_t log-ratio over its sampled ids, shown
+    only where that is unbiased (`Scorer.sampled_log_ratios`)."""
+
+    from_policy: bool  # the response was sampled from the serving policy π_θ
+    value: float | None = None  # None unless sampled from π_θ and unbiased
+    biased: tuple[str, ...] = ()  # why there is no unbiased estimate: settings, how it ended, truncation
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class Round:
     rated_as: tuple[str, ...] = ()
     texts: tuple[str, ...] = ()
     scores: tuple[ResponseScore, ...] = ()
+    kl: tuple[SampledKL, ...] = ()  # per slot, set with the scores
     voted_at: float | None = None
 
     @property
@@ -86,12 +97,42 @@ def battle_models(catalog: Mapping[str, Role], rng: random.Random) -> tuple[str,
     return a, b
 
 
-def score_round(scorer: Scorer, rnd: Round, texts: Sequence[str]) -> Round:
-    """Attach the final texts and their scores under the serving policy and the reference."""
-    completions = [[{"role": "assistant", "content": t}] for t in texts]
+def score_round(scorer: Scorer, rnd: Round, generation: Generation, slots: Sequence[Role]) -> Round:
+    """Attach the final texts, their scores under the serving policy and the reference (β > 0 is
+    checked here, by the scorer), and each slot's KL estimate (`SampledKL`).
+
+    `generation` is `stream_generate`'s last yield for `slots`, the roles of `rnd.models`.
+    """
+    completions = [[{"role": "assistant", "content": t}] for t in generation.texts]
     with scorer.models.lock:
         scores = scorer.score_responses(list(rnd.messages), completions, rnd.beta)
-    return replace(rnd, texts=tuple(texts), scores=tuple(scores))
+        kl = sampled_kl(scorer, rnd.settings, generation, slots)
+    return replace(rnd, texts=generation.texts, scores=tuple(scores), kl=kl)
+
+
+def sampled_kl(scorer: Scorer, settings: GenerationSettings, generation: Generation, slots: Sequence[Role]
+               ) -> tuple[SampledKL, ...]:
+    """Σ log-ratio over the sampled ids of each slot sampled from π_θ, where it estimates
+    KL(π_θ‖π_ref) without bias: T = 1, top-p = 1, top-k = 0, repetition penalty 1, the response
+    ended by itself (a cut response is a sample of a different distribution) and was not truncated."""
+    policy = scorer.models.policy
+    from_settings = settings.sampling_bias()
+    out: list[SampledKL] = []
+    unbiased: dict[int, Encoded] = {}
+    for i, (role, ids, ending) in enumerate(zip(slots, generation.token_ids, generation.endings, strict=True)):
+        if role.ident != policy.ident:
+            out.append(SampledKL(from_policy=False))
+            continue
+        row = scorer.sampled_row(generation.prompt_ids, ids)
+        biased = [*from_settings, *([ending] if ending != ENDED else []),
+                  *([f"cut to {scorer.max_length} tokens"] if row.truncated else [])]
+        out.append(SampledKL(from_policy=True, biased=tuple(biased)))
+        if not biased:
+            unbiased[i] = row
+    if unbiased:
+        for i, value in zip(unbiased, scorer.sampled_log_ratios(policy, list(unbiased.values())), strict=True):
+            out[i] = replace(out[i], value=value)
+    return tuple(out)
 
 
 def preference_matrix(scores: Sequence[ResponseScore]) -> list[list[float]]:
@@ -105,7 +146,8 @@ def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
     return [tokenizer.decode([t]) for t in token_ids]
 
 
-SCORE_FIELDS = ("logp_policy", "logp_ref", "log_ratio", "reward", "kl_estimate", "n_tokens", "mean_logp_policy")
+# Σ log-ratio over the re-encoded text is `log_ratio`; the KL estimate proper lives in `Round.kl`.
+SCORE_FIELDS = ("logp_policy", "logp_ref", "log_ratio", "reward", "n_tokens", "mean_logp_policy")
 
 
 def make_vote(rnd: Round, outcome: str, voter: str, ranking: Sequence[int] | None = None) -> Vote:

@@ -3,11 +3,17 @@
 Rows are scored in padded batches (right padding, sorted by length so a batch pads little). Only
 completion positions go through the vocabulary projection: for a 49k vocabulary that projection
 dominates the cost, and prompt positions' logits are never used. Reference log-probs are cached
-by (reference identity, prompt, completion), so re-scoring the same pairs under a new policy costs
-one policy pass.
+by (reference identity, the exact prompt and completion ids scored), so re-scoring the same pairs
+under a new policy costs one policy pass. (Not by text: where a prompt's completions end is decided
+by all of them together, see `encoding`.)
+
+Rows are cut to `MAX_SEQUENCE_TOKENS` (or the model's context, if shorter): the same limit as
+training, so the score shown for a response is the one a vote on it trains on.
 """
 
+import hashlib
 import json
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,9 +21,11 @@ from dataclasses import dataclass
 import torch
 from peft import PeftModel
 
+from playground.core.errors import PlaygroundError
+from playground.core.limits import MAX_SEQUENCE_TOKENS
 from playground.models.roles import Models, Role
 from playground.objectives import dpo_loss, implicit_reward, preference_probability, sequence_kl_estimate
-from playground.scoring.encoding import Encoded, Text, encode
+from playground.scoring.encoding import Encoded, Text, encode, truncate
 
 Progress = Callable[[int], None]  # called with the number of rows just finished
 
@@ -30,13 +38,12 @@ class ResponseScore:
     logp_ref: float
     log_ratio: float  # log π_θ(y|x) − log π_ref(y|x)
     reward: float  # β · log_ratio
-    kl_estimate: float  # Σ_t log-ratio: a KL(π_θ‖π_ref) estimate when y was sampled from π_θ at T=1
     n_tokens: int
     mean_logp_policy: float
     token_log_ratios: tuple[float, ...]
     token_logps_policy: tuple[float, ...]
     token_ids: tuple[int, ...]  # the completion tokens scored (end-of-turn included)
-    truncated: bool
+    truncated: bool  # prompt+completion was cut to the scorer's `max_length`
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,13 @@ def completion_token_logps(
     return list(torch.split(token_logps, counts))
 
 
+def check_beta(beta: float) -> float:
+    """β of r = β·log(π_θ/π_ref), checked once for every score the engine computes."""
+    if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta) or beta <= 0:
+        raise PlaygroundError(f"β must be > 0 (got {beta!r})")
+    return float(beta)
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first, so memory peaks at once)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -107,13 +121,30 @@ class Scorer:
                  cache_size: int = 100_000) -> None:
         self.models = models
         self.batch_size = batch_size
-        context = getattr(models.policy.model.config, "max_position_embeddings", None)
-        self.max_length = max_length or context
+        context = getattr(models.policy.model.config, "max_position_embeddings", None) or MAX_SEQUENCE_TOKENS
+        self.max_length = max_length or min(MAX_SEQUENCE_TOKENS, context)
         self._ref_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
 
     def encode(self, prompt: Text, completions: Sequence[Text]) -> list[Encoded]:
         return encode(self.models.tokenizer, prompt, completions, self.max_length)
+
+    def sampled_row(self, prompt_ids: Sequence[int], sampled_ids: Sequence[int]) -> Encoded:
+        """A generated response as scored: its prompt and sampled ids as they are, cut to `max_length`."""
+        return truncate(tuple(prompt_ids), tuple(sampled_ids), self.max_length)
+
+    def sampled_log_ratios(self, role: Role, rows: Sequence[Encoded]) -> list[float]:
+        """Σ_t [log π_role(y_t|x, y_<t) − log π_ref(y_t|x, y_<t)] over each row's completion ids.
+
+        For y sampled from π_role itself (T = 1, no top-p/top-k, no repetition penalty, ended by
+        itself) this is an unbiased estimate of KL(π_role‖π_ref) at x (`sequence_kl_estimate`).
+        Pass the sampled ids (`sampled_row`), not a re-encoding of their text. The reference pass
+        is not cached: samples are rarely scored twice.
+        """
+        policy = self.token_logps(role, rows)
+        ref = self.token_logps(self.models.reference, rows)
+        return [float(sequence_kl_estimate((p - r)[None, :], torch.ones(1, len(p)))[0])
+                for p, r in zip(policy, ref, strict=True)]
 
     def token_logps(self, role: Role, rows: Sequence[Encoded], progress: Progress | None = None
                     ) -> list[torch.Tensor]:
@@ -129,11 +160,11 @@ class Scorer:
                     progress(len(batch))
         return out
 
-    def reference_token_logps(self, keys: Sequence[str], rows: Sequence[Encoded],
-                              progress: Progress | None = None) -> list[torch.Tensor]:
-        """`token_logps` under the reference, served from the cache where the key was seen."""
+    def reference_token_logps(self, rows: Sequence[Encoded], progress: Progress | None = None
+                              ) -> list[torch.Tensor]:
+        """`token_logps` under the reference, served from the cache where the same ids were scored."""
         ref = self.models.reference
-        full_keys = [f"{ref.ident}\x00{k}" for k in keys]
+        full_keys = [f"{ref.ident}\x00{ids_key(r)}" for r in rows]
         missing = [i for i, k in enumerate(full_keys) if k not in self._ref_cache]
         if missing:
             fresh = self.token_logps(ref, [rows[i] for i in missing], progress)
@@ -149,35 +180,22 @@ class Scorer:
             self._ref_cache.popitem(last=False)
         return out
 
-    def score_rows(self, rows: Sequence[tuple[Text, Text]], beta: float,
-                   progress: Progress | None = None) -> list[ResponseScore]:
-        """Score (prompt, completion) rows; each encoded on its own (see `score_pairs` for pairs)."""
-        encoded = [self.encode(p, [c])[0] for p, c in rows]
-        keys = [json.dumps([p, c], ensure_ascii=False) for p, c in rows]
-        return self._score(encoded, keys, beta, progress)
-
     def score_responses(self, prompt: Text, completions: Sequence[Text], beta: float) -> list[ResponseScore]:
-        """Score k completions of one prompt (the playground's slots), encoded together like a pair."""
-        encoded = self.encode(prompt, completions)
-        keys = [json.dumps([prompt, c], ensure_ascii=False) for c in completions]
-        return self._score(encoded, keys, beta)
+        """Score k ≥ 1 completions of one prompt (the playground's slots), encoded together like a pair."""
+        return self._score(self.encode(prompt, completions), beta)
 
     def score_pairs(self, pairs: Sequence[tuple[Text, Text, Text]], beta: float,
                     progress: Progress | None = None) -> list[PairScore]:
         """Score (prompt, chosen, rejected) triples. Chosen and rejected of a pair share one forward."""
-        encoded: list[Encoded] = []
-        keys: list[str] = []
-        for prompt, chosen, rejected in pairs:
-            encoded += self.encode(prompt, [chosen, rejected])
-            # The prompt/completion split depends on both completions, so the key holds the pair.
-            keys += [json.dumps([prompt, chosen, rejected, side], ensure_ascii=False) for side in (0, 1)]
-        scores = self._score(encoded, keys, beta, progress, pair_batches=True)
+        encoded = [e for prompt, chosen, rejected in pairs for e in self.encode(prompt, [chosen, rejected])]
+        scores = self._score(encoded, beta, progress, pair_batches=True)
         return [pair_score(scores[2 * i], scores[2 * i + 1]) for i in range(len(pairs))]
 
-    def _score(self, encoded: list[Encoded], keys: list[str], beta: float,
-               progress: Progress | None = None, pair_batches: bool = False) -> list[ResponseScore]:
+    def _score(self, encoded: list[Encoded], beta: float, progress: Progress | None = None,
+               pair_batches: bool = False) -> list[ResponseScore]:
+        check_beta(beta)
         policy = self._policy_logps(encoded, pair_batches, progress)
-        ref = self.reference_token_logps(keys, encoded, progress)
+        ref = self.reference_token_logps(encoded, progress)
         return [response_score(p, r, beta, e) for p, r, e in zip(policy, ref, encoded, strict=True)]
 
     def _policy_logps(self, encoded: list[Encoded], pair_batches: bool, progress: Progress | None
@@ -205,7 +223,6 @@ def response_score(policy: torch.Tensor, ref: torch.Tensor, beta: float, encoded
         logp_ref=float(logp_ref),
         log_ratio=float(logp_policy - logp_ref),
         reward=float(implicit_reward(logp_policy, logp_ref, beta)),
-        kl_estimate=float(sequence_kl_estimate(ratio, torch.ones_like(ratio))),
         n_tokens=int(policy.numel()),
         mean_logp_policy=float(logp_policy / max(policy.numel(), 1)),
         token_log_ratios=tuple(ratio.tolist()),
@@ -213,6 +230,13 @@ def response_score(policy: torch.Tensor, ref: torch.Tensor, beta: float, encoded
         token_ids=encoded.completion_ids,
         truncated=encoded.truncated,
     )
+
+
+def ids_key(row: Encoded) -> str:
+    """The reference cache's key for a row: a digest of exactly the ids scored and where the
+    completion starts (the same text can be split differently next to other completions)."""
+    ids = json.dumps([row.prompt_ids, row.completion_ids], separators=(",", ":"))
+    return hashlib.blake2b(ids.encode(), digest_size=16).hexdigest()
 
 
 def pair_score(chosen: ResponseScore, rejected: ResponseScore) -> PairScore:
