@@ -64,7 +64,10 @@ def prompt_seed(base: int, ref: str) -> int:
 
 
 def fill_prompt(state: AppState, pset: PromptSet, prompt: SetPrompt, models: Sequence[str]) -> int:
-    """Generate, score and store `models`' responses to one prompt; returns how many were new."""
+    """Generate, score and store `models`' responses to one prompt; returns how many were new.
+
+    Each response records the model that generated it as rated (`AppState.rated_name` now: the
+    checkpoint serving as "policy"), so votes cast later rate it right whatever serves then."""
     assert prompt.id is not None
     catalog = state.slot_catalog()
     unknown = [m for m in models if m not in catalog]
@@ -72,14 +75,15 @@ def fill_prompt(state: AppState, pset: PromptSet, prompt: SetPrompt, models: Seq
         raise PlaygroundError(f"model(s) {', '.join(unknown)} of set {pset.name!r} are not loaded in this app")
     base = GenerationSettings(**pset.generation)
     settings = replace(base, seed=prompt_seed(base.seed, prompt.ref))
+    rated = [state.rated_name(m) for m in models]
     texts = generate(state.models, [catalog[m] for m in models], prompt.messages, settings)
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     with state.models.lock:
         scores = state.scorer.score_responses(prompt.messages, completions, state.beta)
     record: dict[str, Any] = {**asdict(settings), "beta": state.beta, "batch": list(models)}
     return state.store.add_set_responses([
-        SetResponse(prompt.id, m, t, {f: float(getattr(s, f)) for f in SCORE_FIELDS}, record)
-        for m, t, s in zip(models, texts, scores, strict=True)
+        SetResponse(prompt.id, m, t, {f: float(getattr(s, f)) for f in SCORE_FIELDS}, record, r)
+        for m, t, s, r in zip(models, texts, scores, rated, strict=True)
     ])
 
 

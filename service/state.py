@@ -95,14 +95,19 @@ class AppState:
         return {**self.models.roles(), **self.checkpoints}
 
     def rated_name(self, name: str) -> str:
-        """The name a slot's model is rated under: the serving checkpoint's id for "policy" (what it
-        is at this moment), "sft" for a reference with the SFT weights, else the catalog name."""
-        if name == "policy":
-            served = Path(self.models.policy.source).name
-            return served if served in self.checkpoints else name
-        if name == "reference" and self.models.reference.ident == self.models.sft.ident:
+        """The name a slot's model is rated under, by its weights at this moment: "sft" for the SFT
+        weights under any name (a reference with them, a fresh policy), a checkpoint's id for the
+        checkpoint it serves (for "policy"), else the catalog name."""
+        role = self.slot_catalog().get(name)
+        if role is None:
+            return name
+        if role.ident == self.models.sft.ident:
             return "sft"
-        return name
+        same = [ckpt for ckpt, r in self.checkpoints.items() if r.ident == role.ident]
+        if same:
+            return same[0]
+        served = Path(role.source).name  # `--policy <checkpoint folder>`: loaded under its own identity
+        return served if name == "policy" and served in self.checkpoints else name
 
     def stop_event(self, session: str) -> threading.Event:
         event = threading.Event()

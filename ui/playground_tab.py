@@ -1,7 +1,6 @@
 """The Playground tab: k responses side by side, their scores, and the vote."""
 
 import random
-from collections.abc import Callable
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -9,23 +8,20 @@ import gradio as gr
 
 from playground.core.limits import MAX_RESPONSES
 from playground.scoring.generation import GenerationSettings, stream_generate
-from playground.scoring.rounds import (
-    Round,
-    battle_models,
-    chat_messages,
-    check_slots,
-    make_vote,
-    preference_matrix,
-    score_round,
-    token_pieces,
-)
+from playground.scoring.rounds import Round, chat_messages, preference_matrix, score_round, token_pieces
 from service.state import AppState
-from ui import session
+from service.voting import StoredVote, slot_choices, start_round
 from ui.errors import user_errors
 from ui.render import LETTERS, preference_table, score_table, slot_label, token_view
+from ui.voting import PAIR_VOTES, vote_handler, wire_votes
 
 SIDE_BY_SIDE, ANONYMOUS = "Side by side", "Anonymous battle"
-PAIR_VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+DEFAULTS = GenerationSettings()
+
+
+def revealed(name: str, rated_as: str) -> str:
+    """A slot's model as shown after the vote, with the name it is rated under when that differs."""
+    return f"`{name}`" + (f" (rated as `{rated_as}`)" if rated_as != name else "")
 
 
 class PlaygroundHandles(NamedTuple):
@@ -38,6 +34,7 @@ class PlaygroundHandles(NamedTuple):
 def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
     catalog = list(state.slot_catalog())
     defaults = ["policy", "reference", "sft", "policy"]
+    choices = slot_choices(state)  # a fresh policy is labelled as the SFT model it equals
     rnd = gr.State(None)  # the session's current Round
 
     with gr.Row():
@@ -47,20 +44,20 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
         k = gr.Slider(2, MAX_RESPONSES, value=2, step=1, label="Responses k", scale=1)
         beta = gr.Number(value=state.beta, label="β in r = β·log(π_θ/π_ref)", minimum=1e-6, scale=1)
     with gr.Row():
-        slot_models = [gr.Dropdown(catalog, value=defaults[i] if defaults[i] in catalog else catalog[0],
+        slot_models = [gr.Dropdown(choices, value=defaults[i] if defaults[i] in catalog else catalog[0],
                                    label=f"Model for {LETTERS[i]}", visible=i < 2, elem_id=f"model-{i}")
                        for i in range(MAX_RESPONSES)]
     system = gr.Textbox(label="System prompt (optional)", lines=1)
     prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Ask something…", elem_id="prompt")
     with gr.Accordion("Generation settings", open=False):
         with gr.Row():
-            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature (0 = greedy)")
-            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
-            top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)")
+            temperature = gr.Slider(0, 2, value=DEFAULTS.temperature, step=0.05, label="Temperature (0 = greedy)")
+            top_p = gr.Slider(0.05, 1, value=DEFAULTS.top_p, step=0.05, label="Top-p")
+            top_k = gr.Slider(0, 200, value=DEFAULTS.top_k, step=1, label="Top-k (0 = off)")
         with gr.Row():
-            max_new = gr.Slider(1, 1024, value=128, step=1, label="Max new tokens")
-            repetition = gr.Slider(0.5, 2, value=1.0, step=0.05, label="Repetition penalty")
-            seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+            max_new = gr.Slider(1, 1024, value=DEFAULTS.max_new_tokens, step=1, label="Max new tokens")
+            repetition = gr.Slider(0.5, 2, value=DEFAULTS.repetition_penalty, step=0.05, label="Repetition penalty")
+            seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed", minimum=0)
     with gr.Row():
         go = gr.Button("Generate", variant="primary", elem_id="generate")
         regen = gr.Button("Regenerate (new seed)", elem_id="regenerate")
@@ -113,18 +110,11 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
         messages = chat_messages(prompt_text, system_text)
         settings = GenerationSettings(temperature=float(temp), top_p=float(tp), top_k=int(tk),
                                       max_new_tokens=int(max_tokens), repetition_penalty=float(rep),
-                                      seed=int(seed_value or 0)).validate()
-        if not beta_value or beta_value <= 0:
-            raise gr.Error("β must be > 0")
-        catalog_now = state.slot_catalog()
+                                      seed=int(seed_value or 0))
         anonymous = mode_value == ANONYMOUS
-        if anonymous:
-            names = battle_models(catalog_now, random.Random())
-        else:
-            names = check_slots([m0, m1, m2, m3][: int(k_value)], catalog_now)
-        current = Round(messages=tuple(messages), models=names, settings=settings, beta=float(beta_value),
-                        anonymous=anonymous, rated_as=tuple(state.rated_name(n) for n in names))
-        n = current.k
+        current = start_round(state, messages, None if anonymous else [m0, m1, m2, m3][: int(k_value)], settings,
+                              float(beta_value or 0), random.Random())
+        names, n = current.models, current.k
         stop_event = state.stop_event(request.session_hash if request else "")
         yield {
             rnd: None, status: "Generating…", prefs: "",
@@ -132,6 +122,7 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
             **{headers[i]: f"### {slot_label(i)}" + ("" if anonymous else f" · `{names[i]}`") for i in range(n)},
             **{scores[i]: "" for i in range(n)}, **{tokens[i]: "" for i in range(n)},
         }
+        catalog_now = state.slot_catalog()
         slots = [catalog_now[name] for name in names]
         for final in stream_generate(state.models, slots, messages, settings, stop_event):
             yield {texts[i]: final.texts[i] for i in range(n)}
@@ -167,40 +158,26 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
 
     stop.click(stop_generation, None, None, queue=False, api_name="stop")
 
-    @user_errors
-    def vote(outcome: str, ranked: list[str] | None, name: str, current: Round | None, request: gr.Request):
-        if current is None:
-            raise gr.Error("Nothing to vote on yet: generate responses first.")
-        order = [LETTERS.index(x) for x in ranked or []] if outcome == "ranking" else None
-        if order is not None and sorted(order) != list(range(current.k)):
-            raise gr.Error(f"Rank all {current.k} responses, best first ({', '.join(LETTERS[:current.k])}).")
-        record = make_vote(current, outcome, session.voter(state, request, name), order)
-        vote_id = state.store.add_vote(record)
-        done = replace(current, voted_at=record.created_at)
+    def voted(current: Round, stored: StoredVote) -> dict:
+        rated = [r.rated_as or r.model for r in stored.vote.responses]
         return {
-            rnd: done,
-            status: f"Vote #{vote_id} stored as **{outcome.replace('_', ' ')}** by {record.voter}.",
-            **{headers[i]: f"### {slot_label(i)} · `{m}`" for i, m in enumerate(current.models)},
+            rnd: replace(current, voted_at=stored.vote.created_at),
+            status: f"Vote #{stored.id} stored as **{stored.vote.outcome.replace('_', ' ')}** by {stored.vote.voter}.",
+            **{headers[i]: f"### {slot_label(i)} · {revealed(m, rated[i])}" for i, m in enumerate(current.models)},
             **lock_votes(True),
         }
 
-    vote_outputs = [rnd, status, *headers, *vote_buttons]
-    outcome_box = gr.Textbox(visible=False)
-    api_vote = gr.Button(visible=False)
-    api_vote.click(vote, [outcome_box, ranking, voter, rnd], vote_outputs, api_name="vote")
-    def vote_as(outcome: str) -> Callable:
-        # Not functools.partial: Gradio finds the gr.Request parameter by its annotation, which a
-        # partial hides, and would pass None (with logins on, no vote could then be cast).
-        def cast(ranked: list[str] | None, name: str, current: Round | None, request: gr.Request):
-            return vote(outcome, ranked, name, current, request)
-        return cast
-
-    for outcome, button in pair_buttons.items():
-        button.click(vote_as(outcome), [ranking, voter, rnd], vote_outputs, api_visibility="private")
-    rank_button.click(vote_as("ranking"), [ranking, voter, rnd], vote_outputs, api_visibility="private")
+    vote = vote_handler(state, "Nothing to vote on yet: generate responses first.", voted)
+    wire_votes(vote, {**pair_buttons, "ranking": rank_button}, [ranking, voter, rnd], [rnd, status, *headers,
+               *vote_buttons], api_name="vote")
 
     def skip_round(current: Round | None) -> dict:
         return {rnd: None, status: "Skipped; nothing stored.", **lock_votes(True)}
 
     skip.click(skip_round, rnd, [rnd, status, *vote_buttons], api_name="skip")
+
+    def model_choices() -> dict:  # a run trained (or a checkpoint served) since: the policy is no longer SFT
+        return {d: gr.Dropdown(choices=slot_choices(state)) for d in slot_models}
+
+    tab.select(model_choices, None, slot_models, queue=False, api_visibility="private")
     return PlaygroundHandles(voter, slot_models)

@@ -8,12 +8,13 @@ import gradio as gr
 import pandas as pd
 
 from evals.agreement import PositionBias
-from evals.annotation import AgreementReport, agreement_report
-from playground.data.exchange import EXPORT_FORMATS, export_rows, import_prompts
+from evals.annotation import AgreementReport
+from playground.data.exchange import EXPORT_FORMATS
 from playground.data.merge import TIE_POLICIES
-from playground.data.prompt_sets import check_overlap
-from playground.data.queue import SetProgress, set_progress
+from playground.data.prompt_sets import PromptSet
+from playground.data.queue import SetProgress
 from playground.scoring.generation import GenerationSettings
+from service import data, prompt_sets
 from service.pregenerate import choose_models, pregenerate_steps
 from service.state import AppState
 from ui import session
@@ -23,6 +24,15 @@ from ui.errors import user_errors
 def progress_markdown(name: str, overlap: int, progress: SetProgress) -> str:
     return (f"**{name}**: {progress.complete} of {progress.prompts} prompts have their {overlap} vote(s); "
             f"{progress.votes} votes in all; responses ready for {progress.ready} of {progress.prompts} prompts.")
+
+
+def same_weights_note(state: AppState, pset: PromptSet) -> str:
+    """A warning when two of the set's models are rated as one (a fresh policy is the SFT model):
+    votes between them say nothing about either."""
+    rated = [state.rated_name(m) for m in pset.models]
+    twins = sorted({m for m, r in zip(pset.models, rated, strict=True) if rated.count(r) > 1})
+    return (f" Note: {' and '.join(twins)} have the same weights now (rated as `{rated[pset.models.index(twins[0])]}`"
+            "): votes between their responses do not count on the leaderboard." if twins else "")
 
 
 def votes_by_voter(progress: SetProgress) -> pd.DataFrame:
@@ -124,11 +134,11 @@ def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
         session.require_admin(state, request, "importing a prompt set")
         if not file:
             raise gr.Error("Choose a prompt file first.")
-        pset = import_prompts(state.store, Path(file), name, int(overlap_v or 0), from_prefs, source=Path(file).name)
-        names = [s.name for s in state.store.prompt_sets()]
-        return {admin_status: f"Imported prompt set **{pset.name}** with {len(state.store.set_prompts(pset.id))} "
-                              "prompts. Choose its models next (pre-generate or live).",
-                set_pick: gr.Dropdown(choices=names, value=pset.name)}
+        imported = prompt_sets.import_prompt_set(state, Path(file), name, int(overlap_v or 0), from_prefs,
+                                                 source=Path(file).name)
+        return {admin_status: f"Imported prompt set **{imported.pset.name}** with {imported.prompts} prompts. "
+                              "Choose its models next (pre-generate or live).",
+                set_pick: gr.Dropdown(choices=prompt_sets.set_names(state), value=imported.pset.name)}
 
     import_button.click(import_set, [upload, new_name, new_overlap, from_preferences], [admin_status, set_pick],
                         api_name="import_prompts")
@@ -137,13 +147,14 @@ def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
     def run_pregeneration(set_name: str, names: list[str], temperature_v: float | None, max_new_v: float | None,
                           seed_v: float | None, request: gr.Request, progress=gr.Progress()):
         session.require_admin(state, request, "pre-generating responses")
-        pset = choose_models(state, state.store.prompt_set(set_name or ""), names or [],
+        pset = choose_models(state, prompt_sets.prompt_set(state, set_name), names or [],
                              chosen_settings(temperature_v, max_new_v, seed_v))
+        note = same_weights_note(state, pset)
         # A generator, so Stop (cancels=) ends it between prompts; each finished prompt is stored.
         for step in pregenerate_steps(state, pset):
             progress((step.done, step.total), desc=f"{step.done}/{step.total} prompts", unit="prompts")
             yield {admin_status: f"Pre-generating **{pset.name}** ({', '.join(pset.models)}): {step.done} of "
-                                 f"{step.total} prompts have every response; {step.generated} generated now."}
+                                 f"{step.total} prompts have every response; {step.generated} generated now.{note}"}
 
     pre_event = pre_button.click(run_pregeneration, [set_pick, models, temperature, max_new, seed], admin_status,
                                  api_name="pregenerate", concurrency_id="model")
@@ -153,28 +164,25 @@ def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
     def use_live(set_name: str, names: list[str], temperature_v: float | None, max_new_v: float | None,
                  seed_v: float | None, request: gr.Request) -> str:
         session.require_admin(state, request, "choosing a prompt set's models")
-        pset = choose_models(state, state.store.prompt_set(set_name or ""), names or [],
+        pset = choose_models(state, prompt_sets.prompt_set(state, set_name), names or [],
                              chosen_settings(temperature_v, max_new_v, seed_v))
         return (f"**{pset.name}** compares {', '.join(pset.models)}; prompts without responses are generated "
-                "when a voter reaches them.")
+                "when a voter reaches them." + same_weights_note(state, pset))
 
     live_button.click(use_live, [set_pick, models, temperature, max_new, seed], admin_status, api_name="live_models")
 
     @user_errors
     def change_overlap(set_name: str, overlap_v: float | None, request: gr.Request) -> str:
         session.require_admin(state, request, "setting the overlap")
-        pset = state.store.prompt_set(set_name or "")
-        overlap_now = check_overlap(overlap_v or 0)
-        state.store.set_overlap(pset.id, overlap_now)
-        return f"**{pset.name}**: a prompt now leaves the queue after {overlap_now} vote(s)."
+        pset = prompt_sets.set_overlap(state, set_name, overlap_v or 0)
+        return f"**{pset.name}**: a prompt now leaves the queue after {pset.overlap} vote(s)."
 
     overlap_button.click(change_overlap, [set_pick, overlap], admin_status, api_name="set_overlap")
 
     @user_errors
     def overall_progress(set_name: str, request: gr.Request) -> dict:
         session.require_admin(state, request, "the overall progress")
-        pset = state.store.prompt_set(set_name or "")
-        progress = set_progress(state.store, pset)
+        pset, progress = prompt_sets.overall_progress(state, set_name)
         return {progress_md: progress_markdown(pset.name, pset.overlap, progress),
                 progress_df: votes_by_voter(progress)}
 
@@ -183,9 +191,7 @@ def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
     @user_errors
     def agreement(set_name: str, request: gr.Request) -> dict:
         session.require_admin(state, request, "the agreement report")
-        pset = state.store.prompt_set(set_name or "")
-        refs = {p.id: p.ref for p in state.store.set_prompts(pset.id) if p.id is not None}
-        report = agreement_report(state.store.set_votes(pset.id), refs)
+        report = prompt_sets.agreement(state, set_name)
         return {alpha_md: alpha_markdown(report), voters_df: agreement_table(report),
                 bias_df: bias_table(report), disputed_df: disputed_table(report)}
 
@@ -194,9 +200,9 @@ def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
     @user_errors
     def export_merged(fmt: str, ties_v: str, request: gr.Request) -> dict:
         session.require_admin(state, request, "exporting")
-        path = state.export_path(f"{fmt}-merged", ".jsonl")
-        n = export_rows(state.store, fmt, path, merge="majority", ties=ties_v)
-        return {merged_file: str(path), admin_status: f"Exported {n} merged {fmt} rows to `{path}`; the merge rule "
-                                                      f"is in `{path.name}.meta.json`."}
+        export = data.export_merged(state, fmt, ties_v)
+        return {merged_file: str(export.path),
+                admin_status: f"Exported {export.rows} merged {fmt} rows to `{export.path}`; the merge rule "
+                              f"is in `{export.path.name}.meta.json`."}
 
     merge_button.click(export_merged, [merge_format, ties], [merged_file, admin_status], api_name="export_merged")

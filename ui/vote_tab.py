@@ -3,28 +3,31 @@
 The guidelines on top, then the next prompt with its k responses in random order, labelled A, B, …
 (the model names appear only after the vote), the vote buttons and the voter's progress. Keys (see
 `ui.app.KEYBOARD`): 1–4 vote, S skips, Enter takes the next prompt. The admin panel sits below
-(`ui.vote_admin`).
+(`ui.vote_admin`). Without a prompt set the tab says what to do: the admin (everyone, without
+logins) loads the shipped example set in one click; a voter reads who can add one.
 """
 
 import random
-from collections.abc import Callable
-from functools import partial
 
 import gradio as gr
 
+from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_RESPONSES
-from playground.data.prompt_sets import PromptSet, check_guidelines
-from playground.data.queue import ALL_FLAWED, QueueItem, next_item, queue_vote, voter_progress
+from playground.data.queue import QueueItem, VoterProgress
 from playground.scoring.encoding import Message
-from service.pregenerate import fill_prompt
+from service import prompt_sets
 from service.state import AppState
+from service.voting import ALL_FLAWED_ANSWER, QueueTurn, StoredVote, next_queue_item, queue_progress
 from ui import session
 from ui.errors import user_errors
-from ui.playground_tab import PAIR_VOTES
 from ui.render import LETTERS, slot_label
 from ui.vote_admin import build_vote_admin
+from ui.voting import PAIR_VOTES, vote_handler, wire_votes
 
-ALL_FLAWED_ANSWER = "all_flawed"  # the API's name for "All flawed" on k > 2 responses
+NO_SET_ADMIN = ("**No prompt set yet.** Load the shipped example set with the button, or import "
+                "your own in the admin panel below; then choose the models it compares.")
+NO_SET_VOTER = ("**No prompt set yet.** An admin adds one: in the admin panel of this tab, or on the command "
+                "line with `python -m playground.data prompts FILE --name NAME`. Come back when it is there.")
 
 
 def conversation_markdown(messages: list[Message]) -> str:
@@ -32,8 +35,17 @@ def conversation_markdown(messages: list[Message]) -> str:
     return "\n\n".join(f"**{m['role']}:** {m['content']}" for m in messages)
 
 
+def kept_set(set_name: str | None, names: list[str]) -> str | None:
+    """The set picked while it exists, else the first (None when there is none)."""
+    return set_name if set_name in names else (names[0] if names else None)
+
+
+def progress_line(who: str, set_name: str, progress: VoterProgress) -> str:
+    return f"**{who}** in **{set_name}**: {progress.voted} voted · {progress.remaining} remaining"
+
+
 def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
-    names = [s.name for s in state.store.prompt_sets()]
+    names = prompt_sets.set_names(state)
     current = gr.State(None)  # the QueueItem on screen; None once voted on, so it cannot be voted on twice
     skipped = gr.State(())  # prompt ids skipped in this browser session; a new session sees them again
 
@@ -44,6 +56,11 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
         refresh = gr.Button("Refresh sets", scale=0)
         name_box = gr.Textbox(label="Your name", placeholder="the same as on the Playground tab; with logins, yours",
                               scale=2, elem_id="queue-voter")
+    # As a page without logins shows it; with logins, `sets_view` fills in the caller's role on opening.
+    no_set = gr.Markdown(NO_SET_VOTER if state.access.enabled else NO_SET_ADMIN, visible=not names,
+                         elem_id="queue-no-set")
+    example_button = gr.Button("Load the example prompt set", variant="primary",
+                               visible=not names and not state.access.enabled, elem_id="queue-load-example")
     guidelines = gr.Markdown(elem_id="queue-guidelines")
     with gr.Accordion("Edit the guidelines (admin)", open=False):
         guidelines_box = gr.Textbox(label="Guidelines (Markdown)", lines=8)
@@ -77,14 +94,10 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     name_box.input(lambda v: v, name_box, voter, queue=False, api_visibility="private")
     voter.input(lambda v: v, voter, name_box, queue=False, api_visibility="private")
 
-    def pick(set_name: str | None) -> PromptSet:
+    def require_set(set_name: str | None) -> str:
         if not set_name:
             raise gr.Error("Choose a prompt set first.")
-        return state.store.prompt_set(set_name)
-
-    def progress_line(pset: PromptSet, who: str) -> str:
-        p = voter_progress(state.store, pset, who)
-        return f"**{who}** in **{pset.name}**: {p.voted} voted · {p.remaining} remaining"
+        return set_name
 
     def item_view(item: QueueItem | None) -> dict:
         k = item.k if item else 0
@@ -108,10 +121,9 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     @user_errors
     def serve(set_name: str | None, name: str, skipped_ids: tuple[int, ...], request: gr.Request) -> dict:
         who = session.voter(state, request, name)
-        pset = pick(set_name)
         # Prompts lacking responses are generated here (live), and stored for the voters after this one.
-        item = next_item(state.store, pset, who, random.Random(), skipped_ids or (),
-                         generate_missing=partial(fill_prompt, state, pset))
+        turn: QueueTurn = next_queue_item(state, require_set(set_name), who, skipped_ids or (), random.Random())
+        pset, item = turn.pset, turn.item
         if item is None:
             message = (f"Nothing left for you in **{pset.name}**: every prompt has your vote or its "
                        f"{pset.overlap} vote(s)" + (", or you skipped it" if skipped_ids else "") + ". Thank you!")
@@ -119,7 +131,7 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
             message = "Which response is better? Keys: **1** A, **2** B, **3** tie, **4** both bad, **S** skip."
             if item.k > 2:
                 message = "Rank the responses best → worst, or mark them all flawed."
-        return {**item_view(item), status: message, progress_md: progress_line(pset, who)}
+        return {**item_view(item), status: message, progress_md: progress_line(who, pset.name, turn.progress)}
 
     next_button.click(serve, [set_pick, name_box, skipped], item_outputs, api_name="next_item")
 
@@ -131,46 +143,26 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
 
     skip.click(skip_item, [set_pick, name_box, skipped, current], [skipped, *item_outputs], api_name="queue_skip")
 
-    @user_errors
-    def vote(outcome: str, ranked: list[str] | None, name: str, item: QueueItem | None, request: gr.Request) -> dict:
-        if item is None:
-            raise gr.Error("Nothing to vote on: take the next prompt first (Enter).")
-        who = session.voter(state, request, name)
-        order = None
-        if outcome == "ranking":
-            order = [LETTERS.index(x) for x in ranked or [] if x in LETTERS]
-            if sorted(order) != list(range(item.k)):
-                raise gr.Error(f"Rank all {item.k} responses, best first ({', '.join(LETTERS[:item.k])}).")
-        record = queue_vote(item, ALL_FLAWED if outcome == ALL_FLAWED_ANSWER else outcome, who, order)
-        vote_id = state.store.add_queue_vote(record)
+    def voted(item: QueueItem, stored: StoredVote) -> dict:
+        who = stored.vote.voter
         return {
             current: None,
             **{headers[i]: f"### {slot_label(i)} · `{model}`" for i, model in enumerate(item.models)},
             **{b: gr.Button(interactive=False) for b in [*pair_buttons.values(), rank_button, flawed_button]},
-            status: f"Vote #{vote_id} stored as **{record.outcome.replace('_', ' ')}** by {who}. "
+            status: f"Vote #{stored.id} stored as **{stored.vote.outcome.replace('_', ' ')}** by {who}. "
                     "Press **Enter** (Next) for the next prompt.",
-            progress_md: progress_line(state.store.prompt_set(item.set_name), who),
+            progress_md: progress_line(who, item.set_name, queue_progress(state, item.set_name, who).progress),
         }
 
-    vote_outputs = [current, *headers, *pair_buttons.values(), rank_button, flawed_button, status, progress_md]
-    outcome_box = gr.Textbox(visible=False)
-    api_vote = gr.Button(visible=False)
-    api_vote.click(vote, [outcome_box, ranking, name_box, current], vote_outputs, api_name="queue_vote")
-
-    def vote_as(outcome: str) -> Callable[..., dict]:
-        # A named function, not functools.partial: Gradio finds the gr.Request parameter by its
-        # annotation, which a partial hides; it would pass None, and with logins on no vote could be cast.
-        def handler(ranked: list[str] | None, name: str, item: QueueItem | None, request: gr.Request) -> dict:
-            return vote(outcome, ranked, name, item, request)
-        return handler
-
-    buttons = {**pair_buttons, "ranking": rank_button, ALL_FLAWED_ANSWER: flawed_button}
-    for outcome, button in buttons.items():
-        button.click(vote_as(outcome), [ranking, name_box, current], vote_outputs, api_visibility="private")
+    vote = vote_handler(state, "Nothing to vote on: take the next prompt first (Enter).", voted)
+    wire_votes(vote, {**pair_buttons, "ranking": rank_button, ALL_FLAWED_ANSWER: flawed_button},
+               [ranking, name_box, current],
+               [current, *headers, *pair_buttons.values(), rank_button, flawed_button, status, progress_md],
+               api_name="queue_vote")
 
     @user_errors
     def show_set(set_name: str | None) -> dict:
-        pset = pick(set_name) if set_name else None
+        pset = prompt_sets.prompt_set(state, set_name) if set_name else None
         return {**item_view(None), guidelines: pset.guidelines if pset else "",
                 guidelines_box: pset.guidelines if pset else "", progress_md: "",
                 status: "Press **Next** (Enter) for a prompt." if pset else ""}
@@ -178,16 +170,48 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     # No triggers: on page load (the guidelines as stored now) and whenever another set is chosen.
     gr.on(None, show_set, set_pick, [*item_outputs, guidelines, guidelines_box], api_visibility="private")
 
-    def refresh_sets() -> gr.Dropdown:
-        return gr.Dropdown(choices=[s.name for s in state.store.prompt_sets()])
+    def sets_view(set_name: str | None, request: gr.Request) -> dict:
+        """The set list (the one picked kept while it exists, else the first) and, with none, what
+        to do: the example set's button for the admin, who can add one for a voter."""
+        names_now = prompt_sets.set_names(state)
+        admin = state.access.is_admin(session.username(request))
+        return {
+            set_pick: gr.Dropdown(choices=names_now, value=kept_set(set_name, names_now)),
+            no_set: gr.Markdown(NO_SET_ADMIN if admin else NO_SET_VOTER, visible=not names_now),
+            example_button: gr.Button(visible=admin and not names_now),
+        }
 
-    refresh.click(refresh_sets, None, set_pick, queue=False, api_visibility="private")
+    def opened(set_name: str | None, name: str, request: gr.Request) -> dict:
+        view = sets_view(set_name, request)
+        chosen = kept_set(set_name, prompt_sets.set_names(state))
+        try:
+            who = session.voter(state, request, name)
+            line = progress_line(who, chosen, queue_progress(state, chosen, who).progress) if chosen else ""
+        except PlaygroundError:  # no name typed yet (or the set went meanwhile): no progress to show
+            line = ""
+        return {**view, progress_md: line}
+
+    # Each time the tab is opened (it is never the first one shown): a set imported meanwhile, by
+    # the admin panel or the CLI, and the voter's progress show up without a click on Refresh.
+    sets_outputs = [set_pick, no_set, example_button]
+    tab.select(opened, [set_pick, name_box], [*sets_outputs, progress_md], api_visibility="private")
+    refresh.click(opened, [set_pick, name_box], [*sets_outputs, progress_md], api_visibility="private")
+
+    @user_errors
+    def load_example(request: gr.Request) -> dict:
+        session.require_admin(state, request, "adding a prompt set")
+        loaded = prompt_sets.load_example_set(state)
+        return {**sets_view(loaded.pset.name, request), set_pick: gr.Dropdown(
+                    choices=prompt_sets.set_names(state), value=loaded.pset.name),
+                status: f"Loaded **{loaded.pset.name}** ({loaded.prompts} prompts). Next, in the admin panel "
+                        "below: choose the models it compares, then pre-generate or let voters generate live."}
+
+    example_button.click(load_example, None, [*sets_outputs, status], api_name="load_example_set")
 
     @user_errors
     def save_guidelines(set_name: str | None, text: str, request: gr.Request) -> dict:
         session.require_admin(state, request, "editing the guidelines")
-        pset = pick(set_name)
-        state.store.set_guidelines(pset.id, check_guidelines(text or ""))
-        return {guidelines: text, status: f"Guidelines of **{pset.name}** saved."}
+        pset = prompt_sets.set_guidelines(state, require_set(set_name), text or "")
+        return {guidelines: pset.guidelines, status: f"Guidelines of **{pset.name}** saved."}
 
     guidelines_button.click(save_guidelines, [set_pick, guidelines_box], [guidelines, status], api_name="guidelines")

@@ -61,6 +61,9 @@ class SetResponse:
     text: str
     scores: dict[str, float]
     settings: dict[str, Any]  # the generation settings, seed and batch included
+    # The generating model as rated (`votes.Response.rated_as`): "policy" is the checkpoint that
+    # served when this was generated. None for responses stored before it was recorded.
+    rated_as: str | None = None
 
 
 def set_name(name: Any) -> str:

@@ -112,7 +112,7 @@ def present(store: Store, pset: PromptSet, prompt: SetPrompt, rng: random.Random
     rng.shuffle(order)
     return QueueItem(
         set_name=pset.name, prompt=prompt,
-        responses=tuple(Response(m, stored[m].text, stored[m].scores) for m in order),
+        responses=tuple(Response(m, stored[m].text, stored[m].scores, stored[m].rated_as) for m in order),
         generation={m: stored[m].settings for m in order},
     )
 
@@ -139,7 +139,8 @@ def next_item(store: Store, pset: PromptSet, voter: str, rng: random.Random, ski
 def queue_vote(item: QueueItem, outcome: str, voter: str, ranking: Sequence[int] | None = None) -> Vote:
     """The record of a vote on a queue item: a normal `Vote` (so it is exported, trained on and
     undone like any other) naming its prompt in `item`, responses in the order shown, anonymous
-    because the voter saw no model names."""
+    because the voter saw no model names. Each response is rated as the model that generated it
+    (`SetResponse.rated_as`, fixed at generation), not as whatever serves when the vote is cast."""
     assert item.prompt.id is not None
     settings = {"prompt_set": item.set_name, "prompt_ref": item.prompt.ref, "generation": item.generation}
     return Vote(prompt=list(item.prompt.messages), responses=item.responses, outcome=outcome,

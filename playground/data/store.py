@@ -150,12 +150,34 @@ def _queue_models(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _rated_as(db: sqlite3.Connection) -> None:
+    # Each response's name on the leaderboard, fixed when it was generated (the checkpoint serving
+    # as "policy", "sft" for the SFT weights under another name); NULL: rated as `model`.
+    for statement in (
+        "ALTER TABLE responses ADD COLUMN rated_as TEXT",
+        "ALTER TABLE set_responses ADD COLUMN rated_as TEXT",
+        # Votes kept these names as a JSON list in settings.rated_as (one per slot): moved to their
+        # responses where the list is well formed (one non-empty name per response), dropped there.
+        """CREATE TEMP TABLE moved AS SELECT v.id FROM votes v
+           WHERE json_valid(v.settings) AND json_type(v.settings, '$.rated_as') = 'array'
+             AND json_array_length(v.settings, '$.rated_as') = (SELECT COUNT(*) FROM responses r WHERE r.vote_id = v.id)
+             AND NOT EXISTS (SELECT 1 FROM json_each(v.settings, '$.rated_as') e
+                             WHERE e.type != 'text' OR trim(e.value) = '')""",
+        """UPDATE responses SET rated_as = (SELECT json_extract(v.settings, '$.rated_as[' || responses.slot || ']')
+                                          FROM votes v WHERE v.id = responses.vote_id)
+           WHERE vote_id IN (SELECT id FROM moved)""",
+        "UPDATE votes SET settings = json_remove(settings, '$.rated_as') WHERE id IN (SELECT id FROM moved)",
+        "DROP TABLE moved",
+    ):
+        db.execute(statement)
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _initial_schema, _checkpoint_registry, _judges_and_prompt_sets, _queue_models,
+    _initial_schema, _checkpoint_registry, _judges_and_prompt_sets, _queue_models, _rated_as,
 )
 
 _VOTE_COLUMNS = """v.id, v.prompt, v.outcome, v.voter, v.settings, v.anonymous, v.created_at, v.item,
-    r.slot, r.model, r.text, r.scores, r.rank"""
+    r.slot, r.model, r.text, r.scores, r.rank, r.rated_as"""
 
 
 def _votes_from(rows: list[sqlite3.Row]) -> list[Vote]:
@@ -168,7 +190,7 @@ def _votes_from(rows: list[sqlite3.Row]) -> list[Vote]:
         votes.append(Vote(
             id=head["id"],
             prompt=json.loads(head["prompt"]),
-            responses=tuple(Response(r["model"], r["text"], json.loads(r["scores"])) for r in rs),
+            responses=tuple(Response(r["model"], r["text"], json.loads(r["scores"]), r["rated_as"]) for r in rs),
             outcome=head["outcome"],
             ranking=tuple(slot for _, slot in ranked) if head["outcome"] == "ranking" else None,
             voter=head["voter"],
@@ -260,8 +282,8 @@ class Store:
              int(vote.anonymous), vote.created_at, vote.item),
         ).lastrowid
         db.executemany(
-            "INSERT INTO responses (vote_id, slot, model, text, scores, rank) VALUES (?, ?, ?, ?, ?, ?)",
-            [(vote_id, slot, r.model, r.text, json.dumps(r.scores), place.get(slot))
+            "INSERT INTO responses (vote_id, slot, model, text, scores, rank, rated_as) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(vote_id, slot, r.model, r.text, json.dumps(r.scores), place.get(slot), r.rated_as)
              for slot, r in enumerate(vote.responses)],
         )
         assert vote_id is not None
@@ -457,9 +479,9 @@ class Store:
         with self._transaction(write=True) as db:
             before = db.total_changes
             db.executemany(
-                "INSERT OR IGNORE INTO set_responses (prompt_id, model, text, scores, settings, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.prompt_id, r.model, r.text, json.dumps(r.scores), json.dumps(r.settings), time.time())
+                "INSERT OR IGNORE INTO set_responses (prompt_id, model, text, scores, settings, created_at, rated_as) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.prompt_id, r.model, r.text, json.dumps(r.scores), json.dumps(r.settings), time.time(), r.rated_as)
                  for r in responses],
             )
             return db.total_changes - before
@@ -467,10 +489,10 @@ class Store:
     def set_responses(self, prompt_id: int) -> dict[str, SetResponse]:
         """One prompt's stored responses by model."""
         with self._transaction() as db:
-            rows = db.execute("SELECT model, text, scores, settings FROM set_responses WHERE prompt_id = ?",
+            rows = db.execute("SELECT model, text, scores, settings, rated_as FROM set_responses WHERE prompt_id = ?",
                               (prompt_id,)).fetchall()
         return {r["model"]: SetResponse(prompt_id, r["model"], r["text"], json.loads(r["scores"]),
-                                        json.loads(r["settings"])) for r in rows}
+                                        json.loads(r["settings"]), r["rated_as"]) for r in rows}
 
     def response_models(self, set_id: int) -> dict[int, set[str]]:
         """For each prompt of the set with stored responses, the models they are from."""

@@ -10,7 +10,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from playground.core.errors import PlaygroundError
@@ -78,9 +78,13 @@ def _check_json(value: Any, what: str) -> None:
 
 @dataclass(frozen=True)
 class Response:
-    model: str  # a role ("sft", "reference", "policy") or a checkpoint id ("ckpt-0003")
+    model: str  # a role ("sft", "reference", "policy") or a checkpoint id ("ckpt-0003"), as shown
     text: str
     scores: dict[str, float] = field(default_factory=dict)  # e.g. logp_policy, logp_ref, reward
+    # The model as rated on the leaderboard, fixed when the response was generated: "policy" is the
+    # checkpoint that served, a fresh policy or a reference with the SFT weights is "sft". None
+    # (votes from before it was recorded): rated as `model`.
+    rated_as: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -88,6 +92,10 @@ class Response:
         if not isinstance(self.text, str):
             raise PlaygroundError(f"response text from {self.model!r} must be a string")
         require_text(self.model, "a response's model name")
+        if self.rated_as is not None and (not isinstance(self.rated_as, str) or not self.rated_as.strip()):
+            raise PlaygroundError(f"the rated name of {self.model!r} must be a non-empty string or None")
+        if self.rated_as is not None:
+            require_text(self.rated_as, f"the rated name of {self.model!r}")
         require_text(self.text, f"the response from {self.model!r}")
         if not isinstance(self.scores, dict):
             raise PlaygroundError(f"scores of {self.model!r} must be a dict of name to number")
@@ -112,10 +120,22 @@ class Vote:
     def __post_init__(self) -> None:
         # The UI and JSON hand in lists; as tuples a stored vote compares equal to the one added.
         object.__setattr__(self, "responses", tuple(self.responses))
+        self._adopt_settings_rated_as()
         if self.ranking is not None:
             object.__setattr__(self, "ranking", tuple(self.ranking))
         object.__setattr__(self, "voter", voter_name(self.voter))
         self.validate()
+
+    def _adopt_settings_rated_as(self) -> None:
+        """Votes stored before schema 5 (and callers of that time) kept the rated names as a list in
+        `settings["rated_as"]`; a well-formed list moves onto the responses' `rated_as`."""
+        rated = self.settings.get("rated_as") if isinstance(self.settings, dict) else None
+        if (isinstance(rated, list) and len(rated) == len(self.responses)
+                and all(isinstance(n, str) and n.strip() for n in rated)
+                and all(isinstance(r, Response) and r.rated_as is None for r in self.responses)):
+            moved = tuple(replace(r, rated_as=n) for r, n in zip(self.responses, rated, strict=True))
+            object.__setattr__(self, "responses", moved)
+            object.__setattr__(self, "settings", {k: v for k, v in self.settings.items() if k != "rated_as"})
 
     def validate(self) -> None:
         """Raise `PlaygroundError` saying what is inconsistent; runs on construction."""
@@ -211,12 +231,9 @@ def to_trl_rows(votes: list[Vote], binarize: Binarize = "all_pairs", seed: int =
 
 
 def rated_names(vote: Vote) -> tuple[str, ...]:
-    """Each response's model as rated: the `rated_as` names recorded at vote time (the checkpoint
-    that served as "policy"), else the names shown."""
-    rated = vote.settings.get("rated_as")
-    if isinstance(rated, list) and len(rated) == len(vote.responses) and all(isinstance(n, str) and n for n in rated):
-        return tuple(rated)
-    return tuple(r.model for r in vote.responses)
+    """Each response's model as rated: its `rated_as` (the checkpoint that generated it), else the
+    name shown."""
+    return tuple(r.rated_as or r.model for r in vote.responses)
 
 
 def to_arena_rows(votes: list[Vote], rated: bool = False) -> list[dict[str, Any]]:

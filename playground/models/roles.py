@@ -67,7 +67,7 @@ class Role:
     model: torch.nn.Module
     adapter: str | None  # active peft adapter; None on a PeftModel means adapters disabled
     source: str  # where it came from, for people
-    ident: str  # stable identity of the weights, for caches (changes when the weights change)
+    ident: str  # identity of the weights (changes when they change): equal idents compute the same function
 
     @contextlib.contextmanager
     def active(self) -> Iterator[torch.nn.Module]:
@@ -99,6 +99,11 @@ class Models:
 
     def roles(self) -> dict[str, Role]:
         return {"sft": self.sft, "reference": self.reference, "policy": self.policy}
+
+    @property
+    def policy_is_sft(self) -> bool:
+        """True while the policy has the SFT weights (a fresh adapter, not yet trained or loaded)."""
+        return self.policy.ident == self.sft.ident
 
     @property
     def shares_base(self) -> bool:
@@ -216,7 +221,11 @@ def load_models(cfg: ModelsConfig) -> Models:
         peft_model = attach_adapter(base, adapter_dir, cfg.lora)
         sft = Role("sft", peft_model, None, sft_location, base_ident)
         policy_source = str(adapter_dir) if adapter_dir else f"{sft_location} + fresh LoRA"
-        policy = Role("policy", peft_model, POLICY_ADAPTER, policy_source, f"{base_ident}+adapter")
+        # A fresh adapter (LoRA B = 0) computes exactly what the SFT model does: it carries the SFT
+        # weights' identity, so it is rated as "sft" and never battles SFT as another model.
+        # Training or serving a checkpoint publishes a new identity (`set_policy_weights`).
+        policy_ident = f"{base_ident}+{adapter_dir}" if adapter_dir else base_ident
+        policy = Role("policy", peft_model, POLICY_ADAPTER, policy_source, policy_ident)
     else:
         sft = Role("sft", base, None, sft_location, base_ident)
         pol_location = _model_folder(pol_src, cfg)

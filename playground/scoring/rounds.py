@@ -39,6 +39,7 @@ class Round:
     anonymous: bool = False
     # Each slot's name on the leaderboard: "policy" is stored as the checkpoint it served, so votes
     # from before and after a training run rate two different models (see AppState.rated_name).
+    # Empty, or one name per slot.
     rated_as: tuple[str, ...] = ()
     texts: tuple[str, ...] = ()
     scores: tuple[ResponseScore, ...] = ()
@@ -48,10 +49,6 @@ class Round:
     @property
     def k(self) -> int:
         return len(self.models)
-
-    @property
-    def ready_to_vote(self) -> bool:
-        return len(self.scores) == self.k and self.voted_at is None
 
 
 def chat_messages(prompt: str, system: str = "") -> list[Message]:
@@ -156,11 +153,14 @@ def make_vote(rnd: Round, outcome: str, voter: str, ranking: Sequence[int] | Non
         raise PlaygroundError("nothing to vote on yet: generate responses first")
     if rnd.voted_at is not None:
         raise PlaygroundError("this round already has a vote; generate a new one")
+    if rnd.rated_as and len(rnd.rated_as) != rnd.k:
+        raise PlaygroundError(f"the round names {len(rnd.rated_as)} rated models for {rnd.k} responses")
+    rated = rnd.rated_as or (None,) * rnd.k
     responses = tuple(
-        Response(model=m, text=t, scores={f: float(getattr(s, f)) for f in SCORE_FIELDS})
-        for m, t, s in zip(rnd.models, rnd.texts, rnd.scores, strict=True)
+        Response(model=m, text=t, scores={f: float(getattr(s, f)) for f in SCORE_FIELDS}, rated_as=r)
+        for m, t, s, r in zip(rnd.models, rnd.texts, rnd.scores, rated, strict=True)
     )
-    settings = {**asdict(rnd.settings), "beta": rnd.beta, **({"rated_as": list(rnd.rated_as)} if rnd.rated_as else {})}
+    settings = {**asdict(rnd.settings), "beta": rnd.beta}
     return Vote(prompt=list(rnd.messages), responses=responses, outcome=outcome,
                 ranking=tuple(ranking) if ranking is not None else None, voter=voter, settings=settings,
                 anonymous=rnd.anonymous, created_at=time.time())

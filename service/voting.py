@@ -1,0 +1,96 @@
+"""Voting: a playground round from its start to the stored vote, and the Vote tab's queue. The
+Playground tab, the Vote tab, a gradio_client user and a Python script call these same functions.
+
+Every vote names each response's model twice: as shown (`Response.model`: "policy", "reference",
+a checkpoint id) and as rated (`Response.rated_as`, what the leaderboard counts), fixed when the
+response was generated (`AppState.rated_name` then): "policy" is the checkpoint that served, and
+the SFT weights under any name (a reference with them, a fresh policy) are "sft". A pre-generated
+response keeps the name of the checkpoint that generated it, whatever serves when the vote is cast.
+"""
+
+import random
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+
+from playground.data.prompt_sets import PromptSet
+from playground.data.queue import ALL_FLAWED, QueueItem, VoterProgress, next_item, queue_vote, voter_progress
+from playground.data.votes import Vote
+from playground.scoring.encoding import Message
+from playground.scoring.generation import GenerationSettings
+from playground.scoring.rounds import Round, battle_models, check_slots, make_vote
+from playground.scoring.scorer import check_beta
+from service.pregenerate import fill_prompt
+from service.prompt_sets import prompt_set
+from service.state import AppState
+
+ALL_FLAWED_ANSWER = "all_flawed"  # the queue API's name for "All flawed" on k > 2 responses (stored as both_bad)
+FRESH_POLICY_LABEL = "policy (equal to SFT until trained)"
+
+
+@dataclass(frozen=True)
+class StoredVote:
+    id: int
+    vote: Vote  # as stored, `id` set
+
+
+@dataclass(frozen=True)
+class QueueTurn:
+    """What a voter sees in a set's queue: the next item (None when nothing is left for them) and
+    how far they are."""
+
+    pset: PromptSet
+    item: QueueItem | None
+    progress: VoterProgress
+
+
+def slot_choices(state: AppState) -> list[tuple[str, str]]:
+    """(label, name) of every model a response slot can take; a fresh policy says that it is the
+    SFT model (its votes are rated as "sft")."""
+    return [(FRESH_POLICY_LABEL if name == "policy" and state.models.policy_is_sft else name, name)
+            for name in state.slot_catalog()]
+
+
+def start_round(state: AppState, messages: Sequence[Message], slots: Sequence[str] | None,
+                settings: GenerationSettings, beta: float, rng: random.Random | None = None) -> Round:
+    """A new playground round: `slots` are the catalog names of the k models, or None for an
+    anonymous battle (two models with different weights drawn from `rng`). Each slot's rated name is
+    fixed now, with the weights that will generate it."""
+    settings.validate()
+    beta = check_beta(beta)  # before generating: scoring would refuse it only after
+    catalog = state.slot_catalog()
+    names = battle_models(catalog, rng or random.Random()) if slots is None else check_slots(slots, catalog)
+    return Round(messages=tuple(messages), models=names, settings=settings, beta=beta, anonymous=slots is None,
+                 rated_as=tuple(state.rated_name(n) for n in names))
+
+
+def record_vote(state: AppState, target: Round | QueueItem, outcome: str, voter: str,
+                ranking: Sequence[int] | None = None) -> StoredVote:
+    """Make the vote's record and store it: on a scored playground `Round` (refused if it already has
+    a vote), or on a queue item (refused if `voter` already voted on that prompt). `outcome` is one of
+    `votes.OUTCOMES`, or `ALL_FLAWED_ANSWER` for a queue item; `ranking` lists slots best first."""
+    if isinstance(target, Round):
+        if not target.rated_as:  # a round a script built by hand: rated by the weights serving now
+            target = replace(target, rated_as=tuple(state.rated_name(n) for n in target.models))
+        vote = make_vote(target, outcome, voter, ranking)
+        vote_id = state.store.add_vote(vote)
+    else:
+        vote = queue_vote(target, ALL_FLAWED if outcome == ALL_FLAWED_ANSWER else outcome, voter, ranking)
+        vote_id = state.store.add_queue_vote(vote)
+    return StoredVote(vote_id, replace(vote, id=vote_id))
+
+
+def next_queue_item(state: AppState, set_name: str, voter: str, skipped: Collection[int] = (),
+                    rng: random.Random | None = None) -> QueueTurn:
+    """The next prompt of set `set_name` for `voter`, its responses in an order drawn from `rng`;
+    a prompt lacking responses is generated now (live) and stored for the voters after this one."""
+    pset = prompt_set(state, set_name)
+    item = next_item(state.store, pset, voter, rng or random.Random(), skipped,
+                     generate_missing=partial(fill_prompt, state, pset))
+    return QueueTurn(pset, item, voter_progress(state.store, pset, voter))
+
+
+def queue_progress(state: AppState, set_name: str, voter: str) -> QueueTurn:
+    """`voter`'s progress in set `set_name`, with no item."""
+    pset = prompt_set(state, set_name)
+    return QueueTurn(pset, None, voter_progress(state.store, pset, voter))

@@ -1,0 +1,65 @@
+"""The vote wiring the Playground and Vote tabs share: one handler (the ranking read from letters,
+the voter from the login or the name box, the record made and stored by `service.voting.record_vote`),
+one click per vote button, and a hidden button that gives the API its endpoint."""
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import gradio as gr
+
+from playground.data.queue import QueueItem
+from playground.scoring.rounds import Round
+from service.state import AppState
+from service.voting import StoredVote, record_vote
+from ui import session
+from ui.errors import user_errors
+from ui.render import LETTERS
+
+PAIR_VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+
+# What a tab shows once a vote is stored: its component updates, given the voted-on round or item.
+Done = Callable[[Round | QueueItem, StoredVote], dict]
+
+
+def ranking_order(ranked: Sequence[str] | None, k: int) -> list[int]:
+    """The slots best first from the letters picked ("C", "A", "B" -> [2, 0, 1]); all k are needed."""
+    order = [LETTERS.index(x) for x in ranked or [] if x in LETTERS]
+    if sorted(order) != list(range(k)):
+        raise gr.Error(f"Rank all {k} responses, best first ({', '.join(LETTERS[:k])}).")
+    return order
+
+
+def vote_handler(state: AppState, nothing_yet: str, done: Done) -> Callable[..., dict]:
+    """The handler both tabs' vote buttons and API endpoints call: (outcome, ranking letters, typed
+    name, the round or queue item on screen, request) -> `done`'s updates. `nothing_yet` is the error
+    when there is nothing on screen to vote on."""
+
+    @user_errors
+    def vote(outcome: str, ranked: list[str] | None, name: str, target: Round | QueueItem | None,
+             request: gr.Request) -> dict:
+        if target is None:
+            raise gr.Error(nothing_yet)
+        order = ranking_order(ranked, target.k) if outcome == "ranking" else None
+        return done(target, record_vote(state, target, outcome, session.voter(state, request, name), order))
+
+    return vote
+
+
+def vote_as(vote: Callable[..., dict], outcome: str) -> Callable[..., dict]:
+    """`vote` with its outcome fixed, for one button."""
+    # A named function, not functools.partial: Gradio finds the gr.Request parameter by its
+    # annotation, which a partial hides; it would pass None, and with logins on no vote could be cast.
+    def cast(ranked: list[str] | None, name: str, target: Any, request: gr.Request) -> dict:
+        return vote(outcome, ranked, name, target, request)
+    return cast
+
+
+def wire_votes(vote: Callable[..., dict], buttons: Mapping[str, gr.Button], inputs: list[gr.components.Component],
+               outputs: list[gr.components.Component], api_name: str) -> None:
+    """Each button casts its outcome; the API endpoint `api_name` takes (outcome, ranking, voter
+    name), through a hidden button. `inputs`: the ranking, the name box and the round/item state."""
+    outcome_box = gr.Textbox(visible=False)
+    api_vote = gr.Button(visible=False)
+    api_vote.click(vote, [outcome_box, *inputs], outputs, api_name=api_name)
+    for outcome, button in buttons.items():
+        button.click(vote_as(vote, outcome), inputs, outputs, api_visibility="private")
