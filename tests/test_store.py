@@ -246,3 +246,47 @@ def test_version_1_database_migrates_and_keeps_its_votes(db_path: Path, monkeypa
         s.register_checkpoint("ckpt-b", db_path.parent / "ckpt-b", "ckpt-a", {"steps": []})
         assert [(c["id"], c["parent"]) for c in s.checkpoints()] == [("ckpt-a", None), ("ckpt-b", "ckpt-a")]
         assert s.checkpoints()[0]["record"] == {"steps": [{"loss": 0.69}]}
+
+
+def test_version_4_rated_names_move_from_settings_onto_the_responses(db_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:4])
+    Store(db_path).close()
+    raw = sqlite3.connect(db_path)  # votes as version 4 wrote them: the rated names in settings
+    for rated in (["ckpt-1", "sft"], ["ckpt-1"], ["ckpt-1", ""], None):
+        settings = {"seed": 3, **({"rated_as": rated} if rated is not None else {})}
+        vote_id = raw.execute("INSERT INTO votes (prompt, outcome, voter, settings, anonymous, created_at) "
+                              "VALUES (?, 'a', 'ana', ?, 0, 1000.0)", (json.dumps(PROMPT), json.dumps(settings))
+                              ).lastrowid
+        raw.executemany("INSERT INTO responses (vote_id, slot, model, text, scores) VALUES (?, ?, ?, ?, '{}')",
+                        [(vote_id, 0, "policy", "red"), (vote_id, 1, "reference", "blue")])
+    raw.execute("INSERT INTO prompt_sets (name, source, created_at) VALUES ('s', 'f', 0)")
+    raw.execute("INSERT INTO set_prompts (set_id, position, ref, prompt) VALUES (1, 0, 'q0', ?)", (json.dumps(PROMPT),))
+    raw.execute("INSERT INTO set_responses (prompt_id, model, text, scores, settings, created_at) "
+                "VALUES (1, 'policy', 'hi', '{}', '{}', 0)")
+    raw.commit()
+    raw.close()
+    monkeypatch.undo()
+    with Store(db_path) as s:
+        moved, short, empty, none = s.votes()
+        assert [r.rated_as for r in moved.responses] == ["ckpt-1", "sft"] and moved.settings == {"seed": 3}
+        for kept in (short, empty, none):  # malformed or absent: rated as shown, as before
+            assert [r.rated_as for r in kept.responses] == [None, None]
+        assert short.settings["rated_as"] == ["ckpt-1"]
+        assert s.set_responses(1)["policy"].rated_as is None
+    raw = sqlite3.connect(db_path)  # stored as a column now, not inside settings
+    assert raw.execute("SELECT rated_as FROM responses WHERE vote_id = 1 ORDER BY slot").fetchall() == [
+        ("ckpt-1",), ("sft",)]
+    assert "rated_as" not in json.loads(raw.execute("SELECT settings FROM votes WHERE id = 1").fetchone()[0])
+    raw.close()
+
+
+def test_rated_names_round_trip(store: Store) -> None:
+    responses = (Response("policy", "x", {}, "ckpt-2"), Response("reference", "y", {}, "sft"))
+    vote_id = store.add_vote(Vote(prompt=PROMPT, responses=responses, outcome="b", voter="ana"))
+    assert store.votes()[0].responses == responses and store.votes()[0].id == vote_id
+    legacy = Vote(prompt=PROMPT, responses=(Response("policy", "x"), Response("sft", "y")), outcome="a", voter="bo",
+                  settings={"rated_as": ["ckpt-3", "sft"]})  # a caller of schema 4
+    assert [r.rated_as for r in legacy.responses] == ["ckpt-3", "sft"] and legacy.settings == {}
+    with pytest.raises(PlaygroundError, match="rated name"):
+        Response("policy", "x", {}, " ")

@@ -112,7 +112,7 @@ def test_voters_vote_under_their_login_and_cannot_run_the_set(locked_state: AppS
                                ("/pregenerate", ("eval", ["policy", "sft"], 1.0, 4, 0)),
                                ("/live_models", ("eval", ["policy", "sft"], 1.0, 4, 0)),
                                ("/set_overlap", ("eval", 3)), ("/guidelines", ("eval", "vote A always")),
-                               ("/progress", ("eval",)), ("/agreement", ("eval",)),
+                               ("/progress", ("eval",)), ("/agreement", ("eval",)), ("/load_example_set", ()),
                                ("/export_merged", ("trl", "drop"))]:
             with pytest.raises(Exception, match="needs the admin role"):
                 client.predict(*args, api_name=api_name)
@@ -132,6 +132,38 @@ def test_voters_vote_under_their_login_and_cannot_run_the_set(locked_state: AppS
         first = state.store.set_prompts(state.store.prompt_set("eval").id)[0]
         assert (vote.voter, vote.outcome, vote.item) == ("ana", "b", first.id)
         assert len(state.store.set_responses(first.id or 0)) == 2  # generated live, kept for the next voter
+
+
+def test_both_tabs_vote_through_one_handler_and_the_example_set_loads_in_one_call(
+        app: tuple[AppState, Client], monkeypatch: pytest.MonkeyPatch) -> None:
+    import ui.voting
+
+    state, client = app
+    cast: list[str] = []
+    record_vote = ui.voting.record_vote
+
+    def counted(*args, **kwargs):  # (state, round or queue item, outcome, voter, ranking)
+        cast.append(type(args[1]).__name__)
+        return record_vote(*args, **kwargs)
+
+    monkeypatch.setattr(ui.voting, "record_vote", counted)
+    loaded = client.predict(api_name="/load_example_set")
+    assert "Loaded **example** (16 prompts)" in loaded[-1]
+    assert [s.name for s in state.store.prompt_sets()] == ["example"]
+    client.predict("example", ["policy", "sft"], 1.0, 4, 0, api_name="/live_models")
+    client.predict("example", "ana", api_name="/next_item")
+    assert "stored as **a** by ana" in client.predict("a", [], "ana", api_name="/queue_vote")[-2]
+    client.predict("Say hi.", "", 2, "Side by side", "policy", "reference", "sft", "policy",
+                   1.0, 1.0, 0, 4, 1.0, 3, 0.1, api_name="/generate")
+    revealed = client.predict("b", [], "ana", api_name="/vote")
+    # The headers of slots A and B: a fresh policy, and a reference with the SFT weights, are SFT.
+    assert list(revealed[1:3]) == ["### Response A · `policy` (rated as `sft`)",
+                                   "### Response B · `reference` (rated as `sft`)"]
+    assert cast == ["QueueItem", "Round"]
+    queue, playground = state.store.votes()
+    assert queue.item is not None and playground.item is None
+    # The fresh policy, the SFT model and the reference with its weights: all one model, rated sft.
+    assert [r.rated_as for v in (queue, playground) for r in v.responses] == ["sft"] * 4
 
 
 @pytest.mark.browser

@@ -1,0 +1,129 @@
+"""service.voting: every vote is rated as the weights that generated its responses, on every path
+(playground rounds, anonymous battles, the voting queue, pre-generated responses), and a fresh
+policy is the SFT model until it has been trained or loaded."""
+
+import random
+from pathlib import Path
+
+import pytest
+
+from evals.battles import collect_battles
+from evals.ratings import battles_from_rows
+from playground.core.errors import PlaygroundError
+from playground.data.prompt_sets import SetPrompt
+from playground.data.rows import parse_row
+from playground.models.roles import ModelsConfig
+from playground.scoring.generation import GenerationSettings, stream_generate
+from playground.scoring.rounds import chat_messages, score_round
+from playground.training.dpo import DPOConfig
+from service import training
+from service.pregenerate import choose_models, pregenerate
+from service.prompt_sets import EXAMPLE_SET, load_example_set
+from service.state import SERVING, AppState, build_state
+from service.voting import (
+    FRESH_POLICY_LABEL,
+    next_queue_item,
+    record_vote,
+    slot_choices,
+    start_round,
+)
+
+FAST = DPOConfig(steps=2, lr=5e-3, batch_size=2)
+SAMPLED = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=4, seed=3)
+PAIRS = [{"prompt": f"Question {i}?", "chosen": "Yes.", "rejected": "No, a long wrong answer."} for i in range(6)]
+
+
+@pytest.fixture
+def state(tiny_state: AppState) -> AppState:
+    # Imported pairs to train on: no votes of their own, so the leaderboard holds only the test's votes.
+    tiny_state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
+    return tiny_state
+
+
+def train(state: AppState) -> str:
+    """A short DPO run from the serving policy; its checkpoint serves as the policy afterwards."""
+    result = training.start_training(state, FAST).result(timeout=300)
+    assert result.checkpoint is not None
+    return result.checkpoint.name
+
+
+def playground_vote(state: AppState, slots: list[str] | None, outcome: str = "a", rng: int = 0):
+    rnd = start_round(state, chat_messages("Say hi."), slots, SAMPLED, 0.1, random.Random(rng))
+    roles = [state.slot_catalog()[m] for m in rnd.models]
+    *_, final = stream_generate(state.models, roles, list(rnd.messages), SAMPLED)
+    return record_vote(state, score_round(state.scorer, rnd, final, roles), outcome, "ana")
+
+
+def test_pregenerated_responses_are_rated_as_the_checkpoint_that_generated_them(state: AppState) -> None:
+    first = train(state)  # serving while the set is pre-generated
+    prompts = [SetPrompt(f"q{i}", [{"role": "user", "content": f"Say hi {i}."}]) for i in range(3)]
+    pset = choose_models(state, state.store.add_prompt_set("eval", "test", prompts), ["policy", "reference"], SAMPLED)
+    assert pregenerate(state, pset).generated == 6
+    second = train(state)  # serves from now on: the votes below must not be rated as it
+    assert state.rated_name("policy") == second != first
+
+    for i in range(3):
+        turn = next_queue_item(state, "eval", "ana", rng=random.Random(i))
+        assert turn.item is not None
+        stored = record_vote(state, turn.item, "ab"[i % 2], "ana")
+        rated = {r.model: r.rated_as for r in stored.vote.responses}
+        assert rated == {"policy": first, "reference": "sft"}  # a reference with the SFT weights is sft
+    assert next_queue_item(state, "eval", "ana").item is None
+
+    battles = collect_battles(state.store)
+    assert len(battles) == 3
+    assert {b["model_a"] for b in battles} | {b["model_b"] for b in battles} == {first, "sft"}
+    assert battles_from_rows(battles).models == tuple(sorted([first, "sft"]))  # the leaderboard's models
+    assert all(v.settings.get("rated_as") is None for v in state.store.votes())  # a field, not a setting
+
+
+def test_live_queue_generation_is_rated_as_the_policy_serving_then(state: AppState) -> None:
+    pset = state.store.add_prompt_set("live", "test", [SetPrompt("q0", [{"role": "user", "content": "Hi?"}])])
+    choose_models(state, pset, ["policy", "sft"], SAMPLED)
+    name = train(state)
+    turn = next_queue_item(state, "live", "bo")  # generated now, by checkpoint `name`
+    assert turn.item is not None and {r.rated_as for r in turn.item.responses} == {name, "sft"}
+    stored = record_vote(state, turn.item, "tie", "bo")
+    assert state.store.votes()[0].responses == stored.vote.responses
+
+
+def test_a_fresh_policy_is_rated_sft_and_never_battles_sft(state: AppState, tiny_model_dir: Path) -> None:
+    assert state.models.policy_is_sft and state.rated_name("policy") == "sft"
+    assert dict((v, label) for label, v in slot_choices(state))["policy"] == FRESH_POLICY_LABEL
+    with pytest.raises(PlaygroundError, match="needs two different models"):
+        start_round(state, chat_messages("Hi?"), None, SAMPLED, 0.1)  # only the SFT weights are loaded
+    stored = playground_vote(state, ["policy", "reference"])
+    assert [r.rated_as for r in stored.vote.responses] == ["sft", "sft"]
+    assert collect_battles(state.store) == []  # SFT against itself tells the leaderboard nothing
+
+    name = train(state)
+    assert not state.models.policy_is_sft and state.rated_name("policy") == name
+    assert dict((v, label) for label, v in slot_choices(state))["policy"] == "policy"
+    # Restarted without the trained policy serving: the fresh adapter is SFT again, the checkpoint a slot.
+    (state.checkpoint_dir / SERVING).unlink()
+    state.store.close()
+    restarted = build_state(ModelsConfig(sft=str(tiny_model_dir)), state.data_dir)
+    try:
+        assert restarted.models.policy_is_sft and name in restarted.checkpoints
+        draws = [start_round(restarted, chat_messages("Hi?"), None, SAMPLED, 0.1, random.Random(s))
+                 for s in range(30)]
+        assert {frozenset(r.models) for r in draws} == {frozenset({"sft", name})}  # never policy vs sft/reference
+        assert all(set(r.rated_as) == {"sft", name} for r in draws)
+        battle = playground_vote(restarted, None, "b", rng=1)
+        assert battle.vote.anonymous and {r.rated_as for r in battle.vote.responses} == {"sft", name}
+    finally:
+        restarted.store.close()
+
+
+def test_round_is_checked_before_generating(state: AppState) -> None:
+    with pytest.raises(PlaygroundError, match="β must be > 0"):
+        start_round(state, chat_messages("Hi?"), ["policy", "sft"], SAMPLED, 0.0)
+    with pytest.raises(PlaygroundError, match="unknown model"):
+        start_round(state, chat_messages("Hi?"), ["policy", "gpt-9"], SAMPLED, 0.1)
+
+
+def test_the_example_set_loads_once(state: AppState) -> None:
+    first = load_example_set(state)
+    assert first.pset.name == EXAMPLE_SET and first.prompts == 16
+    assert load_example_set(state).pset.id == first.pset.id  # a second click imports nothing
+    assert [s.name for s in state.store.prompt_sets()] == [EXAMPLE_SET]
