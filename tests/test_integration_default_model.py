@@ -8,8 +8,9 @@ import torch
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.scoring.generation import GenerationSettings, generate
 from playground.scoring.scorer import Scorer
+from tests.test_models import plain_completion_logp
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -33,21 +34,27 @@ def test_chat_reply_is_real_text(models: Models) -> None:
     assert "Paris" in reply
 
 
-def test_fresh_policy_matches_reference_and_perturbed_does_not(models: Models) -> None:
+def test_fresh_policy_matches_reference_and_perturbed_does_not(models: Models, default_model_dir: Path) -> None:
     completion = [{"role": "assistant", "content": "The capital of France is Paris."}]
     scorer = Scorer(models)
+    plain = plain_completion_logp(default_model_dir, scorer, PROMPT, completion)  # no peft, no cache
+    # Same weights, same ids; only the kernels differ (completion rows of the head vs full logits),
+    # which in bf16 moves the sum by a few hundredths.
+    tol = 1e-3 if models.dtype == torch.float32 else 0.1
     fresh = scorer.score_responses(PROMPT, [completion], beta=0.1)[0]
     assert fresh.logp_policy == fresh.logp_ref
+    assert fresh.logp_ref == pytest.approx(plain, abs=tol)
     assert -30 < fresh.logp_ref < 0  # a fluent answer: a few nats over ~10 tokens
     lora_b = [p for n, p in models.policy.model.named_parameters() if "lora_B" in n]
     saved = [p.detach().clone() for p in lora_b]
     try:
         g = torch.Generator().manual_seed(0)
         for p in lora_b:
-            p.data = (torch.randn(p.shape, generator=g) * 0.02).to(p.device, p.dtype)
-        moved = scorer.score_responses(PROMPT, [completion], beta=0.1)[0]
+            p.data = (torch.randn(p.shape, generator=g) * 0.05).to(p.device, p.dtype)
+        # A new Scorer: the reference is recomputed with the perturbed adapter disabled, not read from a cache.
+        moved = Scorer(models).score_responses(PROMPT, [completion], beta=0.1)[0]
     finally:
         for p, s in zip(lora_b, saved, strict=True):
             p.data = s
-    assert moved.logp_ref == fresh.logp_ref
-    assert abs(moved.log_ratio) > 0.05
+    assert moved.logp_ref == pytest.approx(plain, abs=tol)
+    assert abs(moved.log_ratio) > 5 * tol  # 1.2 nats on CPU: a reference that kept the adapter would show

@@ -23,6 +23,25 @@ def perturb_adapter(model: torch.nn.Module, seed: int = 0, scale: float = 0.5) -
             p.data = (torch.randn(p.shape, generator=g) * scale).to(p.device, p.dtype)
 
 
+def plain_completion_logp(model_dir: str | Path, scorer: Scorer, prompt: list[dict[str, str]],
+                          completion: list[dict[str, str]]) -> float:
+    """Σ log p(completion | prompt) under the base weights loaded on their own: no peft wrapper, no
+    adapter to disable, no scorer cache, full logits, on the scorer's device and dtype. What a reference
+    role must reproduce whatever the policy's adapter holds (only the token ids come from `scorer`:
+    the tokenization is not on trial)."""
+    from transformers import AutoModelForCausalLM
+
+    models = scorer.models
+    plain = AutoModelForCausalLM.from_pretrained(model_dir, dtype=models.dtype, use_safetensors=True)
+    plain = plain.to(models.device).eval()
+    [row] = scorer.encode(prompt, [completion])
+    ids = torch.tensor([row.input_ids], device=models.device)
+    with torch.no_grad():
+        logps = torch.log_softmax(plain(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    token_logps = logps.gather(1, ids[0, 1:, None]).squeeze(1)  # position t predicts token t+1
+    return float(token_logps[len(row.prompt_ids) - 1:].sum())
+
+
 def test_default_roles_share_one_base(tiny_model_dir: Path) -> None:
     models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
     assert models.policy.model is models.reference.model is models.sft.model
@@ -39,13 +58,17 @@ def test_default_roles_share_one_base(tiny_model_dir: Path) -> None:
 def test_fresh_policy_equals_reference_and_perturbed_differs(tiny_model_dir: Path) -> None:
     models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
     scorer = Scorer(models)
+    plain = plain_completion_logp(tiny_model_dir, scorer, *PAIR)
     fresh = scorer.score_responses(PAIR[0], [PAIR[1]], beta=0.1)[0]
     assert fresh.logp_policy == fresh.logp_ref
     assert fresh.reward == 0.0
+    assert fresh.logp_ref == pytest.approx(plain, abs=1e-4)
     perturb_adapter(models.policy.model)
-    moved = scorer.score_responses(PAIR[0], [PAIR[1]], beta=0.1)[0]
-    assert moved.logp_ref == fresh.logp_ref  # reference untouched by the adapter
-    assert abs(moved.logp_policy - moved.logp_ref) > 1e-3
+    # A new Scorer has an empty reference cache: the reference is recomputed through disable_adapter
+    # with the perturbed adapter in place, and must still be the plain base model's number.
+    moved = Scorer(models).score_responses(PAIR[0], [PAIR[1]], beta=0.1)[0]
+    assert moved.logp_ref == pytest.approx(plain, abs=1e-4)
+    assert abs(moved.logp_policy - plain) > 1e-2
 
 
 def test_adapter_folder_round_trip(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -150,12 +173,13 @@ def test_hub_id_offline_gives_a_clear_error(tmp_path: Path) -> None:
     assert "no-such-org/no-such-model" in str(info.value)
 
 
+@pytest.mark.slow  # a subprocess CLI
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
         (["--sft", "/definitely/missing"], "error: --sft /definitely/missing: no such file or folder"),
         (["--device", "tpu"], "error: unknown device 'tpu'"),
-        (["--auth", "ana:short"], "error: --auth ana:…: the password of 'ana' is shorter than 8 characters"),
+        (["--auth", "ana:short"], "error: --auth entry 1: the password of 'ana' is shorter than 8 characters"),
     ],
 )
 def test_app_cli_errors_are_one_line(args: list[str], expected: str, tmp_path: Path) -> None:
@@ -166,11 +190,12 @@ def test_app_cli_errors_are_one_line(args: list[str], expected: str, tmp_path: P
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess CLI
 def test_app_help_lists_every_flag() -> None:
     proc = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     for flag in ("--sft", "--ref", "--policy", "--device", "--dtype", "--host", "--port", "--share", "--beta",
-                 "--auth", "--auth-file", "--admin-password"):
+                 "--auth", "--auth-file", "--admin-password", "--admin-password-file"):
         assert flag in proc.stdout
 
 
