@@ -23,7 +23,7 @@ def add_votes(state: AppState, n: int = 6) -> None:
     for i in range(n):
         state.store.add_vote(Vote(prompt=[{"role": "user", "content": f"Question {i}?"}],
                                   responses=(Response("policy", "Yes."), Response("sft", "No, a long wrong answer.")),
-                                  outcome="a", voter="ana", settings={"rated_as": ["policy", "sft"]}))
+                                  outcome="a", voter="ana"))
 
 
 def served(state: AppState) -> dict[str, torch.Tensor]:
