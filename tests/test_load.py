@@ -15,6 +15,7 @@ from playground.data.votes import Response, Vote
 VOTERS = 20
 
 
+@pytest.mark.slow  # a load test: twenty gradio_client sessions against one server
 def test_twenty_simultaneous_voters_lose_and_duplicate_nothing(tiny_model_dir: Path, home: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
