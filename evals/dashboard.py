@@ -26,7 +26,8 @@ from playground.training.reward_model import RECORD as REWARD_RECORD
 LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 360}
 NO_BATTLES = "No battles yet — generate on the Playground tab and vote, or run a judge below"
 LEADERBOARD_COLUMNS = ["rank", "model", "rating", "95% CI", "battles", "W/L/T", "online Elo"]
-WIN_RATE_COLUMNS = ["model", "vs", "win rate", "95% CI", "n", "W/L/T", "mean length", "baseline mean length"]
+WIN_RATE_COLUMNS = ["model", "vs", "win rate", "95% CI", "n", "votes", "W/L/T", "mean length", "baseline mean length",
+                    "note"]
 CHECKPOINT_COLUMNS = ["checkpoint", "parent", "created", "pairs", "steps", "β", "held-out pairs",
                       "held-out acc before", "held-out acc after", "held-out margin after", "KL to ref", "KL stderr"]
 
@@ -195,9 +196,10 @@ def win_rate_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "model": table["model"], "vs": table["baseline"], "win rate": table["rate"].round(3),
         "95% CI": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)],
-        "n": table["n"], "W/L/T": [f"{w}/{lo}/{t}" for w, lo, t in zip(table["wins"], table["losses"], table["ties"],
-                                                                      strict=True)],
+        "n": table["n"], "votes": table["n_votes"],
+        "W/L/T": [f"{w}/{lo}/{t}" for w, lo, t in zip(table["wins"], table["losses"], table["ties"], strict=True)],
         "mean length": table["mean_len"].round(0), "baseline mean length": table["baseline_mean_len"].round(0),
+        "note": table["note"].fillna(""),  # pairs from rankings share a vote: the Wilson interval is too narrow
     })
 
 

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from gradio_client import Client, handle_file
 
-from evals.dashboard import build_report, write_tables, zip_tables
+from evals.dashboard import build_report, win_rate_display, write_tables, zip_tables
 from evals.kl import estimate_kl, eval_prompts
+from evals.winrate import win_rate_table
 from playground.data.votes import Response, Vote
 from service.state import AppState
 from tests.conftest import running_app
@@ -132,3 +133,18 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
     assert f"`{ckpt}`: KL ≈ {estimate.mean:.3f}" in kl_message and 0 < estimate.n <= 32  # 16 prompts × 2
     [row] = client.predict(True, [], "sft", "sft", 0, None, api_name="/dashboard")[3]["data"]
     assert row[records["headers"].index("KL to ref")] == round(estimate.mean, 3)
+
+
+def test_the_win_rate_table_shows_the_votes_behind_its_pairs() -> None:
+    """Three battles against the baseline from one ranking vote and one pair vote: four pairs, two votes,
+    and the table says the Wilson interval is too narrow."""
+    def row(vote_id: int, winner: str) -> dict:
+        return {"model_a": "dpo-1", "model_b": "sft", "winner": winner, "vote_id": vote_id, "source": "human",
+                "len_a": 10, "len_b": 20}
+
+    shown = win_rate_display(win_rate_table([row(1, "model_a")] * 3 + [row(2, "model_b")], "sft"))
+    [line] = shown.to_dict("records")
+    assert (line["model"], line["n"], line["votes"], line["W/L/T"]) == ("dpo-1", 4, 2, "3/1/0")
+    assert "not independent" in line["note"] and "too narrow" in line["note"]
+    single = win_rate_display(win_rate_table([row(1, "model_a"), row(2, "model_b")], "sft"))
+    assert single["votes"].tolist() == [2] and single["note"].tolist() == [""]
