@@ -3,29 +3,38 @@
 `python -m evals.bench.dpo [--quick] [--model FOLDER]`. Runs on the packaged SmolLM2-135M-Instruct
 (or the HF folder --model: the same architecture with random weights times the same) with a
 fresh LoRA adapter (r=16, alpha=32 on q/k/v/o), batch 4 pairs, lr 5e-4, β 0.1, the same synthetic
-conversational pairs (`synthetic.chat_pairs`), on the same device:
+conversational pairs (`synthetic.chat_pairs`), the same number of steps, on the same device:
 
-- ours:          `playground.dpo.train_dpo` (reference pass once, shared-prompt pair rows,
+- ours:          `playground.training.dpo.train_dpo` (reference pass once, shared-prompt pair rows,
                  completion-only vocabulary projection), nothing held out; the model in float32,
                  the default on CPU (bfloat16 on CUDA)
-- ours-bf16:     the same with the model loaded in bfloat16 (`--dtype bfloat16`); on CPUs with
-                 native bf16 (AVX512-BF16/AMX) this compares with TRL's bf16 autocast default
+- ours-bf16:     the same with the model loaded in bfloat16 (`--dtype bfloat16`)
 - trl-tuned:     TRL 1.16 DPOTrainer with bf16=False, gradient_checkpointing=False,
                  precompute_ref_log_probs=True
 - trl-defaults:  TRL's DPOConfig as shipped (bf16 autocast, gradient checkpointing, a reference
-                 forward every step); only `--defaults-steps` steps (slow on CPUs without bf16)
+                 forward every step)
 
-Each run is its own subprocess, so imports and allocator caches do not carry over. The variants
-take turns for `--repeats` rounds and each keeps its fastest run: on a shared machine that is the
-least disturbed one. Time is end to end once the model is loaded: tokenization, reference pass,
-the training steps (and our checkpoint write). pairs/s = pairs trained on (steps × batch) / that
-time. Peak memory: on CPU the growth of the resident set over its size after loading, sampled
+The two bfloat16 variants run only where bfloat16 is native (CUDA, or a CPU with AVX512-BF16 or
+AMX-BF16); on an AVX2-only CPU it is emulated, many times slower, and they are skipped unless
+`--emulated-bf16` (the JSON says which were skipped and why).
+
+Each run is its own subprocess, so imports and allocator caches do not carry over; the variants take
+turns for `--repeats` rounds, the order reversed every other round (A B C D, D C B A, …), so a
+neighbour's load falls on all of them. Each run
+is split into its training steps (each timed alone: ours by `train_dpo`'s per-step `seconds`, TRL
+by a callback from `on_step_begin` to `on_step_end`) and set-up, everything else once the model is
+loaded: tokenization, the reference pass where it is precomputed, trainer construction, and our
+checkpoint write. The headline is the per-step time, the median over all steps but each run's first
+(which pays one-off allocations; it is reported as `first_step_s`), pooled over rounds; set-up and
+end-to-end seconds are medians over rounds. Step counts are equal, so end-to-end pairs/s compare
+too. Peak memory: on CPU the growth of the resident set over its size after loading, sampled
 every 5 ms by a thread; on a GPU the growth of `torch.cuda.max_memory_allocated` over the
-allocation after loading.
+allocation after loading; the median over rounds.
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,13 +43,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evals.bench.common import report
+from evals.bench.common import bf16_native, median, report
 from evals.bench.synthetic import chat_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH, LR, BETA, MAX_WORDS = 4, 5e-4, 0.1, 160
 TRL_TUNED = {"bf16": False, "gradient_checkpointing": False, "precompute_ref_log_probs": True}
 VARIANTS = ("ours", "ours-bf16", "trl-tuned", "trl-defaults")
+BF16_VARIANTS = ("ours-bf16", "trl-defaults")
 
 
 class PeakMemory:
@@ -95,8 +105,9 @@ def run_ours(triples: list, steps: int, device: Any, out: Path, model: str | Non
         rows = [PreferenceRow(p, c, r) for p, c, r in triples]
         result = train_dpo(models, rows, DPOConfig(steps=steps, batch_size=BATCH, lr=LR, beta=BETA, heldout=0), out)
         seconds = time.perf_counter() - started
-    return {"setup": f"weights {str(models.dtype).removeprefix('torch.')}", "seconds": seconds,
-            "peak_mib": memory.growth_mib, "final_loss": result.steps[-1]["loss"]}
+    return {"config": f"weights {str(models.dtype).removeprefix('torch.')}", "seconds": seconds,
+            "step_seconds": [m["seconds"] for m in result.steps], "peak_mib": memory.growth_mib,
+            "final_loss": result.steps[-1]["loss"]}
 
 
 def run_trl(triples: list, steps: int, device: Any, out: Path, model: str | None, overrides: dict[str, Any]
@@ -104,7 +115,7 @@ def run_trl(triples: list, steps: int, device: Any, out: Path, model: str | None
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     from playground.core.home import data_dir
@@ -118,16 +129,33 @@ def run_trl(triples: list, steps: int, device: Any, out: Path, model: str | None
     args = DPOConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
                      beta=BETA, max_length=1024, logging_steps=1, save_strategy="no", report_to="none", seed=0,
                      disable_tqdm=True, use_cpu=device.type == "cpu", **overrides)
+    step_seconds: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        """Wall time of each optimizer step, forward to optimizer update (as `train_dpo` times its steps)."""
+
+        def on_step_begin(self, *_: Any, **__: Any) -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            step_seconds.append(time.perf_counter() - self.started)
+
     with PeakMemory(device) as memory:
         started = time.perf_counter()
         data = Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in triples])
-        trainer = DPOTrainer(model=lm, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora)
+        trainer = DPOTrainer(model=lm, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora,
+                             callbacks=[StepTimer()])
         trainer.train()
         seconds = time.perf_counter() - started
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    setup = (f"bf16={args.bf16} grad_ckpt={args.gradient_checkpointing} "
-             f"precompute_ref={args.precompute_ref_log_probs}")
-    return {"setup": setup, "seconds": seconds, "peak_mib": memory.growth_mib, "final_loss": losses[-1]}
+    config = (f"bf16={args.bf16} grad_ckpt={args.gradient_checkpointing} "
+              f"precompute_ref={args.precompute_ref_log_probs}")
+    return {"config": config, "seconds": seconds, "step_seconds": step_seconds, "peak_mib": memory.growth_mib,
+            "final_loss": losses[-1]}
 
 
 def child(variant: str, n_pairs: int, steps: int, model: str | None) -> dict[str, Any]:
@@ -146,8 +174,8 @@ def child(variant: str, n_pairs: int, steps: int, model: str | None) -> dict[str
         else:
             overrides = TRL_TUNED if variant == "trl-tuned" else {}
             run = run_trl(triples, steps, device, Path(tmp), model, overrides)
-    return {"method": variant, "setup": run.pop("setup"), "device": str(device), "pairs": n_pairs, "steps": steps,
-            **run, "pairs_per_s": steps * BATCH / run["seconds"]}
+    return {"method": variant, "config": run.pop("config"), "device": str(device), "pairs": n_pairs, "steps": steps,
+            **run}
 
 
 def run_child(variant: str, n_pairs: int, steps: int, model: str | None) -> dict[str, Any]:
@@ -159,35 +187,69 @@ def run_child(variant: str, n_pairs: int, steps: int, model: str | None) -> dict
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def summarize(variant: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row per variant: medians over its rounds; per-step time pooled over every run's steps but the first."""
+    warm_steps = [t for r in runs for t in r["step_seconds"][1:]] or [t for r in runs for t in r["step_seconds"]]
+    setups = [r["seconds"] - sum(r["step_seconds"]) for r in runs]
+    seconds = median([r["seconds"] for r in runs])
+    first = runs[0]
+    return {
+        "method": variant, "config": first["config"], "device": first["device"], "pairs": first["pairs"],
+        "steps": first["steps"], "step_s": median(warm_steps),
+        "first_step_s": median([r["step_seconds"][0] for r in runs]), "setup_s": median(setups),
+        "seconds": seconds, "pairs_per_s": first["steps"] * BATCH / seconds,
+        "peak_mib": median([r["peak_mib"] for r in runs]), "final_loss": first["final_loss"],
+        "all_seconds": [round(r["seconds"], 1) for r in runs], "all_setup_s": [round(x, 1) for x in setups],
+        "all_step_s": [[round(t, 2) for t in r["step_seconds"]] for r in runs],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=24, help="synthetic conversational pairs")
-    parser.add_argument("--steps", type=int, default=6, help="training steps of 4 pairs for ours and trl-tuned")
-    parser.add_argument("--defaults-steps", type=int, default=2, help="training steps for trl-defaults")
-    parser.add_argument("--quick", action="store_true", help="8 pairs, 2 steps (1 for trl-defaults), one round")
-    parser.add_argument("--repeats", type=int, default=2, help="rounds of all variants; each keeps its fastest")
+    parser.add_argument("--pairs", type=int, default=8, help="synthetic conversational pairs")
+    parser.add_argument("--steps", type=int, default=3, help="training steps of 4 pairs, every variant")
+    parser.add_argument("--quick", action="store_true", help="4 pairs, 2 steps, one round")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of all variants, taking turns")
+    parser.add_argument("--emulated-bf16", action="store_true",
+                        help="run the bfloat16 variants even on a CPU without native bfloat16 (very slow)")
     parser.add_argument("--model", help="an HF model folder to use instead of the packaged SmolLM2")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.pairs, args.steps, args.model)))
         return
+    load_before = os.getloadavg()
     if args.quick:
-        args.pairs, args.steps, args.defaults_steps, args.repeats = 8, 2, 1, 1
-    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
-    for _ in range(args.repeats):
-        for v in VARIANTS:
-            runs[v].append(run_child(v, args.pairs, args.defaults_steps if v == "trl-defaults" else args.steps,
-                                     args.model))
-    rows = [{**min(rs, key=lambda r: r["seconds"]), "all_seconds": [round(r["seconds"], 1) for r in rs]}
-            for rs in runs.values()]
-    ours, ours_bf16, tuned, defaults = rows
-    report("dpo", rows, {
-        "speed_ours_over_trl_defaults": ours["pairs_per_s"] / defaults["pairs_per_s"],
-        "speed_ours_over_trl_tuned": ours["pairs_per_s"] / tuned["pairs_per_s"],
-        "speed_ours_bf16_over_trl_defaults": ours_bf16["pairs_per_s"] / defaults["pairs_per_s"],
-        "memory_ours_over_trl_tuned": ours["peak_mib"] / tuned["peak_mib"],
-    })
+        args.pairs, args.steps, args.repeats = 4, 2, 1
+    import torch
+
+    native = torch.cuda.is_available() or bf16_native()
+    variants = [v for v in VARIANTS if native or args.emulated_bf16 or v not in BF16_VARIANTS]
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for round_ in range(args.repeats):
+        for v in variants[:: -1 if round_ % 2 else 1]:
+            runs[v].append(run_child(v, args.pairs, args.steps, args.model))
+    rows = {v: summarize(v, rs) for v, rs in runs.items()}
+    ours = rows["ours"]
+    ratios: dict[str, Any] = {
+        "step_ours_over_trl_tuned": rows["trl-tuned"]["step_s"] / ours["step_s"],
+        "setup_ours_over_trl_tuned": rows["trl-tuned"]["setup_s"] / ours["setup_s"],
+        "end_to_end_ours_over_trl_tuned": rows["trl-tuned"]["seconds"] / ours["seconds"],
+        "memory_ours_over_trl_tuned": ours["peak_mib"] / rows["trl-tuned"]["peak_mib"],
+    }
+    if "trl-defaults" in rows:
+        defaults = rows["trl-defaults"]
+        ratios |= {
+            "step_ours_over_trl_defaults": defaults["step_s"] / ours["step_s"],
+            "step_ours_bf16_over_trl_defaults": defaults["step_s"] / rows["ours-bf16"]["step_s"],
+            "end_to_end_ours_over_trl_defaults": defaults["seconds"] / ours["seconds"],
+        }
+    skipped = [v for v in VARIANTS if v not in rows]
+    report("dpo", list(rows.values()), {
+        "repeats": args.repeats, "bf16_native": native, **ratios,
+        "skipped": {v: "bfloat16 is emulated on this CPU (no avx512_bf16/amx_bf16); --emulated-bf16 runs it"
+                    for v in skipped},
+    }, load_before)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Speed of `evals.ratings`: aggregated, batched bootstrap against a naive per-round refit.
 
-`python -m evals.bench.ratings [--battles 100000] [--models 50] [--rounds 1000] [--naive-rounds 20]`
+`python -m evals.bench.ratings [--battles 100000] [--models 50] [--rounds 1000] [--naive-rounds N]`
 
 Simulated battles (ratings ~ N(1000, 150²), random pairs, ties with an expected score still equal
 to the Bradley–Terry probability) are timed through each step of `compute_ratings`:
@@ -15,20 +15,23 @@ to the Bradley–Terry probability) are timed through each step of `compute_rati
 
 The naive bootstrap is what one writes without aggregating: each round resamples the raw battle
 indices with replacement and runs the same Newton iteration (same ridge, step cap and tolerance) on
-per-battle arrays, still numpy-vectorised within the round. `--naive-rounds` rounds are timed and
-scaled to `--rounds`; the speed-up is that estimate over our bootstrap's time. Each step keeps the
-fastest of `--repeats` runs (the naive one runs once). The naive fit on all battles is also compared
-with ours: the largest rating difference shows both solve the same problem.
+per-battle arrays, still numpy-vectorised within the round. By default all `--rounds` naive rounds
+are timed whole; a smaller `--naive-rounds` times that many and scales the time to `--rounds`
+(the output then says `naive_extrapolated: true`). The speed-up is the naive time over our
+bootstrap's: the two bootstraps take turns for `--repeats` rounds after one warm-up each (A B A B),
+and each keeps its median. Every other step is the median of `--repeats` runs. The naive fit on all
+battles is also compared with ours: the largest rating difference shows both solve the same problem.
 """
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 
-from evals.bench.common import report
+from evals.bench.common import alternate, median, report
 from evals.ratings import (
     MAX_NEWTON_STEPS,
     MAX_STEP,
@@ -93,14 +96,14 @@ def naive_bootstrap(battles: Battles, rounds: int, anchor: int, seed: int) -> Fl
     return out
 
 
-def fastest(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
-    """Best wall time of `repeats` calls (at least one), and the last result."""
-    best = float("inf")
+def median_of(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
+    """Median wall time of `repeats` calls (at least one), and the last result."""
+    times = []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
         result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        times.append(time.perf_counter() - start)
+    return median(times), result
 
 
 def main() -> None:
@@ -109,28 +112,34 @@ def main() -> None:
     parser.add_argument("--battles", type=int, default=100_000)
     parser.add_argument("--models", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=1000, help="bootstrap rounds")
-    parser.add_argument("--naive-rounds", type=int, default=20, help="naive rounds timed, then scaled to --rounds")
+    parser.add_argument("--naive-rounds", type=int, help="naive rounds timed, then scaled to --rounds "
+                        "(default: all --rounds, timed whole)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    naive_rounds = args.naive_rounds or args.rounds
+    load_before = os.getloadavg()
 
     rows = simulate(args.battles, args.models, args.seed)
-    t_rows, battles = fastest(lambda: battles_from_rows(rows), args.repeats)
+    t_rows, battles = median_of(lambda: battles_from_rows(rows), args.repeats)
     anchor = 0
-    t_agg, counts = fastest(lambda: aggregate(battles), args.repeats)
-    t_fit, ratings = fastest(lambda: fit_ratings(counts, anchor), args.repeats)
-    t_boot, boot = fastest(lambda: bootstrap_ratings(counts, args.rounds, anchor, args.seed), args.repeats)
+    t_agg, counts = median_of(lambda: aggregate(battles), args.repeats)
+    t_fit, ratings = median_of(lambda: fit_ratings(counts, anchor), args.repeats)
     flat = counts.cells.ravel()
     probs = flat[flat > 0] / flat.sum()
-    t_draw, _ = fastest(lambda: np.random.default_rng(args.seed).multinomial(len(battles), probs, size=args.rounds),
+    t_draw, _ = median_of(lambda: np.random.default_rng(args.seed).multinomial(len(battles), probs, size=args.rounds),
                         args.repeats)
-    t_elo, _ = fastest(lambda: online_elo(battles), args.repeats)
-    t_all, _ = fastest(lambda: compute_ratings(battles, bootstrap=args.rounds, seed=args.seed), args.repeats)
+    t_elo, _ = median_of(lambda: online_elo(battles), args.repeats)
+    t_all, _ = median_of(lambda: compute_ratings(battles, bootstrap=args.rounds, seed=args.seed), args.repeats)
 
-    t_naive_fit, theta = fastest(lambda: naive_fit(battles.a, battles.b, battles.score_a, len(battles.models)), 1)
-    start = time.perf_counter()
-    naive = naive_bootstrap(battles, args.naive_rounds, anchor, args.seed)
-    t_naive = (time.perf_counter() - start) * args.rounds / args.naive_rounds
+    t_naive_fit, theta = median_of(lambda: naive_fit(battles.a, battles.b, battles.score_a, len(battles.models)), 1)
+    draws: dict[str, Any] = {}  # the last result of each bootstrap, for the interval comparison
+    times = alternate({
+        "ours": lambda: draws.__setitem__("ours", bootstrap_ratings(counts, args.rounds, anchor, args.seed)),
+        "naive": lambda: draws.__setitem__("naive", naive_bootstrap(battles, naive_rounds, anchor, args.seed)),
+    }, args.repeats)
+    boot, naive = draws["ours"], draws["naive"]
+    t_boot, t_naive = median(times["ours"]), median(times["naive"]) * args.rounds / naive_rounds
 
     low, high = np.percentile(boot, [2.5, 97.5], axis=0)
     rows_out: list[dict[str, Any]] = [
@@ -142,17 +151,22 @@ def main() -> None:
         {"step": "online Elo", "seconds": t_elo},
         {"step": "compute_ratings end to end", "seconds": t_all},
         {"step": "naive MLE fit (raw battles)", "seconds": t_naive_fit},
-        {"step": f"naive bootstrap, {args.rounds} rounds (from {args.naive_rounds})", "seconds": t_naive},
+        {"step": f"naive bootstrap, {args.rounds} rounds"
+                 + (f" (scaled from {naive_rounds})" if naive_rounds != args.rounds else " (timed whole)"),
+         "seconds": t_naive},
     ]
     report("ratings", rows_out, {
-        "battles": args.battles, "models": args.models, "rounds": args.rounds, "naive_rounds": args.naive_rounds,
+        "battles": args.battles, "models": args.models, "rounds": args.rounds, "naive_rounds": naive_rounds,
+        "naive_extrapolated": naive_rounds != args.rounds,
+        "repeats": args.repeats,
+        "all_seconds_ours_vs_naive": [[round(t, 3) for t in times[k]] for k in ("ours", "naive")],
         "speedup_bootstrap": t_naive / t_boot,
         "speedup_bootstrap_incl_aggregate": t_naive / (t_boot + t_agg),
         "max_abs_elo_naive_vs_ours": float(np.abs(to_elo(theta[None, :], anchor)[0] - ratings).max()),
         "mean_ci_width_elo": float(np.mean((high - low)[np.arange(args.models) != anchor])),
         "mean_sd_elo_naive_vs_ours": [float(naive.std(axis=0, ddof=1)[1:].mean()),
                                       float(boot.std(axis=0, ddof=1)[1:].mean())],
-    })
+    }, load_before)
 
 
 if __name__ == "__main__":
