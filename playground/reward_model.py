@@ -14,10 +14,10 @@ from playground.cli import (
     step_bar,
 )
 from playground.core.errors import PlaygroundError
-from playground.core.home import data_dir
-from playground.data.rows import load_pairs
-from playground.models.roles import load_models
-from playground.training.reward_model import RewardConfig, train_reward_model
+
+# RewardConfig's defaults, written out: importing the engine here would import transformers before
+# `prepare_environment` decides hub access, and make --help slow (tests/test_reward_model.py pins them).
+LR, BATCH_SIZE, HELDOUT, MAX_LENGTH = 5e-4, 4, 0.2, 1024
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,8 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "finishes; a failed or interrupted run writes nothing.", 100),
         formatter_class=HelpFormatter,
     )
-    add_run_args(parser, "new folder for the reward model (must not exist)", lr=RewardConfig.lr,
-                 batch_size=RewardConfig.batch_size, heldout=RewardConfig.heldout, max_length=RewardConfig.max_length,
+    add_run_args(parser, "new folder for the reward model (must not exist)", lr=LR, batch_size=BATCH_SIZE,
+                 heldout=HELDOUT, max_length=MAX_LENGTH,
                  seed_help="seed for LoRA init, shuffling and the held-out split")
     parser.add_argument("--sft", metavar="M", help="base model: HF model folder, .gguf file or hub id "
                         "(default: packaged SmolLM2-135M-Instruct)")
@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     prepare_environment(args)
+
+    from playground.core.home import data_dir
+    from playground.data.rows import load_pairs
+    from playground.models.roles import load_models
+    from playground.training.reward_model import RewardConfig, train_reward_model
+
     cfg = RewardConfig(lr=args.lr, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
                        max_length=args.max_length, seed=args.seed, heldout=args.heldout).validate()
     if args.out.exists():

@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "run writes nothing.", 100),
         formatter_class=HelpFormatter,
     )
+    # DPOConfig's defaults, written out: the engine is imported only after `prepare_environment` (module
+    # `playground.cli`); tests/test_dpo.py pins these to DPOConfig() and LOSSES.
     t = add_run_args(parser, "checkpoints folder; the run adds <out>/<id>/", lr=5e-4, batch_size=4, heldout=0.2,
                      max_length=1024, seed_help="seed for shuffling and the held-out split")
     t.add_argument("--beta", type=float, default=0.1, help="β: KL strength in r = β·log(π_θ/π_ref); > 0")

@@ -14,7 +14,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from playground.data.merge import merge_votes
 from playground.models.checkpoints import CheckpointRecord, HeldOut, set_policy_weights
 from playground.models.roles import adapter_params
 from playground.training.dpo import DPOConfig, TrainResult, train_dpo
-from playground.training.loop import Metrics
+from playground.training.loop import Callback, Metrics
 from playground.training.reward_model import RECORD as REWARD_RECORD
 from playground.training.reward_model import RewardConfig, RewardTrainResult
 from playground.training.reward_model import train_reward_model as train_reward_model_on
@@ -35,7 +35,6 @@ BUSY = "a training run is already in progress; wait for it or cancel it"
 NO_CHECKPOINTS = "No checkpoints yet — vote on the Playground tab, then Train"
 CHECKPOINT_COLUMNS = ["checkpoint", "serving", "parent", "pairs", "steps", "held-out acc before→after",
                       "held-out margin after", "β", "created"]
-Progress = Callable[[int, int, Metrics], None]  # (step, total steps, that step's metrics)
 
 
 @dataclass(frozen=True)
@@ -85,10 +84,10 @@ def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> Trai
     if not state.training.acquire(blocking=False):
         raise PlaygroundError(BUSY)
     try:
+        state.cancel_training.clear()  # a Cancel left from an earlier run; one pressed from now on counts
         cfg.validate()
         votes = merge_votes(state.store.votes()).votes if merge else None
         pairs = state.store.training_pairs("all_pairs", cfg.seed, votes)
-        state.cancel_training.clear()
         run = TrainingRun()
         threading.Thread(target=_train, args=(state, run, pairs, cfg), daemon=True, name="dpo-training").start()
     except BaseException:
@@ -210,7 +209,7 @@ def new_reward_model_folder(state: AppState) -> Path:
             return folder
 
 
-def train_reward_model(state: AppState, cfg: RewardConfig, progress: Progress | None = None) -> RewardRun:
+def train_reward_model(state: AppState, cfg: RewardConfig, progress: Callback | None = None) -> RewardRun:
     """Train a Bradley–Terry reward model on the pairs DPO would use (every vote, then imported
     pairs) and save it in a new folder under `reward_model_dir`. Holds the training lock (one run
     at a time); `cancel_training` stops it after the current step, and then nothing is saved and a
@@ -218,8 +217,8 @@ def train_reward_model(state: AppState, cfg: RewardConfig, progress: Progress | 
     if not state.training.acquire(blocking=False):
         raise PlaygroundError(BUSY)
     try:
+        state.cancel_training.clear()  # as in start_training
         cfg.validate()
-        state.cancel_training.clear()
         pairs = state.store.training_pairs("all_pairs", cfg.seed)
         result = train_reward_model_on(state.models.sft.source, state.models.tokenizer, pairs, cfg,
                                        callback=progress, should_stop=state.cancel_training.is_set,

@@ -17,7 +17,8 @@ from playground.scoring.encoding import encode
 from playground.scoring.pairs import EncodedPair, encode_pairs, pair_logps
 from playground.scoring.scorer import completion_token_logps
 from playground.train import main as train_main
-from playground.training.dpo import DPOConfig, heldout_count, train_dpo
+from playground.train import parse_args as train_args
+from playground.training.dpo import LOSSES, DPOConfig, heldout_count, train_dpo
 
 QUESTIONS = ["Say hi.", "Two plus two?", "The capital of France?", "Write a poem.", "Numbers please.",
              "Yes or no?", "Good answer?", "Short answer?", "The sea?", "Hello?"]
@@ -319,3 +320,14 @@ def test_cli_bad_input_is_one_line_and_exit_1(tiny_model_dir: Path, tmp_path: Pa
     assert code == 1
     assert err.strip() == message
     assert not (tmp_path / "ckpts").exists()
+
+
+def test_cli_defaults_are_the_config_defaults() -> None:
+    # The CLI writes DPOConfig's defaults out (it imports the engine only after deciding hub access).
+    args, cfg = train_args(["--pairs", "p.jsonl", "--out", "ckpts"]), DPOConfig()
+    assert (args.lr, args.batch_size, args.heldout, args.max_length, args.seed, args.beta, args.loss,
+            args.label_smoothing, args.max_grad_norm, args.steps, args.epochs) == (
+        cfg.lr, cfg.batch_size, cfg.heldout, cfg.max_length, cfg.seed, cfg.beta, cfg.loss,
+        cfg.label_smoothing, cfg.max_grad_norm, cfg.steps, cfg.epochs)
+    for loss in LOSSES:  # every objective the engine has is offered
+        assert train_args(["--pairs", "p.jsonl", "--out", "ckpts", "--loss", loss]).loss == loss

@@ -1,6 +1,8 @@
 """Bradley–Terry reward model on the tiny random Llama: config, learning, pooling, save/load, failures, CLI."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,6 +186,24 @@ def test_cancel_returns_no_model(tiny_model_dir: Path, tokenizer: PreTrainedToke
     result: RewardTrainResult = train_reward_model(tiny_model_dir, tokenizer, short_vs_long(6),
                                                    RewardConfig(steps=3), should_stop=lambda: True, device="cpu")
     assert result.cancelled and result.model is None and result.steps == []
+
+
+def test_cli_defaults_are_the_config_defaults() -> None:
+    # The CLI writes RewardConfig's defaults out (it imports the engine only after deciding hub access).
+    args, cfg = rm_cli.parse_args(["--pairs", "p.jsonl", "--out", "rm"]), RewardConfig()
+    assert (args.lr, args.batch_size, args.heldout, args.max_length, args.seed, args.steps, args.epochs) == (
+        cfg.lr, cfg.batch_size, cfg.heldout, cfg.max_length, cfg.seed, cfg.steps, cfg.epochs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["playground.reward_model", "playground.train"])
+def test_cli_help_imports_no_model_library(module: str) -> None:
+    # Hub access is decided from the flags before transformers is imported (it reads the switch once).
+    code = (f"import sys, runpy; sys.argv = ['{module}', '--help']\n"
+            f"try:\n    runpy.run_module('{module}', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'huggingface_hub') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "--pairs" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_cli_trains_and_saves(tiny_model_dir: Path, tmp_path: Path, home: Path,

@@ -1,7 +1,9 @@
 """service.training: DPO runs from the stored votes (events, register, serve, one at a time, cancel,
 nothing changed by a failed run) and reward models in their own folders."""
 
+import ast
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,31 @@ def test_reward_models_back_to_back_get_their_own_folders(state: AppState) -> No
                for f in (first.folder, second.folder))
     assert training.reward_models(state) == [f.name for f in training.reward_model_folders(state)]
     assert first.heldout_before.accuracy == 0.5 and not state.training.locked()
+
+
+def test_reward_model_folders_never_collide_within_one_second(state: AppState,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen = time.gmtime(0)
+    monkeypatch.setattr(training.time, "gmtime", lambda *args: frozen)
+    names = {training.new_reward_model_folder(state).name for _ in range(50)}
+    assert len(names) == 50 and all(n.startswith("rm-19700101-000000-") for n in names)
+
+
+def test_cancel_stops_a_reward_model_and_saves_nothing(state: AppState) -> None:
+    def cancel_at_first_step(step: int, total: int, metrics: dict[str, float]) -> None:
+        assert training.cancel_training(state)  # the run holds the lock while it trains
+
+    with pytest.raises(PlaygroundError, match="cancelled after 1 steps; nothing was saved"):
+        training.train_reward_model(state, RewardConfig(steps=3), cancel_at_first_step)
+    assert training.reward_model_folders(state) == [] and not state.training.locked()
+    assert not training.reward_model_dir(state).exists() or not any(training.reward_model_dir(state).iterdir())
+    assert len(training.train_reward_model(state, RewardConfig(steps=1)).steps) == 1  # the cancel is forgotten
+
+
+def test_the_application_layer_imports_no_gradio() -> None:
+    # A script or gradio_client user calls the functions the tabs call; none of them needs a UI.
+    for path in sorted(Path(training.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m for m in imported if m.split(".")[0] in ("gradio", "gradio_client", "ui")}, path.name

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from evals.dashboard import empty_figure
-from playground.training.dpo import LOSSES, DPOConfig, TrainResult
+from playground.training.dpo import DEFAULT_EPOCHS, LOSSES, DPOConfig, TrainResult
 from service import training
 from service.state import AppState
 from ui import session
@@ -54,7 +54,8 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
                 "Only the policy's LoRA adapter is trained; the reference stays frozen. Serving goes on "
                 "while it trains and switches to the new adapter when the run finishes.")
     with gr.Row():
-        steps = gr.Number(value=DEFAULTS.steps or 0, precision=0, minimum=0, label="Steps (0 = 3 epochs)")
+        steps = gr.Number(value=DEFAULTS.steps or 0, precision=0, minimum=0,
+                          label=f"Steps (0 = {DEFAULT_EPOCHS:g} epochs)")
         beta = gr.Number(value=state.beta, minimum=1e-6, label="β")
         lr = gr.Number(value=DEFAULTS.lr, minimum=0, label="Learning rate")
         batch = gr.Number(value=DEFAULTS.batch_size, precision=0, minimum=1, label="Pairs per step")
