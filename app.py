@@ -58,12 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_app_access(args: argparse.Namespace) -> "Access":
     """Accounts from the flags and the environment; a warning for each password on the command line."""
-    import os
-
-    from playground.core.access import AUTH_FILE_ENV, admin_password_from, command_line_secrets, load_access
+    from playground.core.access import admin_password_from, auth_file_from, command_line_secrets, load_access
 
     admin, source = admin_password_from(args.admin_password, args.admin_password_file)
-    auth_file = args.auth_file or (Path(os.environ[AUTH_FILE_ENV]) if os.environ.get(AUTH_FILE_ENV) else None)
+    auth_file = auth_file_from(args.auth_file)
     for flag in command_line_secrets(args.auth, source):
         print(f"warning: {flag} puts a password on the command line, where every local user can read it "
               f"(ps); use {'--auth-file' if flag == '--auth' else '--admin-password-file'} instead", file=sys.stderr)

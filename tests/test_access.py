@@ -9,8 +9,10 @@ from gradio_client import Client
 from playground.core.access import (
     ADMIN,
     ADMIN_PASSWORD_ENV,
+    AUTH_FILE_ENV,
     Access,
     admin_password_from,
+    auth_file_from,
     command_line_secrets,
     load_access,
 )
@@ -77,6 +79,46 @@ def test_the_admin_password_from_a_file_the_environment_or_the_command_line(tmp_
     assert command_line_secrets(["ana:ana-secret-1"], "--admin-password") == ["--auth", "--admin-password"]
     assert command_line_secrets([], "--admin-password-file") == []
     assert command_line_secrets([], ADMIN_PASSWORD_ENV) == []
+    assert auth_file_from(None, {AUTH_FILE_ENV: "team.txt"}) == Path("team.txt")
+    assert auth_file_from(secret, {AUTH_FILE_ENV: "team.txt"}) == secret  # the flag wins
+    assert auth_file_from(None, {}) is None
+
+
+@pytest.mark.parametrize("entry", ["bad\tname:s3cret-password", f"{'x' * 80}:s3cret-password"])
+def test_a_bad_user_name_is_named_by_position_too(entry: str) -> None:
+    with pytest.raises(PlaygroundError) as error:
+        load_access(["ana:ana-secret-1", entry], None, None)
+    assert str(error.value).startswith("--auth entry 2: the voter name") and "s3cret" not in str(error.value)
+
+
+def test_the_app_reads_every_secret_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """app.py's accounts from files, from the environment, and from the command line (with a warning
+    for each flag that holds a password, and never the password itself)."""
+    from app import load_app_access, parse_args
+
+    team, admin = tmp_path / "team.txt", tmp_path / "admin.txt"
+    team.write_text("ana:ana-secret-1\n", encoding="utf-8")
+    admin.write_text("adm1n-password\n", encoding="utf-8")
+    monkeypatch.delenv(ADMIN_PASSWORD_ENV, raising=False)
+    monkeypatch.delenv(AUTH_FILE_ENV, raising=False)
+
+    def accounts(*flags: str) -> tuple[set[str], bool, str]:
+        access = load_app_access(parse_args(list(flags)))
+        err = capsys.readouterr().err
+        assert "ana-secret-1" not in err and "adm1n" not in err and "bo-secret-12" not in err
+        return set(access.passwords), access.login(ADMIN, "adm1n-password"), err
+
+    assert accounts("--auth-file", str(team), "--admin-password-file", str(admin)) == ({"ana", ADMIN}, True, "")
+    monkeypatch.setenv(AUTH_FILE_ENV, str(team))
+    monkeypatch.setenv(ADMIN_PASSWORD_ENV, "adm1n-password")
+    assert accounts() == ({"ana", ADMIN}, True, "")
+    users, is_admin, err = accounts("--auth", "bo:bo-secret-12", "--admin-password", "adm1n-password")
+    assert (users, is_admin) == ({"ana", "bo", ADMIN}, True)  # --auth adds to the file's accounts
+    assert "warning: --auth puts a password" in err and "warning: --admin-password puts a password" in err
+    monkeypatch.delenv(AUTH_FILE_ENV)
+    monkeypatch.delenv(ADMIN_PASSWORD_ENV)
+    assert accounts() == (set(), False, "")  # no secret anywhere: no logins
 
 
 @pytest.mark.slow

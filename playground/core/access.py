@@ -65,7 +65,10 @@ def parse_account(text: str, where: str) -> tuple[str, str]:
     user, sep, password = text.strip().partition(":")
     if not sep or not user.strip() or not password:
         raise PlaygroundError(f"{where}: expected USER:PASSWORD (a user name, a colon, a password)")
-    user = voter_name(user)
+    try:
+        user = voter_name(user)
+    except PlaygroundError as exc:
+        raise PlaygroundError(f"{where}: {exc}") from None
     if len(password) < MIN_PASSWORD_LEN:
         raise PlaygroundError(f"{where}: the password of {user!r} is shorter than {MIN_PASSWORD_LEN} characters")
     return user, password
@@ -102,6 +105,12 @@ def admin_password_from(flag: str | None, file: Path | None, environ: dict[str, 
     if env.get(ADMIN_PASSWORD_ENV):
         return env[ADMIN_PASSWORD_ENV], ADMIN_PASSWORD_ENV
     return None, ""
+
+
+def auth_file_from(flag: Path | None, environ: dict[str, str] | None = None) -> Path | None:
+    """The voter accounts file: `--auth-file`, else the environment's PLAYGROUND_AUTH_FILE."""
+    env = os.environ if environ is None else environ
+    return flag if flag is not None else Path(env[AUTH_FILE_ENV]) if env.get(AUTH_FILE_ENV) else None
 
 
 def command_line_secrets(accounts: list[str], admin_source: str) -> list[str]:
