@@ -64,14 +64,16 @@ def disputed_table(report: AgreementReport) -> pd.DataFrame:
 
 def _bias_row(who: str, bias: PositionBias) -> dict:
     interval = f"{bias.ci_low:.2f} – {bias.ci_high:.2f}" if bias.ci_low is not None else "—"
-    return {"voter": who, "left wins": bias.left_wins, "decided votes": bias.decided,
-            "left-win rate": round(bias.rate, 3) if bias.rate is not None else None, "95% interval": interval}
+    return {"voter": who, "left wins": bias.left_wins, "decided pairs": bias.decided, "votes": bias.n_votes,
+            "left-win rate": round(bias.rate, 3) if bias.rate is not None else None, "95% interval": interval,
+            "note": bias.note or ""}
 
 
 def bias_table(report: AgreementReport) -> pd.DataFrame:
     rows = [_bias_row("all voters", report.position.overall)]
     rows += [_bias_row(voter, bias) for voter, bias in report.position.by_voter.items()]
-    return pd.DataFrame(rows, columns=["voter", "left wins", "decided votes", "left-win rate", "95% interval"])
+    return pd.DataFrame(rows, columns=["voter", "left wins", "decided pairs", "votes", "left-win rate", "95% interval",
+                                       "note"])
 
 
 def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
