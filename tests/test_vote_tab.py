@@ -8,6 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from playground.core.access import ADMIN
+from playground.data.prompt_sets import SetPrompt
 from playground.models.roles import ModelsConfig
 from service.state import AppState, build_state
 from tests.conftest import ADMIN_PASSWORD, VOTER, running_app
@@ -211,3 +212,28 @@ def test_keyboard_votes_in_the_vote_tab(tiny_model_dir: Path, home: Path, tmp_pa
     finally:
         demo.close()
         state.store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_first_hour_of_the_vote_tab(tiny_state: AppState, tmp_path: Path) -> None:
+    """No set: the admin is offered the example set in one click; a set added meanwhile (by the CLI,
+    here the store) is listed when the tab is opened, with no click on Refresh."""
+    from tests.test_browser import browser_page
+
+    state = tiny_state
+    with browser_page(state) as (page, url):
+        page.goto(url)
+        page.get_by_role("tab", name="Vote").click()
+        page.get_by_text("No prompt set yet.").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Load the example prompt set", exact=True).click()
+        page.get_by_text("Loaded example (16 prompts)").wait_for(timeout=30_000)
+        assert not page.get_by_text("No prompt set yet.").is_visible()
+
+        state.store.add_prompt_set("later", "later.jsonl", [SetPrompt("1", [{"role": "user", "content": "Hi?"}])])
+        page.get_by_role("tab", name="Playground").click()
+        page.get_by_role("tab", name="Vote").click()
+        page.locator("#queue-set input").click()
+        page.get_by_role("option", name="later", exact=True).wait_for(timeout=30_000)
+        assert page.locator(".toast-body").all_inner_texts() == []
+        assert [s.name for s in state.store.prompt_sets()] == ["example", "later"]
