@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
+from playground.models.checkpoints import set_policy_weights
+from playground.models.roles import adapter_params
 from playground.scoring.generation import GenerationSettings, generate
 from service.state import AppState
 
@@ -60,7 +62,14 @@ def test_ranking_votes_anonymous_refusal_export_import_and_undo(app: tuple[AppSt
     assert vote.ranking == (2, 0, 1) and [r.model for r in vote.responses] == ["policy", "reference", "sft"]
     assert vote.prompt[0] == {"role": "system", "content": "Be short."}
 
-    # Anonymous: names hidden until the vote. SFT and reference share weights, so it is policy vs one of them.
+    # Anonymous: refused while the policy is fresh (it is the SFT model: one model, nothing to battle).
+    with pytest.raises(Exception, match="needs two different models"):
+        client.predict("Hi", "", 2, "Anonymous battle", "sft", "sft", "sft", "sft", *SETTINGS, api_name="/generate")
+    models = state.models  # new policy weights, published as a finished training run does
+    set_policy_weights(models, {n: p.detach() + 0.5 if "lora_B" in n else p.detach()
+                                for n, p in adapter_params(models.policy.model).items()},
+                       "trained", f"{models.sft.ident}+trained")
+    # Names hidden until the vote. SFT and reference share weights, so it is policy vs one of them.
     job = client.submit("Hi", "", 2, "Anonymous battle", "sft", "sft", "sft", "sft", *SETTINGS, api_name="/generate")
     job.result(timeout=120)
     assert list(job.outputs()[0][2:4]) == ["### Response A", "### Response B"]

@@ -10,9 +10,12 @@ from evals.judge import rule_judge
 from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
 from playground.core.errors import PlaygroundError
 from playground.data.votes import Response, Vote
+from playground.models.checkpoints import set_policy_weights
+from playground.models.roles import ModelsConfig, adapter_params, load_models
 from playground.scoring.generation import GenerationSettings
 from service.evaluation import run_judge
 from service.state import AppState
+from tests.test_models import perturb_adapter
 
 PROMPT = [{"role": "user", "content": "Hi?"}]
 
@@ -54,6 +57,11 @@ def test_win_rate_counts_ties_as_half_with_a_wilson_interval() -> None:
 
 @pytest.fixture
 def state(tiny_state: AppState) -> AppState:
+    """A policy with weights of its own: a fresh one is the SFT model, and a judge refuses SFT vs itself."""
+    models = tiny_state.models
+    weights = {n: p.detach() + 0.5 if "lora_B" in n else p.detach()
+               for n, p in adapter_params(models.policy.model).items()}
+    set_policy_weights(models, weights, "trained", f"{models.sft.ident}+trained")
     return tiny_state
 
 
@@ -92,9 +100,13 @@ def test_a_judge_run_is_stored_apart_from_votes(state: AppState) -> None:
         run_judge(state, prompts, ["policy", "gpt-9"], rule_judge("longer"), settings)
 
 
-def test_judge_cli_prints_win_rates(tiny_model_dir: Path, home: Path, capsys: pytest.CaptureFixture) -> None:
-    code = judge_main(["--sft", str(tiny_model_dir), "--models", "policy,sft", "--judge", "shorter",
-                       "--max-new-tokens", "4", "--temperature", "1.0"])
+def test_judge_cli_prints_win_rates(tiny_model_dir: Path, home: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture) -> None:
+    models = load_models(ModelsConfig(sft=str(tiny_model_dir)))  # a trained adapter: a fresh one is SFT
+    perturb_adapter(models.policy.model)
+    models.policy.model.save_pretrained(tmp_path / "adapter")
+    code = judge_main(["--sft", str(tiny_model_dir), "--policy", str(tmp_path / "adapter"), "--models", "policy,sft",
+                       "--judge", "shorter", "--max-new-tokens", "4", "--temperature", "1.0"])
     out = capsys.readouterr().out
     assert code == 0
     assert "16 battles judged by rule:shorter" in out  # the shipped eval set has 16 prompts
