@@ -51,7 +51,7 @@ _END = object()  # the worker's last item on the event queue
 
 class TrainingRun:
     """A DPO run started by `start_training`, training in its own thread. Iterate `events()` for
-    its progress (once, from one consumer), then `result()` for what it did."""
+    its progress (from one consumer; each event is delivered once), then `result()` for what it did."""
 
     def __init__(self) -> None:
         self._events: queue.Queue = queue.Queue()
@@ -63,6 +63,7 @@ class TrainingRun:
         """Each step's event as it happens; ends when the run has ended (finished, cancelled or failed)."""
         while (item := self._events.get()) is not _END:
             yield item
+        self._events.put(_END)  # so a second iteration ends at once instead of waiting forever
 
     def result(self, timeout: float | None = None) -> TrainResult:
         """Wait for the run to end; its result (`cancelled`, or `checkpoint` now serving), or its

@@ -73,6 +73,7 @@ def test_a_run_streams_one_event_per_step_registers_and_serves(state: AppState) 
     result = run.result(timeout=120)
     assert [(e.step, e.total) for e in events] == [(1, 3), (2, 3), (3, 3)]
     assert [e.metrics["loss"] for e in events] == [m["loss"] for m in result.steps]
+    assert list(run.events()) == []  # drained: a second iteration ends at once
     name = result.checkpoint.name
     assert [c["id"] for c in state.store.checkpoints()] == [name] and name in state.checkpoints
     assert state.models.policy.source == str(result.checkpoint) and state.remembered_serving() == name
