@@ -108,3 +108,13 @@ def test_two_sessions_keep_their_own_rounds(app: tuple[AppState, Client]) -> Non
     votes = {v.voter: v for v in state.store.votes()}
     assert votes["ana"].prompt[-1]["content"] == "First?" and votes["ana"].outcome == "a"
     assert votes["bo"].prompt[-1]["content"] == "Second?" and votes["bo"].outcome == "b"
+
+
+def test_the_header_says_a_fresh_policy_is_the_sft_model(tiny_state: AppState) -> None:
+    from ui.app import header
+
+    models = tiny_state.models
+    assert "policy equal to SFT until trained" in header(tiny_state)
+    weights = {n: p.detach() + 0.01 for n, p in adapter_params(models.policy.model).items()}
+    set_policy_weights(models, weights, "/runs/dpo-1", f"{models.sft.ident}+dpo-1")
+    assert "policy `dpo-1`" in header(tiny_state) and "equal to SFT" not in header(tiny_state)

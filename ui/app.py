@@ -62,7 +62,8 @@ def build_demo(state: AppState) -> gr.Blocks:
 
 def header(state: AppState) -> str:
     m = state.models
-    return (f"# Preference Playground\nSFT `{_short(m.sft.source)}` · policy `{_short(m.policy.source)}` · "
+    policy = "equal to SFT until trained" if m.policy_is_sft else f"`{_short(m.policy.source)}`"
+    return (f"# Preference Playground\nSFT `{_short(m.sft.source)}` · policy {policy} · "
             f"reference `{_short(m.reference.source)}` · {m.device}")
 
 

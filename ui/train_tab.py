@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from evals.dashboard import empty_figure
 from playground.training.dpo import DEFAULT_EPOCHS, LOSSES, DPOConfig, TrainResult
-from service import training
+from service import training, voting
 from service.state import AppState
 from ui import session
 from ui.errors import user_errors
@@ -81,7 +81,7 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
 
     def checkpoints() -> dict:
         """The table (with what to do while it is empty) and every model picker, as they are now."""
-        names = list(state.slot_catalog())
+        names = voting.slot_choices(state)
         rows = training.checkpoint_table(state)
         return {**{d: gr.Dropdown(choices=names) for d in slot_models},
                 pick: gr.Dropdown(choices=list(state.checkpoints)), table: rows,
