@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from evals import dashboard
 from playground.core.errors import PlaygroundError
 from playground.data.votes import Response, Vote
 from playground.models.checkpoints import CheckpointRecord
@@ -86,6 +87,11 @@ def test_a_run_streams_one_event_per_step_registers_and_serves(state: AppState) 
     assert record.heldout_before.accuracy == 0.5 and record.created is not None
     [row] = training.checkpoint_table(state).to_dict("records")
     assert row["checkpoint"] == name and row["serving"] == "●" and row["parent"] == "SFT" and row["steps"] == 3
+    # The Dashboard's table reads the same parsed record.
+    [row] = dashboard.checkpoint_records(state.store, {}).to_dict("records")
+    assert (row["checkpoint"], row["parent"], row["pairs"], row["steps"], row["β"]) == (name, "sft", 6, 3, 0.1)
+    assert (row["held-out pairs"], row["held-out acc before"]) == (1, 0.5)
+    assert row["held-out acc after"] == record.heldout_after.accuracy and row["created"] == record.created_local()
 
 
 def test_merged_run_trains_on_one_vote_per_prompt(state: AppState) -> None:
