@@ -80,6 +80,18 @@ def default_model_dir() -> Path:
 
 
 VOTER, ADMIN_PASSWORD = ("ana", "ana-secret-1"), "admin-secret-1"  # the accounts of `locked_state`
+# The random tiny model's greedy text is whitespace: tests sample instead, seeded.
+SAMPLED = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 6, "repetition_penalty": 1.0, "seed": 3}
+SLOT_NAMES = ("model_a", "model_b", "model_c", "model_d")
+
+
+def generate_call(prompt: str, models: tuple[str, ...] = ("policy", "reference"), *, system: str = "",
+                  mode: str = "Side by side", beta: float = 0.1, **settings: float) -> dict:
+    """`/generate`'s arguments by keyword, for `client.predict(**…)` / `client.submit(**…)`: k is the
+    number of `models` (unused slots get "sft"), generation settings are SAMPLED unless overridden."""
+    slots = dict(zip(SLOT_NAMES, (*models, *("sft",) * (len(SLOT_NAMES) - len(models))), strict=True))
+    return {"prompt": prompt, "system": system, "k": len(models), "mode": mode, **slots, **SAMPLED, **settings,
+            "beta": beta, "api_name": "/generate"}
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from playground.core.access import (
 )
 from playground.core.errors import PlaygroundError
 from service.state import AppState
-from tests.conftest import ADMIN_PASSWORD, VOTER, running_app
-from tests.test_app_first_page import SAMPLED
+from tests.conftest import ADMIN_PASSWORD, VOTER, generate_call, running_app
 
 
 def test_accounts_from_flags_file_and_admin_password(tmp_path: Path) -> None:
@@ -151,8 +150,7 @@ def test_without_logins_everyone_is_admin_and_names_are_typed() -> None:
 def test_a_voter_votes_under_their_login_and_cannot_do_admin_work(locked_state: AppState) -> None:
     state = locked_state
     with running_app(state, auth=VOTER) as client:
-        client.predict("Hi", "", 2, "Side by side", "policy", "reference", "sft", "policy", *SAMPLED,
-                       api_name="/generate")
+        client.predict(**generate_call("Hi"))
         client.predict("a", [], "mallory", api_name="/vote")  # the typed name is ignored
         assert [v.voter for v in state.store.votes()] == ["ana"]
         for api_name, args in [("/export", ("trl", "all_pairs", ".jsonl", False)),
@@ -170,8 +168,7 @@ def test_a_voter_votes_under_their_login_and_cannot_do_admin_work(locked_state: 
 def test_the_admin_may_export_and_a_wrong_password_gets_no_session(locked_state: AppState) -> None:
     state = locked_state
     with running_app(state, auth=(ADMIN, ADMIN_PASSWORD)) as client:
-        client.predict("Hi", "", 2, "Side by side", "policy", "reference", "sft", "policy", *SAMPLED,
-                       api_name="/generate")
+        client.predict(**generate_call("Hi"))
         client.predict("b", [], "", api_name="/vote")
         path, _ = client.predict("trl", "all_pairs", ".jsonl", False, api_name="/export")
         assert len(Path(path).read_text().splitlines()) == 1 and state.store.votes()[0].voter == ADMIN

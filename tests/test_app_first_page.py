@@ -10,10 +10,10 @@ from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import adapter_params
 from playground.scoring.generation import GenerationSettings, generate
 from service.state import AppState
+from tests.conftest import generate_call
 
 # prompt, system, k, mode, 4 slot models, temperature, top-p, top-k, max new tokens, repetition, seed, β
-SETTINGS = (0.0, 0.9, 50, 6, 1.0, 0, 0.1)
-SAMPLED = (1.0, 1.0, 0, 6, 1.0, 3, 0.1)  # the random tiny model's greedy text is whitespace; sample instead
+GREEDY = {"temperature": 0.0, "top_p": 0.9, "top_k": 50, "seed": 0}
 
 
 @pytest.fixture
@@ -23,8 +23,7 @@ def app(tiny_app: tuple[AppState, Client]) -> tuple[AppState, Client]:
 
 def test_generate_streams_the_engines_reply_then_a_vote_is_stored(app: tuple[AppState, Client]) -> None:
     state, client = app
-    job = client.submit("Say hi.", "", 2, "Side by side", "policy", "reference", "sft", "policy", *SETTINGS,
-                        api_name="/generate")
+    job = client.submit(**generate_call("Say hi.", **GREEDY))
     job.result(timeout=120)
     updates = job.outputs()
     assert len(updates) >= 3  # streamed: a start, token steps, the scored end
@@ -53,8 +52,7 @@ def test_ranking_votes_anonymous_refusal_export_import_and_undo(app: tuple[AppSt
     from gradio_client import handle_file
 
     state, client = app
-    client.predict("Write a poem.", "Be short.", 3, "Side by side", "policy", "reference", "sft", "policy",
-                   *SAMPLED, api_name="/generate")
+    client.predict(**generate_call("Write a poem.", ("policy", "reference", "sft"), system="Be short."))
     with pytest.raises(Exception, match="Rank all 3 responses"):
         client.predict("ranking", ["B", "A"], "bo", api_name="/vote")
     client.predict("ranking", ["C", "A", "B"], "bo", api_name="/vote")
@@ -64,13 +62,13 @@ def test_ranking_votes_anonymous_refusal_export_import_and_undo(app: tuple[AppSt
 
     # Anonymous: refused while the policy is fresh (it is the SFT model: one model, nothing to battle).
     with pytest.raises(Exception, match="needs two different models"):
-        client.predict("Hi", "", 2, "Anonymous battle", "sft", "sft", "sft", "sft", *SETTINGS, api_name="/generate")
+        client.predict(**generate_call("Hi", ("sft", "sft"), mode="Anonymous battle", **GREEDY))
     models = state.models  # new policy weights, published as a finished training run does
     set_policy_weights(models, {n: p.detach() + 0.5 if "lora_B" in n else p.detach()
                                 for n, p in adapter_params(models.policy.model).items()},
                        "trained", f"{models.sft.ident}+trained")
     # Names hidden until the vote. SFT and reference share weights, so it is policy vs one of them.
-    job = client.submit("Hi", "", 2, "Anonymous battle", "sft", "sft", "sft", "sft", *SETTINGS, api_name="/generate")
+    job = client.submit(**generate_call("Hi", ("sft", "sft"), mode="Anonymous battle", **GREEDY))
     job.result(timeout=120)
     assert list(job.outputs()[0][2:4]) == ["### Response A", "### Response B"]
     after = client.predict("tie", [], "bo", api_name="/vote")
@@ -97,8 +95,7 @@ def test_two_sessions_keep_their_own_rounds(app: tuple[AppState, Client]) -> Non
     state, client = app
     other = Client(client.src, verbose=False)
     try:
-        jobs = [c.submit(prompt, "", 2, "Side by side", "policy", "reference", "sft", "policy", *SAMPLED,
-                         api_name="/generate") for c, prompt in ((client, "First?"), (other, "Second?"))]
+        jobs = [c.submit(**generate_call(prompt)) for c, prompt in ((client, "First?"), (other, "Second?"))]
         for job in jobs:
             job.result(timeout=120)
         client.predict("a", [], "ana", api_name="/vote")

@@ -28,7 +28,7 @@ from playground.data.store import Store
 from playground.models.checkpoints import complete_checkpoints
 from playground.models.roles import ModelsConfig
 from service.state import SERVING, build_state
-from tests.conftest import running_app
+from tests.conftest import generate_call, running_app
 
 ROOT = Path(__file__).resolve().parents[1]
 # steps, β, lr, pairs per step, loss, ε, held-out fraction, seed
@@ -223,8 +223,7 @@ def test_kill_9_during_training_serves_the_last_good_checkpoint(tiny_model_dir: 
         assert finished.name in _dropdown_choices(app.url, "Model for A")
         client = connect(app.url)
         try:  # selectable: a response slot generates from it, and a vote on it is stored
-            client.submit("Say hi.", "", 2, "Side by side", finished.name, "reference", "sft", "policy",
-                          1.0, 1.0, 0, 4, 1.0, 0, 0.1, api_name="/generate").result(timeout=60)
+            client.submit(**generate_call("Say hi.", (finished.name, "reference"), max_new_tokens=4)).result(timeout=60)
             assert submit_vote(client, "a", "trainer", timeout=60) is not None
         finally:
             client.close()

@@ -7,7 +7,7 @@ from gradio_client import Client
 
 from playground.core.limits import MAX_PROMPT_CHARS
 from service.state import AppState
-from tests.test_app_first_page import SAMPLED
+from tests.conftest import generate_call
 
 
 @pytest.fixture
@@ -21,13 +21,10 @@ def test_limits_answer_through_the_api(app: tuple[AppState, Client], tmp_path: P
     import playground.data.rows as rows
 
     state, client = app
-    slots = ("policy", "reference", "sft", "policy")
     with pytest.raises(Exception, match=f"at most {MAX_PROMPT_CHARS} allowed"):
-        client.predict("x" * (MAX_PROMPT_CHARS + 1), "", 2, "Side by side", *slots, *SAMPLED, api_name="/generate")
-    too_long = list(SAMPLED)
-    too_long[3] = 100_000  # max new tokens
+        client.predict(**generate_call("x" * (MAX_PROMPT_CHARS + 1)))
     with pytest.raises(Exception, match="greater than maximum value 1024"):  # the slider's bound, checked by Gradio
-        client.predict("Hi", "", 2, "Side by side", *slots, *too_long, api_name="/generate")
+        client.predict(**generate_call("Hi", max_new_tokens=100_000))
     with pytest.raises(Exception, match=r"steps must be 1\.\.10000"):
         client.predict(1_000_000, 0.1, 5e-4, 2, "sigmoid", 0.0, 0.0, 0, api_name="/train")
     big = tmp_path / "big.jsonl"

@@ -11,7 +11,7 @@ from playground.core.access import ADMIN
 from playground.data.prompt_sets import SetPrompt
 from playground.models.roles import ModelsConfig
 from service.state import AppState, build_state
-from tests.conftest import ADMIN_PASSWORD, VOTER, running_app
+from tests.conftest import ADMIN_PASSWORD, VOTER, generate_call, running_app
 
 # /next_item and /queue_skip outputs: status, progress, prompt, 4 headers, 4 texts, ranking
 STATUS, PROGRESS, PROMPT, TEXTS = 0, 1, 2, slice(7, 11)
@@ -154,8 +154,7 @@ def test_both_tabs_vote_through_one_handler_and_the_example_set_loads_in_one_cal
     client.predict("example", ["policy", "sft"], 1.0, 4, 0, api_name="/live_models")
     client.predict("example", "ana", api_name="/next_item")
     assert "stored as **a** by ana" in client.predict("a", [], "ana", api_name="/queue_vote")[-2]
-    client.predict("Say hi.", "", 2, "Side by side", "policy", "reference", "sft", "policy",
-                   1.0, 1.0, 0, 4, 1.0, 3, 0.1, api_name="/generate")
+    client.predict(**generate_call("Say hi.", max_new_tokens=4))
     revealed = client.predict("b", [], "ana", api_name="/vote")
     # The headers of slots A and B: a fresh policy, and a reference with the SFT weights, are SFT.
     assert list(revealed[1:3]) == ["### Response A · `policy` (rated as `sft`)",

@@ -105,15 +105,17 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
         return {b: gr.Button(interactive=not locked) for b in vote_buttons}
 
     @user_errors
-    def generate(prompt_text, system_text, k_value, mode_value, m0, m1, m2, m3, temp, tp, tk, max_tokens, rep,
-                 seed_value, beta_value, request: gr.Request):
-        messages = chat_messages(prompt_text, system_text)
-        settings = GenerationSettings(temperature=float(temp), top_p=float(tp), top_k=int(tk),
-                                      max_new_tokens=int(max_tokens), repetition_penalty=float(rep),
-                                      seed=int(seed_value or 0))
-        anonymous = mode_value == ANONYMOUS
-        current = start_round(state, messages, None if anonymous else [m0, m1, m2, m3][: int(k_value)], settings,
-                              float(beta_value or 0), random.Random())
+    def generate(prompt: str, system: str, k: float, mode: str, model_a: str, model_b: str, model_c: str,
+                 model_d: str, temperature: float, top_p: float, top_k: float, max_new_tokens: float,
+                 repetition_penalty: float, seed: float, beta: float, request: gr.Request):
+        # The parameter names are /generate's keyword names for gradio_client (they shadow the widgets here).
+        messages = chat_messages(prompt, system)
+        settings = GenerationSettings(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
+                                      max_new_tokens=int(max_new_tokens),
+                                      repetition_penalty=float(repetition_penalty), seed=int(seed or 0))
+        anonymous = mode == ANONYMOUS
+        slots = None if anonymous else [model_a, model_b, model_c, model_d][: int(k)]
+        current = start_round(state, messages, slots, settings, float(beta or 0), random.Random())
         names, n = current.models, current.k
         stop_event = state.stop_event(request.session_hash if request else "")
         yield {
@@ -123,11 +125,11 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
             **{scores[i]: "" for i in range(n)}, **{tokens[i]: "" for i in range(n)},
         }
         catalog_now = state.slot_catalog()
-        slots = [catalog_now[name] for name in names]
-        for final in stream_generate(state.models, slots, messages, settings, stop_event):
+        roles = [catalog_now[name] for name in names]
+        for final in stream_generate(state.models, roles, messages, settings, stop_event):
             yield {texts[i]: final.texts[i] for i in range(n)}
         yield {status: "Scoring…"}
-        current = score_round(state.scorer, current, final, slots)
+        current = score_round(state.scorer, current, final, roles)
         yield {
             rnd: current,
             status: ("Stopped early. " if stop_event.is_set() else "") + "Vote below"

@@ -27,9 +27,9 @@ from evals.bench.common import report
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
 VOTE_ID = re.compile(r"Vote #(\d+)")
-# temperature, top-p, top-k, max new tokens, repetition penalty, seed (set per voter), β — sampled,
+# /generate's sampling settings (the seed is set per voter) — sampled,
 # because the random tiny model's greedy text is whitespace.
-SETTINGS = (1.0, 1.0, 0, 4, 1.0)
+SETTINGS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 4, "repetition_penalty": 1.0}
 BETA = 0.1
 
 
@@ -97,8 +97,9 @@ def voter_name(index: int) -> str:
 
 def generate_round(client: Any, seed: int, timeout: float) -> None:  # client: gradio_client.Client
     """`/generate` as the page calls it: two slots, policy against reference, sampled."""
-    client.submit("Say hi.", "", 2, "Side by side", "policy", "reference", "sft", "policy", *SETTINGS,
-                  seed, BETA, api_name="/generate").result(timeout=timeout)
+    client.submit(prompt="Say hi.", system="", k=2, mode="Side by side", model_a="policy", model_b="reference",
+                  model_c="sft", model_d="policy", **SETTINGS, seed=seed, beta=BETA,
+                  api_name="/generate").result(timeout=timeout)
 
 
 def submit_vote(client: Any, outcome: str, voter: str, timeout: float) -> int | None:
