@@ -69,6 +69,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from playground.core.atomic import new_folder
 from playground.core.errors import PlaygroundError
+from playground.core.limits import MAX_SEQUENCE_TOKENS
 from playground.data.rows import PreferenceRow
 from playground.models.checkpoints import HeldOut, pairs_sha256
 from playground.models.devices import resolve_device, resolve_dtype
@@ -100,7 +101,7 @@ class RewardConfig:
     epochs: float | None = None
     batch_size: int = 4  # pairs per step (two rows each)
     lora: LoraSettings = field(default_factory=LoraSettings)
-    max_length: int = 1024  # tokens per prompt+completion row; longer rows are truncated
+    max_length: int = MAX_SEQUENCE_TOKENS  # tokens per prompt+completion row; longer rows are truncated
     seed: int = 0  # LoRA initialisation, shuffling and the held-out split
     heldout: float = 0.2  # fraction of pairs held out (none below 5 pairs)
     max_grad_norm: float = 1.0
