@@ -1,11 +1,19 @@
-"""Shared fixtures: a tiny random Llama (fast unit tests) and the real packaged model (integration)."""
+"""Shared fixtures: a tiny random Llama (fast unit tests), the real packaged model (integration), a
+vote store, and `make_vote`, the one way tests build a Vote."""
+
+from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:  # imported lazily at run time, like the fixtures' own imports
+    from playground.data.store import Store
+    from playground.data.votes import Vote
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -77,6 +85,39 @@ def default_model_dir() -> Path:
     from playground.models.gguf_convert import ensure_default_model
 
     return ensure_default_model(data_dir() / "models")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where `store` keeps its database (a test may open a second connection to it)."""
+    return tmp_path / "votes.sqlite"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    """An empty vote store of its own for one test."""
+    from playground.data.store import Store
+
+    with Store(db_path) as s:
+        yield s
+
+
+PROMPT = [{"role": "user", "content": "Hi?"}]  # make_vote's default prompt
+
+
+def make_vote(models: Sequence[str] = ("sft", "policy"), outcome: str = "a", *, texts: Sequence[str] | None = None,
+              scores: Sequence[dict[str, float]] | None = None, rated_as: Sequence[str] | None = None,
+              prompt: list[dict[str, str]] = PROMPT, voter: str = "ana", **fields: Any) -> Vote:
+    """A Vote comparing `models` in the order shown: response i is `texts[i]` (default "<model> says
+    <i>"), `scores[i]` (default none) and rated as `rated_as[i]` (default None: as shown). `fields`
+    are the Vote's other fields (ranking, settings, created_at, anonymous, item …)."""
+    from playground.data.votes import Response, Vote
+
+    texts = texts if texts is not None else [f"{m} says {i}" for i, m in enumerate(models)]
+    scores = scores if scores is not None else [{} for _ in models]
+    rated = rated_as if rated_as is not None else [None] * len(models)
+    responses = tuple(Response(*args) for args in zip(models, texts, scores, rated, strict=True))
+    return Vote(prompt=prompt, responses=responses, outcome=outcome, voter=voter, **fields)
 
 
 VOTER, ADMIN_PASSWORD = ("ana", "ana-secret-1"), "admin-secret-1"  # the accounts of `locked_state`

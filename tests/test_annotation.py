@@ -4,7 +4,7 @@ position bias on simulated voters (and the votes behind a ranking's pairs), and 
 
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,7 +17,8 @@ from playground.data.exchange import PARQUET_META_KEY, export_rows, meta_path
 from playground.data.merge import merge_votes, vote_judgements
 from playground.data.queue import next_item, queue_vote
 from playground.data.store import Store
-from playground.data.votes import Response, Vote
+from playground.data.votes import Vote
+from tests.conftest import make_vote
 from tests.test_queue import make_set
 
 PAIR = ("policy", "sft")
@@ -25,29 +26,24 @@ TRIPLE = ("policy", "reference", "sft")
 PROMPT = [{"role": "user", "content": "Question?"}]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "votes.sqlite") as s:
-        yield s
-
-
-def responses(shown: Sequence[str]) -> tuple[Response, ...]:
-    return tuple(Response(m, f"{m} says hello", {"reward": 0.0}) for m in shown)
+def hello_vote(shown: Sequence[str], outcome: str, voter: str, **fields: object) -> Vote:
+    """This file's vote: on PROMPT, each response saying "<model> says hello" wherever it is shown."""
+    return make_vote(shown, outcome, texts=[f"{m} says hello" for m in shown], scores=[{"reward": 0.0} for _ in shown],
+                     prompt=PROMPT, voter=voter, **fields)
 
 
 def pair_vote(item: int, voter: str, label: str, left_first: bool = True) -> Vote:
     """`label`: the winning model, "tie" or "both_bad"; shown policy-left unless left_first is False."""
     shown = PAIR if left_first else PAIR[::-1]
     outcome = "ab"[shown.index(label)] if label in shown else label
-    return Vote(prompt=PROMPT, responses=responses(shown), outcome=outcome, voter=voter, anonymous=True, item=item)
+    return hello_vote(shown, outcome, voter, anonymous=True, item=item)
 
 
 def rank_vote(item: int, voter: str, order: Sequence[str] | None, shown: Sequence[str] = TRIPLE) -> Vote:
     """A ranking best first, or "All flawed" (order None)."""
     if order is None:
-        return Vote(prompt=PROMPT, responses=responses(shown), outcome="both_bad", voter=voter, item=item)
-    return Vote(prompt=PROMPT, responses=responses(shown), outcome="ranking", voter=voter, item=item,
-                ranking=tuple(shown.index(m) for m in order))
+        return hello_vote(shown, "both_bad", voter, item=item)
+    return hello_vote(shown, "ranking", voter, item=item, ranking=tuple(shown.index(m) for m in order))
 
 
 def item_ids(store: Store, name: str) -> list[int]:
@@ -152,7 +148,7 @@ def voted(store: Store) -> Store:
     make_set(store, n=2, overlap=3, models=TRIPLE, name="ranks")
     p0, p1, p2 = item_ids(store, "pairs")
     r0, r1 = item_ids(store, "ranks")
-    store.add_vote(Vote(prompt=PROMPT, responses=responses(PAIR), outcome="b", voter="solo"))
+    store.add_vote(hello_vote(PAIR, "b", "solo"))
     for vote in [
         pair_vote(p0, "ana", "policy"), pair_vote(p0, "bo", "policy", left_first=False), pair_vote(p0, "cy", "tie"),
         pair_vote(p1, "ana", "policy"), pair_vote(p1, "bo", "sft"),

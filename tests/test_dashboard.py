@@ -13,9 +13,8 @@ from gradio_client import Client, handle_file
 from evals.dashboard import build_report, win_rate_display, write_tables, zip_tables
 from evals.kl import estimate_kl, eval_prompts
 from evals.winrate import win_rate_table
-from playground.data.votes import Response, Vote
 from service.state import AppState
-from tests.conftest import running_app
+from tests.conftest import make_vote, running_app
 from tests.test_models import perturb_adapter
 from tests.test_train_tab import PAIRS, TRAIN
 
@@ -27,15 +26,10 @@ def state(tiny_state: AppState) -> AppState:
     return tiny_state
 
 
-def add_votes(state: AppState, a: str, b: str, outcomes: str) -> None:
-    for o in outcomes:
-        state.store.add_vote(Vote(prompt=PROMPT, responses=(Response(a, "short"), Response(b, "a longer answer")),
-                                  outcome={"a": "a", "b": "b", "t": "tie"}[o], voter="ana",
-                                  settings={"rated_as": [a, b]}))
-
-
 def test_report_from_votes_and_judge_battles(state: AppState, tmp_path: Path) -> None:
-    add_votes(state, "policy", "sft", "aaaaaabbt")  # policy 6.5 of 9 against sft
+    for outcome in ["a"] * 6 + ["b"] * 2 + ["tie"]:  # policy 6.5 of 9 against sft
+        state.store.add_vote(make_vote(("policy", "sft"), outcome, texts=("short", "a longer answer"),
+                                       rated_as=("policy", "sft"), prompt=PROMPT))
     state.store.add_judge_battles("rule:shorter", "r1", [
         {"prompt": PROMPT, "model_a": "x", "model_b": "sft", "text_a": "1", "text_b": "22", "winner": "model_a"}])
     report = build_report(state.store, bootstrap=200)

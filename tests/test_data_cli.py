@@ -4,7 +4,6 @@ import csv
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ from playground.data.__main__ import build_parser
 from playground.data.exchange import export_rows, import_file
 from playground.data.rows import PreferenceRow
 from playground.data.store import Store, default_path
-from playground.data.votes import Response, Vote, to_arena_rows
+from playground.data.votes import to_arena_rows
+from tests.conftest import make_vote
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Sky colour?"}]
@@ -60,22 +60,13 @@ def run_data(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def add_votes(store: Store) -> None:
-    def responses(*models: str) -> tuple[Response, ...]:
-        return tuple(Response(m, f"{m}: blue" if i == 0 else f"{m}: green", {"reward": float(i)})
-                     for i, m in enumerate(models))
-
-    store.add_vote(Vote(prompt=PROMPT, responses=responses("sft", "policy"), outcome="b", voter="ana",
-                        created_at=10.0))
-    store.add_vote(Vote(prompt=PROMPT, responses=responses("sft", "policy"), outcome="tie", voter="bob",
-                        created_at=20.0))
-    store.add_vote(Vote(prompt=PROMPT, responses=responses("sft", "policy", "ckpt-0001"), outcome="ranking",
-                        ranking=(2, 0, 1), voter="ana", anonymous=True, created_at=30.0))
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "votes.sqlite") as s:
-        yield s
+    """ana prefers b, bob ties, ana ranks three anonymously; the first response says blue, the others green."""
+    for models, fields in [(("sft", "policy"), {"outcome": "b", "created_at": 10.0}),
+                           (("sft", "policy"), {"outcome": "tie", "voter": "bob", "created_at": 20.0}),
+                           (("sft", "policy", "ckpt-0001"),
+                            {"outcome": "ranking", "ranking": (2, 0, 1), "anonymous": True, "created_at": 30.0})]:
+        store.add_vote(make_vote(models, texts=[f"{m}: {'green' if i else 'blue'}" for i, m in enumerate(models)],
+                                 scores=[{"reward": float(i)} for i in range(len(models))], prompt=PROMPT, **fields))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -15,10 +15,9 @@ import pandas as pd
 import pytest
 from gradio_client import Client
 
-from playground.data.votes import Response, Vote
 from playground.models.roles import ModelsConfig
 from service.state import KEEP_EXPORTS, AppState, build_state
-from tests.conftest import running_app
+from tests.conftest import make_vote, running_app
 
 PROMPT = [{"role": "user", "content": "Hi?"}]
 # (voter, outcome): 3 votes preferring a response (3 TRL rows), 4 Arena battles, 2 voters.
@@ -27,8 +26,8 @@ VOTES = [("ana", "a"), ("ana", "b"), ("ana", "tie"), ("bo", "a")]
 
 def add_votes(state: AppState, votes: list[tuple[str, str]] = VOTES) -> None:
     for voter, outcome in votes:
-        state.store.add_vote(Vote(prompt=PROMPT, responses=(Response("policy", "short"), Response("sft", "longer")),
-                                  outcome=outcome, voter=voter, settings={"rated_as": ["policy", "sft"]}))
+        state.store.add_vote(make_vote(("policy", "sft"), outcome, texts=("short", "longer"),
+                                       rated_as=("policy", "sft"), prompt=PROMPT, voter=voter))
 
 
 @pytest.fixture

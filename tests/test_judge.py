@@ -9,12 +9,12 @@ from evals.judge import main as judge_main
 from evals.judge import rule_judge
 from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
 from playground.core.errors import PlaygroundError
-from playground.data.votes import Response, Vote
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import ModelsConfig, adapter_params, load_models
 from playground.scoring.generation import GenerationSettings
 from service.evaluation import run_judge
 from service.state import AppState
+from tests.conftest import make_vote
 from tests.test_models import perturb_adapter
 
 PROMPT = [{"role": "user", "content": "Hi?"}]
@@ -66,13 +66,12 @@ def state(tiny_state: AppState) -> AppState:
 
 
 def test_human_battles_use_rated_names_and_skip_self_battles(state: AppState) -> None:
-    def vote(models: tuple[str, ...], outcome: str, rated: list[str], ranking: tuple[int, ...] | None = None) -> Vote:
-        return Vote(prompt=PROMPT, responses=tuple(Response(m, "x" * (i + 1)) for i, m in enumerate(models)),
-                    outcome=outcome, ranking=ranking, voter="ana", settings={"rated_as": rated})
-
-    state.store.add_vote(vote(("policy", "sft"), "a", ["dpo-1", "sft"]))
-    state.store.add_vote(vote(("sft", "reference"), "b", ["sft", "sft"]))  # one model twice: no battle
-    state.store.add_vote(vote(("policy", "sft", "reference"), "ranking", ["dpo-2", "sft", "sft"], (2, 0, 1)))
+    # Response i is i + 1 characters long.
+    state.store.add_vote(make_vote(("policy", "sft"), "a", texts=("x", "xx"), rated_as=("dpo-1", "sft")))
+    state.store.add_vote(make_vote(("sft", "reference"), "b", texts=("x", "xx"),
+                                   rated_as=("sft", "sft")))  # one model twice: no battle
+    state.store.add_vote(make_vote(("policy", "sft", "reference"), "ranking", texts=("x", "xx", "xxx"),
+                                   rated_as=("dpo-2", "sft", "sft"), ranking=(2, 0, 1)))
     rows = human_battles(state.store)
     assert [(r["model_a"], r["model_b"], r["winner"], r["len_a"], r["len_b"]) for r in rows] == [
         ("dpo-1", "sft", "model_a", 1, 2), ("dpo-2", "sft", "model_a", 1, 2), ("dpo-2", "sft", "model_b", 1, 3)]

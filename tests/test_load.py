@@ -10,7 +10,7 @@ import pytest
 
 from evals.bench.load import OUTCOMES, LoadResult, VoterResult, check_votes, run_voters, serve, voter_name
 from playground.data.store import Store
-from playground.data.votes import Response, Vote
+from tests.conftest import make_vote
 
 VOTERS = 20
 
@@ -43,9 +43,7 @@ def test_the_vote_check_notices_lost_extra_and_altered_votes(tmp_path: Path) -> 
     """The check above can fail: it compares the database with what the voters were told."""
     with Store(tmp_path / "votes.sqlite") as store:
         def cast(i: int, outcome: str) -> int:
-            return store.add_vote(Vote(prompt=[{"role": "user", "content": "Hi"}],
-                                       responses=(Response("policy", "x"), Response("sft", "y")),
-                                       outcome=outcome, voter=voter_name(i)))
+            return store.add_vote(make_vote(("policy", "sft"), outcome, voter=voter_name(i)))
 
         told = [VoterResult(voter_name(i), OUTCOMES[i], vote_id=cast(i, OUTCOMES[i])) for i in range(3)]
         result = LoadResult(told, seconds=1.0)

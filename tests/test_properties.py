@@ -95,8 +95,10 @@ VALID_ROW = {"prompt": "Why is the sky blue?", "chosen": "Rayleigh scattering.",
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """One database for all examples of a test: refused imports must not add to what is there."""
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """One database for the whole module, unlike conftest's `store` (one per test): hypothesis runs
+    many examples inside one test call and refuses function-scoped fixtures there, and refused
+    imports must not add to what the examples before them stored."""
     with Store(tmp_path_factory.mktemp("props") / "votes.sqlite") as s:
         yield s
 
@@ -124,21 +126,21 @@ def _parses(text: str) -> bool:
 @example(lines=[json.dumps(VALID_ROW), "[" * 100_000], skip_invalid=True, tail=b"")
 @example(lines=[json.dumps(VALID_ROW)], skip_invalid=False, tail=b"\xff\xfe not utf-8")
 def test_importing_any_file_imports_all_valid_rows_or_nothing(
-        store: Store, tmp_path_factory: pytest.TempPathFactory, lines: list[str], skip_invalid: bool, tail: bytes
+        shared_store: Store, tmp_path_factory: pytest.TempPathFactory, lines: list[str], skip_invalid: bool, tail: bytes
 ) -> None:
     path = tmp_path_factory.getbasetemp() / f"import-{uuid.uuid4().hex}.jsonl"
     path.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass") + b"\n" + tail)
-    before = _pair_count(store)
+    before = _pair_count(shared_store)
     try:
-        result = import_file(store, path, skip_invalid=skip_invalid)
+        result = import_file(shared_store, path, skip_invalid=skip_invalid)
     except PlaygroundError as exc:
         event("refused")  # the statistics show both outcomes are exercised
         assert str(exc).strip()
-        assert _pair_count(store) == before  # all or nothing
+        assert _pair_count(shared_store) == before  # all or nothing
         return
     finally:
         path.unlink()
-    assert _pair_count(store) == before + result.imported
+    assert _pair_count(shared_store) == before + result.imported
     if tail:  # random bytes make a last line of their own: only the bookkeeping above is predictable
         return
     rows = [text for text in lines if text.strip()]
@@ -147,7 +149,7 @@ def test_importing_any_file_imports_all_valid_rows_or_nothing(
     assert len(result.skipped) == len(rows) - len(valid)
     if not skip_invalid:
         assert result.skipped == []
-    stored = store.imported_pairs()[before:]
+    stored = shared_store.imported_pairs()[before:]
     assert [r.as_trl() for r in stored] == [parse_row(json.loads(t), 1).as_trl() for t in valid]
     for row in stored:  # whatever was let in can be exported (a UTF-8 file) and tokenized
         json.dumps(row.as_trl(), ensure_ascii=False, default=str).encode("utf-8")
@@ -187,22 +189,22 @@ parquet_file = st.lists(st.tuples(mostly(nonblank, odd_text), nonblank, nonblank
 @given(kind=st.sampled_from([".csv", ".parquet", ".json"]), data=st.data(),
        tail=st.one_of(st.just(b""), st.binary(min_size=1, max_size=32)))
 @example(kind=".csv", data=None, tail=b"\xff\xfe")
-def test_csv_parquet_and_junk_files_import_or_explain(store: Store, tmp_path_factory: pytest.TempPathFactory,
+def test_csv_parquet_and_junk_files_import_or_explain(shared_store: Store, tmp_path_factory: pytest.TempPathFactory,
                                                       kind: str, data: Any, tail: bytes) -> None:
     content = {".csv": csv_file, ".parquet": parquet_file, ".json": st.binary(max_size=200)}[kind]
     body = _csv_text(list(TRL_COLUMNS), [["a", "b", "c"]]).encode() if data is None \
         else data.draw(content)
     path = tmp_path_factory.getbasetemp() / f"import-{uuid.uuid4().hex}{kind}"
     path.write_bytes(body + tail)
-    before = _pair_count(store)
+    before = _pair_count(shared_store)
     try:
-        result = import_file(store, path)
+        result = import_file(shared_store, path)
     except PlaygroundError as exc:
         event("refused")  # the statistics show both outcomes are exercised
         assert str(exc).strip()
-        assert _pair_count(store) == before
+        assert _pair_count(shared_store) == before
     else:
-        assert result.imported > 0 and _pair_count(store) == before + result.imported
+        assert result.imported > 0 and _pair_count(shared_store) == before + result.imported
     finally:
         path.unlink()
 
@@ -267,7 +269,7 @@ def _round_trips(store: Store, vote: Vote) -> None:
            lambda k: st.lists(response_args, min_size=k, max_size=k)),
        voter=voter, settings_=settings_value, anonymous=mostly(st.booleans(), scalars), created_at=created_at)
 def test_a_vote_is_valid_and_round_trips_or_is_refused_with_a_message(
-        store: Store, data: st.DataObject, prompt: Any, responses: list[tuple], voter: Any, settings_: Any,
+        shared_store: Store, data: st.DataObject, prompt: Any, responses: list[tuple], voter: Any, settings_: Any,
         anonymous: Any, created_at: Any) -> None:
     outcome, ranking = outcome_and_ranking(data, len(responses))
     try:
@@ -278,7 +280,7 @@ def test_a_vote_is_valid_and_round_trips_or_is_refused_with_a_message(
         assert str(exc).strip()
         return
     event("stored")
-    _round_trips(store, vote)
+    _round_trips(shared_store, vote)
 
 
 @st.composite
@@ -296,7 +298,7 @@ def scored_round(draw: st.DrawFn) -> Round:
 
 @PROPERTY
 @given(data=st.data(), rnd=scored_round(), voter=voter)
-def test_make_vote_gives_a_storable_vote_or_a_message(store: Store, data: st.DataObject, rnd: Round,
+def test_make_vote_gives_a_storable_vote_or_a_message(shared_store: Store, data: st.DataObject, rnd: Round,
                                                       voter: Any) -> None:
     outcome, ranking = outcome_and_ranking(data, rnd.k)
     try:
@@ -308,19 +310,19 @@ def test_make_vote_gives_a_storable_vote_or_a_message(store: Store, data: st.Dat
     event("stored")
     assert vote.outcome == outcome and len(vote.responses) == rnd.k
     assert [r.text for r in vote.responses] == list(rnd.texts)
-    _round_trips(store, vote)
+    _round_trips(shared_store, vote)
 
 
 @pytest.mark.parametrize("where", ["model", "text"])
-def test_a_lone_surrogate_in_a_response_is_refused_not_a_crash(store: Store, where: str) -> None:
+def test_a_lone_surrogate_in_a_response_is_refused_not_a_crash(shared_store: Store, where: str) -> None:
     """Python strings can hold lone surrogates (from a JSON "\\ud800" escape, say); SQLite TEXT
     cannot. A vote holding one must be refused with a message, not fail inside the store."""
     bad = {"model": "policy", "text": "fine", where: "broken \ud800 text"}
-    before = len(store.votes())
+    before = len(shared_store.votes())
     with pytest.raises(PlaygroundError, match="holds a lone surrogate"):
-        store.add_vote(Vote(prompt=[{"role": "user", "content": "Hi"}], outcome="a", voter="ana",
-                            responses=(Response(**bad), Response("sft", "ok"))))
-    assert len(store.votes()) == before
+        shared_store.add_vote(Vote(prompt=[{"role": "user", "content": "Hi"}], outcome="a", voter="ana",
+                                   responses=(Response(**bad), Response("sft", "ok"))))
+    assert len(shared_store.votes()) == before
 
 
 @pytest.mark.parametrize(("prompt", "system"), [("hi \ud800", ""), ("hi", "be \udfff brief")],

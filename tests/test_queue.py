@@ -2,8 +2,7 @@
 
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
@@ -20,12 +19,6 @@ from playground.data.queue import (
 from playground.data.store import Store
 
 MODELS = ("policy", "sft")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "votes.sqlite") as s:
-        yield s
 
 
 def add_responses(store: Store, prompt: SetPrompt, models: Sequence[str]) -> None:

@@ -5,7 +5,6 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,36 +14,23 @@ from playground.data import store as store_module
 from playground.data.rows import PreferenceRow
 from playground.data.store import Store, default_path
 from playground.data.votes import Response, Vote
+from tests.conftest import make_vote
 
 PROMPT = [{"role": "user", "content": "Name a colour."}]
 
 
 def vote(voter: str = "ana", models: tuple[str, ...] = ("sft", "policy"), outcome: str = "a",
          ranking: tuple[int, ...] | None = None, created_at: float = 1000.0) -> Vote:
-    responses = tuple(Response(m, f"{m} says {i}", {"logp_policy": -1.5 * i}) for i, m in enumerate(models))
-    return Vote(prompt=PROMPT, responses=responses, outcome=outcome, ranking=ranking, voter=voter,
-                settings={"seed": 3, "max_new_tokens": 64}, created_at=created_at)
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "votes.sqlite"
-
-
-@pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    with Store(db_path) as s:
-        yield s
+    """This file's vote: voter first, a policy log-probability per response, fixed settings and time."""
+    return make_vote(models, outcome, scores=[{"logp_policy": -1.5 * i} for i in range(len(models))], prompt=PROMPT,
+                     voter=voter, ranking=ranking, settings={"seed": 3, "max_new_tokens": 64}, created_at=created_at)
 
 
 def test_round_trip_keeps_every_field(store: Store) -> None:
-    ranked = Vote(
-        prompt=[{"role": "system", "content": "Be kind."}, *PROMPT],
-        responses=(Response("sft", "red", {"logp_policy": -3.25, "reward": 0.5}), Response("ckpt-0003", "blue"),
-                   Response("reference", "ünïcode ✓")),
-        outcome="ranking", ranking=(2, 0, 1), voter="bob", settings={"seed": 11, "temperature": 0.7},
-        anonymous=True, created_at=1234.5,
-    )
+    ranked = make_vote(("sft", "ckpt-0003", "reference"), "ranking", texts=("red", "blue", "ünïcode ✓"),
+                       scores=({"logp_policy": -3.25, "reward": 0.5}, {}, {}),
+                       prompt=[{"role": "system", "content": "Be kind."}, *PROMPT], voter="bob", ranking=(2, 0, 1),
+                       settings={"seed": 11, "temperature": 0.7}, anonymous=True, created_at=1234.5)
     vote_id = store.add_vote(ranked)
     assert store.get_vote(vote_id) == dataclasses.replace(ranked, id=vote_id)
     assert store.get_vote(vote_id + 1) is None
@@ -283,10 +269,12 @@ def test_version_4_rated_names_move_from_settings_onto_the_responses(db_path: Pa
 
 def test_rated_names_round_trip(store: Store) -> None:
     responses = (Response("policy", "x", {}, "ckpt-2"), Response("reference", "y", {}, "sft"))
-    vote_id = store.add_vote(Vote(prompt=PROMPT, responses=responses, outcome="b", voter="ana"))
+    rated = make_vote(("policy", "reference"), "b", texts=("x", "y"), rated_as=("ckpt-2", "sft"), prompt=PROMPT)
+    assert rated.responses == responses
+    vote_id = store.add_vote(rated)
     assert store.votes()[0].responses == responses and store.votes()[0].id == vote_id
-    legacy = Vote(prompt=PROMPT, responses=(Response("policy", "x"), Response("sft", "y")), outcome="a", voter="bo",
-                  settings={"rated_as": ["ckpt-3", "sft"]})  # a caller of schema 4
+    legacy = make_vote(("policy", "sft"), texts=("x", "y"), prompt=PROMPT, voter="bo",
+                       settings={"rated_as": ["ckpt-3", "sft"]})  # a caller of schema 4
     assert [r.rated_as for r in legacy.responses] == ["ckpt-3", "sft"] and legacy.settings == {}
     with pytest.raises(PlaygroundError, match="rated name"):
         Response("policy", "x", {}, " ")

@@ -11,22 +11,15 @@ import torch
 
 from evals import dashboard
 from playground.core.errors import PlaygroundError
-from playground.data.votes import Response, Vote
 from playground.models.checkpoints import CheckpointRecord
 from playground.models.roles import adapter_params
 from playground.training.dpo import DPOConfig
 from playground.training.reward_model import RewardConfig
 from service import training
 from service.state import AppState
+from tests.conftest import make_vote
 
 FAST = DPOConfig(steps=3, lr=5e-3, batch_size=2)  # 6 votes: 5 train pairs, 1 held out
-
-
-def add_votes(state: AppState, n: int = 6) -> None:
-    for i in range(n):
-        state.store.add_vote(Vote(prompt=[{"role": "user", "content": f"Question {i}?"}],
-                                  responses=(Response("policy", "Yes."), Response("sft", "No, a long wrong answer.")),
-                                  outcome="a", voter="ana"))
 
 
 def served(state: AppState) -> dict[str, torch.Tensor]:
@@ -40,7 +33,10 @@ def assert_served_is(state: AppState, before: dict[str, torch.Tensor]) -> None:
 
 @pytest.fixture
 def state(tiny_state: AppState) -> AppState:
-    add_votes(tiny_state)
+    """The tiny state with 6 votes, each for policy's short answer over sft's long wrong one."""
+    for i in range(6):
+        tiny_state.store.add_vote(make_vote(("policy", "sft"), texts=("Yes.", "No, a long wrong answer."),
+                                            prompt=[{"role": "user", "content": f"Question {i}?"}]))
     return tiny_state
 
 

@@ -4,30 +4,24 @@ import pytest
 
 from playground.core.errors import PlaygroundError
 from playground.data.votes import Response, Vote, to_arena_rows, to_trl_rows, vote_pairs
+from tests.conftest import make_vote
 
 PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]
 MODELS = ("sft", "policy", "reference", "ckpt-0003", "ckpt-0007")
 
 
-def make_vote(outcome: str = "a", k: int = 2, ranking: tuple[int, ...] | None = None, **kw) -> Vote:
-    responses = tuple(Response(MODELS[i], f"answer {i}", {"reward": float(i)}) for i in range(k))
-    fields = {"prompt": PROMPT, "responses": responses, "outcome": outcome, "ranking": ranking,
-              "voter": "ana", "settings": {"seed": 7, "temperature": 0.8}, "created_at": 1000.0}
-    return Vote(**{**fields, **kw})
-
-
 def test_vote_pairs_for_each_outcome() -> None:
-    assert vote_pairs(make_vote("a")) == [(0, 1)]
-    assert vote_pairs(make_vote("b")) == [(1, 0)]
-    assert vote_pairs(make_vote("tie")) == []
-    assert vote_pairs(make_vote("both_bad")) == []
-    assert vote_pairs(make_vote("ranking", k=2, ranking=(1, 0))) == [(1, 0)]
-    assert vote_pairs(make_vote("ranking", k=3, ranking=(2, 0, 1))) == [(2, 0), (2, 1), (0, 1)]
-    assert len(vote_pairs(make_vote("ranking", k=4, ranking=(3, 1, 0, 2)))) == 6
+    assert vote_pairs(make_vote(outcome="a")) == [(0, 1)]
+    assert vote_pairs(make_vote(outcome="b")) == [(1, 0)]
+    assert vote_pairs(make_vote(outcome="tie")) == []
+    assert vote_pairs(make_vote(outcome="both_bad")) == []
+    assert vote_pairs(make_vote(outcome="ranking", ranking=(1, 0))) == [(1, 0)]
+    assert vote_pairs(make_vote(MODELS[:3], "ranking", ranking=(2, 0, 1))) == [(2, 0), (2, 1), (0, 1)]
+    assert len(vote_pairs(make_vote(MODELS[:4], "ranking", ranking=(3, 1, 0, 2)))) == 6
 
 
 def test_trl_row_for_a_pair_vote() -> None:
-    assert to_trl_rows([make_vote("b", id=12)]) == [{
+    assert to_trl_rows([make_vote(outcome="b", texts=("answer 0", "answer 1"), prompt=PROMPT, id=12)]) == [{
         "prompt": PROMPT,
         "chosen": [{"role": "assistant", "content": "answer 1"}],
         "rejected": [{"role": "assistant", "content": "answer 0"}],
@@ -39,12 +33,13 @@ def test_trl_row_for_a_pair_vote() -> None:
 
 
 def test_ties_and_both_bad_give_no_trl_rows() -> None:
-    assert to_trl_rows([make_vote("tie"), make_vote("both_bad")]) == []
-    assert [r["vote_id"] for r in to_trl_rows([make_vote("tie", id=1), make_vote("a", id=2)])] == [2]
+    assert to_trl_rows([make_vote(outcome="tie"), make_vote(outcome="both_bad")]) == []
+    assert [r["vote_id"] for r in to_trl_rows([make_vote(outcome="tie", id=1), make_vote(outcome="a", id=2)])] == [2]
 
 
 def test_ranking_all_pairs() -> None:
-    rows = to_trl_rows([make_vote("ranking", k=4, ranking=(3, 1, 0, 2), id=1)], "all_pairs")
+    rows = to_trl_rows([make_vote(MODELS[:4], "ranking", texts=[f"answer {i}" for i in range(4)],
+                                  ranking=(3, 1, 0, 2), id=1)], "all_pairs")
     assert [(r["chosen_model"], r["rejected_model"]) for r in rows] == [
         ("ckpt-0003", "policy"), ("ckpt-0003", "sft"), ("ckpt-0003", "reference"),
         ("policy", "sft"), ("policy", "reference"), ("sft", "reference"),
@@ -57,7 +52,7 @@ def _picks(votes: list[Vote], seed: int) -> dict[int, str]:
 
 
 def test_ranking_best_vs_random_is_best_against_one_other_fixed_by_seed() -> None:
-    votes = [make_vote("ranking", k=4, ranking=(3, 1, 0, 2), id=i) for i in range(1, 41)]
+    votes = [make_vote(MODELS[:4], "ranking", ranking=(3, 1, 0, 2), id=i) for i in range(1, 41)]
     rows = to_trl_rows(votes, "best_vs_random", seed=5)
     assert len(rows) == 40
     assert {r["chosen_model"] for r in rows} == {"ckpt-0003"}
@@ -70,7 +65,8 @@ def test_ranking_best_vs_random_is_best_against_one_other_fixed_by_seed() -> Non
 
 
 def test_best_vs_random_leaves_pair_votes_alone() -> None:
-    votes = [make_vote("a", id=1), make_vote("b", id=2), make_vote("ranking", k=2, ranking=(1, 0), id=3)]
+    votes = [make_vote(outcome="a", id=1), make_vote(outcome="b", id=2),
+             make_vote(outcome="ranking", ranking=(1, 0), id=3)]
     assert to_trl_rows(votes, "best_vs_random", 0) == to_trl_rows(votes, "all_pairs", 0)
     assert len(to_trl_rows(votes, "best_vs_random", 0)) == 3
 
@@ -84,14 +80,14 @@ def test_unknown_binarization_is_refused() -> None:
     ("a", "model_a"), ("b", "model_b"), ("tie", "tie"), ("both_bad", "tie (bothbad)"),
 ])
 def test_arena_row_per_pair_outcome(outcome: str, winner: str) -> None:
-    assert to_arena_rows([make_vote(outcome, id=4, anonymous=True)]) == [{
+    assert to_arena_rows([make_vote(outcome=outcome, id=4, anonymous=True, created_at=1000.0)]) == [{
         "model_a": "sft", "model_b": "policy", "winner": winner, "tstamp": 1000.0,
         "vote_id": 4, "voter": "ana", "anonymous": True,
     }]
 
 
 def test_arena_ranking_is_one_battle_per_unordered_pair() -> None:
-    rows = to_arena_rows([make_vote("ranking", k=3, ranking=(2, 0, 1), id=9)])
+    rows = to_arena_rows([make_vote(MODELS[:3], "ranking", ranking=(2, 0, 1), id=9)])
     assert [(r["model_a"], r["model_b"], r["winner"]) for r in rows] == [
         ("sft", "policy", "model_a"),        # 0 ranked above 1
         ("sft", "reference", "model_b"),     # 2 ranked above 0
@@ -101,15 +97,15 @@ def test_arena_ranking_is_one_battle_per_unordered_pair() -> None:
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"k": 1}, "2 to 4 responses, got 1"),
-    ({"k": 5, "outcome": "ranking", "ranking": (0, 1, 2, 3, 4)}, "2 to 4 responses, got 5"),
+    ({"models": MODELS[:1]}, "2 to 4 responses, got 1"),
+    ({"models": MODELS[:5], "outcome": "ranking", "ranking": (0, 1, 2, 3, 4)}, "2 to 4 responses, got 5"),
     ({"outcome": "win"}, "outcome 'win' is not one of"),
-    ({"k": 3, "outcome": "a"}, "needs exactly 2 responses"),
-    ({"k": 3, "outcome": "ranking"}, "needs a ranking"),
-    ({"k": 3, "outcome": "ranking", "ranking": (0, 1, 1)}, "exactly once"),
-    ({"k": 3, "outcome": "ranking", "ranking": (0, 1)}, "exactly once"),
-    ({"k": 3, "outcome": "ranking", "ranking": (0, 1, 3)}, "exactly once"),
-    ({"k": 2, "outcome": "ranking", "ranking": ("0", 1)}, "exactly once"),
+    ({"models": MODELS[:3], "outcome": "a"}, "needs exactly 2 responses"),
+    ({"models": MODELS[:3], "outcome": "ranking"}, "needs a ranking"),
+    ({"models": MODELS[:3], "outcome": "ranking", "ranking": (0, 1, 1)}, "exactly once"),
+    ({"models": MODELS[:3], "outcome": "ranking", "ranking": (0, 1)}, "exactly once"),
+    ({"models": MODELS[:3], "outcome": "ranking", "ranking": (0, 1, 3)}, "exactly once"),
+    ({"models": MODELS[:2], "outcome": "ranking", "ranking": ("0", 1)}, "exactly once"),
     ({"outcome": "tie", "ranking": (0, 1)}, "takes no ranking"),
     ({"voter": "  "}, "voter name is empty"),
     ({"voter": "x" * 65}, "at most 64"),
@@ -138,8 +134,9 @@ def test_invalid_responses_are_refused(model: str, text: str, scores: dict, mess
 
 
 def test_voter_name_is_trimmed_and_sequences_become_tuples() -> None:
-    responses = list(make_vote("ranking", k=3, ranking=(0, 1, 2)).responses)
-    vote = make_vote("ranking", k=3, ranking=[1, 2, 0], voter="  ana ", responses=responses)
+    """Vote's own constructor: built directly, with lists where tuples are stored."""
+    responses = list(make_vote(MODELS[:3], "ranking", ranking=(0, 1, 2)).responses)
+    vote = Vote(prompt=PROMPT, responses=responses, outcome="ranking", ranking=[1, 2, 0], voter="  ana ")
     assert vote.voter == "ana"
     assert vote.ranking == (1, 2, 0)
     assert isinstance(vote.responses, tuple)
@@ -147,7 +144,6 @@ def test_voter_name_is_trimmed_and_sequences_become_tuples() -> None:
 
 
 def test_trl_rows_leave_out_pairs_with_an_empty_response() -> None:
-    vote = Vote(prompt=[{"role": "user", "content": "hi"}], outcome="ranking", ranking=(0, 1, 2), voter="ana",
-                responses=(Response("policy", "Hello"), Response("sft", "  \n"), Response("reference", "Hey")))
+    vote = make_vote(("policy", "sft", "reference"), "ranking", texts=("Hello", "  \n", "Hey"), ranking=(0, 1, 2))
     rows = to_trl_rows([vote])
     assert [(r["chosen_model"], r["rejected_model"]) for r in rows] == [("policy", "reference")]
