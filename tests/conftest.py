@@ -34,6 +34,14 @@ CORPUS = [
 ]
 
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the real model and in a real browser are slow by nature: `-m "not slow"` leaves them
+    out without every such test repeating the mark."""
+    for item in items:
+        if item.get_closest_marker("integration") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
 def build_tiny_model(folder: Path) -> Path:
     """A 2-layer random Llama with a real byte-level BPE tokenizer and SmolLM2's chat template."""
     import torch

@@ -196,6 +196,7 @@ def test_help_explains_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
             assert flag in text
 
 
+@pytest.mark.slow  # a subprocess CLI
 def test_cli_export_then_import_round_trip(home: Path, tmp_path: Path) -> None:
     with Store(default_path()) as s:
         add_votes(s)
@@ -216,6 +217,7 @@ def test_cli_export_then_import_round_trip(home: Path, tmp_path: Path) -> None:
         assert s.imported_pairs() == expected
 
 
+@pytest.mark.slow  # a subprocess CLI
 def test_cli_import_of_a_bad_file_writes_nothing(home: Path, tmp_path: Path) -> None:
     path = tmp_path / "pairs.jsonl"
     path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "", "rejected": "c"}\n')
@@ -229,6 +231,7 @@ def test_cli_import_of_a_bad_file_writes_nothing(home: Path, tmp_path: Path) -> 
         assert s.imported_pairs() == []
 
 
+@pytest.mark.slow  # a subprocess CLI
 def test_cli_errors_are_one_line(home: Path, tmp_path: Path) -> None:
     done = run_data("export", "--format", "arena", "--out", str(tmp_path / "a.jsonl"))
     assert done.returncode == 1

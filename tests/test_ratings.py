@@ -405,6 +405,7 @@ def test_cli_writes_json_and_prints_the_leaderboard(tmp_path: Path, capsys: pyte
     assert sorted(tmp_path.iterdir()) == sorted([src, out])  # no temporary file left behind
 
 
+@pytest.mark.slow  # a subprocess CLI
 def test_cli_bad_input_exits_1_with_one_error_line(tmp_path: Path) -> None:
     src = tmp_path / "battles.jsonl"
     src.write_text('{"model_a": "a", "model_b": "b", "winner": "model_a"}\n{"model_a": "a", "model_b": "b"}\n')

@@ -106,6 +106,7 @@ def run_score(tiny: Path, home: Path, *args: str) -> subprocess.CompletedProcess
                           env={"PLAYGROUND_HOME": str(home), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
 
 
+@pytest.mark.slow  # a subprocess CLI
 def test_score_cli_writes_every_column(tiny_model_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "pairs.jsonl"
     src.write_text("\n".join(json.dumps({"prompt": p, "chosen": c, "rejected": r, "id": i})
@@ -124,6 +125,7 @@ def test_score_cli_writes_every_column(tiny_model_dir: Path, tmp_path: Path) -> 
     assert f"({'0'} skipped, {n_truncated} truncated)" in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess CLI
 def test_score_cli_bad_rows(tiny_model_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "pairs.jsonl"
     src.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": ""'
@@ -141,6 +143,7 @@ def test_score_cli_bad_rows(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert "(3 skipped" in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess CLI
 def test_score_cli_bad_flags(tiny_model_dir: Path, tmp_path: Path) -> None:
     proc = run_score(tiny_model_dir, tmp_path, "--pairs", str(tmp_path / "none.jsonl"), "--out", "x.jsonl")
     assert proc.returncode == 1 and "no such file" in proc.stderr
