@@ -196,6 +196,16 @@ class MergeResult:
     counts: tuple[tuple[str, int], ...]  # (label, votes), most votes first, then by label
 
 
+def _one_item(group: Sequence[Judgement] | Sequence[Ranking], what: str, caller: str) -> str:
+    """The one item a merge's input is about; a ValueError for an empty group or a mix of items."""
+    if not group:
+        raise ValueError(f"no {what} to merge")
+    items = {g.item for g in group}
+    if len(items) > 1:
+        raise ValueError(f"{what} of several items given to {caller}: {sorted(items)}")
+    return group[0].item
+
+
 def merge_pair_votes(judgements_for_item: Sequence[Judgement], ties: TiePolicy = "drop") -> MergeResult:
     """Merge one item's pair judgements by plurality over four labels.
 
@@ -214,12 +224,7 @@ def merge_pair_votes(judgements_for_item: Sequence[Judgement], ties: TiePolicy =
     """
     if ties not in TIE_POLICIES:
         raise ValueError(f"ties must be one of {TIE_POLICIES}, got {ties!r}")
-    if not judgements_for_item:
-        raise ValueError("no judgements to merge")
-    items = {j.item for j in judgements_for_item}
-    if len(items) > 1:
-        raise ValueError(f"judgements of several items given to merge_pair_votes: {sorted(items)}")
-    item = judgements_for_item[0].item
+    item = _one_item(judgements_for_item, "judgements", "merge_pair_votes")
     check_pair_group(item, judgements_for_item)
     responses = judgements_for_item[0].responses
     counter = Counter(j.label for j in judgements_for_item)
@@ -247,12 +252,7 @@ def merge_rankings(rankings_for_item: Sequence[Ranking]) -> tuple[str, ...]:
     With one voter every pair is locked and the voter's ranking comes back. In a Condorcet cycle the
     weakest victory is the one skipped.
     """
-    if not rankings_for_item:
-        raise ValueError("no rankings to merge")
-    items = {r.item for r in rankings_for_item}
-    if len(items) > 1:
-        raise ValueError(f"rankings of several items given to merge_rankings: {sorted(items)}")
-    item = rankings_for_item[0].item
+    item = _one_item(rankings_for_item, "rankings", "merge_rankings")
     candidates = sorted(rankings_for_item[0].order)
     for ranking in rankings_for_item:
         if sorted(ranking.order) != candidates:
