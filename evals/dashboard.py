@@ -61,7 +61,7 @@ def checkpoint_records(store: Store, kl: Mapping[str, KLEstimate]) -> pd.DataFra
     """One row per checkpoint, oldest first: its training record's held-out metrics and the KL estimate."""
     rows = []
     for c in store.checkpoints():
-        rec = CheckpointRecord.parse({**c["record"], "id": c["id"]})
+        rec = CheckpointRecord.registered(c)
         before, after = rec.heldout_before, rec.heldout_after
         estimate = kl.get(rec.id)
         rows.append({

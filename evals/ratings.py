@@ -65,7 +65,6 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 KEYS = ("model_a", "model_b", "winner")
-OPTIONAL_KEYS = ("vote_id", "source")  # kept when present: they say which vote a battle came from
 ELO_PER_LOGIT = 400.0 / math.log(10.0)  # R = ELO_PER_LOGIT · θ
 ANCHOR_RATING = 1000.0
 DEFAULT_ANCHOR = "sft"

@@ -141,7 +141,7 @@ def serve_checkpoint(state: AppState, name: str) -> None:
 
 def checkpoint_records(state: AppState) -> list[CheckpointRecord]:
     """Every registered checkpoint's record, oldest first."""
-    return [CheckpointRecord.parse({**c["record"], "id": c["id"]}) for c in state.store.checkpoints()]
+    return [CheckpointRecord.registered(c) for c in state.store.checkpoints()]
 
 
 def checkpoint_table(state: AppState) -> pd.DataFrame:

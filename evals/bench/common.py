@@ -22,7 +22,7 @@ REPORTED_FLAGS = ("avx2", "avx512f", *BF16_FLAGS)
 NOISE_MARGIN = 0.5
 
 
-def load_default_models():  # -> playground.models.Models
+def load_default_models():  # -> playground.models.roles.Models
     """The packaged SmolLM2 in its default roles, with library chatter off."""
     from playground.cli import quiet_libraries
 

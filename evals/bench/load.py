@@ -164,7 +164,7 @@ def run_voters(url: str, n: int, timeout: float = 600.0) -> LoadResult:
     return LoadResult(voters, seconds)
 
 
-def check_votes(store: Any, result: LoadResult) -> VoteCheck:  # store: playground.store.Store
+def check_votes(store: Any, result: LoadResult) -> VoteCheck:  # store: playground.data.store.Store
     """Compare the database with what the voters were told: each acknowledged vote stored once,
     under its id, with its voter and outcome, and no vote that nobody was told about."""
     stored = store.votes()

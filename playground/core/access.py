@@ -92,8 +92,9 @@ def read_secret_file(path: Path, flag: str) -> str:
 
 def admin_password_from(flag: str | None, file: Path | None, environ: dict[str, str] | None = None
                         ) -> tuple[str | None, str]:
-    """The admin password and where it came from: `--admin-password-file`, else the environment's
-    PLAYGROUND_ADMIN_PASSWORD, else `--admin-password` (the unsafe one); (None, "") when none is set."""
+    """The admin password and where it came from: `--admin-password-file`, else `--admin-password`
+    (the unsafe one; a flag wins over the environment), else the environment's PLAYGROUND_ADMIN_PASSWORD;
+    (None, "") when none is set."""
     env = os.environ if environ is None else environ
     given = [name for name, value in (("--admin-password", flag), ("--admin-password-file", file)) if value is not None]
     if len(given) > 1:

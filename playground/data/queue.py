@@ -1,7 +1,6 @@
 """The voting queue: which prompt of a set a voter gets next, shown how, and how far everyone is.
 
-(Named `vote_queue`, not `queue`: inside this package `queue` would shadow the standard library's
-module, which generation and the UI use.)
+(Imports are absolute, so `playground.data.queue` never shadows the standard library's `queue`.)
 
 Rules:
 

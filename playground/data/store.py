@@ -6,7 +6,7 @@ another `Store` with the same methods.
 Threads: Gradio runs handlers in a thread pool, so one `Store` is shared between threads. It holds
 one connection (`check_same_thread=False`) and a lock around every transaction: SQLite writes one
 transaction at a time anyway, each call is short, and one connection means the per-connection
-pragmas are set once. Other processes (the `playground.data.exchange` CLI while the app runs) use their own
+pragmas are set once. Other processes (`python -m playground.data` while the app runs) use their own
 connections; WAL lets them read while the app writes, and the busy timeout makes writers wait.
 """
 

@@ -64,6 +64,12 @@ class CheckpointRecord:
         return self.created.astimezone().strftime("%Y-%m-%d %H:%M") if self.created else ""
 
     @classmethod
+    def registered(cls, row: Mapping[str, Any]) -> "CheckpointRecord":
+        """From a row of the store's checkpoint registry (`Store.checkpoints()`): its record, under
+        the id it was registered as."""
+        return cls.parse({**row["record"], "id": row["id"]})
+
+    @classmethod
     def parse(cls, record: Mapping[str, Any]) -> "CheckpointRecord":
         """From a `record.json` as written by `write_checkpoint`; a record that is not one raises a
         `PlaygroundError`. Parts an older record lacks come out as None."""
