@@ -73,7 +73,7 @@ def main() -> None:
     prepare_environment(args)
     access = load_app_access(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
-        who = "users with a login" if access.enabled else "anyone who can reach it (no --auth)"
+        who = "users with a login" if access.enabled else "anyone who can reach it (no logins)"
         print(f"warning: serving beyond this machine (--host {args.host}{' --share' if args.share else ''}); "
               f"{who} can use the models and vote", file=sys.stderr)
     from playground.core.home import data_dir

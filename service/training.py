@@ -33,7 +33,7 @@ from service.state import AppState
 
 BUSY = "a training run is already in progress; wait for it or cancel it"
 NO_CHECKPOINTS = "No checkpoints yet — vote on the Playground tab, then Train"
-CHECKPOINT_COLUMNS = ["checkpoint", "serving", "parent", "pairs", "steps", "held-out acc before→after",
+TRAIN_TABLE_COLUMNS = ["checkpoint", "serving", "parent", "pairs", "steps", "held-out acc before→after",
                       "held-out margin after", "β", "created"]
 
 
@@ -158,7 +158,7 @@ def checkpoint_table(state: AppState) -> pd.DataFrame:
             "β": rec.beta,
             "created": rec.created_local(),
         })
-    return pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
+    return pd.DataFrame(rows, columns=TRAIN_TABLE_COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ response keeps the name of the checkpoint that generated it, whatever serves whe
 """
 
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -17,8 +17,8 @@ from playground.data.prompt_sets import PromptSet
 from playground.data.queue import ALL_FLAWED, QueueItem, VoterProgress, next_item, queue_vote, voter_progress
 from playground.data.votes import Vote
 from playground.scoring.encoding import Message
-from playground.scoring.generation import GenerationSettings
-from playground.scoring.rounds import Round, battle_models, check_slots, make_vote
+from playground.scoring.generation import Generation, GenerationSettings, stream_generate
+from playground.scoring.rounds import Round, battle_models, check_slots, make_vote, score_round
 from playground.scoring.scorer import check_beta
 from service.pregenerate import fill_prompt
 from service.prompt_sets import prompt_set
@@ -62,6 +62,29 @@ def start_round(state: AppState, messages: Sequence[Message], slots: Sequence[st
     names = battle_models(catalog, rng or random.Random()) if slots is None else check_slots(slots, catalog)
     return Round(messages=tuple(messages), models=names, settings=settings, beta=beta, anonymous=slots is None,
                  rated_as=tuple(state.rated_name(n) for n in names))
+
+
+def generate_round(state: AppState, rnd: Round, session: str) -> Iterator[Generation]:
+    """Generate `rnd`'s k responses in one batch, yielding the state after every step; a
+    `stop_generation` for the same `session` (a browser session, or any key a script picks) ends it
+    early, keeping what was written."""
+    catalog = state.slot_catalog()
+    yield from stream_generate(state.models, [catalog[name] for name in rnd.models], list(rnd.messages),
+                               rnd.settings, state.stop_event(session))
+
+
+def stop_generation(state: AppState, session: str) -> None:
+    """Stop `session`'s running generation after its current step (nothing when none runs)."""
+    event = state.stop_events.get(session)
+    if event is not None:
+        event.set()
+
+
+def score_generated(state: AppState, rnd: Round, final: Generation) -> Round:
+    """`rnd` with the scores of its finished generation: log-probs, implicit rewards, and the KL
+    estimate on the sampled ids where the sampling allows one."""
+    catalog = state.slot_catalog()
+    return score_round(state.scorer, rnd, final, [catalog[name] for name in rnd.models])
 
 
 def record_vote(state: AppState, target: Round | QueueItem, outcome: str, voter: str,

@@ -84,11 +84,11 @@ def test_a_second_run_while_one_trains_is_refused(app: tuple[AppState, Client]) 
 
 
 def test_before_any_run_the_plot_and_table_say_what_they_will_show(tiny_app: tuple[AppState, Client]) -> None:
-    from service.training import CHECKPOINT_COLUMNS, NO_CHECKPOINTS, checkpoint_table
+    from service.training import NO_CHECKPOINTS, TRAIN_TABLE_COLUMNS, checkpoint_table
     from ui.train_tab import NO_RUN, PLOT_TITLE, metrics_figure
 
     state, client = tiny_app
     fig = metrics_figure([])
     assert fig.layout.title.text == PLOT_TITLE and [a.text for a in fig.layout.annotations] == [NO_RUN]
-    assert list(checkpoint_table(state).columns) == CHECKPOINT_COLUMNS and "Train" in NO_CHECKPOINTS
+    assert list(checkpoint_table(state).columns) == TRAIN_TABLE_COLUMNS and "Train" in NO_CHECKPOINTS
     assert client.predict(api_name="/cancel_training") == "No training is running."

@@ -60,7 +60,7 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Ev
 
 def test_empty_checkpoint_table_keeps_its_headers(tiny_state: AppState) -> None:
     table = training.checkpoint_table(tiny_state)
-    assert list(table.columns) == training.CHECKPOINT_COLUMNS and len(table) == 0
+    assert list(table.columns) == training.TRAIN_TABLE_COLUMNS and len(table) == 0
     assert training.checkpoint_records(tiny_state) == []
 
 

@@ -3,6 +3,7 @@
 policy is the SFT model until it has been trained or loaded."""
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import SetPrompt
 from playground.data.rows import parse_row
 from playground.models.roles import ModelsConfig
-from playground.scoring.generation import GenerationSettings, stream_generate
-from playground.scoring.rounds import chat_messages, score_round
+from playground.scoring.generation import STOPPED, GenerationSettings
+from playground.scoring.rounds import chat_messages
 from playground.training.dpo import DPOConfig
 from service import training
 from service.pregenerate import choose_models, pregenerate
@@ -22,10 +23,13 @@ from service.prompt_sets import EXAMPLE_SET, load_example_set
 from service.state import SERVING, AppState, build_state
 from service.voting import (
     FRESH_POLICY_LABEL,
+    generate_round,
     next_queue_item,
     record_vote,
+    score_generated,
     slot_choices,
     start_round,
+    stop_generation,
 )
 
 FAST = DPOConfig(steps=2, lr=5e-3, batch_size=2)
@@ -48,10 +52,26 @@ def train(state: AppState) -> str:
 
 
 def playground_vote(state: AppState, slots: list[str] | None, outcome: str = "a", rng: int = 0):
+    """A playground round as the tab plays it, through the service: start, generate, score, vote."""
     rnd = start_round(state, chat_messages("Say hi."), slots, SAMPLED, 0.1, random.Random(rng))
-    roles = [state.slot_catalog()[m] for m in rnd.models]
-    *_, final = stream_generate(state.models, roles, list(rnd.messages), SAMPLED)
-    return record_vote(state, score_round(state.scorer, rnd, final, roles), outcome, "ana")
+    *_, final = generate_round(state, rnd, "script")
+    return record_vote(state, score_generated(state, rnd, final), outcome, "ana")
+
+
+def test_a_round_from_a_script_streams_scores_and_stops(state: AppState) -> None:
+    rnd = start_round(state, chat_messages("Say hi."), ["policy", "reference"], SAMPLED, 0.1)
+    steps = list(generate_round(state, rnd, "script"))
+    assert len(steps) >= 2 and steps[-1].endings[0] is not None
+    scored = score_generated(state, rnd, steps[-1])
+    assert scored.texts == steps[-1].texts and len(scored.scores) == len(scored.kl) == 2
+    # A fresh policy is the reference's weights: every log-ratio is 0, and both slots count as sampled from π_θ.
+    assert all(s.log_ratio == 0.0 for s in scored.scores) and all(k.from_policy for k in scored.kl)
+    long = replace(rnd, settings=replace(SAMPLED, max_new_tokens=64))
+    running = generate_round(state, long, "script")
+    next(running)
+    stop_generation(state, "script")
+    *_, stopped = running
+    assert STOPPED in stopped.endings and all(len(ids) < 64 for ids in stopped.token_ids)
 
 
 def test_pregenerated_responses_are_rated_as_the_checkpoint_that_generated_them(state: AppState) -> None:

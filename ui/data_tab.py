@@ -84,6 +84,7 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
                          file_types=[".jsonl", ".parquet", ".csv"])
         import_button = gr.Button("Import")
 
+    @user_errors
     def show(voter_value: str, model_value: str, request: gr.Request) -> dict:
         user = session.username(request)
         votes = data.visible_votes(state, user, voter_value, model_value)

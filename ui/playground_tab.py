@@ -7,8 +7,9 @@ from typing import NamedTuple
 import gradio as gr
 
 from playground.core.limits import MAX_RESPONSES
-from playground.scoring.generation import GenerationSettings, stream_generate
-from playground.scoring.rounds import Round, chat_messages, preference_matrix, score_round, token_pieces
+from playground.scoring.generation import STOPPED, GenerationSettings
+from playground.scoring.rounds import Round, chat_messages, preference_matrix, token_pieces
+from service import voting
 from service.state import AppState
 from service.voting import StoredVote, slot_choices, start_round
 from ui.errors import user_errors
@@ -117,22 +118,19 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
         slots = None if anonymous else [model_a, model_b, model_c, model_d][: int(k)]
         current = start_round(state, messages, slots, settings, float(beta or 0), random.Random())
         names, n = current.models, current.k
-        stop_event = state.stop_event(request.session_hash if request else "")
         yield {
             rnd: None, status: "Generating…", prefs: "",
             **lock_votes(True),
             **{headers[i]: f"### {slot_label(i)}" + ("" if anonymous else f" · `{names[i]}`") for i in range(n)},
             **{scores[i]: "" for i in range(n)}, **{tokens[i]: "" for i in range(n)},
         }
-        catalog_now = state.slot_catalog()
-        roles = [catalog_now[name] for name in names]
-        for final in stream_generate(state.models, roles, messages, settings, stop_event):
+        for final in voting.generate_round(state, current, request.session_hash if request else ""):
             yield {texts[i]: final.texts[i] for i in range(n)}
         yield {status: "Scoring…"}
-        current = score_round(state.scorer, current, final, roles)
+        current = voting.score_generated(state, current, final)
         yield {
             rnd: current,
-            status: ("Stopped early. " if stop_event.is_set() else "") + "Vote below"
+            status: ("Stopped early. " if STOPPED in final.endings else "") + "Vote below"
             + (" (names are revealed after your vote)." if anonymous else "."),
             **{scores[i]: score_table(s, current.kl[i], state.scorer.max_length)
                for i, s in enumerate(current.scores)},
@@ -154,9 +152,7 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
         generate, gen_inputs, gen_outputs, api_visibility="private", concurrency_id="model")
 
     def stop_generation(request: gr.Request) -> None:
-        event = state.stop_events.get(request.session_hash if request else "")
-        if event:
-            event.set()
+        voting.stop_generation(state, request.session_hash if request else "")
 
     stop.click(stop_generation, None, None, queue=False, api_name="stop")
 

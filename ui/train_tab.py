@@ -73,7 +73,7 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
     plot = gr.Plot(value=metrics_figure([]), label="Per-step metrics")
     gr.Markdown("### Checkpoints")
     hint = gr.Markdown(elem_id="train-checkpoints-hint")
-    table = gr.Dataframe(value=pd.DataFrame(columns=training.CHECKPOINT_COLUMNS), headers=training.CHECKPOINT_COLUMNS,
+    table = gr.Dataframe(value=pd.DataFrame(columns=training.TRAIN_TABLE_COLUMNS), headers=training.TRAIN_TABLE_COLUMNS,
                          interactive=False, elem_id="train-checkpoints")
     with gr.Row():
         pick = gr.Dropdown(list(state.checkpoints), label="Checkpoint", scale=3)

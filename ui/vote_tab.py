@@ -164,11 +164,20 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     def show_set(set_name: str | None) -> dict:
         pset = prompt_sets.prompt_set(state, set_name) if set_name else None
         return {**item_view(None), guidelines: pset.guidelines if pset else "",
-                guidelines_box: pset.guidelines if pset else "", progress_md: "",
-                status: "Press **Next** (Enter) for a prompt." if pset else ""}
+                guidelines_box: pset.guidelines if pset else ""}
 
-    # No triggers: on page load (the guidelines as stored now) and whenever another set is chosen.
+    # No triggers: on page load (the guidelines as stored now) and whenever the set changes, also when
+    # a handler changes it (the example set loaded, the tab opened): those write their own status and
+    # progress, so this one leaves both alone.
     gr.on(None, show_set, set_pick, [*item_outputs, guidelines, guidelines_box], api_visibility="private")
+
+    @user_errors
+    def pick_set(set_name: str | None) -> dict:
+        """The voter chose another set: the last set's status and progress no longer apply."""
+        return {**show_set(set_name), progress_md: "",
+                status: "Press **Next** (Enter) for a prompt." if set_name else ""}
+
+    set_pick.input(pick_set, set_pick, [*item_outputs, guidelines, guidelines_box], api_visibility="private")
 
     def sets_view(set_name: str | None, request: gr.Request) -> dict:
         """The set list (the one picked kept while it exists, else the first) and, with none, what
