@@ -43,6 +43,21 @@ class PreferenceRow:
         return {**self.extra, "prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
 
 
+@dataclass(frozen=True)
+class UnpairedRow:
+    """One completion judged on its own (TRL's unpaired preference format, read by KTO):
+    `label` True = desirable (a chosen answer, a 👍), False = undesirable (a rejected answer,
+    either side of *Both bad*, a 👎)."""
+
+    prompt: Text
+    completion: Text
+    label: bool
+    extra: dict[str, Any] = field(default_factory=dict)  # every other input field, kept as given
+
+    def as_trl(self) -> dict[str, Any]:
+        return {**self.extra, "prompt": self.prompt, "completion": self.completion, "label": self.label}
+
+
 def read_records(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed record) for each row of a JSONL, Parquet or CSV file. A JSONL line that
     is not JSON comes as a `RowError` in the record's place, so a caller can go on past it."""
