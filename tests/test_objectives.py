@@ -10,10 +10,19 @@ from playground.objectives import (
     hinge_loss,
     implicit_reward,
     ipo_loss,
+    kto_loss,
+    kto_reference_point,
+    log_odds_ratio,
+    orpo_loss,
     preference_probability,
     robust_dpo_loss,
     sequence_kl_estimate,
+    simpo_loss,
 )
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
 
 
 def t(*values: float) -> torch.Tensor:
@@ -61,3 +70,39 @@ def test_reward_accuracy_counts_ties_as_half() -> None:
 
     assert reward_accuracy(t(0.5, -0.1, 0.0, 0.0)) == pytest.approx(0.5)
     assert reward_accuracy(t(1.0, 2.0)) == 1.0
+
+
+def test_kto_worked_example_and_reference_point() -> None:
+    # β = 0.1, z₀ = 0, ρ = 2: desirable 1 − σ(0.2) = 0.450, undesirable 1 − σ(−0.2) = 0.550
+    desirable = torch.tensor([True, False])
+    assert kto_loss(t(2.0, 2.0), desirable, t(0.0), 0.1, 1.0, 1.0).tolist() == pytest.approx([0.4502, 0.5498],
+                                                                                               abs=1e-4)
+    # Weights scale each side; z₀ = 1 moves both: λ_D·(1 − σ(0.1·(2 − 1))), λ_U·(1 − σ(0.1·(1 − 2)))
+    got = kto_loss(t(2.0, 2.0), desirable, t(1.0), 0.1, 2.0, 0.5).tolist()
+    assert got == pytest.approx([2.0 * (1 - sigmoid(0.1)), 0.5 * (1 - sigmoid(-0.1))])
+    # z₀: the mean mismatched log-ratio, never below 0, no gradient
+    ratio = torch.tensor([0.3, -0.1], requires_grad=True)
+    z0 = kto_reference_point(ratio)
+    assert float(z0) == pytest.approx(0.1) and not z0.requires_grad
+    assert float(kto_reference_point(t(-0.3, 0.1))) == 0.0
+
+
+def test_simpo_paper_formula_by_hand() -> None:
+    # SimPO eq. 6: −log σ(β/|y_w|·log π(y_w) − β/|y_l|·log π(y_l) − γ).
+    # β = 2, γ = 1, log π(y_w) = −4 over 4 tokens, log π(y_l) = −9 over 3 tokens: −log σ(−2 + 6 − 1) = −log σ(3)
+    got = simpo_loss(t(-4.0, -6.0), t(-9.0, -2.0), t(4.0, 3.0), t(3.0, 1.0), beta=2.0, gamma=1.0)
+    # second pair: −log σ(2·(−2) − 2·(−2) − 1) = −log σ(−1)
+    assert got.tolist() == pytest.approx([-math.log(sigmoid(3.0)), -math.log(sigmoid(-1.0))])
+    assert float(got[0]) == pytest.approx(0.04859, abs=1e-5)
+
+
+def test_orpo_odds_ratio_by_hand() -> None:
+    # odds(y) = P/(1 − P), P = exp(mean log-prob): mean log-probs −0.5 and −1
+    odds_w, odds_l = math.exp(-0.5) / (1 - math.exp(-0.5)), math.exp(-1) / (1 - math.exp(-1))
+    assert float(log_odds_ratio(t(-0.5), t(-1.0))) == pytest.approx(math.log(odds_w / odds_l))
+    # Stable far from 0 and next to it (log1mexp's two branches)
+    assert torch.isfinite(log_odds_ratio(t(-1e-8, -80.0), t(-80.0, -1e-8))).all()
+    # L = L_SFT − λ·mean log σ(log odds ratio)
+    expected = 1.2 - 0.1 * math.log(sigmoid(math.log(odds_w / odds_l)))
+    assert float(orpo_loss(t(1.2), t(-0.5), t(-1.0), lam=0.1)) == pytest.approx(expected)
+    assert float(orpo_loss(t(1.2), t(-0.5), t(-1.0), lam=0.1)) == pytest.approx(1.2320, abs=1e-4)

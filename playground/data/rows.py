@@ -3,13 +3,15 @@
 A row is `{"prompt", "chosen", "rejected"}`: three strings (standard), or a message list for the
 prompt and message lists for the completions (conversational). Implicit-prompt rows hold whole
 conversations in `chosen`/`rejected` and no `prompt`; the prompt is their common leading messages.
+An unpaired row (TRL's unpaired preference format, what KTO reads) is `{"prompt", "completion",
+"label"}`, the same two shapes, `label` true for a desirable completion and false for an undesirable one.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_FILE_BYTES
@@ -179,6 +181,37 @@ def parse_row(record: Any, line: int) -> PreferenceRow:
     return PreferenceRow(prompt, chosen, rejected, extra)
 
 
+def parse_unpaired_row(record: Any, line: int) -> UnpairedRow:
+    """Validate one record into an `UnpairedRow`, or raise `RowError` saying what is wrong. A CSV
+    cell holds the label as text: true/false (any case) is read as the boolean."""
+    if not isinstance(record, dict):
+        raise RowError(line, f"expected a JSON object, got {type(record).__name__}")
+    for key in ("prompt", "completion", "label"):
+        if key not in record or record[key] is None:
+            raise RowError(line, f"missing {key!r}")
+    prompt, completion, label = record["prompt"], record["completion"], record["label"]
+    if isinstance(label, str) and label.strip().lower() in ("true", "false"):
+        label = label.strip().lower() == "true"
+    if not isinstance(label, bool):
+        raise RowError(line, f"'label' must be true (desirable) or false (undesirable), got {label!r}")
+    if isinstance(prompt, str):
+        if not isinstance(completion, str):
+            raise RowError(line, f"prompt is a string, so 'completion' must be a string too, "
+                                 f"got {type(completion).__name__}")
+        if not prompt.strip():
+            raise RowError(line, "'prompt' is empty")
+    else:
+        prompt = check_messages(prompt, "prompt", line)
+        completion = check_messages(completion, "completion", line)
+    text = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
+    if not text.strip():
+        raise RowError(line, "'completion' is empty")
+    for key, value in record.items():
+        _check_unicode(key, value, line)
+    extra = {k: v for k, v in record.items() if k not in ("prompt", "completion", "label")}
+    return UnpairedRow(prompt, completion, label, extra)
+
+
 def _check_unicode(key: str, value: Any, line: int) -> None:
     """JSON's \\udXXX escapes can spell a lone surrogate: half a character, which Python strings hold
     but no UTF-8 file (an export) and no tokenizer (training) accepts. Refused here, at the door."""
@@ -191,24 +224,39 @@ def _check_unicode(key: str, value: Any, line: int) -> None:
         raise RowError(line, f"{key!r} is nested too deeply") from None
 
 
+Row = TypeVar("Row", PreferenceRow, UnpairedRow)
+
+
 @dataclass(frozen=True)
-class LoadedPairs:
-    rows: list[PreferenceRow]
+class Loaded(Generic[Row]):
+    rows: list[Row]
     lines: list[int]  # source line of each row
     skipped: list[RowError]
 
 
+LoadedPairs = Loaded[PreferenceRow]
+
+
 def load_pairs(path: Path, skip_invalid: bool = False, max_errors: int = 20) -> LoadedPairs:
-    """Read and validate every row. Without `skip_invalid`, any bad row fails the whole file with
-    up to `max_errors` line-numbered problems listed (all or nothing)."""
-    rows: list[PreferenceRow] = []
+    """Read and validate every preference row. Without `skip_invalid`, any bad row fails the whole
+    file with up to `max_errors` line-numbered problems listed (all or nothing)."""
+    return _load(path, parse_row, skip_invalid, max_errors)
+
+
+def load_unpaired(path: Path, skip_invalid: bool = False, max_errors: int = 20) -> Loaded[UnpairedRow]:
+    """Read and validate every unpaired row (prompt, completion, label), as `load_pairs` does."""
+    return _load(path, parse_unpaired_row, skip_invalid, max_errors)
+
+
+def _load(path: Path, parse: Callable[[Any, int], Row], skip_invalid: bool, max_errors: int) -> Loaded[Row]:
+    rows: list[Row] = []
     lines: list[int] = []
     errors: list[RowError] = []
     for line, record in read_records(path):
         try:
             if isinstance(record, RowError):
                 raise record
-            rows.append(parse_row(record, line))
+            rows.append(parse(record, line))
             lines.append(line)
         except RowError as exc:
             errors.append(exc)
@@ -218,5 +266,4 @@ def load_pairs(path: Path, skip_invalid: bool = False, max_errors: int = 20) -> 
         raise PlaygroundError(f"{path}: {len(errors)} invalid row(s), nothing was read:\n  {shown}{more}")
     if not rows and not errors:
         raise PlaygroundError(f"{path}: no rows")
-    return LoadedPairs(rows, lines, errors)
-
+    return Loaded(rows, lines, errors)
