@@ -1,5 +1,6 @@
 """Agreement statistics for items judged by several voters: Krippendorff's α, agreement with the
-majority, the most disputed items, position bias, Wilson intervals.
+majority, the most disputed items, position bias, Wilson intervals, and a judge's agreement with
+the human majority (Cohen's κ).
 
 The inputs are the engine's `Judgement`s (`playground.data.merge`, where the votes of one item are
 also merged for export): a label names the winning response id, "tie" or "both_bad", never a side,
@@ -16,13 +17,16 @@ item once; a second judgement of the same item by the same voter is a `ValueErro
 e.g. with `latest_per_voter`), because counting it twice would weigh that voter double.
 """
 
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from playground.data.merge import NO_PREFERENCE, Judgement, Ranking, check_pair_group, strict_top
+from playground.data.merge import NO_PREFERENCE, TIE, Judgement, Ranking, check_pair_group, strict_top
+from playground.data.votes import ARENA_A, ARENA_B, Vote, to_arena_rows
+from playground.scoring.encoding import Message
 
 # Canonical categories for alpha across items (see `pair_units`): the response with the
 # lexicographically smaller id is "first", whatever side it was shown on.
@@ -314,3 +318,110 @@ def position_bias(judgements: Iterable[Judgement]) -> PositionBiasReport:
 
     overall = stats([j for group in decided.values() for j in group])
     return PositionBiasReport(overall, {voter: stats(decided[voter]) for voter in sorted(decided)})
+
+
+# --------------------------------------------------------------------------------------------- judge vs humans
+
+
+@dataclass(frozen=True)
+class KappaResult:
+    """Cohen's κ of two raters over the same n items.
+
+        p_o = (1/n) Σ_i [a_i = b_i]               observed agreement
+        p_e = Σ_c (n_c^a / n)(n_c^b / n)          agreement expected from the two raters' label shares
+        κ   = (p_o − p_e) / (1 − p_e)
+
+    κ = 1 is perfect agreement, 0 agreement at chance level given the two label distributions, < 0
+    worse than chance. `kappa` is None (undefined) when p_e = 1 (both raters always give the one same
+    label) or n = 0. The interval is κ ± z·SE with Cohen's (1960) large-sample SE,
+    SE = √(p_o(1 − p_o) / (n(1 − p_e)²)), clipped to [−1, 1]: rough for small n.
+    """
+
+    n: int
+    observed: float | None  # p_o
+    expected: float | None  # p_e
+    kappa: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+def cohen_kappa(labels_a: Sequence[str], labels_b: Sequence[str], z: float = Z_95) -> KappaResult:
+    """Cohen's κ (see `KappaResult`) of two equally long label sequences, item i rated a_i and b_i."""
+    if len(labels_a) != len(labels_b):
+        raise ValueError(f"{len(labels_a)} labels against {len(labels_b)}: κ needs one label per item from each")
+    n = len(labels_a)
+    if n == 0:
+        return KappaResult(0, None, None, None, None, None)
+    observed = sum(a == b for a, b in zip(labels_a, labels_b, strict=True)) / n
+    shares_a, shares_b = Counter(labels_a), Counter(labels_b)
+    expected = sum(count * shares_b[label] for label, count in shares_a.items()) / (n * n)
+    if expected == 1.0:
+        return KappaResult(n, observed, expected, None, None, None)
+    kappa = (observed - expected) / (1.0 - expected)
+    half = z * math.sqrt(observed * (1.0 - observed) / n) / (1.0 - expected)
+    return KappaResult(n, observed, expected, kappa, max(-1.0, kappa - half), min(1.0, kappa + half))
+
+
+@dataclass(frozen=True)
+class JudgeHumanAgreement:
+    """How often a judge's verdict equals the human majority, over (prompt, model pair) units that
+    have both (`judge_human_agreement`).
+
+    `agreement` = agree/n with its 95 % Wilson interval; `kappa` is Cohen's κ on the labels
+    "first model wins", "second model wins", "tie" (both-bad counts as a tie), so agreement that the
+    label shares alone would give scores 0. None where undefined (n = 0; κ also when p_e = 1).
+    `no_verdict` counts units with human votes and judge battles where the humans (or the judge's
+    battles from several runs) have no strict plurality; they are left out of n.
+    """
+
+    n: int
+    agree: int
+    agreement: float | None
+    ci_low: float | None
+    ci_high: float | None
+    kappa: KappaResult
+    no_verdict: int
+
+
+def _unit_labels(rows: Iterable[tuple[Sequence[Message], Mapping[str, Any]]]) -> dict[tuple[str, str, str], Counter]:
+    """Arena battle rows (with the prompt they answer) counted by unit (prompt, first model, second
+    model; models sorted, so the side shown does not matter) and label FIRST_WINS, SECOND_WINS or
+    "tie" (both-bad included). Rows of one model against itself say nothing and are skipped."""
+    units: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
+    for prompt, row in rows:
+        model_a, model_b, winner = row["model_a"], row["model_b"], row["winner"]
+        if model_a == model_b:
+            continue
+        first, second = sorted((model_a, model_b))
+        won = model_a if winner == ARENA_A else model_b if winner == ARENA_B else None
+        label = TIE if won is None else FIRST_WINS if won == first else SECOND_WINS
+        units[(json.dumps(list(prompt), sort_keys=True), first, second)][label] += 1
+    return units
+
+
+def judge_human_agreement(votes: Iterable[Vote], judge_battles: Iterable[Mapping[str, Any]]) -> JudgeHumanAgreement:
+    """Agreement of a judge with the human majority (`JudgeHumanAgreement`).
+
+    `votes`: stored human votes (`Store.votes()`; a ranking gives each of its pairs); `judge_battles`:
+    one judge's stored battles (`Store.judge_battles(name)`: prompt, model_a, model_b, winner).
+    Models are compared by their rated names, as the leaderboard does. A unit is one prompt (its
+    messages, exactly) and one pair of models; the human verdict is the strict plurality of the
+    humans' labels there, the judge's the strict plurality of its battles there (one per run).
+    """
+    human = _unit_labels((vote.prompt, row) for vote in votes for row in to_arena_rows([vote], rated=True))
+    judge = _unit_labels((battle["prompt"], battle) for battle in judge_battles)
+    human_labels, judge_labels, no_verdict = [], [], 0
+    for unit in sorted(human.keys() & judge.keys()):
+        human_label, _ = strict_top(human[unit])
+        judge_label, _ = strict_top(judge[unit])
+        if human_label is None or judge_label is None:
+            no_verdict += 1
+            continue
+        human_labels.append(human_label)
+        judge_labels.append(judge_label)
+    kappa = cohen_kappa(judge_labels, human_labels)
+    n, agree = kappa.n, sum(j == h for j, h in zip(judge_labels, human_labels, strict=True))
+    if n == 0:
+        return JudgeHumanAgreement(0, 0, None, None, None, kappa, no_verdict)
+    low, high = wilson_interval(agree, n)
+    return JudgeHumanAgreement(n, agree, agree / n, low, high, kappa, no_verdict)
