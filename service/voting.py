@@ -14,11 +14,20 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from playground.data.prompt_sets import PromptSet
-from playground.data.queue import ALL_FLAWED, QueueItem, VoterProgress, next_item, queue_vote, voter_progress
+from playground.data.queue import (
+    ALL_FLAWED,
+    QueueItem,
+    VoterProgress,
+    next_item,
+    queue_single_vote,
+    queue_vote,
+    voter_progress,
+)
+from playground.data.single_votes import SingleVote
 from playground.data.votes import Vote
 from playground.scoring.encoding import Message
 from playground.scoring.generation import Generation, GenerationSettings, stream_generate
-from playground.scoring.rounds import Round, battle_models, check_slots, make_vote, score_round
+from playground.scoring.rounds import Round, battle_models, check_slots, make_single_vote, make_vote, score_round
 from playground.scoring.scorer import check_beta
 from service.pregenerate import fill_prompt
 from service.prompt_sets import prompt_set
@@ -32,6 +41,12 @@ FRESH_POLICY_LABEL = "policy (equal to SFT until trained)"
 class StoredVote:
     id: int
     vote: Vote  # as stored, `id` set
+
+
+@dataclass(frozen=True)
+class StoredSingleVote:
+    id: int
+    vote: SingleVote  # as stored, `id` set
 
 
 @dataclass(frozen=True)
@@ -93,14 +108,30 @@ def record_vote(state: AppState, target: Round | QueueItem, outcome: str, voter:
     a vote), or on a queue item (refused if `voter` already voted on that prompt). `outcome` is one of
     `votes.OUTCOMES`, or `ALL_FLAWED_ANSWER` for a queue item; `ranking` lists slots best first."""
     if isinstance(target, Round):
-        if not target.rated_as:  # a round a script built by hand: rated by the weights serving now
-            target = replace(target, rated_as=tuple(state.rated_name(n) for n in target.models))
-        vote = make_vote(target, outcome, voter, ranking)
+        vote = make_vote(_rated(state, target), outcome, voter, ranking)
         vote_id = state.store.add_vote(vote)
     else:
         vote = queue_vote(target, ALL_FLAWED if outcome == ALL_FLAWED_ANSWER else outcome, voter, ranking)
         vote_id = state.store.add_queue_vote(vote)
     return StoredVote(vote_id, replace(vote, id=vote_id))
+
+
+def record_single_vote(state: AppState, target: Round | QueueItem, slot: int, thumb: str, voter: str
+                       ) -> StoredSingleVote:
+    """Store a 👍 (`thumb` "up") or 👎 ("down") on the response in `slot` (0 = A) of a scored
+    playground `Round` or a queue item, beside or instead of a pairwise vote. Refused for a response
+    that already has one: in a round, see `Round.thumbs`; in the queue, the store checks."""
+    if isinstance(target, Round):
+        vote = make_single_vote(_rated(state, target), slot, thumb, voter)
+    else:
+        vote = queue_single_vote(target, slot, thumb, voter)
+    vote_id = state.store.add_single_vote(vote)
+    return StoredSingleVote(vote_id, replace(vote, id=vote_id))
+
+
+def _rated(state: AppState, rnd: Round) -> Round:
+    """A round a script built by hand names no rated models: rated by the weights serving now."""
+    return rnd if rnd.rated_as else replace(rnd, rated_as=tuple(state.rated_name(n) for n in rnd.models))
 
 
 def next_queue_item(state: AppState, set_name: str, voter: str, skipped: Collection[int] = (),

@@ -13,10 +13,10 @@ from ui.playground_tab import build_playground_tab
 from ui.train_tab import build_train_tab
 from ui.vote_tab import build_vote_tab
 
-# Keys 1–4 vote (A better, B better, tie, both bad / all flawed), S skips, G generates, Enter takes the
-# Vote tab's next prompt; ignored while typing. A key lists buttons of several tabs: the first one on
-# screen (a hidden tab's buttons have no offsetParent) and enabled is clicked. Enter on a focused
-# button is left to the button itself.
+# Keys 1–4 vote (A better, B better, tie, both bad / all flawed), A–D give that response a 👍 and
+# Shift+A–D a 👎, S skips, G generates, Enter takes the Vote tab's next prompt; ignored while
+# typing. A key lists buttons of several tabs: the first one on screen (a hidden tab's buttons have
+# no offsetParent) and enabled is clicked. Enter on a focused button is left to the button itself.
 KEYBOARD = """
 <script>
 document.addEventListener("keydown", (e) => {
@@ -27,6 +27,11 @@ document.addEventListener("keydown", (e) => {
   const ids = {"1": ["vote-a", "queue-a"], "2": ["vote-b", "queue-b"], "3": ["vote-tie", "queue-tie"],
                "4": ["vote-both_bad", "queue-both_bad", "queue-all_flawed"], "s": ["skip", "queue-skip"],
                "g": ["generate"], "enter": ["queue-next"]};
+  const slot = "abcd".indexOf(key);
+  if (key.length === 1 && slot >= 0) {
+    const thumb = e.shiftKey ? "down" : "up";
+    ids[key] = [`thumb-${thumb}-${slot}`, `queue-thumb-${thumb}-${slot}`];
+  }
   const el = (ids[key] || []).map((id) => document.getElementById(id))
     .find((b) => b && b.offsetParent !== null && !b.disabled);
   if (el) { e.preventDefault(); el.click(); }

@@ -11,10 +11,18 @@ from playground.scoring.generation import STOPPED, GenerationSettings
 from playground.scoring.rounds import Round, chat_messages, preference_matrix, token_pieces
 from service import voting
 from service.state import AppState
-from service.voting import StoredVote, slot_choices, start_round
+from service.voting import StoredSingleVote, StoredVote, slot_choices, start_round
 from ui.errors import user_errors
 from ui.render import LETTERS, preference_table, score_table, slot_label, token_view
-from ui.voting import PAIR_VOTES, vote_handler, wire_votes
+from ui.voting import (
+    PAIR_VOTES,
+    THUMB_LABELS,
+    single_vote_handler,
+    thumb_buttons,
+    vote_handler,
+    wire_single_votes,
+    wire_votes,
+)
 
 SIDE_BY_SIDE, ANONYMOUS = "Side by side", "Anonymous battle"
 DEFAULTS = GenerationSettings()
@@ -65,13 +73,15 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
         stop = gr.Button("Stop", variant="stop", elem_id="stop")
     status = gr.Markdown("")
 
-    columns, headers, texts, scores, tokens = [], [], [], [], []
+    columns, headers, texts, scores, tokens, thumbs = [], [], [], [], [], []
     with gr.Row(equal_height=False):
         for i in range(MAX_RESPONSES):
             with gr.Column(visible=i < 2) as col:
                 headers.append(gr.Markdown(f"### {slot_label(i)}"))
                 texts.append(gr.Textbox(show_label=False, lines=8, max_lines=20, interactive=False,
                                         elem_id=f"response-{i}"))
+                with gr.Row():
+                    thumbs.append(thumb_buttons("", i))
                 scores.append(gr.Markdown())
                 with gr.Accordion("Per-token log-ratio", open=False):
                     tokens.append(gr.HTML())
@@ -86,6 +96,7 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
         rank_button = gr.Button("Submit ranking", interactive=False, elem_id="vote-ranking")
     skip = gr.Button("Skip (no vote)", interactive=False, elem_id="skip")
     vote_buttons = [*pair_buttons.values(), rank_button, skip]
+    single_buttons = [b for pair in thumbs for b in pair.values()]
 
     def layout(k_value: float, mode_value: str) -> dict:
         n = 2 if mode_value == ANONYMOUS else int(k_value)
@@ -105,6 +116,9 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
     def lock_votes(locked: bool) -> dict:
         return {b: gr.Button(interactive=not locked) for b in vote_buttons}
 
+    def lock_single_votes(locked: bool) -> dict:
+        return {b: gr.Button(interactive=not locked) for b in single_buttons}
+
     @user_errors
     def generate(prompt: str, system: str, k: float, mode: str, model_a: str, model_b: str, model_c: str,
                  model_d: str, temperature: float, top_p: float, top_k: float, max_new_tokens: float,
@@ -120,7 +134,7 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
         names, n = current.models, current.k
         yield {
             rnd: None, status: "Generating…", prefs: "",
-            **lock_votes(True),
+            **lock_votes(True), **lock_single_votes(True),
             **{headers[i]: f"### {slot_label(i)}" + ("" if anonymous else f" · `{names[i]}`") for i in range(n)},
             **{scores[i]: "" for i in range(n)}, **{tokens[i]: "" for i in range(n)},
         }
@@ -138,11 +152,11 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
                for i, s in enumerate(current.scores)},
             prefs: preference_table(preference_matrix(current.scores)),
             **{texts[i]: t for i, t in enumerate(current.texts)},
-            **lock_votes(False),
+            **lock_votes(False), **lock_single_votes(False),
         }
 
     gen_inputs = [prompt, system, k, mode, *slot_models, temperature, top_p, top_k, max_new, repetition, seed, beta]
-    gen_outputs = [rnd, status, prefs, *headers, *texts, *scores, *tokens, *vote_buttons]
+    gen_outputs = [rnd, status, prefs, *headers, *texts, *scores, *tokens, *vote_buttons, *single_buttons]
     go.click(generate, gen_inputs, gen_outputs, api_name="generate", concurrency_id="model")
 
     def next_seed(seed_value: float) -> int:
@@ -168,6 +182,18 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
     vote = vote_handler(state, "Nothing to vote on yet: generate responses first.", voted)
     wire_votes(vote, {**pair_buttons, "ranking": rank_button}, [ranking, voter, rnd], [rnd, status, *headers,
                *vote_buttons], api_name="vote")
+
+    def single_voted(current: Round, stored: StoredSingleVote) -> dict:
+        slot, vote = stored.vote.slot, stored.vote
+        return {
+            rnd: replace(current, thumbs=(*current.thumbs, slot)),
+            status: f"Single vote #{stored.id} stored: {THUMB_LABELS[vote.thumb]} on {LETTERS[slot]} by {vote.voter}"
+                    " (trains KTO; the pairwise vote is separate).",
+            **{b: gr.Button(interactive=False) for b in thumbs[slot].values()},
+        }
+
+    rate = single_vote_handler(state, "Nothing to rate yet: generate responses first.", single_voted)
+    wire_single_votes(rate, thumbs, [voter, rnd], [rnd, status, *single_buttons], api_name="rate")
 
     def skip_round(current: Round | None) -> dict:
         return {rnd: None, status: "Skipped; nothing stored.", **lock_votes(True)}

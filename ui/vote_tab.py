@@ -17,12 +17,20 @@ from playground.data.queue import QueueItem, VoterProgress
 from playground.scoring.encoding import Message
 from service import prompt_sets
 from service.state import AppState
-from service.voting import ALL_FLAWED_ANSWER, QueueTurn, StoredVote, next_queue_item, queue_progress
+from service.voting import ALL_FLAWED_ANSWER, QueueTurn, StoredSingleVote, StoredVote, next_queue_item, queue_progress
 from ui import session
 from ui.errors import user_errors
 from ui.render import LETTERS, slot_label
 from ui.vote_admin import build_vote_admin
-from ui.voting import PAIR_VOTES, vote_handler, wire_votes
+from ui.voting import (
+    PAIR_VOTES,
+    THUMB_LABELS,
+    single_vote_handler,
+    thumb_buttons,
+    vote_handler,
+    wire_single_votes,
+    wire_votes,
+)
 
 NO_SET_ADMIN = ("**No prompt set yet.** Load the shipped example set with the button, or import "
                 "your own in the admin panel below; then choose the models it compares.")
@@ -67,7 +75,7 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
         guidelines_button = gr.Button("Save guidelines")
     progress_md = gr.Markdown()
     prompt_md = gr.Markdown()
-    headers, texts, columns = [], [], []
+    headers, texts, columns, thumbs = [], [], [], []
     with gr.Row(equal_height=False):
         for i in range(MAX_RESPONSES):
             # The columns come and go with k, so two responses share the full width.
@@ -75,6 +83,8 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
                 headers.append(gr.Markdown(visible=False))
                 texts.append(gr.Textbox(show_label=False, lines=8, max_lines=20, interactive=False, visible=False,
                                         elem_id=f"queue-response-{i}"))
+                with gr.Row():
+                    thumbs.append(thumb_buttons("queue-", i))
             columns.append(column)
     with gr.Row():
         pair_buttons = {o: gr.Button(label, interactive=False, elem_id=f"queue-{o}") for o, label in PAIR_VOTES.items()}
@@ -109,14 +119,16 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
             **{texts[i]: gr.Textbox(item.responses[i].text if item and i < k else "", visible=i < k)
                for i in range(MAX_RESPONSES)},
             **{b: gr.Button(interactive=k == 2, visible=k <= 2) for b in pair_buttons.values()},
+            **{b: gr.Button(interactive=i < k) for i, pair in enumerate(thumbs) for b in pair.values()},
             ranking: gr.Dropdown(choices=list(LETTERS[:k]), value=[], visible=k > 2),
             rank_button: gr.Button(interactive=k > 2, visible=k > 2),
             flawed_button: gr.Button(interactive=k > 2, visible=k > 2),
             skip: gr.Button(interactive=item is not None),
         }
 
+    single_buttons = [b for pair in thumbs for b in pair.values()]
     item_outputs = [status, progress_md, prompt_md, *columns, *headers, *texts, *pair_buttons.values(), ranking,
-                    rank_button, flawed_button, skip, current]
+                    rank_button, flawed_button, skip, current, *single_buttons]
 
     @user_errors
     def serve(set_name: str | None, name: str, skipped_ids: tuple[int, ...], request: gr.Request) -> dict:
@@ -128,7 +140,8 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
             message = (f"Nothing left for you in **{pset.name}**: every prompt has your vote or its "
                        f"{pset.overlap} vote(s)" + (", or you skipped it" if skipped_ids else "") + ". Thank you!")
         else:
-            message = "Which response is better? Keys: **1** A, **2** B, **3** tie, **4** both bad, **S** skip."
+            message = ("Which response is better? Keys: **1** A, **2** B, **3** tie, **4** both bad, **S** skip; "
+                       "👍 a response with **A**/**B**, 👎 with **Shift+A**/**Shift+B**.")
             if item.k > 2:
                 message = "Rank the responses best → worst, or mark them all flawed."
         return {**item_view(item), status: message, progress_md: progress_line(who, pset.name, turn.progress)}
@@ -148,7 +161,8 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
         return {
             current: None,
             **{headers[i]: f"### {slot_label(i)} · `{model}`" for i, model in enumerate(item.models)},
-            **{b: gr.Button(interactive=False) for b in [*pair_buttons.values(), rank_button, flawed_button]},
+            **{b: gr.Button(interactive=False) for b in [*pair_buttons.values(), rank_button, flawed_button,
+                                                          *single_buttons]},
             status: f"Vote #{stored.id} stored as **{stored.vote.outcome.replace('_', ' ')}** by {who}. "
                     "Press **Enter** (Next) for the next prompt.",
             progress_md: progress_line(who, item.set_name, queue_progress(state, item.set_name, who).progress),
@@ -157,8 +171,20 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     vote = vote_handler(state, "Nothing to vote on: take the next prompt first (Enter).", voted)
     wire_votes(vote, {**pair_buttons, "ranking": rank_button, ALL_FLAWED_ANSWER: flawed_button},
                [ranking, name_box, current],
-               [current, *headers, *pair_buttons.values(), rank_button, flawed_button, status, progress_md],
+               [current, *headers, *pair_buttons.values(), rank_button, flawed_button, status, progress_md,
+                *single_buttons],
                api_name="queue_vote")
+
+    def single_voted(item: QueueItem, stored: StoredSingleVote) -> dict:
+        vote = stored.vote
+        return {
+            status: f"Single vote #{stored.id} stored: {THUMB_LABELS[vote.thumb]} on {LETTERS[vote.slot]} by "
+                    f"{vote.voter}. Now the pairwise vote (or Skip).",
+            **{b: gr.Button(interactive=False) for b in thumbs[vote.slot].values()},
+        }
+
+    rate = single_vote_handler(state, "Nothing to rate: take the next prompt first (Enter).", single_voted)
+    wire_single_votes(rate, thumbs, [name_box, current], [status, *single_buttons], api_name="queue_rate")
 
     @user_errors
     def show_set(set_name: str | None) -> dict:

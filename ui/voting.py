@@ -1,6 +1,7 @@
 """The vote wiring the Playground and Vote tabs share: one handler (the ranking read from letters,
 the voter from the login or the name box, the record made and stored by `service.voting.record_vote`),
-one click per vote button, and a hidden button that gives the API its endpoint."""
+one click per vote button, and a hidden button that gives the API its endpoint. The same for the
+single votes, a 👍/👎 under each response (`service.voting.record_single_vote`)."""
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -10,15 +11,18 @@ import gradio as gr
 from playground.data.queue import QueueItem
 from playground.scoring.rounds import Round
 from service.state import AppState
-from service.voting import StoredVote, record_vote
+from service.voting import StoredSingleVote, StoredVote, record_single_vote, record_vote
 from ui import session
 from ui.errors import user_errors
 from ui.render import LETTERS
 
 PAIR_VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
+THUMB_LABELS = {"up": "👍", "down": "👎"}
+
 # What a tab shows once a vote is stored: its component updates, given the voted-on round or item.
 Done = Callable[[Round | QueueItem, StoredVote], dict]
+SingleDone = Callable[[Round | QueueItem, StoredSingleVote], dict]
 
 
 def ranking_order(ranked: Sequence[str] | None, k: int) -> list[int]:
@@ -63,3 +67,51 @@ def wire_votes(vote: Callable[..., dict], buttons: Mapping[str, gr.Button], inpu
     api_vote.click(vote, [outcome_box, *inputs], outputs, api_name=api_name)
     for outcome, button in buttons.items():
         button.click(vote_as(vote, outcome), inputs, outputs, api_visibility="private")
+
+
+def slot_index(letter: str, k: int) -> int:
+    """The response slot a letter names ("B" -> 1), among the k on screen."""
+    if letter not in LETTERS[:k]:
+        raise gr.Error(f"Response {letter!r} is not on screen; pick one of {', '.join(LETTERS[:k])}.")
+    return LETTERS.index(letter)
+
+
+def single_vote_handler(state: AppState, nothing_yet: str, done: SingleDone) -> Callable[..., dict]:
+    """The handler of the 👍/👎 buttons and their API endpoint: (response letter, "up" or "down",
+    typed name, the round or queue item on screen, request) -> `done`'s updates."""
+
+    @user_errors
+    def rate(letter: str, thumb: str, name: str, target: Round | QueueItem | None, request: gr.Request) -> dict:
+        if target is None:
+            raise gr.Error(nothing_yet)
+        slot = slot_index(letter, target.k)
+        return done(target, record_single_vote(state, target, slot, thumb, session.voter(state, request, name)))
+
+    return rate
+
+
+def wire_single_votes(rate: Callable[..., dict], buttons: Sequence[Mapping[str, gr.Button]],
+                      inputs: list[gr.components.Component], outputs: list[gr.components.Component],
+                      api_name: str) -> None:
+    """`buttons[i]` holds slot i's "up" and "down" buttons; the API endpoint `api_name` takes
+    (response letter, "up"/"down", voter name). `inputs`: the name box and the round/item state."""
+    letter_box, thumb_box = gr.Textbox(visible=False), gr.Textbox(visible=False)
+    api_rate = gr.Button(visible=False)
+    api_rate.click(rate, [letter_box, thumb_box, *inputs], outputs, api_name=api_name)
+    for letter, pair in zip(LETTERS, buttons, strict=False):
+        for thumb, button in pair.items():
+            button.click(rate_as(rate, letter, thumb), inputs, outputs, api_visibility="private")
+
+
+def rate_as(rate: Callable[..., dict], letter: str, thumb: str) -> Callable[..., dict]:
+    """`rate` with its response and thumb fixed, for one button (a named function: see `vote_as`)."""
+    def cast(name: str, target: Any, request: gr.Request) -> dict:
+        return rate(letter, thumb, name, target, request)
+    return cast
+
+
+def thumb_buttons(prefix: str, slot: int) -> dict[str, gr.Button]:
+    """Slot `slot`'s 👍 and 👎 buttons (elem ids `<prefix>thumb-up-<slot>`, `…-down-…`: the keys A–D
+    and Shift+A–D click them), created disabled."""
+    return {thumb: gr.Button(f"{label} {LETTERS[slot]}", interactive=False, size="sm", min_width=60,
+                             elem_id=f"{prefix}thumb-{thumb}-{slot}") for thumb, label in THUMB_LABELS.items()}

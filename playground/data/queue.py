@@ -28,6 +28,7 @@ from typing import Any
 
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import PromptSet, SetPrompt
+from playground.data.single_votes import SingleVote, thumb_label
 from playground.data.store import Store
 from playground.data.votes import Response, Vote
 
@@ -145,6 +146,18 @@ def queue_vote(item: QueueItem, outcome: str, voter: str, ranking: Sequence[int]
     return Vote(prompt=list(item.prompt.messages), responses=item.responses, outcome=outcome,
                 ranking=tuple(ranking) if ranking is not None else None, voter=voter, settings=settings,
                 anonymous=True, created_at=time.time(), item=item.prompt.id)
+
+
+def queue_single_vote(item: QueueItem, slot: int, thumb: str, voter: str) -> SingleVote:
+    """The record of a 👍/👎 on the response in `slot` of a queue item (settings as `queue_vote`'s)."""
+    assert item.prompt.id is not None
+    if type(slot) is not int or not 0 <= slot < item.k:
+        raise PlaygroundError(f"response slot {slot!r} is not one of 0..{item.k - 1} (A..)")
+    settings = {"prompt_set": item.set_name, "prompt_ref": item.prompt.ref,
+                "generation": item.generation.get(item.responses[slot].model, {})}
+    return SingleVote(prompt=list(item.prompt.messages), response=item.responses[slot], label=thumb_label(thumb),
+                      slot=slot, voter=voter, settings=settings, anonymous=True, created_at=time.time(),
+                      item=item.prompt.id)
 
 
 def voter_progress(store: Store, pset: PromptSet, voter: str) -> VoterProgress:

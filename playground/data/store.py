@@ -23,7 +23,8 @@ from typing import Any
 from playground.core.errors import PlaygroundError
 from playground.core.home import data_dir
 from playground.data.prompt_sets import PromptSet, SetPrompt, SetResponse
-from playground.data.rows import PreferenceRow
+from playground.data.rows import PreferenceRow, UnpairedRow
+from playground.data.single_votes import SingleVote, unpaired_rows
 from playground.data.votes import Binarize, Response, Vote, to_trl_rows, voter_name
 
 DB_NAME = "votes.sqlite"
@@ -172,8 +173,43 @@ def _rated_as(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _single_votes(db: sqlite3.Connection) -> None:
+    for statement in (
+        # One response judged on its own (👍 label 1, 👎 label 0): no battle, so kept out of `votes`,
+        # whose readers (ratings, win rates, pairs, merging) all compare two or more responses.
+        """CREATE TABLE single_votes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            prompt TEXT NOT NULL,                  -- JSON list of chat messages
+            model TEXT NOT NULL,
+            rated_as TEXT,
+            text TEXT NOT NULL,
+            scores TEXT NOT NULL,                  -- JSON object of name -> number
+            slot INTEGER NOT NULL CHECK (slot >= 0),
+            label INTEGER NOT NULL CHECK (label IN (0, 1)),
+            voter TEXT NOT NULL,
+            settings TEXT NOT NULL,                -- JSON object
+            anonymous INTEGER NOT NULL CHECK (anonymous IN (0, 1)),
+            created_at REAL NOT NULL,
+            item INTEGER REFERENCES set_prompts (id) ON DELETE SET NULL
+        )""",
+        "CREATE INDEX single_votes_by_voter ON single_votes (voter, id)",
+        # In the queue a voter judges each model's response on a prompt once.
+        "CREATE UNIQUE INDEX single_votes_once ON single_votes (item, voter, model) WHERE item IS NOT NULL",
+        """CREATE TABLE imported_unpaired (
+            id INTEGER PRIMARY KEY,
+            batch_id INTEGER NOT NULL REFERENCES import_batches (id) ON DELETE CASCADE,
+            prompt TEXT NOT NULL,                  -- JSON: a string or a message list, as imported
+            completion TEXT NOT NULL,              -- JSON: a string or a message list, as imported
+            label INTEGER NOT NULL CHECK (label IN (0, 1)),
+            extra TEXT NOT NULL                    -- JSON object: the row's other fields
+        )""",
+        "CREATE INDEX imported_unpaired_by_batch ON imported_unpaired (batch_id)",
+    ):
+        db.execute(statement)
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _initial_schema, _checkpoint_registry, _judges_and_prompt_sets, _queue_models, _rated_as,
+    _initial_schema, _checkpoint_registry, _judges_and_prompt_sets, _queue_models, _rated_as, _single_votes,
 )
 
 _VOTE_COLUMNS = """v.id, v.prompt, v.outcome, v.voter, v.settings, v.anonymous, v.created_at, v.item,
@@ -319,19 +355,94 @@ class Store:
         with self._transaction() as db:
             return self._select(db, " AND ".join(where), params)
 
-    def undo_last_vote(self, voter: str) -> Vote | None:
-        """Delete `voter`'s most recently added vote and return it; None if they have none."""
+    def undo_last_vote(self, voter: str) -> Vote | SingleVote | None:
+        """Delete `voter`'s most recently cast vote, pairwise or single, and return it; None if they
+        have none."""
+        name = voter_name(voter)
         with self._transaction(write=True) as db:
-            last = db.execute("SELECT MAX(id) FROM votes WHERE voter = ?", (voter_name(voter),)).fetchone()[0]
+            last = db.execute(
+                "SELECT kind, id FROM (SELECT 'pair' AS kind, id, created_at FROM votes WHERE voter = ? "
+                "UNION ALL SELECT 'single', id, created_at FROM single_votes WHERE voter = ?) "
+                "ORDER BY created_at DESC, id DESC LIMIT 1", (name, name)).fetchone()
             if last is None:
                 return None
-            (vote,) = self._select(db, "v.id = ?", [last])
-            db.execute("DELETE FROM votes WHERE id = ?", (last,))  # its responses go by ON DELETE CASCADE
-        return vote
+            if last["kind"] == "single":
+                (vote,) = self._select_single(db, "id = ?", [last["id"]])
+                db.execute("DELETE FROM single_votes WHERE id = ?", (last["id"],))
+                return vote
+            (pair,) = self._select(db, "v.id = ?", [last["id"]])
+            db.execute("DELETE FROM votes WHERE id = ?", (last["id"],))  # its responses go by ON DELETE CASCADE
+        return pair
+
+    def add_single_vote(self, vote: SingleVote) -> int:
+        """Store a 👍/👎 (its `id`, if any, is ignored) and return its new id. In the queue (`item`
+        set), a voter's second single vote on the same model's response to a prompt is refused."""
+        r = vote.response
+        with self._transaction(write=True) as db:
+            try:
+                vote_id = db.execute(
+                    "INSERT INTO single_votes (prompt, model, rated_as, text, scores, slot, label, voter, settings, "
+                    "anonymous, created_at, item) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (json.dumps(vote.prompt), r.model, r.rated_as, r.text, json.dumps(r.scores), vote.slot,
+                     int(vote.label), vote.voter, json.dumps(vote.settings), int(vote.anonymous), vote.created_at,
+                     vote.item),
+                ).lastrowid
+            except sqlite3.IntegrityError:
+                raise PlaygroundError(f"{vote.voter} has already given this response a 👍/👎") from None
+        assert vote_id is not None
+        return vote_id
+
+    @staticmethod
+    def _select_single(db: sqlite3.Connection, where: str, params: list[Any]) -> list[SingleVote]:
+        rows = db.execute(f"SELECT * FROM single_votes WHERE {where} ORDER BY id", params).fetchall()
+        return [SingleVote(id=r["id"], prompt=json.loads(r["prompt"]), slot=r["slot"], label=bool(r["label"]),
+                           response=Response(r["model"], r["text"], json.loads(r["scores"]), r["rated_as"]),
+                           voter=r["voter"], settings=json.loads(r["settings"]), anonymous=bool(r["anonymous"]),
+                           created_at=r["created_at"], item=r["item"]) for r in rows]
+
+    def single_votes(self, voter: str | None = None) -> list[SingleVote]:
+        """Single votes (👍/👎) in the order cast, optionally only one voter's."""
+        where, params = ("voter = ?", [voter_name(voter)]) if voter is not None else ("1", [])
+        with self._transaction() as db:
+            return self._select_single(db, where, params)
+
+    def import_unpaired(self, rows: list[UnpairedRow], source: str) -> int:
+        """Add unpaired rows (prompt, completion, label) read from the file named `source`, in one transaction."""
+        if not rows:
+            return 0
+        with self._transaction(write=True) as db:
+            batch = db.execute(
+                "INSERT INTO import_batches (source, created_at) VALUES (?, ?)", (source, time.time())
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO imported_unpaired (batch_id, prompt, completion, label, extra) VALUES (?, ?, ?, ?, ?)",
+                [(batch, json.dumps(r.prompt), json.dumps(r.completion), int(r.label),
+                  json.dumps(r.extra, default=str)) for r in rows],
+            )
+        return len(rows)
+
+    def imported_unpaired(self) -> list[UnpairedRow]:
+        with self._transaction() as db:
+            rows = db.execute("SELECT prompt, completion, label, extra FROM imported_unpaired ORDER BY id").fetchall()
+        return [UnpairedRow(json.loads(r["prompt"]), json.loads(r["completion"]), bool(r["label"]),
+                            json.loads(r["extra"])) for r in rows]
+
+    def unpaired_rows(self, votes: list[Vote] | None = None) -> list[UnpairedRow]:
+        """What KTO trains on beyond the pairs: both-bad responses and single votes
+        (`single_votes.unpaired_rows`), then the imported unpaired rows. `votes` replaces the stored votes."""
+        return unpaired_rows(self.votes() if votes is None else votes, self.single_votes()) + self.imported_unpaired()
 
     def counts_by_voter(self) -> dict[str, int]:
+        """Pairwise votes per voter."""
         with self._transaction() as db:
             return dict(db.execute("SELECT voter, COUNT(*) FROM votes GROUP BY voter ORDER BY voter").fetchall())
+
+    def single_counts_by_voter(self) -> dict[str, tuple[int, int]]:
+        """(👍, 👎) single votes per voter."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT voter, SUM(label), SUM(1 - label) FROM single_votes GROUP BY voter "
+                              "ORDER BY voter").fetchall()
+        return {voter: (up, down) for voter, up, down in rows}
 
     def counts_by_model(self) -> dict[str, int]:
         """How many responses from each model have been voted on."""

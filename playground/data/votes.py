@@ -139,14 +139,7 @@ class Vote:
 
     def validate(self) -> None:
         """Raise `PlaygroundError` saying what is inconsistent; runs on construction."""
-        if not isinstance(self.prompt, list) or not self.prompt:
-            raise PlaygroundError("the prompt must be a non-empty list of chat messages")
-        for i, m in enumerate(self.prompt):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-                raise PlaygroundError(f"prompt message {i} must have string 'role' and 'content'")
-            if m["role"] not in ROLES:
-                raise PlaygroundError(f"prompt message {i} has role {m['role']!r}; expected one of {', '.join(ROLES)}")
-            require_text(m["content"], f"prompt message {i}")
+        check_prompt(self.prompt)
         k = len(self.responses)
         if not MIN_RESPONSES <= k <= MAX_RESPONSES:
             raise PlaygroundError(f"a vote compares {MIN_RESPONSES} to {MAX_RESPONSES} responses, got {k}")
@@ -165,15 +158,32 @@ class Vote:
                 )
         elif self.ranking is not None:
             raise PlaygroundError(f"outcome {self.outcome!r} takes no ranking; use outcome 'ranking'")
-        if not isinstance(self.anonymous, bool):
-            raise PlaygroundError("anonymous must be true or false")
-        if self.item is not None and type(self.item) is not int:
-            raise PlaygroundError("item must be a prompt id (an integer) or None")
-        if not _is_number(self.created_at) or not 0 <= self.created_at < MAX_UNIX_TIME:
-            raise PlaygroundError("created_at must be a unix time in seconds")
-        if not isinstance(self.settings, dict) or not all(isinstance(key, str) for key in self.settings):
-            raise PlaygroundError("settings must be a dict with string keys")
-        _check_json(self.settings, "settings")
+        check_record(self.anonymous, self.item, self.created_at, self.settings)
+
+
+def check_prompt(prompt: Any) -> None:
+    """A vote's prompt: a non-empty list of chat messages with known roles and text content."""
+    if not isinstance(prompt, list) or not prompt:
+        raise PlaygroundError("the prompt must be a non-empty list of chat messages")
+    for i, m in enumerate(prompt):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise PlaygroundError(f"prompt message {i} must have string 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise PlaygroundError(f"prompt message {i} has role {m['role']!r}; expected one of {', '.join(ROLES)}")
+        require_text(m["content"], f"prompt message {i}")
+
+
+def check_record(anonymous: Any, item: Any, created_at: Any, settings: Any) -> None:
+    """The fields every stored vote has besides its prompt and responses."""
+    if not isinstance(anonymous, bool):
+        raise PlaygroundError("anonymous must be true or false")
+    if item is not None and type(item) is not int:
+        raise PlaygroundError("item must be a prompt id (an integer) or None")
+    if not _is_number(created_at) or not 0 <= created_at < MAX_UNIX_TIME:
+        raise PlaygroundError("created_at must be a unix time in seconds")
+    if not isinstance(settings, dict) or not all(isinstance(key, str) for key in settings):
+        raise PlaygroundError("settings must be a dict with string keys")
+    _check_json(settings, "settings")
 
 
 def vote_pairs(vote: Vote) -> list[tuple[int, int]]:

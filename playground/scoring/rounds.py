@@ -7,11 +7,13 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import torch
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_PROMPT_CHARS, MAX_RESPONSES, MAX_SYSTEM_CHARS, MIN_RESPONSES
+from playground.data.single_votes import SingleVote, thumb_label
 from playground.data.votes import Response, Vote, require_text
 from playground.models.roles import Role
 from playground.objectives import preference_probability
@@ -45,6 +47,7 @@ class Round:
     scores: tuple[ResponseScore, ...] = ()
     kl: tuple[SampledKL, ...] = ()  # per slot, set with the scores
     voted_at: float | None = None
+    thumbs: tuple[int, ...] = ()  # the slots given a single vote (👍/👎), in the order given
 
     @property
     def k(self) -> int:
@@ -147,20 +150,40 @@ def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
 SCORE_FIELDS = ("logp_policy", "logp_ref", "log_ratio", "reward", "n_tokens", "mean_logp_policy")
 
 
-def make_vote(rnd: Round, outcome: str, voter: str, ranking: Sequence[int] | None = None) -> Vote:
-    """The stored record of a vote on a scored round (the store validates outcome and ranking)."""
+def _responses(rnd: Round) -> tuple[Response, ...]:
+    """The round's responses as stored with a vote: model as shown and as rated, text, scores."""
     if not rnd.scores:
         raise PlaygroundError("nothing to vote on yet: generate responses first")
-    if rnd.voted_at is not None:
-        raise PlaygroundError("this round already has a vote; generate a new one")
     if rnd.rated_as and len(rnd.rated_as) != rnd.k:
         raise PlaygroundError(f"the round names {len(rnd.rated_as)} rated models for {rnd.k} responses")
     rated = rnd.rated_as or (None,) * rnd.k
-    responses = tuple(
+    return tuple(
         Response(model=m, text=t, scores={f: float(getattr(s, f)) for f in SCORE_FIELDS}, rated_as=r)
         for m, t, s, r in zip(rnd.models, rnd.texts, rnd.scores, rated, strict=True)
     )
-    settings = {**asdict(rnd.settings), "beta": rnd.beta}
+
+
+def _settings(rnd: Round) -> dict[str, Any]:
+    return {**asdict(rnd.settings), "beta": rnd.beta}
+
+
+def make_vote(rnd: Round, outcome: str, voter: str, ranking: Sequence[int] | None = None) -> Vote:
+    """The stored record of a vote on a scored round (the store validates outcome and ranking)."""
+    responses = _responses(rnd)
+    if rnd.voted_at is not None:
+        raise PlaygroundError("this round already has a vote; generate a new one")
     return Vote(prompt=list(rnd.messages), responses=responses, outcome=outcome,
-                ranking=tuple(ranking) if ranking is not None else None, voter=voter, settings=settings,
+                ranking=tuple(ranking) if ranking is not None else None, voter=voter, settings=_settings(rnd),
                 anonymous=rnd.anonymous, created_at=time.time())
+
+
+def make_single_vote(rnd: Round, slot: int, thumb: str, voter: str) -> SingleVote:
+    """The record of a 👍 ("up") or 👎 ("down") on one response of a scored round; each response
+    takes one (`Round.thumbs` lists those given), with or without a pairwise vote beside it."""
+    responses = _responses(rnd)
+    if type(slot) is not int or not 0 <= slot < rnd.k:
+        raise PlaygroundError(f"response slot {slot!r} is not one of 0..{rnd.k - 1} (A..)")
+    if slot in rnd.thumbs:
+        raise PlaygroundError("this response already has your 👍/👎; generate a new round")
+    return SingleVote(prompt=list(rnd.messages), response=responses[slot], label=thumb_label(thumb), slot=slot,
+                      voter=voter, settings=_settings(rnd), anonymous=rnd.anonymous, created_at=time.time())
