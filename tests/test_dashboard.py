@@ -107,7 +107,7 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
     client.predict(["policy", "sft"], "built-in eval prompts (eval-prompts.jsonl)", 8, "reward model", "", rm_name,
                    api_name="/run_judge")
     rm_battles = state.store.judge_battles(f"reward-model:{rm_name}")
-    assert len(rm_battles) == 16 and all({"reward_a", "reward_b", "p_a"} <= set(b["details"]) for b in rm_battles)
+    assert len(rm_battles) == 16 and all({"reward_a", "reward_b", "p_a"} <= set(b["details"]["ab"]) for b in rm_battles)
 
     arena = state.data_dir / "arena.jsonl"  # an Arena battle file joins the votes and judge battles
     arena.write_text('{"model_a": "gpt-x", "model_b": "sft", "winner": "model_a"}\n' * 3)

@@ -5,17 +5,20 @@ from pathlib import Path
 import pytest
 
 from evals.battles import HUMAN, collect_battles, human_battles
+from evals.judge import Judge, Verdict, both_orders, position_consistency, reward_model_judge, rule_judge
 from evals.judge import main as judge_main
-from evals.judge import rule_judge
 from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
 from playground.core.errors import PlaygroundError
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import ModelsConfig, adapter_params, load_models
+from playground.scoring.encoding import Message
 from playground.scoring.generation import GenerationSettings
+from playground.training.reward_model import RewardConfig, train_reward_model
 from service.evaluation import run_judge
 from service.state import AppState
 from tests.conftest import make_vote
 from tests.test_models import perturb_adapter
+from tests.test_reward_model import short_vs_long
 
 PROMPT = [{"role": "user", "content": "Hi?"}]
 
@@ -110,3 +113,77 @@ def test_judge_cli_prints_win_rates(tiny_model_dir: Path, home: Path, tmp_path: 
     assert code == 0
     assert "16 battles judged by rule:shorter" in out  # the shipped eval set has 16 prompts
     assert "win rate against sft" in out and "policy" in out
+
+
+def scripted(verdicts: list[str]) -> Judge:
+    """A judge whose single-order decide answers `verdicts` in turn (the (A, B) orders, then the (B, A)
+    ones), with the battle's position as its number, run through `both_orders` like every judge."""
+    def decide(prompts: object, a: list[str], b: list[str]) -> list[Verdict]:
+        assert len(a) == len(verdicts)
+        return [(w, {"at": i, "first": x}) for i, (w, x) in enumerate(zip(verdicts, a, strict=True))]
+    return Judge("scripted", both_orders(decide))
+
+
+def test_both_orders_win_only_when_they_agree_on_the_model() -> None:
+    # (A, B) verdicts, then the (B, A) verdicts in that order's own terms: "model_b" there is model_a here.
+    ab = ["model_a", "model_b", "model_a", "tie", "tie (bothbad)", "tie (bothbad)", "model_b"]
+    ba = ["model_b", "model_a", "model_a", "tie", "tie (bothbad)", "tie", "tie"]
+    verdicts = scripted(ab + ba).decide([PROMPT] * 7, [f"a{i}" for i in range(7)], [f"b{i}" for i in range(7)])
+    assert [w for w, _ in verdicts] == ["model_a", "model_b", "tie", "tie", "tie (bothbad)", "tie", "tie"]
+    assert [d["consistent"] for _, d in verdicts] == [True, True, False, True, True, False, False]
+    _, details = verdicts[2]  # both orders' verdicts and numbers are kept; the swapped order saw b first
+    assert details["ab"] == {"winner": "model_a", "at": 2, "first": "a2"}
+    assert details["ba"] == {"winner": "model_a", "at": 9, "first": "b2"}
+    result = position_consistency([{"details": d} for _, d in verdicts] + [{"details": {"p_a": 0.5}}])
+    assert (result.consistent, result.n, result.unswapped) == (4, 7, 1)  # the last was judged in one order only
+    assert result.rate == pytest.approx(4 / 7)
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.2504, 0.8418), abs=1e-4)  # Wilson, 4 of 7
+    assert position_consistency([]).rate is None
+    with pytest.raises(PlaygroundError, match="gave 1 verdicts for 2 battles"):
+        both_orders(lambda p, a, b: [("tie", {})])([PROMPT], ["x"], ["y"])
+
+
+def test_rule_judges_are_order_free(state: AppState) -> None:
+    settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6, seed=2)
+    prompts = [PROMPT, [{"role": "user", "content": "Say a word."}], [{"role": "user", "content": "Two?"}]]
+    run_judge(state, prompts, ["policy", "sft"], rule_judge("shorter"), settings)
+    stored = state.store.judge_battles("rule:shorter")
+    result = position_consistency(stored)
+    assert (result.consistent, result.n, result.rate) == (3, 3, 1.0)
+    for b in stored:  # the swapped order's verdict names the same model, in its own terms
+        assert b["details"]["ab"]["winner"] == b["winner"]
+        assert b["details"]["ba"]["score_a"] == b["details"]["ab"]["score_b"]
+
+
+def test_a_position_biased_judge_is_never_consistent_and_only_ties(state: AppState) -> None:
+    def always_a(prompts: object, a: list[str], b: list[str]) -> list[Verdict]:
+        return [("model_a", {}) for _ in a]
+
+    prompts = [PROMPT, [{"role": "user", "content": "Say a word."}], [{"role": "user", "content": "Two?"}]]
+    settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6, seed=1)
+    battles = run_judge(state, prompts, ["policy", "sft"], Judge("biased", both_orders(always_a)), settings)
+    assert [b["winner"] for b in battles] == ["tie"] * 3
+    result = position_consistency(state.store.judge_battles("biased"))
+    assert (result.consistent, result.n, result.rate) == (0, 3, 0.0)
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.0, 0.5615), abs=1e-4)  # Wilson, 0 of 3
+
+
+def test_the_reward_model_judge_is_order_free(state: AppState, tiny_model_dir: Path, tmp_path: Path) -> None:
+    trained = train_reward_model(tiny_model_dir, state.models.tokenizer, short_vs_long(),
+                                 RewardConfig(lr=5e-3, steps=10), device="cpu")
+    assert trained.model is not None
+    judge = reward_model_judge(trained.model.save(tmp_path / "rm"), state.models)
+    assert judge.name == "reward-model:rm"
+    prompts: list[list[Message]] = [[{"role": "user", "content": q}] for q in ("Hi?", "Say a word.", "Two?", "Sea?")]
+    settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8, seed=4)
+    run_judge(state, prompts, ["policy", "sft"], judge, settings)
+    stored = state.store.judge_battles("reward-model:rm")
+    result = position_consistency(stored)
+    assert (result.consistent, result.n, result.rate) == (4, 4, 1.0)
+    for b in stored:
+        ab, ba = b["details"]["ab"], b["details"]["ba"]
+        assert (ba["reward_a"], ba["reward_b"]) == (ab["reward_b"], ab["reward_a"])  # the same rewards, swapped
+        assert ab["p_a"] + ba["p_a"] == pytest.approx(1.0)
+        margin = ab["reward_a"] - ab["reward_b"]
+        assert b["winner"] == ("model_a" if margin > 0 else "model_b" if margin < 0 else "tie")
+    assert any(b["winner"] != "tie" for b in stored)  # decided battles, not only ties
