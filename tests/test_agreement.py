@@ -6,8 +6,10 @@ import pytest
 
 from evals.agreement import (
     agreement_with_majority,
+    cohen_kappa,
     coincidence_matrix,
     group_by_item,
+    judge_human_agreement,
     krippendorff_alpha_nominal,
     latest_per_voter,
     most_disputed,
@@ -18,6 +20,7 @@ from evals.agreement import (
     wilson_interval,
 )
 from playground.data.merge import Judgement
+from tests.conftest import make_vote
 from tests.test_merge import vote
 
 
@@ -248,3 +251,62 @@ def test_position_bias_counts_the_votes_behind_ranking_pairs() -> None:
     assert report.overall.note == "5 pairs from 3 votes: pairs from rankings are not independent; interval too narrow"
     assert (report.by_voter["ana"].decided, report.by_voter["ana"].n_votes) == (4, 2)
     assert report.by_voter["bob"] == position_bias_stats(0, 1) and report.by_voter["bob"].note is None
+
+
+# ----------------------------------------------------------------------------------------- judge vs humans
+
+
+def test_cohen_kappa_textbook_example() -> None:
+    # Wikipedia's "Cohen's kappa" example: 50 proposals, both yes 20, A yes B no 5, A no B yes 10, both no 15:
+    # p_o = 35/50 = 0.7, p_e = 0.5·0.6 + 0.5·0.4 = 0.5, κ = (0.7 − 0.5)/(1 − 0.5) = 0.4.
+    a = ["yes"] * 25 + ["no"] * 25
+    b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
+    result = cohen_kappa(a, b)
+    assert (result.n, result.observed, result.expected) == (50, pytest.approx(0.7), pytest.approx(0.5))
+    assert result.kappa == pytest.approx(0.4, abs=1e-12)
+    half = 1.959963984540054 * (0.7 * 0.3 / 50) ** 0.5 / 0.5  # Cohen's large-sample SE
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.4 - half, 0.4 + half), abs=1e-12)
+    assert cohen_kappa(["x"] * 4, ["x"] * 4).kappa is None  # p_e = 1: undefined
+    assert cohen_kappa([], []).kappa is None
+    assert cohen_kappa(["x", "y"], ["y", "x"]).kappa == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="one label per item"):
+        cohen_kappa(["x"], [])
+
+
+def test_judge_human_agreement_hand_computed() -> None:
+    def prompt(n: int) -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"Question {n}?"}]
+
+    def fight(n: int, a: str, b: str, winner: str) -> dict:
+        return {"prompt": prompt(n), "model_a": a, "model_b": b, "winner": winner}
+
+    votes = [
+        make_vote(("x", "y"), "a", prompt=prompt(1)), make_vote(("x", "y"), "a", prompt=prompt(1), voter="bo"),
+        make_vote(("y", "x"), "a", prompt=prompt(1), voter="cy"),  # x 2 : y 1, the side shown does not matter
+        make_vote(("x", "y"), "tie", prompt=prompt(2)), make_vote(("x", "y"), "both_bad", prompt=prompt(2), voter="bo"),
+        make_vote(("x", "y"), "b", prompt=prompt(3)),
+        make_vote(("x", "y"), "a", prompt=prompt(4)), make_vote(("x", "y"), "b", prompt=prompt(4), voter="bo"),
+        make_vote(("x", "y"), "a", prompt=prompt(5)),  # no judge battle here
+        make_vote(("x", "y", "z"), "ranking", ranking=(2, 0, 1), prompt=prompt(7)),  # z > x > y
+        make_vote(("policy", "sft"), "a", prompt=prompt(8), rated_as=("sft", "sft")),  # one model twice
+    ]
+    judge = [
+        fight(1, "y", "x", "model_b"), fight(1, "x", "y", "model_a"),  # two runs, both x
+        fight(2, "x", "y", "model_a"), fight(3, "y", "x", "tie (bothbad)"), fight(4, "x", "y", "model_a"),
+        fight(6, "x", "y", "model_a"),  # no human vote here
+        fight(7, "x", "y", "model_a"), fight(7, "z", "x", "model_b"), fight(7, "y", "z", "model_b"),
+        fight(8, "sft", "sft", "model_a"),
+    ]
+    result = judge_human_agreement(votes, judge)
+    # (judge, human) per unit, F/S = the alphabetically first/second model wins, T = tie (both-bad too):
+    # 1 (F, F), 2 (F, T), 3 (T, S), 7 x–y (F, F), 7 x–z (F, S), 7 y–z (S, S); 4 has a 1–1 human split.
+    assert (result.n, result.agree, result.no_verdict) == (6, 3, 1)
+    assert result.agreement == 0.5
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.1876, 0.8124), abs=1e-4)  # Wilson, 3 of 6
+    # Judge shares F 4/6, S 1/6, T 1/6; human F 2/6, S 3/6, T 1/6: p_e = (8 + 3 + 1)/36 = 1/3,
+    # κ = (1/2 − 1/3)/(1 − 1/3) = 1/4.
+    assert result.kappa.expected == pytest.approx(1 / 3, abs=1e-12)
+    assert result.kappa.kappa == pytest.approx(0.25, abs=1e-12)
+    assert (result.kappa.ci_low, result.kappa.ci_high) == pytest.approx((-0.3501, 0.8501), abs=1e-4)
+    empty = judge_human_agreement(votes[:3], judge[5:6])
+    assert (empty.n, empty.agreement, empty.kappa.kappa) == (0, None, None)
