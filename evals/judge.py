@@ -193,7 +193,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         epilog="example:\n  python -m evals.judge --models policy,sft --judge shorter\n"
                "  python -m evals.judge --prompts my-prompts.jsonl --models dpo-20261125-101500-ab12cd,sft "
-               "--judge reward-model:~/.cache/preference-playground/reward-models/rm-1",
+               "--judge reward-model:~/.cache/preference-playground/reward-models/rm-1\n"
+               "  python -m evals.judge --models policy,sft --judge llm:~/models/an-instruct-model.gguf",
     )
     add_model_args(parser)
     j = parser.add_argument_group("judging")
@@ -238,7 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress=lambda done, _total, _what: bar.update(done - bar.n))
     bar.close()
     baseline = state.rated_name(models[-1])
-    print(f"{len(battles)} battles judged by {judge.name}; stored in {state.store.path}\n")
+    print(f"{len(battles)} battles judged by {judge.name} in both orders; stored in {state.store.path}")
+    consistency = position_consistency(battles)
+    print(f"position consistency {consistency.rate:.3f}  [{consistency.ci_low:.3f}, {consistency.ci_high:.3f}]  "
+          f"({consistency.consistent} of {consistency.n} pairs judged alike in both orders)\n")
     table = win_rate_table(battles, baseline)
     print(f"win rate against {baseline} (ties ½; 95% Wilson interval; mean length in characters)")
     for r in table.itertuples():

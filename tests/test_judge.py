@@ -111,7 +111,8 @@ def test_judge_cli_prints_win_rates(tiny_model_dir: Path, home: Path, tmp_path: 
                        "--judge", "shorter", "--max-new-tokens", "4", "--temperature", "1.0"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "16 battles judged by rule:shorter" in out  # the shipped eval set has 16 prompts
+    assert "16 battles judged by rule:shorter in both orders" in out  # the shipped eval set has 16 prompts
+    assert "position consistency 1.000  [0.806, 1.000]  (16 of 16 pairs" in out  # Wilson, 16 of 16
     assert "win rate against sft" in out and "policy" in out
 
 
