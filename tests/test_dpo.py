@@ -58,16 +58,29 @@ def models(tiny_model_dir: Path) -> Models:
     ({"epochs": 0.0}, r"epochs must be in \(0, 100\]"),
     ({"epochs": 1e9}, r"epochs must be in \(0, 100\]"),
     ({"batch_size": 0}, "batch size must be ≥ 1"),
-    ({"loss": "kto"}, "loss must be one of"),
+    ({"loss": "dpo"}, "loss must be one of"),
     ({"loss": "robust", "label_smoothing": 0.5}, r"ε must be in \[0, 0.5\)"),
     ({"label_smoothing": 0.1}, "robust loss only"),
     ({"heldout": 1.0}, "held-out fraction"),
     ({"max_length": 4}, "max length"),
     ({"lora": LoraSettings(r=0)}, "LoRA r"),
+    ({"loss": "simpo", "simpo_gamma": -1.0}, "SimPO gamma must be ≥ 0"),
+    ({"simpo_gamma": 1.0}, "SimPO gamma applies to the simpo loss only"),
+    ({"loss": "orpo", "orpo_lambda": 0.0}, "ORPO lambda must be > 0"),
+    ({"orpo_lambda": 0.5}, "ORPO lambda applies to the orpo loss only"),
+    ({"loss": "kto", "kto_undesirable_weight": float("inf")}, "KTO desirable and undesirable weights must be > 0"),
+    ({"loss": "orpo", "kto_desirable_weight": 2.0}, "KTO weights apply to the kto loss only"),
+    ({"loss": "kto", "batch_size": 1}, "KTO needs a batch size ≥ 2"),
 ])
 def test_config_validation(changes: dict, message: str) -> None:
     with pytest.raises(PlaygroundError, match=message):
         DPOConfig(**changes).validate()
+
+
+def test_config_lists_every_problem_at_once() -> None:
+    with pytest.raises(PlaygroundError) as info:
+        DPOConfig(beta=0, simpo_gamma=2.0, orpo_lambda=-1.0, loss="kto", batch_size=1).validate()
+    assert str(info.value).count(";") == 4  # beta, gamma (not simpo), lambda (≤ 0 and not orpo), KTO batch
 
 
 def test_config_defaults_and_step_count() -> None:
@@ -326,8 +339,10 @@ def test_cli_defaults_are_the_config_defaults() -> None:
     # The CLI writes DPOConfig's defaults out (it imports the engine only after deciding hub access).
     args, cfg = train_args(["--pairs", "p.jsonl", "--out", "ckpts"]), DPOConfig()
     assert (args.lr, args.batch_size, args.heldout, args.max_length, args.seed, args.beta, args.loss,
-            args.label_smoothing, args.max_grad_norm, args.steps, args.epochs) == (
+            args.label_smoothing, args.max_grad_norm, args.steps, args.epochs, args.simpo_gamma, args.orpo_lambda,
+            args.kto_desirable_weight, args.kto_undesirable_weight) == (
         cfg.lr, cfg.batch_size, cfg.heldout, cfg.max_length, cfg.seed, cfg.beta, cfg.loss,
-        cfg.label_smoothing, cfg.max_grad_norm, cfg.steps, cfg.epochs)
+        cfg.label_smoothing, cfg.max_grad_norm, cfg.steps, cfg.epochs, cfg.simpo_gamma, cfg.orpo_lambda,
+        cfg.kto_desirable_weight, cfg.kto_undesirable_weight)
     for loss in LOSSES:  # every objective the engine has is offered
         assert train_args(["--pairs", "p.jsonl", "--out", "ckpts", "--loss", loss]).loss == loss

@@ -243,6 +243,15 @@ def load_pairs(path: Path, skip_invalid: bool = False, max_errors: int = 20) -> 
     return _load(path, parse_row, skip_invalid, max_errors)
 
 
+def holds_unpaired(path: Path) -> bool:
+    """Whether the file's first readable row is an unpaired one (completion and label, no chosen):
+    how TRL's KTOTrainer tells the two formats apart."""
+    for _, record in read_records(path):
+        if isinstance(record, dict):
+            return "completion" in record and "label" in record and "chosen" not in record
+    return False
+
+
 def load_unpaired(path: Path, skip_invalid: bool = False, max_errors: int = 20) -> Loaded[UnpairedRow]:
     """Read and validate every unpaired row (prompt, completion, label), as `load_pairs` does."""
     return _load(path, parse_unpaired_row, skip_invalid, max_errors)
