@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from playground.data.exchange import ImportResult, export_rows, import_file
+from playground.data.single_votes import SingleVote
 from playground.data.votes import Binarize, Vote, voter_name
 from service.state import AppState
 
 
 @dataclass(frozen=True)
 class VoteCounts:
-    by_voter: dict[str, int]  # votes per voter
+    by_voter: dict[str, int]  # pairwise votes per voter
     by_model: dict[str, int]  # responses voted on, per model name as shown in the slot
+    thumbs_by_voter: dict[str, tuple[int, int]]  # single votes per voter: (👍, 👎)
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,30 @@ def visible_votes(state: AppState, user: str | None, voter: str | None = None, m
 
 
 def vote_counts(state: AppState, user: str | None) -> VoteCounts:
-    """Votes per voter and responses per model, over the votes `user` may see."""
+    """Votes per voter, responses per model and single votes per voter, over the votes `user` may see."""
     if sees_all_votes(state, user):
-        return VoteCounts(state.store.counts_by_voter(), state.store.counts_by_model())
+        return VoteCounts(state.store.counts_by_voter(), state.store.counts_by_model(),
+                          state.store.single_counts_by_voter())
+    own = voter_name(user or "")
     votes = visible_votes(state, user)
     by_model = Counter(r.model for v in votes for r in v.responses)
-    return VoteCounts({voter_name(user or ""): len(votes)} if votes else {}, dict(sorted(by_model.items())))
+    thumbs = state.store.single_counts_by_voter()
+    return VoteCounts({own: len(votes)} if votes else {}, dict(sorted(by_model.items())),
+                      {own: thumbs[own]} if own in thumbs else {})
 
 
-def undo_last_vote(state: AppState, user: str | None, typed: str) -> tuple[str, Vote | None]:
-    """Delete the caller's most recent vote (anyone may take back a mis-click of their own): the
-    name it was looked up under (the login, or the typed name without logins) and the vote, if any."""
+def undo_last_vote(state: AppState, user: str | None, typed: str) -> tuple[str, Vote | SingleVote | None]:
+    """Delete the caller's most recent vote, pairwise or single (anyone may take back a mis-click of
+    their own): the name it was looked up under (the login, or the typed name without logins) and
+    the vote, if any."""
     who = state.access.voter(user, typed)
     return who, state.store.undo_last_vote(who)
 
 
 def export_votes(state: AppState, fmt: str, binarize: Binarize = "all_pairs", suffix: str = ".jsonl",
                  include_imported: bool = False) -> Export:
-    """Every vote as TRL preference rows or Chatbot Arena battles, in a new file under exports/."""
+    """Every vote as TRL preference rows, Chatbot Arena battles or TRL unpaired rows (KTO), in a new
+    file under exports/."""
     path = state.export_path(fmt, suffix)
     return Export(path, export_rows(state.store, fmt, path, binarize, seed=0, include_imported=include_imported))
 
@@ -76,5 +84,6 @@ def export_merged(state: AppState, fmt: str, ties: str = "drop") -> Export:
 
 
 def import_votes(state: AppState, path: Path) -> ImportResult:
-    """Add the TRL preference pairs of a JSONL, Parquet or CSV file; they are trained on."""
+    """Add the TRL preference pairs, or unpaired rows (prompt, completion, label), of a JSONL, Parquet
+    or CSV file; they are trained on (unpaired rows by KTO)."""
     return import_file(state.store, path)

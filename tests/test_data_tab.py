@@ -8,10 +8,12 @@ from gradio_client import Client, handle_file
 
 from evals.dashboard import LEADERBOARD_COLUMNS
 from playground.core.access import load_access
+from playground.data.single_votes import SingleVote
+from playground.data.votes import Response
 from playground.models.roles import ModelsConfig
 from service.evaluation import BUILT_IN_PROMPTS
 from service.state import AppState, build_state
-from tests.conftest import ADMIN_PASSWORD, VOTER, running_app
+from tests.conftest import ADMIN_PASSWORD, PROMPT, VOTER, running_app
 from tests.test_downloads import add_votes
 from ui.data_tab import VOTE_COLUMNS
 
@@ -28,23 +30,27 @@ def test_voters_see_only_their_own_votes_and_the_admin_sees_all(tiny_model_dir: 
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home,
                         access=load_access([":".join(ANA), ":".join(BO)], None, ADMIN_PASSWORD))
     add_votes(state)  # ana 3 votes, bo 1; each shows policy and sft
+    for label in (True, True, False):  # and three single votes of carol's, not a login: seen by the admin only
+        state.store.add_single_vote(SingleVote(prompt=PROMPT, response=Response("policy", "Hi."), label=label,
+                                               slot=0, voter="carol"))
     with running_app(state, auth=ANA) as ana:
         bo = Client(ana.src, verbose=False, auth=BO)
         admin = Client(ana.src, verbose=False, auth=("admin", ADMIN_PASSWORD))
         try:
             table, by_voter, by_model, hint = ana.predict("", "", api_name="/votes")
             assert [row[2] for row in rows(table)] == ["ana"] * 3 and hint == ""
-            assert rows(by_voter) == [["ana", 3]] and rows(by_model) == [["policy", 3], ["sft", 3]]
+            assert rows(by_voter) == [["ana", 3, 0, 0]] and rows(by_model) == [["policy", 3], ["sft", 3]]
             table, by_voter, _, hint = ana.predict("bo", "", api_name="/votes")  # another voter's: nothing
-            assert rows(table) == [] and rows(by_voter) == [["ana", 3]] and "No votes match" in hint
+            assert rows(table) == [] and rows(by_voter) == [["ana", 3, 0, 0]] and "No votes match" in hint
 
             table, by_voter, by_model, _ = bo.predict("", "", api_name="/votes")
-            assert [row[2] for row in rows(table)] == ["bo"] and rows(by_voter) == [["bo", 1]]
+            assert [row[2] for row in rows(table)] == ["bo"] and rows(by_voter) == [["bo", 1, 0, 0]]
             assert rows(by_model) == [["policy", 1], ["sft", 1]]
 
             table, by_voter, by_model, _ = admin.predict("", "", api_name="/votes")
             assert sorted(row[2] for row in rows(table)) == ["ana", "ana", "ana", "bo"]
-            assert rows(by_voter) == [["ana", 3], ["bo", 1]] and rows(by_model) == [["policy", 4], ["sft", 4]]
+            assert rows(by_voter) == [["ana", 3, 0, 0], ["bo", 1, 0, 0], ["carol", 0, 2, 1]]
+            assert rows(by_model) == [["policy", 4], ["sft", 4]]
             assert [row[2] for row in rows(admin.predict("bo", "", api_name="/votes")[0])] == ["bo"]
 
             # Undo takes back the caller's own vote, whatever name is typed.
@@ -53,7 +59,7 @@ def test_voters_see_only_their_own_votes_and_the_admin_sees_all(tiny_model_dir: 
 
             state.votes_visible_to_all = True  # app.py --votes-visible-to-all
             table, by_voter, _, _ = bo.predict("", "", api_name="/votes")
-            assert len(rows(table)) == 3 and rows(by_voter) == [["ana", 3]]
+            assert len(rows(table)) == 3 and rows(by_voter) == [["ana", 3, 0, 0], ["carol", 0, 2, 1]]
         finally:
             bo.close()
             admin.close()
@@ -63,7 +69,7 @@ def test_empty_tabs_say_what_to_do_with_real_headers(tiny_app: tuple[AppState, C
     _, client = tiny_app
     table, by_voter, by_model, hint = client.predict("", "", api_name="/votes")
     assert table["headers"] == VOTE_COLUMNS and rows(table) == []
-    assert by_voter["headers"] == ["voter", "votes"] and by_model["headers"] == ["model", "votes"]
+    assert by_voter["headers"] == ["voter", "votes", "👍", "👎"] and by_model["headers"] == ["model", "votes"]
     assert "No votes yet" in hint and "Playground tab" in hint
     out = client.predict(True, [], "sft", "sft", 10, None, api_name="/dashboard")
     summary, leaderboard = out[0], out[1]

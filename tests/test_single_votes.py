@@ -124,3 +124,34 @@ def test_rate_endpoints(tiny_app: tuple[AppState, Client], tmp_path: Path) -> No
     client.predict("example", "ana", api_name="/next_item")
     assert "👎 on B by ana" in client.predict("B", "down", "ana", api_name="/queue_rate")
     assert [v.item is not None for v in state.store.single_votes()] == [False, False, True]
+
+
+def test_unpaired_export_reads_as_a_kto_dataset_and_imports_back(store: Store, tmp_path: Path) -> None:
+    import datasets
+
+    from playground.data.exchange import export_rows, import_file
+
+    store.add_vote(make_vote(outcome="a", texts=["Short.", "A long answer."]))
+    store.add_vote(make_vote(outcome="both_bad", texts=["Bad.", "Worse."]))
+    store.add_vote(make_vote(outcome="tie"))  # no pair, not both bad: no row
+    store.add_single_vote(single(True, text="Good."))
+    out = tmp_path / "kto.parquet"
+    assert export_rows(store, "unpaired", out) == 5
+    table = datasets.load_dataset("parquet", data_files=str(out), split="train")
+    assert [(r["completion"][0]["content"], r["label"]) for r in table] == [
+        ("Short.", True), ("A long answer.", False), ("Bad.", False), ("Worse.", False), ("Good.", True)]
+    assert table[0]["prompt"] == PROMPT and table[0]["chosen_model"] == "sft"
+    export_rows(store, "unpaired", tmp_path / "kto.jsonl")
+    with Store(tmp_path / "other.sqlite") as other:
+        result = import_file(other, tmp_path / "kto.jsonl")
+        assert (result.kind, result.imported) == ("unpaired", 5)
+        assert [(r.completion, r.label) for r in other.imported_unpaired()] == [
+            (r["completion"], r["label"]) for r in table]
+        assert other.imported_pairs() == []  # unpaired rows are not pairs
+        assert len(other.unpaired_rows()) == 5  # and KTO trains on them
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "Q?", "completion": "A.", "label": true}\n{"prompt": "Q?", "completion": "B.", '
+                   '"label": "maybe"}\n')
+    with pytest.raises(PlaygroundError, match="line 2: 'label' must be true"):
+        import_file(store, bad)
+    assert store.imported_unpaired() == []  # all or nothing

@@ -7,6 +7,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from playground.data.single_votes import SingleVote
 from playground.data.votes import Vote
 from service import data
 from service.state import AppState
@@ -15,7 +16,7 @@ from ui.errors import user_errors
 from ui.render import LETTERS
 
 VOTE_COLUMNS = ["id", "time", "voter", "outcome", "winner", "models", "prompt", "anonymous"]
-VOTER_COLUMNS = ["voter", "votes"]
+VOTER_COLUMNS = ["voter", "votes", "👍", "👎"]
 MODEL_COLUMNS = ["model", "votes"]
 NO_VOTES = "**No votes yet** — generate on the Playground tab and vote, or take a prompt in the Vote tab."
 
@@ -43,6 +44,14 @@ def counts_table(counts: dict[str, int], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(sorted(counts.items(), key=lambda kv: -kv[1]), columns=columns)
 
 
+def voter_table(counts: data.VoteCounts) -> pd.DataFrame:
+    """Pairwise votes and single votes (👍, 👎) per voter, most pairwise votes first."""
+    voters = sorted(counts.by_voter.keys() | counts.thumbs_by_voter.keys(),
+                    key=lambda v: (-counts.by_voter.get(v, 0), v))
+    return pd.DataFrame([(v, counts.by_voter.get(v, 0), *counts.thumbs_by_voter.get(v, (0, 0))) for v in voters],
+                        columns=VOTER_COLUMNS)
+
+
 def empty_hint(votes: list[Vote], filtered: bool, sees_all: bool) -> str:
     """What to do when the table is empty (nothing when it is not)."""
     if votes:
@@ -63,24 +72,25 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     table = gr.Dataframe(value=vote_table([]), headers=VOTE_COLUMNS, label=f"Votes (newest first). {visibility}",
                          interactive=False, wrap=True, elem_id="data-votes")
     with gr.Row():
-        by_voter = gr.Dataframe(value=counts_table({}, VOTER_COLUMNS), headers=VOTER_COLUMNS, label="Votes by voter",
-                                interactive=False, elem_id="data-by-voter")
+        by_voter = gr.Dataframe(value=counts_table({}, VOTER_COLUMNS), headers=VOTER_COLUMNS,
+                                label="Votes by voter (pairwise; single-answer 👍/👎)", interactive=False,
+                                elem_id="data-by-voter")
         by_model = gr.Dataframe(value=counts_table({}, MODEL_COLUMNS), headers=MODEL_COLUMNS,
                                 label="Responses voted on, by model", interactive=False, elem_id="data-by-model")
     with gr.Row():
         undo = gr.Button("Undo my last vote", variant="secondary")
         data_status = gr.Markdown()
     with gr.Accordion("Export", open=True), gr.Row():
-        fmt = gr.Radio([("TRL preference rows", "trl"), ("Chatbot Arena battles", "arena")], value="trl",
-                       label="Format")
+        fmt = gr.Radio([("TRL preference rows", "trl"), ("Chatbot Arena battles", "arena"),
+                        ("TRL unpaired rows (KTO)", "unpaired")], value="trl", label="Format")
         binarize = gr.Radio([("all pairs", "all_pairs"), ("best vs random (UltraFeedback)", "best_vs_random")],
                             value="all_pairs", label="Rankings become")
         suffix = gr.Radio([".jsonl", ".parquet"], value=".jsonl", label="File")
-        include = gr.Checkbox(label="Include imported pairs (TRL only)")
+        include = gr.Checkbox(label="Include imported rows (TRL and unpaired)")
         export_button = gr.Button("Export", variant="primary", elem_id="data-export")
         export_file = gr.File(label="Download", interactive=False, elem_id="data-export-file")
     with gr.Accordion("Import TRL preference data", open=False), gr.Row():
-        upload = gr.File(label="JSONL, Parquet or CSV: prompt/chosen/rejected",
+        upload = gr.File(label="JSONL, Parquet or CSV: prompt/chosen/rejected, or prompt/completion/label (KTO)",
                          file_types=[".jsonl", ".parquet", ".csv"])
         import_button = gr.Button("Import")
 
@@ -91,7 +101,7 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
         counts = data.vote_counts(state, user)
         return {
             table: vote_table(votes),
-            by_voter: counts_table(counts.by_voter, VOTER_COLUMNS),
+            by_voter: voter_table(counts),
             by_model: counts_table(counts.by_model, MODEL_COLUMNS),
             hint: empty_hint(votes, bool((voter_value or "").strip() or (model_value or "").strip()),
                              data.sees_all_votes(state, user)),
@@ -111,7 +121,13 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
     @user_errors
     def undo_last(name: str, voter_value: str, model_value: str, request: gr.Request) -> dict:
         who, removed = data.undo_last_vote(state, session.username(request), name)
-        message = f"Removed vote #{removed.id}." if removed else f"No votes by {who} to undo."
+        if removed is None:
+            message = f"No votes by {who} to undo."
+        elif isinstance(removed, SingleVote):
+            thumb = "👍" if removed.label else "👎"
+            message = f"Removed single vote #{removed.id} ({thumb} on `{removed.response.model}`)."
+        else:
+            message = f"Removed vote #{removed.id}."
         return {data_status: message, **show(voter_value, model_value, request)}
 
     undo.click(undo_last, [voter, voter_filter, model_filter], [data_status, *show_outputs], api_name="undo")
@@ -131,6 +147,9 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
         if not file:
             raise gr.Error("Choose a file to import first.")
         result = data.import_votes(state, Path(file))
+        if result.kind == "unpaired":
+            return (f"Imported {result.imported} unpaired rows from `{Path(file).name}`; KTO trains on them "
+                    "(Train tab, loss kto).")
         return f"Imported {result.imported} pairs from `{Path(file).name}`; they are used for training."
 
     import_button.click(import_upload, upload, data_status, api_name="import")

@@ -35,7 +35,8 @@ def _export(args: argparse.Namespace) -> None:
 def _import(args: argparse.Namespace) -> None:
     with Store(args.db or default_path()) as store:
         result = import_file(store, args.file, args.skip_invalid)
-    print(f"imported {result.imported} rows from {args.file}")
+    print(f"imported {result.imported} {'unpaired' if result.kind == 'unpaired' else 'preference'} rows "
+          f"from {args.file}")
     if result.skipped:
         print(f"skipped {len(result.skipped)} invalid rows:")
         for error in result.skipped:
@@ -112,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=EXPORT_FORMATS, required=True,
         help="trl: conversational prompt/chosen/rejected rows for TRL's DPOTrainer, with vote_id, "
              "chosen_model, rejected_model and voter (ties and both-bad votes give no rows); "
-             "arena: Chatbot Arena battle rows (model_a, model_b, winner, tstamp, vote_id, voter, anonymous)",
+             "arena: Chatbot Arena battle rows (model_a, model_b, winner, tstamp, vote_id, voter, anonymous); "
+             "unpaired: TRL's unpaired prompt/completion/label rows that KTOTrainer reads (each pair's chosen "
+             "answer true and rejected false, both sides of a both-bad vote false, single votes 👍 true / 👎 false)",
     )
     export.add_argument("--out", type=Path, required=True, metavar="FILE",
                         help="the file to write: .jsonl for JSON lines, .parquet for Parquet; replaced if it exists")
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=0,
                         help="seed for best-vs-random's draw; the same seed gives the same pairs (default: 0)")
     export.add_argument("--include-imported", action="store_true",
-                        help="trl only: add the imported pairs after the votes' pairs, as DPO training sees them")
+                        help="trl and unpaired: add the imported rows after the votes' rows, as training sees them")
     export.add_argument(
         "--merge", choices=MERGES, default="none",
         help="none: every vote as it is (default); majority: the voting queue's votes on one prompt merged into "
@@ -138,15 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     imp = commands.add_parser(
-        "import", help="add TRL preference pairs from a file, all or nothing",
-        description="Add the preference pairs in FILE to the database for training. Every row is checked "
-                    "first; if any is invalid, nothing is imported and the bad lines are listed.",
+        "import", help="add TRL preference pairs or unpaired rows from a file, all or nothing",
+        description="Add the preference pairs (or unpaired prompt/completion/label rows, for KTO) in FILE to the "
+                    "database for training. Every row is checked first; if any is invalid, nothing is imported "
+                    "and the bad lines are listed.",
     )
     imp.add_argument(
         "file", type=Path, metavar="FILE",
         help=f"TRL preference data ({', '.join(IMPORT_FORMATS)}; .json means JSON lines): standard "
              "(prompt/chosen/rejected strings), conversational (message lists) or implicit prompt "
-             "(whole chosen/rejected conversations and no prompt)",
+             "(whole chosen/rejected conversations and no prompt); or TRL's unpaired format "
+             "(prompt/completion/label, label true for a desirable answer), told apart by the first row's keys",
     )
     imp.add_argument("--skip-invalid", action="store_true",
                      help="import the valid rows and list the invalid ones, instead of importing nothing")

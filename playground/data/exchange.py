@@ -15,11 +15,12 @@ from playground.data.prompt_sets import (
     prompts_from_preference_file,
     set_name,
 )
-from playground.data.rows import RowError, load_pairs
+from playground.data.rows import RowError, load_pairs, load_unpaired, read_records
+from playground.data.single_votes import unpair
 from playground.data.store import Store
 from playground.data.votes import Binarize, to_arena_rows, to_trl_rows
 
-EXPORT_FORMATS = ("trl", "arena")
+EXPORT_FORMATS = ("trl", "arena", "unpaired")
 OUT_SUFFIXES = (".jsonl", ".parquet")
 MERGES = ("none", "majority")
 META_SUFFIX = ".meta.json"
@@ -30,6 +31,7 @@ PARQUET_META_KEY = b"preference_playground"
 class ImportResult:
     imported: int
     skipped: list[RowError]  # only with skip_invalid: the rows left out, and why
+    kind: str = "pairs"  # "pairs" (prompt, chosen, rejected) or "unpaired" (prompt, completion, label)
 
 
 def meta_path(path: Path) -> Path:
@@ -41,8 +43,11 @@ def export_rows(
     store: Store, fmt: str, path: Path, binarize: Binarize = "all_pairs", seed: int = 0,
     include_imported: bool = False, merge: str = "none", ties: str = "drop",
 ) -> int:
-    """Write the votes as `fmt` ("trl" or "arena") rows to a .jsonl or .parquet file, atomically;
-    return the number of rows. `include_imported` adds the imported pairs (trl only).
+    """Write the votes as `fmt` rows to a .jsonl or .parquet file, atomically; return the number of
+    rows. "trl": preference pairs (prompt, chosen, rejected); "arena": Chatbot Arena battles;
+    "unpaired": TRL's unpaired format (prompt, completion, label) that KTO reads: every pair's chosen
+    (True) and rejected (False) answer, then both sides of each both-bad vote (False) and the single
+    votes (👍 True, 👎 False). `include_imported` adds the imported rows (trl and unpaired only).
 
     `merge="majority"` first merges the voting queue's votes on each prompt into one
     (`playground.data.merge.merge_votes`; `ties` "drop" or "keep" says what becomes of prompts with no
@@ -62,19 +67,24 @@ def export_rows(
         else:
             rows = to_trl_rows(votes, binarize, seed)
             rows += [row.as_trl() for row in store.imported_pairs()] if include_imported else []
-        if len({isinstance(row["prompt"], str) for row in rows}) > 1:
-            raise PlaygroundError(
-                "these pairs mix plain-text and chat-message prompts (the imported pairs differ from the "
-                "votes or from each other), but a TRL dataset holds one kind; export without the imported pairs"
-            )
+    elif fmt == "unpaired":
+        pairs = store.training_pairs(binarize, seed, votes, include_imported)
+        unpaired = unpair(pairs) + store.unpaired_rows(votes, include_imported)
+        rows = [row.as_trl() for row in unpaired]
     elif fmt == "arena":
         if include_imported:
             raise PlaygroundError("imported pairs name no models, so they can only be exported in trl format")
         rows = to_arena_rows(votes)
     else:
         raise PlaygroundError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    if len({isinstance(row["prompt"], str) for row in rows if fmt != "arena"}) > 1:
+        raise PlaygroundError(
+            "these rows mix plain-text and chat-message prompts (the imported rows differ from the "
+            "votes or from each other), but a TRL dataset holds one kind; export without the imported rows"
+        )
     if not rows:
-        raise PlaygroundError("nothing to export: no votes" + (" that prefer one response" if fmt == "trl" else ""))
+        raise PlaygroundError("nothing to export: no votes"
+                              + {"trl": " that prefer one response", "unpaired": " that judge a response"}.get(fmt, ""))
     write_rows(rows, path, metadata)
     if metadata is None:
         meta_path(path).unlink(missing_ok=True)  # a merged export's old metadata would describe other rows
@@ -121,12 +131,25 @@ def _arrow_table(rows: list[dict[str, Any]]) -> Any:  # -> pyarrow.Table (import
 
 
 def import_file(store: Store, path: Path, skip_invalid: bool = False) -> ImportResult:
-    """Validate every row of a TRL preference file, then import them all in one transaction. Any
-    invalid row fails the whole file (a `PlaygroundError` listing the lines), unless `skip_invalid`."""
-    loaded = load_pairs(path, skip_invalid=skip_invalid)
+    """Validate every row of a TRL preference file (prompt, chosen, rejected) or unpaired file
+    (prompt, completion, label: KTO's), then import them all in one transaction. The kind is read
+    from the first row's keys. Any invalid row fails the whole file (a `PlaygroundError` listing the
+    lines), unless `skip_invalid`."""
+    kind = file_kind(path)
+    loaded = load_unpaired(path, skip_invalid=skip_invalid) if kind == "unpaired" else load_pairs(
+        path, skip_invalid=skip_invalid)
     if not loaded.rows:
         raise PlaygroundError(f"{path}: no valid rows to import ({len(loaded.skipped)} invalid)")
-    return ImportResult(store.import_pairs(loaded.rows, path.name), loaded.skipped)
+    add = store.import_unpaired if kind == "unpaired" else store.import_pairs
+    return ImportResult(add(loaded.rows, path.name), loaded.skipped, kind)  # type: ignore[arg-type]
+
+
+def file_kind(path: Path) -> str:
+    """"unpaired" when the first readable row has `completion` and `label` and no `chosen`, else "pairs"."""
+    for _, record in read_records(path):
+        if isinstance(record, dict):
+            return "unpaired" if {"completion", "label"} <= record.keys() and "chosen" not in record else "pairs"
+    return "pairs"
 
 
 def import_prompts(store: Store, path: Path, name: str, overlap: int = 1, from_preferences: bool = False,

@@ -427,10 +427,11 @@ class Store:
         return [UnpairedRow(json.loads(r["prompt"]), json.loads(r["completion"]), bool(r["label"]),
                             json.loads(r["extra"])) for r in rows]
 
-    def unpaired_rows(self, votes: list[Vote] | None = None) -> list[UnpairedRow]:
+    def unpaired_rows(self, votes: list[Vote] | None = None, include_imported: bool = True) -> list[UnpairedRow]:
         """What KTO trains on beyond the pairs: both-bad responses and single votes
         (`single_votes.unpaired_rows`), then the imported unpaired rows. `votes` replaces the stored votes."""
-        return unpaired_rows(self.votes() if votes is None else votes, self.single_votes()) + self.imported_unpaired()
+        from_votes = unpaired_rows(self.votes() if votes is None else votes, self.single_votes())
+        return from_votes + (self.imported_unpaired() if include_imported else [])
 
     def counts_by_voter(self) -> dict[str, int]:
         """Pairwise votes per voter."""
@@ -471,14 +472,14 @@ class Store:
         return [PreferenceRow(*(json.loads(value) for value in row)) for row in rows]
 
     def training_pairs(self, binarize: Binarize = "all_pairs", seed: int = 0,
-                       votes: list[Vote] | None = None) -> list[PreferenceRow]:
+                       votes: list[Vote] | None = None, include_imported: bool = True) -> list[PreferenceRow]:
         """What DPO trains on: every vote's pairs (see `votes.to_trl_rows`), then the imported pairs.
         `votes` replaces the stored votes (the queue's votes merged per prompt, say)."""
         from_votes = [
             PreferenceRow(r["prompt"], r["chosen"], r["rejected"], {k: v for k, v in r.items() if k not in TRL_KEYS})
             for r in to_trl_rows(self.votes() if votes is None else votes, binarize, seed)
         ]
-        return from_votes + self.imported_pairs()
+        return from_votes + (self.imported_pairs() if include_imported else [])
 
     def register_checkpoint(self, checkpoint_id: str, path: Path, parent: str | None, record: dict[str, Any]) -> None:
         """Record a finished checkpoint (written before, atomically, by `checkpoints.write_checkpoint`)."""
@@ -644,3 +645,10 @@ class Store:
             if db.execute("SELECT 1 FROM votes WHERE item = ? AND voter = ?", (vote.item, vote.voter)).fetchone():
                 raise PlaygroundError(f"{vote.voter} has already voted on this prompt; take the next one")
             return self._insert_vote(db, vote)
+
+    def prompt_categories(self) -> dict[int, tuple[Any, str]]:
+        """Every set prompt that has a category, {prompt id: (its messages, category)}: what votes
+        (by `Vote.item`) and judge battles (by their prompt) are grouped by on the Dashboard."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, prompt, category FROM set_prompts WHERE category IS NOT NULL").fetchall()
+        return {r["id"]: (json.loads(r["prompt"]), r["category"]) for r in rows}
