@@ -383,11 +383,12 @@ class JudgeHumanAgreement:
     no_verdict: int
 
 
-def _unit_labels(rows: Iterable[tuple[Sequence[Message], Mapping[str, Any]]]) -> dict[tuple[str, str, str], Counter]:
+def _unit_labels(rows: Iterable[tuple[Sequence[Message], Mapping[str, Any]]]
+                 ) -> dict[tuple[str, str, str], Counter[str]]:
     """Arena battle rows (with the prompt they answer) counted by unit (prompt, first model, second
     model; models sorted, so the side shown does not matter) and label FIRST_WINS, SECOND_WINS or
     "tie" (both-bad included). Rows of one model against itself say nothing and are skipped."""
-    units: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
+    units: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
     for prompt, row in rows:
         model_a, model_b, winner = row["model_a"], row["model_b"], row["winner"]
         if model_a == model_b:

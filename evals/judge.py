@@ -101,7 +101,8 @@ class PositionConsistency:
 def position_consistency(battles: Iterable[Mapping[str, Any]]) -> PositionConsistency:
     """Position consistency of stored judge battles (`Store.judge_battles`), recomputed from the two
     verdicts in each battle's details."""
-    agreed, unswapped = [], 0
+    agreed: list[bool] = []
+    unswapped = 0
     for battle in battles:
         details = battle.get("details") or {}
         if "ab" not in details or "ba" not in details:
