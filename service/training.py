@@ -22,9 +22,10 @@ import pandas as pd
 
 from playground.core.errors import PlaygroundError
 from playground.data.merge import merge_votes
+from playground.data.rows import PreferenceRow, UnpairedRow
 from playground.models.checkpoints import CheckpointRecord, HeldOut, set_policy_weights
 from playground.models.roles import adapter_params
-from playground.training.dpo import DPOConfig, TrainResult, train_dpo
+from playground.training.dpo import REFERENCE_FREE, DPOConfig, TrainResult, train_dpo
 from playground.training.loop import Callback, Metrics
 from playground.training.reward_model import RECORD as REWARD_RECORD
 from playground.training.reward_model import RewardConfig, RewardTrainResult
@@ -33,7 +34,7 @@ from service.state import AppState
 
 BUSY = "a training run is already in progress; wait for it or cancel it"
 NO_CHECKPOINTS = "No checkpoints yet — vote on the Playground tab, then Train"
-TRAIN_TABLE_COLUMNS = ["checkpoint", "serving", "parent", "pairs", "steps", "held-out acc before→after",
+TRAIN_TABLE_COLUMNS = ["checkpoint", "serving", "parent", "loss", "pairs", "steps", "held-out acc before→after",
                       "held-out margin after", "β", "created"]
 
 
@@ -77,8 +78,9 @@ class TrainingRun:
 
 
 def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> TrainingRun:
-    """Start a DPO run on every stored vote's pairs and the imported pairs (`merge`: the voting
-    queue's votes as one merged majority vote per prompt, see `merge_votes`). The run trains in a
+    """Start a DPO run (or any `DPOConfig.loss`) on every stored vote's pairs and the imported pairs
+    (`merge`: the voting queue's votes as one merged majority vote per prompt, see `merge_votes`);
+    KTO adds the unpaired rows (`Store.unpaired_rows`: single votes, both-bad answers, imported). The run trains in a
     thread; when it finishes its checkpoint is registered, attached to the slots and serves as the
     policy, now and after a restart. Raises at once (nothing started) for bad settings or while
     another run holds the lock."""
@@ -89,15 +91,19 @@ def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> Trai
         cfg.validate()
         votes = merge_votes(state.store.votes()).votes if merge else None
         pairs = state.store.training_pairs("all_pairs", cfg.seed, votes)
+        # KTO also learns from answers judged alone: single votes, both sides of a both-bad vote.
+        unpaired = state.store.unpaired_rows(votes) if cfg.loss == "kto" else []
         run = TrainingRun()
-        threading.Thread(target=_train, args=(state, run, pairs, cfg), daemon=True, name="dpo-training").start()
+        threading.Thread(target=_train, args=(state, run, pairs, unpaired, cfg), daemon=True,
+                         name="dpo-training").start()
     except BaseException:
         state.training.release()
         raise
     return run
 
 
-def _train(state: AppState, run: TrainingRun, pairs: list, cfg: DPOConfig) -> None:
+def _train(state: AppState, run: TrainingRun, pairs: list[PreferenceRow], unpaired: list[UnpairedRow],
+           cfg: DPOConfig) -> None:
     """The worker thread: train, register and serve; always releases the lock and ends the events."""
     try:
         with state.models.lock:  # to put back if registering fails after train_dpo has published
@@ -105,7 +111,7 @@ def _train(state: AppState, run: TrainingRun, pairs: list, cfg: DPOConfig) -> No
             source, ident = state.models.policy.source, state.models.policy.ident
         result = train_dpo(state.models, pairs, cfg, state.checkpoint_dir,
                            callback=lambda step, total, m: run._events.put(StepEvent(step, total, m)),
-                           should_stop=state.cancel_training.is_set)
+                           should_stop=state.cancel_training.is_set, unpaired=unpaired)
         if result.checkpoint is not None:
             try:
                 state.add_checkpoint(result.checkpoint)
@@ -144,6 +150,12 @@ def checkpoint_records(state: AppState) -> list[CheckpointRecord]:
     return [CheckpointRecord.registered(c) for c in state.store.checkpoints()]
 
 
+def loss_label(loss: str) -> str:
+    """A loss as the tables name it: reference-free ones say so (their held-out reward columns still
+    use the reference, measured after training)."""
+    return f"{loss} (reference-free)" if loss in REFERENCE_FREE else loss
+
+
 def checkpoint_table(state: AppState) -> pd.DataFrame:
     """The Train tab's table, newest first; empty (headers kept) before the first run."""
     serving = Path(state.models.policy.source).name  # a checkpoint serves from its folder
@@ -152,7 +164,8 @@ def checkpoint_table(state: AppState) -> pd.DataFrame:
         before, after = rec.heldout_before, rec.heldout_after
         rows.append({
             "checkpoint": rec.id, "serving": "●" if rec.id == serving and rec.id in state.checkpoints else "",
-            "parent": rec.parent or "SFT", "pairs": rec.pairs, "steps": rec.steps,
+            "parent": rec.parent or "SFT", "loss": loss_label(rec.hyperparameters.get("loss", "sigmoid")),
+            "pairs": rec.pairs, "steps": rec.steps,
             "held-out acc before→after": f"{before.accuracy:.2f} → {after.accuracy:.2f}" if before and after else "—",
             "held-out margin after": round(after.margin, 4) if after else None,
             "β": rec.beta,

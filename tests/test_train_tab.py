@@ -69,8 +69,10 @@ def test_bad_settings_are_refused_and_nothing_changes(app: tuple[AppState, Clien
         client.predict(3, 0.0, 5e-3, 2, "sigmoid", 0.0, 0.2, 0, api_name="/train")
     with pytest.raises(Exception, match="learning rate must be > 0"):  # the engine's check
         client.predict(3, 0.1, 0.0, 2, "sigmoid", 0.0, 0.2, 0, api_name="/train")
-    with pytest.raises(Exception, match="label smoothing applies to the robust loss only"):
-        client.predict(3, 0.1, 5e-3, 2, "sigmoid", 0.1, 0.2, 0, api_name="/train")
+    with pytest.raises(Exception, match="KTO desirable and undesirable weights must be > 0"):
+        client.predict(3, 0.1, 5e-3, 2, "kto", 0.0, 0.2, 0, False, 0.5, 0.1, 0.0, 1.0, api_name="/train")
+    with pytest.raises(Exception, match="KTO needs a batch size ≥ 2"):
+        client.predict(3, 0.1, 5e-3, 1, "kto", 0.0, 0.2, 0, api_name="/train")
     assert state.store.checkpoints() == []
     assert not state.training.locked()
 
@@ -92,3 +94,34 @@ def test_before_any_run_the_plot_and_table_say_what_they_will_show(tiny_app: tup
     assert fig.layout.title.text == PLOT_TITLE and [a.text for a in fig.layout.annotations] == [NO_RUN]
     assert list(checkpoint_table(state).columns) == TRAIN_TABLE_COLUMNS and "Train" in NO_CHECKPOINTS
     assert client.predict(api_name="/cancel_training") == "No training is running."
+
+
+def test_kto_trains_on_the_single_votes_and_simpo_says_it_is_reference_free(app: tuple[AppState, Client]) -> None:
+    from playground.data.single_votes import SingleVote
+    from playground.data.votes import Response
+    from service.training import checkpoint_table
+    from ui.train_tab import metrics_figure
+
+    state, client = app
+    for i, (text, label) in enumerate([("Yes.", True), ("No, a long and wrong answer.", False), ("Sure.", True)]):
+        state.store.add_single_vote(SingleVote(prompt=PAIRS[i]["prompt"], response=Response("policy", text),
+                                               label=label, slot=0, voter="ana"))
+    # steps, β, lr, batch, loss, ε, held-out, seed, merge, γ, ORPO λ, λ_D, λ_U (ε and γ belong to other losses:
+    # hidden on the page, and not this run's settings)
+    job = client.submit(3, 0.1, 5e-3, 2, "kto", 0.3, 0.2, 0, False, 9.0, 0.1, 1.5, 1.0, api_name="/train")
+    job.result(timeout=300)
+    assert "and 3 unpaired rows" in job.outputs()[-1][1]
+    kto = json.loads((Path(state.store.checkpoints()[0]["path"]) / "record.json").read_text())
+    assert kto["unpaired"]["count"] == 3 and kto["hyperparameters"]["kto_desirable_weight"] == 1.5
+    assert kto["hyperparameters"]["label_smoothing"] == 0.0 and kto["reference_free"] is False
+    assert all("kl" in step for step in kto["steps"])  # KTO's reference point z₀, logged per step
+    names = {t.name for t in metrics_figure(kto["steps"], "kto").data}
+    assert "KL reference point z₀" in names and "reward accuracy" not in names  # KTO has no pairs in a step
+
+    job = client.submit(2, 2.0, 5e-3, 2, "simpo", 0.0, 0.2, 0, False, 0.7, 0.1, 1.0, 1.0, api_name="/train")
+    job.result(timeout=300)
+    assert "(trained reference-free)" in job.outputs()[-1][1]
+    simpo = json.loads((Path(state.store.checkpoints()[1]["path"]) / "record.json").read_text())
+    assert simpo["reference_free"] is True and simpo["hyperparameters"]["simpo_gamma"] == 0.7
+    assert simpo["unpaired"]["count"] == 0  # the single votes train KTO only
+    assert list(checkpoint_table(state)["loss"]) == ["simpo (reference-free)", "kto"]

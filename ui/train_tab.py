@@ -1,6 +1,6 @@
-"""The Train tab: a short DPO update on the stored votes (and imported pairs), live metrics,
-checkpoints and which one serves. The work is `service.training`'s; this file only wires. The
-checkpoint table loads when the tab is opened and after every run."""
+"""The Train tab: a short DPO update (or IPO, KTO, SimPO, ORPO …) on the stored votes (and
+imported rows), live metrics, checkpoints and which one serves. The work is `service.training`'s;
+this file only wires. The checkpoint table loads when the tab is opened and after every run."""
 
 import time
 
@@ -10,31 +10,48 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from evals.dashboard import empty_figure
-from playground.training.dpo import DEFAULT_EPOCHS, LOSSES, DPOConfig, TrainResult
+from playground.training.dpo import DEFAULT_EPOCHS, LOSSES, REFERENCE_FREE, DPOConfig, TrainResult
 from service import training, voting
 from service.state import AppState
 from ui import session
 from ui.errors import user_errors
 
-METRICS = [("loss", "loss"), ("rewards/accuracies", "reward accuracy"), ("rewards/margins", "reward margin"),
-           ("rewards/chosen", "reward chosen"), ("rewards/rejected", "reward rejected")]
-PLOT_TITLE = "Per-step DPO metrics"
+METRICS = [("loss", "loss"), ("nll_loss", "NLL (SFT term)"), ("rewards/accuracies", "reward accuracy"),
+           ("rewards/margins", "reward margin"), ("kl", "KL reference point z₀"), ("rewards/chosen", "reward chosen"),
+           ("rewards/rejected", "reward rejected")]
+PLOT_COLUMN = {"loss": 1, "nll_loss": 1, "rewards/accuracies": 2, "rewards/margins": 2, "kl": 2,
+               "rewards/chosen": 3, "rewards/rejected": 3}
+# What each loss logs as its rewards (`playground.training.dpo`'s metrics).
+REWARD_TITLES = {"simpo": "rewards β·log π_θ(y|x)/|y| (no reference)",
+                 "orpo": "rewards λ·log π_θ(y|x)/|y| (no reference)",
+                 "kto": "implicit rewards: desirable / undesirable"}
+PLOT_TITLE = "Per-step training metrics"
+LOSS_NOTES = {
+    "sigmoid": "DPO: −log σ(r_w − r_l).", "ipo": "IPO: (h − 1/(2β))², h the per-token mean log-ratio margin.",
+    "hinge": "SLiC hinge: max(0, 1 − (r_w − r_l)).", "robust": "Robust DPO for labels flipped with probability ε.",
+    "kto": "KTO: each answer on its own, chosen and 👍 desirable, rejected, 👎 and both sides of *Both bad* "
+           "undesirable; reference point z₀ from mismatched pairs in the step.",
+    "simpo": "SimPO: −log σ(β·(mean log π(y_w) − mean log π(y_l)) − γ). **Reference-free**: trained without the "
+             "reference; the held-out rewards and KL still measure against it, after training.",
+    "orpo": "ORPO: NLL of the chosen answer + λ·odds-ratio term. **Reference-free**: trained without the "
+            "reference; the held-out rewards and KL still measure against it, after training.",
+}
 NO_RUN = "Loss, reward accuracy / margin and implicit rewards per step appear here while a run trains"
 DEFAULTS = DPOConfig()
 
 
-def metrics_figure(history: list[dict[str, float]]) -> go.Figure:
-    """Loss, reward accuracy, margin and chosen/rejected rewards per step; before any step, an
-    empty figure saying what it will show."""
+def metrics_figure(history: list[dict[str, float]], loss: str = "sigmoid") -> go.Figure:
+    """Loss, reward accuracy, margin and chosen/rejected rewards per step, as `loss` logs them (a
+    metric the loss does not log is left out); before any step, an empty figure saying what it will show."""
     if not history:
         return empty_figure(PLOT_TITLE, NO_RUN)
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("DPO loss", "reward accuracy / margin",
-                                                        "implicit rewards r = β·log(π/π_ref)"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=(
+        f"{loss} loss", "reward accuracy / margin", REWARD_TITLES.get(loss, "implicit rewards r = β·log(π/π_ref)")))
     steps = list(range(1, len(history) + 1))
-    col = {"loss": 1, "rewards/accuracies": 2, "rewards/margins": 2, "rewards/chosen": 3, "rewards/rejected": 3}
     for key, label in METRICS:
-        fig.add_trace(go.Scatter(x=steps, y=[m.get(key) for m in history], mode="lines+markers", name=label),
-                      row=1, col=col[key])
+        if any(key in m for m in history):
+            fig.add_trace(go.Scatter(x=steps, y=[m.get(key) for m in history], mode="lines+markers", name=label),
+                          row=1, col=PLOT_COLUMN[key])
     fig.update_xaxes(title_text="step")
     fig.update_layout(height=320, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h"})
     return fig
@@ -44,15 +61,21 @@ def summary(result: TrainResult) -> str:
     before, after = result.heldout_before, result.heldout_after
     held = (f"held-out ({after.pairs} pairs) reward accuracy **{before.accuracy:.2f} → {after.accuracy:.2f}**, "
             f"margin {before.margin:+.3f} → {after.margin:+.3f}") if before and after else "no held-out pairs (< 5)"
-    return (f"Trained {len(result.steps)} steps on {result.train_pairs} pairs in {result.seconds:.0f} s "
-            f"({result.pairs_per_second:.2f} pairs/s); {held}. New checkpoint "
+    logp_before, logp_after = result.heldout_logps_before, result.heldout_logps_after
+    if result.reference_free and logp_before and logp_after:  # the direct measure for a loss without a reference
+        held += (f"; log-prob margin log π(y_w) − log π(y_l) {logp_before.margin:+.2f} → **{logp_after.margin:+.2f}** "
+                 "(trained reference-free)")
+    rows = f"{result.train_pairs} pairs" + (f" and {result.unpaired} unpaired rows" if result.unpaired else "")
+    return (f"Trained {len(result.steps)} steps on {rows} in {result.seconds:.0f} s "
+            f"({result.pairs_per_second:.2f} rows/s); {held}. New checkpoint "
             f"`{result.checkpoint.name if result.checkpoint else '—'}` is now serving as `policy`.")
 
 
 def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]) -> None:
-    gr.Markdown("DPO on your votes (ties and both-bad left out; rankings as all pairs) and imported pairs. "
-                "Only the policy's LoRA adapter is trained; the reference stays frozen. Serving goes on "
-                "while it trains and switches to the new adapter when the run finishes.")
+    gr.Markdown("DPO (or a sibling loss) on your votes (rankings as all pairs; ties left out, and both-bad too "
+                "except for KTO, which also learns from 👍/👎) and imported rows. Only the policy's LoRA adapter "
+                "is trained; the reference stays frozen. Serving goes on while it trains and switches to the new "
+                "adapter when the run finishes.")
     with gr.Row():
         steps = gr.Number(value=DEFAULTS.steps or 0, precision=0, minimum=0,
                           label=f"Steps (0 = {DEFAULT_EPOCHS:g} epochs)")
@@ -60,10 +83,21 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
         lr = gr.Number(value=DEFAULTS.lr, minimum=0, label="Learning rate")
         batch = gr.Number(value=DEFAULTS.batch_size, precision=0, minimum=1, label="Pairs per step")
     with gr.Row():
-        loss = gr.Dropdown(list(LOSSES), value=DEFAULTS.loss, label="Loss")
-        eps = gr.Number(value=DEFAULTS.label_smoothing, minimum=0, maximum=0.49, label="Label smoothing ε (robust)")
+        loss = gr.Dropdown([(f"{n} (reference-free)" if n in REFERENCE_FREE else n, n) for n in LOSSES],
+                           value=DEFAULTS.loss, label="Loss")
+        eps = gr.Number(value=DEFAULTS.label_smoothing, minimum=0, maximum=0.49, label="Label smoothing ε (robust)",
+                        visible=DEFAULTS.loss == "robust")
         heldout = gr.Slider(0, 0.5, value=DEFAULTS.heldout, step=0.05, label="Held-out fraction")
         seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=0, label="Seed")
+    with gr.Row():
+        gamma = gr.Number(value=DEFAULTS.simpo_gamma, minimum=0, label="SimPO margin γ", visible=False)
+        orpo_lambda = gr.Number(value=DEFAULTS.orpo_lambda, minimum=0, label="ORPO λ (odds-ratio weight)",
+                                visible=False)
+        desirable = gr.Number(value=DEFAULTS.kto_desirable_weight, minimum=0, label="KTO desirable weight λ_D",
+                              visible=False)
+        undesirable = gr.Number(value=DEFAULTS.kto_undesirable_weight, minimum=0,
+                                label="KTO undesirable weight λ_U", visible=False)
+    loss_note = gr.Markdown(LOSS_NOTES[DEFAULTS.loss])
     merge = gr.Checkbox(value=False, label="Voting-queue votes: train on one merged vote per prompt (majority; "
                         "prompts without one are left out) instead of every voter's vote")
     with gr.Row():
@@ -79,6 +113,15 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
         pick = gr.Dropdown(list(state.checkpoints), label="Checkpoint", scale=3)
         serve = gr.Button("Serve this checkpoint as the policy", scale=1)
 
+    def loss_settings(loss_v: str) -> dict:
+        """Only the chosen loss's own settings are shown (and read: see `train`)."""
+        return {eps: gr.Number(visible=loss_v == "robust"), gamma: gr.Number(visible=loss_v == "simpo"),
+                orpo_lambda: gr.Number(visible=loss_v == "orpo"), desirable: gr.Number(visible=loss_v == "kto"),
+                undesirable: gr.Number(visible=loss_v == "kto"), loss_note: LOSS_NOTES.get(loss_v, "")}
+
+    loss.change(loss_settings, loss, [eps, gamma, orpo_lambda, desirable, undesirable, loss_note], queue=False,
+                api_visibility="private")
+
     def checkpoints() -> dict:
         """The table (with what to do while it is empty) and every model picker, as they are now."""
         names = voting.slot_choices(state)
@@ -92,12 +135,18 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
     tab.select(checkpoints, None, shown, api_visibility="private")
 
     @user_errors
-    def train(steps_v, beta_v, lr_v, batch_v, loss_v, eps_v, heldout_v, seed_v, merge_v, request: gr.Request,
-              progress=gr.Progress()):
+    def train(steps_v, beta_v, lr_v, batch_v, loss_v, eps_v, heldout_v, seed_v, merge_v, gamma_v, orpo_lambda_v,
+              desirable_v, undesirable_v, request: gr.Request, progress=gr.Progress()):
         session.require_admin(state, request, "training")
+        # A hidden field belongs to another loss: its value is not this run's setting.
+        own = {"robust": {"label_smoothing": float(eps_v or 0)},
+               "simpo": {"simpo_gamma": float(gamma_v or 0)},
+               "orpo": {"orpo_lambda": float(orpo_lambda_v or 0)},
+               "kto": {"kto_desirable_weight": float(desirable_v or 0),
+                       "kto_undesirable_weight": float(undesirable_v or 0)}}.get(loss_v, {})
         cfg = DPOConfig(beta=float(beta_v or 0), lr=float(lr_v or 0), steps=int(steps_v) or None,
-                        batch_size=int(batch_v or 0), loss=loss_v, label_smoothing=float(eps_v or 0),
-                        heldout=float(heldout_v), seed=int(seed_v or 0))
+                        batch_size=int(batch_v or 0), loss=loss_v, heldout=float(heldout_v), seed=int(seed_v or 0),
+                        **own)
         run = training.start_training(state, cfg, merge=bool(merge_v))
         history: list[dict[str, float]] = []
         started = time.perf_counter()
@@ -106,7 +155,7 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
             left = (time.perf_counter() - started) / event.step * (event.total - event.step)
             progress((event.step, event.total), desc=f"step {event.step}/{event.total}, about {left:.0f} s left",
                      unit="steps")
-            yield {plot: metrics_figure(history), train_status: f"Step {event.step}/{event.total}: loss "
+            yield {plot: metrics_figure(history, loss_v), train_status: f"Step {event.step}/{event.total}: loss "
                                                                 f"{event.metrics['loss']:.4f}, about {left:.0f} s left"}
         result = run.result()
         if result.cancelled:
@@ -115,7 +164,8 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
             return
         yield {train_status: summary(result), **checkpoints()}
 
-    start.click(train, [steps, beta, lr, batch, loss, eps, heldout, seed, merge], [plot, train_status, *shown],
+    start.click(train, [steps, beta, lr, batch, loss, eps, heldout, seed, merge, gamma, orpo_lambda, desirable,
+                        undesirable], [plot, train_status, *shown],
                 api_name="train", concurrency_id="train")
 
     @user_errors
