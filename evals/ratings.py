@@ -54,11 +54,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from evals.battles import vote_key
+from evals.battles import in_category, vote_key
 from playground.cli import HelpFormatter, run_cli
 from playground.core.atomic import write_json
 from playground.core.errors import PlaygroundError
 from playground.data.rows import RowError, read_records
+from playground.data.style import STYLE_ELEMENTS, style_totals
 from playground.data.votes import ARENA_A, ARENA_B, ARENA_TIE, ARENA_WINNERS, win_score
 
 IntArray = npt.NDArray[np.int64]
@@ -75,6 +76,13 @@ MAX_NEWTON_STEPS = 200
 NEWTON_TOL = 1e-10  # largest |Δθ| in log-odds (≈ 2e-8 Elo); Newton converges quadratically, so one more step is exact
 MAX_STEP = 4.0  # log-odds per Newton step: damps the first steps towards a model with (almost) no losses
 CHUNK_FLOATS = 1 << 23  # ≈ 64 MiB of float64 per bootstrap chunk: rounds × (M² Hessian + cells + patterns)
+STYLE_FEATURES = STYLE_ELEMENTS  # the style covariates: answer length in tokens, headers, list items, bold spans
+# A style-controlled bootstrap round stops after a Newton step below this, in log-odds. Newton converges
+# quadratically: from the full data's optimum the steps were 0.1, 3e-3, 2e-6, 2e-8 (100,000 battles, 50 models),
+# so after a step < 1e-3 what is left is the size of the next, ~1e-6 log-odds (2e-4 Elo); float32 sums
+# put a floor near 1e-8 under it anyway, so NEWTON_TOL would ask for digits that are not there.
+STYLE_BOOT_TOL = 1e-3
+STYLE_CHUNK_FLOATS = 1 << 22  # ≈ 16 MiB of float32 per style bootstrap chunk: rounds × battles × (S + 3)
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,6 +182,10 @@ class RatingsResult:
     predicted: pd.DataFrame  # σ((R_row − R_col) ln 10 / 400); ½ on the diagonal, so P + Pᵀ = 1
     online_elo: dict[str, float]
     warnings: tuple[str, ...]
+    # With style control: per STYLE_FEATURES, its coefficient β (log-odds per typical difference, a
+    # minus b; > 0: the answer with more of it wins more often), 95% interval (NaN without bootstrap),
+    # and `elo`, β in Elo points. None: plain ratings.
+    style: pd.DataFrame | None = None
 
 
 # ---------------------------------------------------------------------------------------------- input
@@ -204,13 +216,29 @@ def check_battle(record: Any, where: str) -> dict[str, Any]:
     if source is not None and not isinstance(source, str):
         raise PlaygroundError(f"{where}: source must be a string, got {source!r}")
     extra = {"vote_id": vote_id} if vote_id not in (None, "") else {}
-    return {**{k: record[k] for k in KEYS}, **extra, **({"source": source} if source is not None else {})}
+    if source is not None:
+        extra["source"] = source
+    category = record.get("category")
+    if category not in (None, ""):
+        if not isinstance(category, str):
+            raise PlaygroundError(f"{where}: category must be a string (the prompt's category), got {category!r}")
+        extra["category"] = category
+    metadata = record.get("conv_metadata")
+    if isinstance(metadata, str) and metadata:  # a CSV cell holds the object as JSON text
+        try:
+            metadata = json.loads(metadata)
+        except json.JSONDecodeError:
+            raise PlaygroundError(f"{where}: conv_metadata is not a JSON object") from None
+    if metadata not in (None, ""):
+        extra["conv_metadata"] = metadata  # checked by style_features, only when style control asks for it
+    return {**{k: record[k] for k in KEYS}, **extra}
 
 
 def read_battles(path: Path | str) -> list[dict[str, Any]]:
-    """Battle rows {model_a, model_b, winner[, vote_id, source]} (other fields dropped) from JSON lines (.jsonl, or
-    .json), a .json list, .csv or .parquet; the first bad row raises `PlaygroundError` with its line
-    (JSONL, CSV: as an editor numbers them) or row number (Parquet, JSON list)."""
+    """Battle rows {model_a, model_b, winner[, vote_id, source, category, conv_metadata]} (other
+    fields dropped) from JSON lines (.jsonl, or .json), a .json list, .csv or .parquet; the first
+    bad row raises `PlaygroundError` with its line (JSONL, CSV: as an editor numbers them) or row
+    number (Parquet, JSON list)."""
     path = Path(path)
     if _is_json_list(path):
         records: Iterable[tuple[int, Any]] = _json_list(path)
@@ -388,6 +416,161 @@ def bootstrap_ratings(counts: PairCounts, rounds: int, anchor: int, seed: int = 
     return out
 
 
+# ------------------------------------------------------------------------------------ style control
+
+
+def style_features(rows: Sequence[Mapping[str, Any]], where: str = "") -> FloatArray:
+    """(N, S) style differences of the battle rows, answer a minus answer b, one column per
+    STYLE_FEATURES, from each row's `conv_metadata` (`playground.data.style`): as Chatbot Arena,
+    d = (count_a − count_b) / (count_a + count_b + 1) per element, so a difference is relative to
+    the answers' size, then each column divided by its root mean square over the battles (1 = a
+    typical difference). Arena also subtracts each column's mean; we do not, so that zero is equal
+    style (the ratings are read there) and swapping a battle's sides negates its row. A column
+    that is zero throughout (no bold anywhere) stays zero: the ridge then keeps its coefficient 0.
+    `where` ("FILE: ") starts error messages."""
+    counts = np.empty((len(rows), 2, len(STYLE_FEATURES)))
+    for n, row in enumerate(rows):
+        if "conv_metadata" not in row:
+            raise PlaygroundError(f"{where}battle {n + 1}: no conv_metadata; style control needs both answers' "
+                                  "style counts (Chatbot Arena's conv_metadata fields)")
+        for side, name in enumerate(("a", "b")):
+            counts[n, side] = style_totals(row["conv_metadata"], name, f"{where}battle {n + 1}")
+    diff = (counts[:, 0] - counts[:, 1]) / (counts[:, 0] + counts[:, 1] + 1.0)
+    rms = np.sqrt(np.mean(diff**2, axis=0))
+    return diff / np.where(rms > 0.0, rms, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class StyleData:
+    """The battles sorted by unordered pair for the style-controlled fit: battles starts[p] to
+    starts[p] + sizes[p] − 1 are models[i[p]] against models[j[p]] (i < j, pairs sorted); battle k
+    scores y[k] for i, has style differences x[k] (i minus j) and was cast in vote[k]."""
+
+    n_models: int
+    i: IntArray
+    j: IntArray
+    starts: IntArray
+    sizes: IntArray
+    y: FloatArray
+    x: FloatArray
+    vote: IntArray
+
+
+def style_data(battles: Battles, features: FloatArray) -> StyleData:
+    """`battles` with their (N, S) style differences (a minus b, `style_features`), sorted by pair."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) != len(battles) or not np.isfinite(features).all():
+        raise PlaygroundError(f"style features must be finite, one row per battle ({len(battles)}), "
+                              f"got shape {features.shape}")
+    m = len(battles.models)
+    a_low = battles.a < battles.b
+    lo, hi = np.where(a_low, battles.a, battles.b), np.where(a_low, battles.b, battles.a)
+    order = np.argsort(lo * m + hi, kind="stable")
+    keys, sizes = np.unique((lo * m + hi)[order], return_counts=True)
+    assert battles.vote is not None  # Battles.__post_init__ fills it
+    return StyleData(
+        n_models=m, i=keys // m, j=keys % m, starts=np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes=sizes,
+        y=np.where(a_low, battles.score_a, 1.0 - battles.score_a)[order],
+        x=np.where(a_low[:, None], features, -features)[order], vote=battles.vote[order])
+
+
+def fit_style_strengths(data: StyleData, ridge: float = RIDGE, weights: npt.NDArray[np.float32] | None = None,
+                        start: FloatArray | None = None, tol: float = NEWTON_TOL) -> FloatArray:
+    """φ = (θ, β), (R, M + S), maximising the style-controlled log-posterior
+
+        ℓ(φ) = Σ_k w_k [y_k log σ(η_k) + (1 − y_k) log σ(−η_k)] − (λ/2) (|θ|² + |β|²),
+        η_k = θ_i − θ_j + x_k · β,
+
+    for R weightings of the battles at once: `weights` (R, N) float32 says how often each battle is
+    in each bootstrap round; None fits the data once (R = 1). Newton from `start` (default 0) until
+    the largest step is below `tol`. The battles cannot be aggregated per pair (each has its own
+    x_k), so a step costs O(R · N · S): the per-battle arithmetic is done in float32 when weighted
+    (memory traffic dominates), its sums per pair (reduceat over one pair's battles) and over
+    battles (BLAS) then go to float64 for the (M + S)² Newton solve; unweighted, all float64.
+
+    With t = tanh(η/2): σ(η) = (1 + t)/2 and σ(η)(1 − σ(η)) = (1 − t²)/4. The gradient and
+    Hessian come from per-pair sums of r_k = w_k (y_k − σ), c_k = w_k σ(1 − σ) and c_k x_k, and the
+    battle sums Σ r_k x_k and Σ c_k x_k x_kᵀ; the per-battle arrays hold 2 r_k = w_k (2y_k − 1 − t)
+    and −4 c_k = w_k (t² − 1), one pass each fewer, the factors applied to the sums."""
+    m, s, n = data.n_models, data.x.shape[1], len(data.y)
+    dtype = np.float64 if weights is None else np.float32
+    r = 1 if weights is None else len(weights)
+    xt = np.ascontiguousarray(data.x.T, dtype=dtype)
+    y_signed = (2.0 * data.y - 1.0).astype(dtype)
+    phi = np.zeros((r, m + s)) if start is None else np.array(np.broadcast_to(start, (r, m + s)), dtype=np.float64)
+    stack = np.empty((r, 2 + s, n), dtype)  # 2r_k, −4c_k, −4c_k x_k: one reduceat and one matmul for all
+    resid, curv = stack[:, 0], stack[:, 1]
+    scale = np.array([0.5, -0.25] + [-0.25] * s)[None, :, None]
+    models, every = np.arange(m), np.arange(m + s)
+    for _ in range(MAX_NEWTON_STEPS):
+        half = 0.5 * phi
+        t = np.repeat((half[:, data.i] - half[:, data.j]).astype(dtype), data.sizes, axis=1)
+        t += np.einsum("rs,sn->rn", half[:, m:].astype(dtype), xt)  # BLAS is several times slower at inner size S
+        np.tanh(t, out=t)
+        np.subtract(y_signed, t, out=resid)
+        np.multiply(t, t, out=curv)
+        curv -= 1.0
+        if weights is not None:
+            resid *= weights
+            curv *= weights
+        np.multiply(curv[:, None, :], xt[None], out=stack[:, 2:])
+        pairs = np.add.reduceat(stack, data.starts, axis=2) * scale  # (r, 2 + s, P), float64
+        moments = _style_moments(stack, xt) * scale[:, [0, *range(2, 2 + s)]]
+        by_model = (_per_model(pairs.reshape(-1, len(data.i)), data.i, m)
+                    - _per_model(pairs.reshape(-1, len(data.i)), data.j, m)).reshape(r, 2 + s, m)
+        grad = np.concatenate([by_model[:, 0], moments[:, 0]], axis=1) - ridge * phi
+        hess = np.zeros((r, m + s, m + s))
+        hess[:, data.i, data.j] = -pairs[:, 1]
+        hess[:, data.j, data.i] = -pairs[:, 1]
+        hess[:, models, models] = (_per_model(pairs[:, 1], data.i, m) + _per_model(pairs[:, 1], data.j, m))
+        hess[:, :m, m:] = by_model[:, 2:].transpose(0, 2, 1)
+        hess[:, m:, :m] = by_model[:, 2:]
+        hess[:, m:, m:] = moments[:, 1:]
+        hess[:, every, every] += ridge
+        step = np.linalg.solve(hess, grad[..., None])[..., 0]
+        biggest = np.abs(step).max(axis=1, keepdims=True)
+        step *= np.minimum(1.0, MAX_STEP / np.maximum(biggest, 1e-300))
+        phi += step
+        if biggest.max() < tol:
+            return phi
+    raise RuntimeError(f"Newton's method did not converge in {MAX_NEWTON_STEPS} steps")
+
+
+def _style_moments(stack: npt.NDArray[Any], xt: npt.NDArray[Any]) -> FloatArray:
+    """(R, 1 + S, S) float64: Σ_k stack[:, 0] x_kᵀ and Σ_k stack[:, 2 + q] x_kᵀ (q < S), the battle
+    sums of the style fit, by BLAS dot products over the battles (one per number, the symmetric
+    block's upper half copied): a matmul of (R(1 + S), N) by (N, S) ran 2-3× slower, its kernels
+    being made for larger inner sizes than S = 4."""
+    r, s = len(stack), len(xt)
+    out = np.empty((r, 1 + s, s))
+    for row in range(r):
+        for q in range(s):
+            out[row, 0, q] = np.dot(stack[row, 0], xt[q])
+            for u in range(q, s):
+                out[row, 1 + q, u] = out[row, 1 + u, q] = np.dot(stack[row, 2 + q], xt[u])
+    return out
+
+
+def bootstrap_style(data: StyleData, rounds: int, seed: int = 0, ridge: float = RIDGE,
+                    start: FloatArray | None = None) -> FloatArray:
+    """φ (rounds, M + S) of `rounds` resamples of the votes with replacement (each vote with all
+    its battles: a round's weight of a battle is how often its vote was drawn), fitted together
+    in chunks of about STYLE_CHUNK_FLOATS, each from `start` (the full data's φ: every round's
+    optimum lies near it) to STYLE_BOOT_TOL. The draws are the same whatever the chunking."""
+    rng = np.random.default_rng(seed)
+    n, s = len(data.y), data.x.shape[1]
+    n_votes = int(data.vote.max()) + 1
+    per_chunk = max(1, STYLE_CHUNK_FLOATS // ((3 + s) * n))
+    out = np.empty((rounds, data.n_models + s))
+    for first in range(0, rounds, per_chunk):
+        size = min(per_chunk, rounds - first)
+        weights = np.empty((size, n), dtype=np.float32)
+        for row in weights:  # one round at a time: its counts array stays in cache
+            row[:] = np.bincount(rng.integers(0, n_votes, n_votes), minlength=n_votes)[data.vote]
+        out[first : first + size] = fit_style_strengths(data, ridge, weights, start, STYLE_BOOT_TOL)
+    return out
+
+
 def online_elo(battles: Battles, k: float = 4.0, base: float = 10.0, scale: float = 400.0,
                init: float = 1000.0) -> dict[str, float]:
     """Classic sequential Elo over the battles in their given order (so, unlike the Bradley–Terry
@@ -454,10 +637,11 @@ def _record(battles: Battles) -> pd.DataFrame:
 
 
 def compute_ratings(battles: Battles, bootstrap: int = 1000, anchor: str | None = None, seed: int = 0,
-                    ridge: float = RIDGE) -> RatingsResult:
+                    ridge: float = RIDGE, style: FloatArray | None = None) -> RatingsResult:
     """Bradley–Terry ratings with `bootstrap` rounds of 95% intervals (0: none), online Elo and the
     pairwise matrices. `anchor` (default "sft" if present, else the alphabetically first model) is
-    fixed at 1000."""
+    fixed at 1000. `style` ((N, S) `style_features` of the battles, in order) makes them
+    style-controlled: the ratings at equal style, the style coefficients in `RatingsResult.style`."""
     models = battles.models
     if len(models) < 2:
         raise PlaygroundError("ratings need battles between at least 2 models")
@@ -474,11 +658,15 @@ def compute_ratings(battles: Battles, bootstrap: int = 1000, anchor: str | None 
     at = models.index(anchor)
 
     counts = aggregate(battles)
-    ratings = fit_ratings(counts, at, ridge)
-    if bootstrap:
-        low, high = np.percentile(bootstrap_ratings(counts, bootstrap, at, seed, ridge), [2.5, 97.5], axis=0)
+    style_table = None
+    if style is None:
+        ratings = fit_ratings(counts, at, ridge)
+        if bootstrap:
+            low, high = np.percentile(bootstrap_ratings(counts, bootstrap, at, seed, ridge), [2.5, 97.5], axis=0)
+        else:
+            low = high = np.full(len(models), np.nan)
     else:
-        low = high = np.full(len(models), np.nan)
+        ratings, low, high, style_table = _style_controlled(style_data(battles, style), bootstrap, at, seed, ridge)
     elo = online_elo(battles)
     record = _record(battles)
 
@@ -506,7 +694,24 @@ def compute_ratings(battles: Battles, bootstrap: int = 1000, anchor: str | None 
                          n_votes=counts.patterns.n_votes,
                          leaderboard=leaderboard, battles=frame(n), win_fraction=frame(fraction),
                          predicted=frame(predicted), online_elo=elo,
-                         warnings=_graph_warnings(counts, models, record))
+                         warnings=_graph_warnings(counts, models, record), style=style_table)
+
+
+def _style_controlled(data: StyleData, bootstrap: int, anchor: int, seed: int,
+                      ridge: float) -> tuple[FloatArray, FloatArray, FloatArray, pd.DataFrame]:
+    """Style-controlled ratings (M,), their 95% interval bounds, and the style coefficients' table."""
+    m = data.n_models
+    phi = fit_style_strengths(data, ridge)
+    if bootstrap:
+        rounds = bootstrap_style(data, bootstrap, seed, ridge, phi)
+        low, high = np.percentile(np.concatenate([to_elo(rounds[:, :m], anchor), rounds[:, m:]], axis=1),
+                                  [2.5, 97.5], axis=0)
+    else:
+        low = high = np.full(phi.shape[1], np.nan)
+    beta = phi[0, m:]
+    table = pd.DataFrame({"coefficient": beta, "ci_low": low[m:], "ci_high": high[m:], "elo": beta * ELO_PER_LOGIT},
+                         index=pd.Index(STYLE_FEATURES, name="feature"))
+    return to_elo(phi[:, :m], anchor)[0], low[:m], high[:m], table
 
 
 def _number(value: Any) -> float | int | None:
@@ -532,7 +737,9 @@ def to_json(result: RatingsResult) -> dict[str, Any]:
             "n_battles": result.n_battles, "n_votes": result.n_votes, "warnings": list(result.warnings),
             "models": models,
             "matrices": {"battles": nested(result.battles), "win_fraction": nested(result.win_fraction),
-                         "predicted": nested(result.predicted)}}
+                         "predicted": nested(result.predicted)},
+            "style_control": result.style is not None,
+            **({} if result.style is None else {"style_coefficients": nested(result.style)})}
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -587,6 +794,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "that never lost finite; larger pulls such ratings in harder")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the bootstrap draws; the same seed gives the same intervals (default: 0)")
+    parser.add_argument("--style-control", action="store_true",
+                        help="ratings at equal style (Chatbot Arena's style control): the fit gains the\n"
+                             "normalised differences in answer length (tokens), Markdown headers, list items\n"
+                             "and bold spans, read from each row's conv_metadata; prints their coefficients")
+    parser.add_argument("--category", metavar="NAME",
+                        help="only the battles whose category is NAME (the prompt's category in the set)")
     return parser
 
 
@@ -594,8 +807,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.bootstrap < 0:
         raise PlaygroundError(f"--bootstrap must be ≥ 0 (0: no intervals), got {args.bootstrap}")
-    result = compute_ratings(battles_from_rows(read_battles(args.battles)), bootstrap=args.bootstrap,
-                             anchor=args.anchor, seed=args.seed, ridge=args.ridge)
+    rows = read_battles(args.battles)
+    if args.category is not None:
+        rows = in_category(rows, args.category)
+    style = style_features(rows, f"{args.battles}: ") if args.style_control else None
+    result = compute_ratings(battles_from_rows(rows), bootstrap=args.bootstrap, anchor=args.anchor, seed=args.seed,
+                             ridge=args.ridge, style=style)
     if not args.out.parent.is_dir():
         raise PlaygroundError(f"{args.out.parent}: no such folder")
     write_json(args.out, to_json(result))
@@ -603,6 +820,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{result.n_battles} battles from {result.n_votes} votes, {len(result.leaderboard)} models, "
           f"{result.anchor} = 1000{ci}")
     print(format_leaderboard(result))
+    if result.style is not None:
+        print("ratings at equal style; style coefficients (log-odds per typical difference, a minus b; 95% CI):")
+        for name, row in result.style.iterrows():
+            ci = "" if math.isnan(row["ci_low"]) else f"  [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+            print(f"  {name:8s} {row['coefficient']:+.3f}{ci}  ({row['elo']:+.1f} Elo)")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {args.out}")

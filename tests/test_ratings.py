@@ -17,14 +17,20 @@ import pytest
 
 from evals.ratings import (
     ANCHOR_RATING,
+    ELO_PER_LOGIT,
+    STYLE_FEATURES,
     Battles,
     aggregate,
     battles_from_rows,
+    bootstrap_style,
     compute_ratings,
     fit_log_strengths,
+    fit_style_strengths,
     main,
     online_elo,
     read_battles,
+    style_data,
+    style_features,
     to_json,
 )
 from evals.winrate import win_rate
@@ -385,7 +391,8 @@ def test_cli_writes_json_and_prints_the_leaderboard(tmp_path: Path, capsys: pyte
     assert main(["--battles", str(src), "--out", str(out), "--bootstrap", "200", "--seed", "4"]) == 0
     data = json.loads(out.read_text())
     assert set(data) == {"anchor", "bootstrap", "seed", "ridge", "n_battles", "n_votes", "warnings", "models",
-                         "matrices"}
+                         "matrices", "style_control"}
+    assert data["style_control"] is False
     assert (data["anchor"], data["bootstrap"], data["seed"], data["n_battles"]) == ("sft", 200, 4, 35)
     assert data["n_votes"] == 35  # no vote_id: every battle is a vote of its own
     assert list(data["models"]) == ["policy", "sft", "reference"]
@@ -417,3 +424,133 @@ def test_cli_bad_input_exits_1_with_one_error_line(tmp_path: Path) -> None:
     assert not out.exists()
     with pytest.raises(PlaygroundError, match="--bootstrap must be ≥ 0"):
         main(["--battles", str(src), "--out", str(out), "--bootstrap", "-5"])
+
+
+# ------------------------------------------------------------------------------------ style control
+
+STYLED_TRUTH = {"sft": 1000.0, "verbose": 1000.0, "terse": 1060.0, "plain": 970.0}
+PLANTED_BETA = np.array([0.5, 0.0, 0.15, 0.3])  # log-odds per typical difference: tokens, headers, lists, bold
+
+
+def simulate_styled(n: int, seed: int) -> list[dict[str, Any]]:
+    """Arena rows with conv_metadata where 'verbose' writes long, bold, listy answers and the
+    outcome follows P(a wins) = σ((R_a − R_b)/ELO_PER_LOGIT + x·PLANTED_BETA), x = style_features."""
+    rng = np.random.default_rng(seed)
+    names = list(STYLED_TRUTH)
+    tokens = {"sft": 250, "verbose": 700, "terse": 120, "plain": 260}
+    bold = {"sft": 0.5, "verbose": 4.0, "terse": 0.2, "plain": 0.7}
+    rows: list[dict[str, Any]] = []
+    for _ in range(n):
+        a, b = rng.choice(len(names), 2, replace=False)
+        meta: dict[str, Any] = {}
+        for side, k in (("a", a), ("b", b)):
+            name = names[k]
+            # lengths vary widely within a model too, or length and model could not be told apart
+            meta[f"sum_assistant_{side}_tokens"] = int(rng.lognormal(np.log(tokens[name]), 0.8))
+            meta[f"header_count_{side}"] = {"h1": int(rng.poisson(1.0)), "h2": int(rng.poisson(0.5))}
+            meta[f"list_count_{side}"] = {"ordered": int(rng.poisson(2.0 if name == "verbose" else 0.8)),
+                                          "unordered": int(rng.poisson(1.0))}
+            meta[f"bold_count_{side}"] = {"**": int(rng.poisson(bold[name])), "__": 0}
+        rows.append({"model_a": names[a], "model_b": names[b], "winner": "", "conv_metadata": meta})
+    x = style_features(rows)
+    logit = np.array([(STYLED_TRUTH[r["model_a"]] - STYLED_TRUTH[r["model_b"]]) / ELO_PER_LOGIT for r in rows])
+    wins = rng.random(n) < 1.0 / (1.0 + np.exp(-(logit + x @ PLANTED_BETA)))
+    for row, won in zip(rows, wins, strict=True):
+        row["winner"] = "model_a" if won else "model_b"
+    return rows
+
+
+def test_style_control_recovers_planted_ratings_that_plain_ratings_miss() -> None:
+    rows = simulate_styled(20_000, seed=3)
+    battles = battles_from_rows(rows)
+    styled = compute_ratings(battles, bootstrap=200, seed=1, style=style_features(rows))
+    plain = compute_ratings(battles, bootstrap=0)
+    err = {m: styled.leaderboard.loc[m, "rating"] - STYLED_TRUTH[m] for m in STYLED_TRUTH}
+    assert max(abs(e) for e in err.values()) < 15.0, err  # within 15 Elo of the planted ratings
+    # the plain fit credits verbose for its style: well over 100 Elo too high, above terse
+    assert plain.leaderboard.loc["verbose", "rating"] - STYLED_TRUTH["verbose"] > 100.0
+    assert plain.leaderboard.loc["verbose", "rating"] > plain.leaderboard.loc["terse", "rating"]
+    assert styled.leaderboard.index[0] == "terse" and plain.leaderboard.index[0] == "verbose"
+    table = styled.style
+    assert table is not None and list(table.index) == list(STYLE_FEATURES)
+    np.testing.assert_allclose(table["coefficient"], PLANTED_BETA, atol=0.06)
+    # the length coefficient's interval and the styled model's rating interval hold the planted values
+    assert table.loc["tokens", "ci_low"] < PLANTED_BETA[0] < table.loc["tokens", "ci_high"]
+    assert styled.leaderboard.loc["verbose", "ci_low"] < STYLED_TRUTH["verbose"] < styled.leaderboard.loc[
+        "verbose", "ci_high"]
+    np.testing.assert_allclose(table["elo"], table["coefficient"] * ELO_PER_LOGIT)
+    data = to_json(styled)
+    assert data["style_control"] is True
+    assert data["style_coefficients"]["tokens"]["coefficient"] == pytest.approx(table.loc["tokens", "coefficient"])
+
+
+def test_style_fit_without_style_is_the_plain_fit() -> None:
+    rows = simulate(TRUE, 3000, seed=5)
+    battles = battles_from_rows(rows)
+    theta = fit_style_strengths(style_data(battles, np.zeros((len(battles), 4))))
+    counts = aggregate(battles)
+    plain = fit_log_strengths(counts.i, counts.j, counts.n[None, :].astype(float), counts.w[None, :], len(TRUE))
+    np.testing.assert_allclose(theta[0, :-4], plain[0], atol=1e-9)
+    assert np.all(theta[0, -4:] == 0.0)
+
+
+def test_style_features_are_antisymmetric_ratios_scaled_to_unit_rms() -> None:
+    rows = simulate_styled(500, seed=0)
+    x = style_features(rows)
+    np.testing.assert_allclose(np.sqrt(np.mean(x**2, axis=0)), 1.0)
+    swapped = [{**r, "model_a": r["model_b"], "model_b": r["model_a"], "winner": FLIP[r["winner"]],
+                "conv_metadata": {k[:-1] + {"a": "b", "b": "a"}[k[-1]] if k[-1] in "ab" else
+                                  k.replace("_a_", "_b_") if "_a_" in k else k.replace("_b_", "_a_"): v
+                                  for k, v in r["conv_metadata"].items()}} for r in rows]
+    np.testing.assert_allclose(style_features(swapped), -x)
+    meta = rows[0]["conv_metadata"]
+    tokens = meta["sum_assistant_a_tokens"], meta["sum_assistant_b_tokens"]
+    raw = (tokens[0] - tokens[1]) / (tokens[0] + tokens[1] + 1)
+    all_raw = np.array([(r["conv_metadata"]["sum_assistant_a_tokens"] - r["conv_metadata"]["sum_assistant_b_tokens"])
+                        / (r["conv_metadata"]["sum_assistant_a_tokens"] + r["conv_metadata"]["sum_assistant_b_tokens"]
+                           + 1) for r in rows])
+    assert x[0, 0] == pytest.approx(raw / np.sqrt(np.mean(all_raw**2)))
+    with pytest.raises(PlaygroundError, match="battle 2: no conv_metadata"):
+        style_features([rows[0], {"model_a": "x", "model_b": "y", "winner": "tie"}])
+
+
+def test_style_bootstrap_round_is_the_weighted_refit() -> None:
+    """Round 0 of the batched float32 bootstrap equals a float64 fit of its resample written out
+    battle by battle (each battle as often as its vote was drawn)."""
+    rows = simulate_styled(3000, seed=8)
+    for n, row in enumerate(rows):
+        row["vote_id"] = n // 3  # votes of three battles: a round keeps them together
+    battles = battles_from_rows(rows)
+    data = style_data(battles, style_features(rows))
+    start = fit_style_strengths(data)
+    rounds = bootstrap_style(data, 2, seed=11, start=start)
+    rng = np.random.default_rng(11)
+    n_votes = int(data.vote.max()) + 1
+    weight = np.bincount(rng.integers(0, n_votes, n_votes), minlength=n_votes)[data.vote]
+    picked = np.repeat(np.arange(len(data.y)), weight)
+    expanded = Battles(battles.models, np.repeat(data.i, data.sizes)[picked], np.repeat(data.j, data.sizes)[picked],
+                       data.y[picked])
+    refit = fit_style_strengths(style_data(expanded, data.x[picked]))
+    np.testing.assert_allclose(rounds[0], refit[0], atol=2e-5)
+    assert np.abs(rounds[0] - start[0]).max() > 1e-3  # a real resample, not the start returned
+
+
+def test_cli_style_control_and_category(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = simulate_styled(600, seed=2)
+    for n, row in enumerate(rows):
+        row["category"] = "code" if n % 3 == 0 else "chat"
+    src = tmp_path / "battles.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ratings.json"
+    assert main(["--battles", str(src), "--out", str(out), "--bootstrap", "20", "--style-control",
+                 "--category", "code"]) == 0
+    data = json.loads(out.read_text())
+    assert data["n_battles"] == 200 and data["style_control"] is True
+    assert list(data["style_coefficients"]) == list(STYLE_FEATURES)
+    assert "style coefficients" in capsys.readouterr().out
+    with pytest.raises(PlaygroundError, match="no battles in category 'math'; the categories are chat, code"):
+        main(["--battles", str(src), "--out", str(out), "--category", "math"])
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(json.dumps({"model_a": "x", "model_b": "y", "winner": "tie"}) + "\n")
+    with pytest.raises(PlaygroundError, match=r"bare\.jsonl: battle 1: no conv_metadata"):
+        main(["--battles", str(bare), "--out", str(out), "--style-control"])
