@@ -231,12 +231,21 @@ def check_battle(record: Any, where: str) -> dict[str, Any]:
             raise PlaygroundError(f"{where}: conv_metadata is not a JSON object") from None
     if metadata not in (None, ""):
         extra["conv_metadata"] = metadata  # checked by style_features, only when style control asks for it
+    for key in ("len_a", "len_b"):  # answer lengths, for the length-controlled win rate
+        value = record.get(key)
+        if value in (None, ""):
+            continue
+        if isinstance(value, str):  # a CSV cell
+            value = float(value) if value.replace(".", "", 1).isdigit() else value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise PlaygroundError(f"{where}: {key} must be a length ≥ 0, got {record[key]!r}")
+        extra[key] = value
     return {**{k: record[k] for k in KEYS}, **extra}
 
 
 def read_battles(path: Path | str) -> list[dict[str, Any]]:
-    """Battle rows {model_a, model_b, winner[, vote_id, source, category, conv_metadata]} (other
-    fields dropped) from JSON lines (.jsonl, or .json), a .json list, .csv or .parquet; the first
+    """Battle rows {model_a, model_b, winner[, vote_id, source, category, conv_metadata, len_a,
+    len_b]} (other fields dropped) from JSON lines (.jsonl, or .json), a .json list, .csv or .parquet; the first
     bad row raises `PlaygroundError` with its line (JSONL, CSV: as an editor numbers them) or row
     number (Parquet, JSON list)."""
     path = Path(path)
@@ -330,7 +339,7 @@ def vote_patterns(vote: IntArray, cell: IntArray) -> VotePatterns:
     )
 
 
-def _sigmoid(x: FloatArray) -> FloatArray:
+def sigmoid(x: FloatArray) -> FloatArray:
     """σ(x) = 1 / (1 + e^−x), written with tanh so large |x| neither overflows nor warns."""
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
@@ -355,7 +364,7 @@ def fit_log_strengths(i: IntArray, j: IntArray, n: FloatArray, w: FloatArray, n_
     theta = np.zeros((r, m)) if start is None else np.array(np.broadcast_to(start, (r, m)), dtype=np.float64)
     diag = np.arange(m)
     for _ in range(MAX_NEWTON_STEPS):
-        p = _sigmoid(theta[:, i] - theta[:, j])
+        p = sigmoid(theta[:, i] - theta[:, j])
         resid = w - n * p
         grad = _per_model(resid, i, m) - _per_model(resid, j, m) - ridge * theta
         curv = n * p * (1.0 - p)
@@ -684,7 +693,7 @@ def compute_ratings(battles: Battles, bootstrap: int = 1000, anchor: str | None 
     w[counts.i, counts.j], w[counts.j, counts.i] = counts.w, counts.n - counts.w
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(n > 0, w / n, np.nan)
-    predicted = _sigmoid((ratings[:, None] - ratings[None, :]) / ELO_PER_LOGIT)
+    predicted = sigmoid((ratings[:, None] - ratings[None, :]) / ELO_PER_LOGIT)
     names = [models[k] for k in order]
 
     def frame(matrix: npt.NDArray[Any]) -> pd.DataFrame:

@@ -9,17 +9,44 @@ per pair; when two of the battles counted came from one vote (a ranking that sho
 model twice), `n_votes` < n and `note` says the interval is too narrow. Mean response length
 (characters) is reported next to it because longer answers win more often with human and model
 judges alike: a win rate that rises with length alone is not progress.
+
+Length-controlled win rate (AlpacaEval 2's method, its "minimal" formula without the instruction
+difficulty term): over the battles of model m against the baseline, with Δ_k the model's answer
+length minus the baseline's and s the standard deviation of Δ over those battles,
+
+    P(m beats baseline in battle k) = σ(θ + φ · tanh(Δ_k / s)),
+
+fitted by maximum likelihood (ties as half a win, the ridge of `evals.ratings` on θ and φ), and
+the LC win rate is the prediction at zero length difference, σ(θ): the win rate m would have if
+its answers were as long as the baseline's. Its 95% interval is the 2.5 and 97.5 percentiles of
+σ(θ) over `bootstrap` refits on resampled votes (`evals.battles.vote_key`: a ranking's battles
+stay together), seeded. Lengths are the rows' `len_a`/`len_b` (characters, as the store's battles
+carry) or else their conv_metadata token counts (Arena rows): one unit per fit, and the
+standardisation makes the unit irrelevant.
+
+`python -m evals.winrate --battles FILE --baseline M [--length-controlled] --out OUT.json`.
 """
 
-from collections.abc import Mapping, Sequence
+import argparse
+import math
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from evals.agreement import count_votes, dependent_pairs_note, wilson_interval
-from evals.battles import vote_key
+from evals.battles import in_category, vote_key
+from evals.ratings import MAX_NEWTON_STEPS, MAX_STEP, NEWTON_TOL, RIDGE, FloatArray, read_battles, sigmoid
+from playground.cli import HelpFormatter, run_cli
+from playground.core.atomic import write_json
+from playground.core.errors import PlaygroundError
+from playground.data.style import style_totals
 from playground.data.votes import win_score
+
+LC_CHUNK_FLOATS = 1 << 22  # bootstrap rounds × battles per batched fit (32 MiB of float64 per array)
 
 
 @dataclass(frozen=True)
@@ -88,3 +115,181 @@ def checkpoint_timeline(battles: Sequence[Mapping[str, Any]], checkpoints: Seque
         if r.n:
             rows.append({"checkpoint": c["id"], "created_at": c["created_at"], **r.__dict__})
     return pd.DataFrame(rows, columns=["checkpoint", "created_at", *WinRate.__dataclass_fields__])
+
+
+# ------------------------------------------------------------------------- length-controlled win rate
+
+
+@dataclass(frozen=True)
+class LengthControlled:
+    model: str
+    baseline: str
+    n: int  # battles between the two
+    n_votes: int  # the votes they came from, the unit the bootstrap resamples
+    win_rate: float  # raw: (wins + ½ ties) / n
+    lc_win_rate: float  # σ(θ): predicted at zero length difference
+    lc_ci_low: float | None  # None without bootstrap
+    lc_ci_high: float | None
+    length_coefficient: float  # φ: log-odds per unit of tanh(Δ/s); > 0: longer answers win more
+    length_scale: float  # s, in the lengths' unit
+
+
+def _lengths(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    if "len_a" in row and "len_b" in row:
+        return float(row["len_a"]), float(row["len_b"])
+    return None
+
+
+def fit_length_model(u: FloatArray, y: FloatArray, weights: FloatArray, ridge: float = RIDGE) -> FloatArray:
+    """(θ, φ) per row of `weights` (R, n): maximum of Σ_k w_k [y_k log σ(η_k) + (1 − y_k) log σ(−η_k)]
+    − (λ/2)(θ² + φ²), η_k = θ + φ u_k, by Newton with the 2×2 system solved in closed form."""
+    theta, phi = np.zeros(len(weights)), np.zeros(len(weights))
+    for _ in range(MAX_NEWTON_STEPS):
+        p = sigmoid(theta[:, None] + phi[:, None] * u)
+        resid, curv = weights * (y - p), weights * p * (1.0 - p)
+        g0, g1 = resid.sum(axis=1) - ridge * theta, resid @ u - ridge * phi
+        h00, h01, h11 = curv.sum(axis=1) + ridge, curv @ u, curv @ (u * u) + ridge
+        det = h00 * h11 - h01 * h01
+        step = np.stack([(h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det])
+        biggest = np.abs(step).max(axis=0)
+        step *= np.minimum(1.0, MAX_STEP / np.maximum(biggest, 1e-300))
+        theta, phi = theta + step[0], phi + step[1]
+        if biggest.max() < NEWTON_TOL:
+            return np.stack([theta, phi], axis=1)
+    raise RuntimeError(f"Newton's method did not converge in {MAX_NEWTON_STEPS} steps")
+
+
+def length_controlled_win_rate(battles: Sequence[Mapping[str, Any]], model: str, baseline: str,
+                               bootstrap: int = 1000, seed: int = 0) -> LengthControlled | None:
+    """`model`'s raw and length-controlled win rate against `baseline` (module docstring); None
+    when the two never met. Every battle between them needs both answers' lengths."""
+    y, own, other, keys = [], [], [], []
+    for n, b in enumerate(battles):
+        if {b["model_a"], b["model_b"]} != {model, baseline} or model == baseline:
+            continue
+        lengths = _lengths(b)
+        if lengths is None:
+            raise PlaygroundError(f"battle {n + 1} ({b['model_a']} vs {b['model_b']}): no answer lengths (len_a and "
+                                  "len_b, or conv_metadata); the length-controlled win rate needs them")
+        side = 0 if b["model_a"] == model else 1
+        y.append(win_score(b["winner"]) if side == 0 else 1.0 - win_score(b["winner"]))
+        own.append(lengths[side])
+        other.append(lengths[1 - side])
+        key = vote_key(b)
+        keys.append(key if key is not None else ("row", n))
+    if not y:
+        return None
+    scores = np.array(y)
+    delta = np.array(own) - np.array(other)
+    scale = float(np.std(delta, ddof=1)) if len(delta) > 1 else 0.0
+    scale = scale if scale > 0 else 1.0  # all lengths equal: u = 0, the ridge keeps φ at 0
+    u = np.tanh(delta / scale)
+    theta, phi = fit_length_model(u, scores, np.ones((1, len(u))))[0]
+    votes: dict[Hashable, int] = {}
+    vote = np.array([votes.setdefault(k, len(votes)) for k in keys])
+    low = high = None
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        per_chunk = max(1, LC_CHUNK_FLOATS // len(u))
+        rates = []
+        for first in range(0, bootstrap, per_chunk):
+            size = min(per_chunk, bootstrap - first)
+            weights = np.stack([np.bincount(rng.integers(0, len(votes), len(votes)), minlength=len(votes))[vote]
+                                for _ in range(size)]).astype(np.float64)
+            rates.append(sigmoid(fit_length_model(u, scores, weights)[:, 0]))
+        low, high = (float(v) for v in np.percentile(np.concatenate(rates), [2.5, 97.5]))
+    return LengthControlled(model, baseline, len(u), len(votes), float(scores.mean()), float(sigmoid(theta)),
+                            low, high, float(phi), scale)
+
+
+def with_lengths(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows with `len_a`/`len_b`: as given where every row has them, else from conv_metadata's
+    token counts where every row has those (one unit for all); otherwise unchanged (the fit then
+    names the first battle without lengths)."""
+    if all(_lengths(r) is not None for r in rows) or not all("conv_metadata" in r for r in rows):
+        return list(rows)
+    return [{**r, "len_a": style_totals(r["conv_metadata"], "a", f"battle {n + 1}")[0],
+             "len_b": style_totals(r["conv_metadata"], "b", f"battle {n + 1}")[0]} for n, r in enumerate(rows)]
+
+
+def length_controlled_table(battles: Sequence[Mapping[str, Any]], baseline: str, bootstrap: int = 1000,
+                            seed: int = 0) -> pd.DataFrame:
+    """Every other model's raw and length-controlled win rate against `baseline`, best LC first;
+    columns as `LengthControlled`, plus the raw rate's Wilson interval (ci_low, ci_high)."""
+    battles = with_lengths(battles)
+    rows = []
+    for m in models_in(battles):
+        lc = length_controlled_win_rate(battles, m, baseline, bootstrap, seed) if m != baseline else None
+        if lc is not None:
+            raw = win_rate(battles, m, baseline)
+            rows.append({**lc.__dict__, "ci_low": raw.ci_low, "ci_high": raw.ci_high})
+    columns = [*LengthControlled.__dataclass_fields__, "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=columns).sort_values("lc_win_rate", ascending=False, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.winrate", formatter_class=HelpFormatter,
+        description="Win rates of every model against a baseline from Chatbot Arena battle rows: (wins + ½ ties)\n"
+                    "/ battles with Wilson's 95% interval; with --length-controlled also AlpacaEval 2's\n"
+                    "length-controlled win rate (the win rate predicted at equal answer length) with a\n"
+                    "bootstrap interval over votes.",
+        epilog="example: python -m evals.winrate --battles battles.jsonl --baseline sft --length-controlled "
+               "--out winrates.json",
+    )
+    parser.add_argument("--battles", type=Path, required=True, metavar="FILE",
+                        help="battle rows: .jsonl (or .json), .csv or .parquet; lengths from len_a/len_b or "
+                             "conv_metadata")
+    parser.add_argument("--baseline", required=True, metavar="MODEL", help="the model every other is compared with")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT", help="JSON file to write (atomically)")
+    parser.add_argument("--length-controlled", action="store_true",
+                        help="add lc_win_rate, lc_ci_low, lc_ci_high (needs answer lengths)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="bootstrap rounds for the LC interval; 0 for none (null)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws (default: 0)")
+    parser.add_argument("--category", metavar="NAME", help="only the battles whose category is NAME")
+    return parser
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    return int(value) if isinstance(value, np.integer) else value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.bootstrap < 0:
+        raise PlaygroundError(f"--bootstrap must be ≥ 0 (0: no interval), got {args.bootstrap}")
+    if not args.out.parent.is_dir():
+        raise PlaygroundError(f"{args.out.parent}: no such folder")
+    rows = read_battles(args.battles)
+    if args.category is not None:
+        rows = in_category(rows, args.category)
+    if args.baseline not in models_in(rows):
+        raise PlaygroundError(f"unknown baseline {args.baseline!r}; the models are {', '.join(models_in(rows))}")
+    if args.length_controlled:
+        table = length_controlled_table(rows, args.baseline, args.bootstrap, args.seed)
+        keep = ["n", "n_votes", "win_rate", "ci_low", "ci_high", "lc_win_rate", "lc_ci_low", "lc_ci_high",
+                "length_coefficient", "length_scale"]
+    else:
+        table = win_rate_table(rows, args.baseline).rename(columns={"rate": "win_rate"})
+        keep = ["n", "n_votes", "win_rate", "ci_low", "ci_high", "wins", "losses", "ties"]
+    models = {str(r["model"]): {k: _json_number(r[k]) for k in keep} for r in table.to_dict("records")}
+    write_json(args.out, {"baseline": args.baseline, "length_controlled": args.length_controlled,
+                          "bootstrap": args.bootstrap if args.length_controlled else 0, "seed": args.seed,
+                          "category": args.category, "models": models})
+    for name, r in models.items():
+        lc = (f"  LC {r['lc_win_rate']:.3f}" + ("" if r["lc_ci_low"] is None else
+                                                f" [{r['lc_ci_low']:.3f}, {r['lc_ci_high']:.3f}]")
+              if args.length_controlled else "")
+        print(f"{name}: win rate {r['win_rate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] over {r['n']}{lc}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
