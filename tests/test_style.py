@@ -3,7 +3,8 @@
 import pytest
 
 from playground.core.errors import PlaygroundError
-from playground.data.style import conv_metadata, count_tokens, style_counts, style_totals
+from playground.data.style import arena_rows_with_style, conv_metadata, count_tokens, style_counts, style_totals
+from playground.data.votes import Response, Vote, to_arena_rows
 
 ANSWER = """# Plan
 Some **bold** text and __also bold__ and a ** not bold.
@@ -59,3 +60,15 @@ def test_conv_metadata_names_both_sides_and_totals_sum_the_kinds() -> None:
 def test_bad_style_counts_are_one_clear_error(meta: object, message: str) -> None:
     with pytest.raises(PlaygroundError, match=message):
         style_totals(meta, "a", "row 3")
+
+
+def test_arena_rows_carry_each_battles_style_counts() -> None:
+    responses = [Response("sft", "short"), Response("policy", ANSWER), Response("ckpt", "- one\n- two")]
+    vote = Vote(prompt=[{"role": "user", "content": "Plan?"}], responses=responses, outcome="ranking",
+                ranking=[1, 2, 0], voter="ana")
+    rows = arena_rows_with_style([vote])
+    assert [{k: v for k, v in r.items() if k != "conv_metadata"} for r in rows] == to_arena_rows([vote])
+    lists = "- one\n- two"
+    assert [r["conv_metadata"] for r in rows] == [conv_metadata("short", ANSWER), conv_metadata("short", lists),
+                                                  conv_metadata(ANSWER, lists)]
+    assert style_totals(rows[2]["conv_metadata"], "b") == (4, 0, 2, 0)  # - one - two

@@ -18,7 +18,8 @@ from playground.data.prompt_sets import (
 from playground.data.rows import RowError, load_pairs, load_unpaired, read_records
 from playground.data.single_votes import unpair
 from playground.data.store import Store
-from playground.data.votes import Binarize, to_arena_rows, to_trl_rows
+from playground.data.style import arena_rows_with_style
+from playground.data.votes import Binarize, to_trl_rows
 
 EXPORT_FORMATS = ("trl", "arena", "unpaired")
 OUT_SUFFIXES = (".jsonl", ".parquet")
@@ -74,7 +75,7 @@ def export_rows(
     elif fmt == "arena":
         if include_imported:
             raise PlaygroundError("imported pairs name no models, so they can only be exported in trl format")
-        rows = to_arena_rows(votes)
+        rows = arena_rows_with_style(votes)
     else:
         raise PlaygroundError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     if len({isinstance(row["prompt"], str) for row in rows if fmt != "arena"}) > 1:

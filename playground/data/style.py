@@ -19,11 +19,13 @@ count on English prose and more on code; only the ratio (a − b)/(a + b + 1) of
 the fit, so the scale mostly cancels.
 """
 
+import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from playground.core.errors import PlaygroundError
+from playground.data.votes import Vote, to_arena_rows
 
 HEADER_LEVELS = ("h1", "h2", "h3", "h4", "h5", "h6")
 LIST_KINDS = ("ordered", "unordered")
@@ -84,3 +86,15 @@ def style_totals(metadata: Any, side: str, where: str = "conv_metadata") -> tupl
             raise PlaygroundError(f"{where}: conv_metadata.{field} must be a count ≥ 0{kinds}, got {value!r}")
         totals.append(sum(parts))
     return totals[0], totals[1], totals[2], totals[3]
+
+
+def arena_rows_with_style(votes: Sequence[Vote]) -> list[dict[str, Any]]:
+    """`to_arena_rows(votes)` (models as shown), each battle with its `conv_metadata`: what the
+    Arena export writes, so that `python -m evals.ratings --style-control` can read it."""
+    rows = []
+    for vote in votes:
+        # to_arena_rows gives a vote's battles for its slot pairs (i < j) in order
+        slot_pairs = itertools.combinations(range(len(vote.responses)), 2)
+        for row, (i, j) in zip(to_arena_rows([vote]), slot_pairs, strict=True):
+            rows.append({**row, "conv_metadata": conv_metadata(vote.responses[i].text, vote.responses[j].text)})
+    return rows
