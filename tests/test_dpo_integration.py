@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from playground.data.rows import PreferenceRow
+from playground.data.rows import PreferenceRow, load_pairs
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.scoring.generation import GenerationSettings, generate
 from playground.training.dpo import DPOConfig, train_dpo
@@ -87,3 +87,20 @@ def test_short_update_teaches_short_answers(default_model_dir: Path, tmp_path: P
     after = mean_answer_tokens(models)  # the served policy now holds the trained adapter
     # Seen on 2 CPU cores: 34.6 → 22.7 tokens (8 steps gave 27.4). Ask for a 15 % drop.
     assert after <= 0.85 * before, (before, after)
+
+
+@pytest.mark.parametrize(("loss", "settings"), [("kto", {}), ("simpo", {"beta": 2.0}), ("orpo", {})])
+def test_each_loss_raises_its_heldout_metric_on_short_answers(default_model_dir: Path, tmp_path: Path, loss: str,
+                                                              settings: dict) -> None:
+    """docs/examples/short-answers.jsonl: KTO (on both answers of each pair) raises held-out implicit-reward
+    accuracy; SimPO and ORPO, reference-free, the held-out log-prob margin log π(y_w) − log π(y_l)."""
+    models = load_models(ModelsConfig(models_dir=default_model_dir.parent))
+    pairs = load_pairs(Path(__file__).parents[1] / "docs" / "examples" / "short-answers.jsonl").rows
+    result = train_dpo(models, pairs, DPOConfig(steps=12, loss=loss, **settings), tmp_path)
+    assert result.heldout_pairs == 5
+    if loss == "kto":
+        assert 0.3 <= result.heldout_before.accuracy <= 0.7
+        assert result.heldout_after.accuracy >= 0.8 and result.heldout_after.margin > result.heldout_before.margin
+    else:
+        before, after = result.heldout_logps_before, result.heldout_logps_after
+        assert after.margin > before.margin + 1.0 and after.accuracy >= before.accuracy

@@ -14,6 +14,14 @@ conversational pairs (`synthetic.chat_pairs`), the same number of steps, on the 
 - trl-defaults:  TRL's DPOConfig as shipped (bf16 autocast, gradient checkpointing, a reference
                  forward every step)
 
+The other losses, ours against TRL's own trainer for each at the same settings (β 0.1, SimPO γ 0.5,
+ORPO λ 0.1, KTO weights 1; TRL with bf16=False and gradient_checkpointing=False, KTO's reference
+precomputed as ours is), run once (the first round only):
+
+- ours-kto / trl-kto:      KTO on both answers of every pair, batch 4 completions (TRL's KTOTrainer)
+- ours-simpo / trl-simpo:  SimPO, no reference (TRL's experimental CPOTrainer, loss_type="simpo", cpo_alpha=0)
+- ours-orpo / trl-orpo:    ORPO, no reference (TRL's experimental ORPOTrainer)
+
 The two bfloat16 variants run only where bfloat16 is native (CUDA, or a CPU with AVX512-BF16 or
 AMX-BF16); on an AVX2-only CPU it is emulated, many times slower, and they are skipped unless
 `--emulated-bf16` (the JSON says which were skipped and why).
@@ -49,7 +57,8 @@ from evals.bench.synthetic import chat_pairs
 ROOT = Path(__file__).resolve().parents[2]
 BATCH, LR, BETA, MAX_WORDS = 4, 5e-4, 0.1, 160
 TRL_TUNED = {"bf16": False, "gradient_checkpointing": False, "precompute_ref_log_probs": True}
-VARIANTS = ("ours", "ours-bf16", "trl-tuned", "trl-defaults")
+LOSS_VARIANTS = ("ours-kto", "trl-kto", "ours-simpo", "trl-simpo", "ours-orpo", "trl-orpo")  # one round each
+VARIANTS = ("ours", "ours-bf16", "trl-tuned", "trl-defaults", *LOSS_VARIANTS)
 BF16_VARIANTS = ("ours-bf16", "trl-defaults")
 
 
@@ -93,7 +102,8 @@ class PeakMemory:
         return (self.peak - self.base) / 2**20
 
 
-def run_ours(triples: list, steps: int, device: Any, out: Path, model: str | None, dtype: str) -> dict[str, Any]:
+def run_ours(triples: list, steps: int, device: Any, out: Path, model: str | None, dtype: str, loss: str = "sigmoid"
+             ) -> dict[str, Any]:
     from playground.core.home import data_dir
     from playground.data.rows import PreferenceRow
     from playground.models.roles import ModelsConfig, load_models
@@ -103,20 +113,39 @@ def run_ours(triples: list, steps: int, device: Any, out: Path, model: str | Non
     with PeakMemory(device) as memory:
         started = time.perf_counter()
         rows = [PreferenceRow(p, c, r) for p, c, r in triples]
-        result = train_dpo(models, rows, DPOConfig(steps=steps, batch_size=BATCH, lr=LR, beta=BETA, heldout=0), out)
+        cfg = DPOConfig(steps=steps, batch_size=BATCH, lr=LR, beta=BETA, heldout=0, loss=loss)
+        result = train_dpo(models, rows, cfg, out)
         seconds = time.perf_counter() - started
-    return {"config": f"weights {str(models.dtype).removeprefix('torch.')}", "seconds": seconds,
+    return {"config": f"weights {str(models.dtype).removeprefix('torch.')} loss={loss}", "seconds": seconds,
             "step_seconds": [m["seconds"] for m in result.steps], "peak_mib": memory.growth_mib,
             "final_loss": result.steps[-1]["loss"]}
 
 
-def run_trl(triples: list, steps: int, device: Any, out: Path, model: str | None, overrides: dict[str, Any]
-            ) -> dict[str, Any]:
+def trl_trainer(loss: str) -> tuple[Any, Any, dict[str, Any]]:
+    """(config class, trainer class, settings beyond the shared ones) of TRL's trainer for `loss`."""
+    if loss == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        return KTOConfig, KTOTrainer, {"beta": BETA, "precompute_ref_log_probs": True}
+    if loss == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        return CPOConfig, CPOTrainer, {"beta": BETA, "loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": 0.5}
+    if loss == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOConfig, ORPOTrainer, {"beta": 0.1}  # ORPO's λ
+    from trl import DPOConfig, DPOTrainer
+
+    return DPOConfig, DPOTrainer, {"beta": BETA}
+
+
+def run_trl(triples: list, steps: int, device: Any, out: Path, model: str | None, overrides: dict[str, Any],
+            loss: str = "sigmoid") -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
 
     from playground.core.home import data_dir
     from playground.models.gguf_convert import ensure_default_model
@@ -126,9 +155,10 @@ def run_trl(triples: list, steps: int, device: Any, out: Path, model: str | None
     lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                       task_type="CAUSAL_LM")
-    args = DPOConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
-                     beta=BETA, max_length=1024, logging_steps=1, save_strategy="no", report_to="none", seed=0,
-                     disable_tqdm=True, use_cpu=device.type == "cpu", **overrides)
+    config_class, trainer_class, settings = trl_trainer(loss)
+    args = config_class(output_dir=str(out), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
+                        max_length=1024, logging_steps=1, save_strategy="no", report_to="none", seed=0,
+                        disable_tqdm=True, use_cpu=device.type == "cpu", **settings, **overrides)
     step_seconds: list[float] = []
 
     class StepTimer(TrainerCallback):
@@ -147,13 +177,13 @@ def run_trl(triples: list, steps: int, device: Any, out: Path, model: str | None
     with PeakMemory(device) as memory:
         started = time.perf_counter()
         data = Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in triples])
-        trainer = DPOTrainer(model=lm, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora,
-                             callbacks=[StepTimer()])
+        trainer = trainer_class(model=lm, args=args, train_dataset=data, processing_class=tokenizer,
+                                peft_config=lora, callbacks=[StepTimer()])
         trainer.train()
         seconds = time.perf_counter() - started
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    config = (f"bf16={args.bf16} grad_ckpt={args.gradient_checkpointing} "
-              f"precompute_ref={args.precompute_ref_log_probs}")
+    config = (f"{trainer_class.__name__} bf16={args.bf16} grad_ckpt={args.gradient_checkpointing} "
+              f"precompute_ref={getattr(args, 'precompute_ref_log_probs', None)}")
     return {"config": config, "seconds": seconds, "step_seconds": step_seconds, "peak_mib": memory.growth_mib,
             "final_loss": losses[-1]}
 
@@ -167,13 +197,16 @@ def child(variant: str, n_pairs: int, steps: int, model: str | None) -> dict[str
 
     device = resolve_device("auto")
     triples = chat_pairs(n_pairs, max_words=MAX_WORDS)
+    loss = variant.split("-")[1] if variant in LOSS_VARIANTS else "sigmoid"
     with tempfile.TemporaryDirectory() as tmp:
-        if variant in ("ours", "ours-bf16"):
+        if variant.startswith("ours"):
             dtype = "bfloat16" if variant == "ours-bf16" else "auto"
-            run = run_ours(triples, steps, device, Path(tmp), model, dtype)
+            run = run_ours(triples, steps, device, Path(tmp), model, dtype, loss)
         else:
-            overrides = TRL_TUNED if variant == "trl-tuned" else {}
-            run = run_trl(triples, steps, device, Path(tmp), model, overrides)
+            overrides = {} if variant == "trl-defaults" else dict(TRL_TUNED)
+            if variant in LOSS_VARIANTS:  # the reference-free trainers have no reference to precompute
+                overrides.pop("precompute_ref_log_probs")
+            run = run_trl(triples, steps, device, Path(tmp), model, overrides, loss)
     return {"method": variant, "config": run.pop("config"), "device": str(device), "pairs": n_pairs, "steps": steps,
             **run}
 
@@ -228,7 +261,8 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for round_ in range(args.repeats):
         for v in variants[:: -1 if round_ % 2 else 1]:
-            runs[v].append(run_child(v, args.pairs, args.steps, args.model))
+            if round_ == 0 or v not in LOSS_VARIANTS:
+                runs[v].append(run_child(v, args.pairs, args.steps, args.model))
     rows = {v: summarize(v, rs) for v, rs in runs.items()}
     ours = rows["ours"]
     ratios: dict[str, Any] = {
@@ -244,6 +278,10 @@ def main() -> None:
             "step_ours_bf16_over_trl_defaults": defaults["step_s"] / rows["ours-bf16"]["step_s"],
             "end_to_end_ours_over_trl_defaults": defaults["seconds"] / ours["seconds"],
         }
+    for loss in ("kto", "simpo", "orpo"):
+        ratios[f"step_ours_over_trl_{loss}"] = rows[f"trl-{loss}"]["step_s"] / rows[f"ours-{loss}"]["step_s"]
+        ratios[f"end_to_end_ours_over_trl_{loss}"] = rows[f"trl-{loss}"]["seconds"] / rows[f"ours-{loss}"]["seconds"]
+        ratios[f"memory_ours_over_trl_{loss}"] = rows[f"ours-{loss}"]["peak_mib"] / rows[f"trl-{loss}"]["peak_mib"]
     skipped = [v for v in VARIANTS if v not in rows]
     report("dpo", list(rows.values()), {
         "repeats": args.repeats, "bf16_native": native, **ratios,
