@@ -78,7 +78,12 @@ def in_category(rows: Sequence[Mapping[str, Any]], category: str) -> list[Mappin
     categories there are."""
     kept = [row for row in rows if row.get("category") == category]
     if not kept:
-        present = sorted({row["category"] for row in rows if row.get("category")})
+        present = categories(rows)
         raise PlaygroundError(f"no battles in category {category!r}; "
                               + (f"the categories are {', '.join(present)}" if present else "no battle has a category"))
     return kept
+
+
+def categories(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The categories the battle rows carry, sorted (for a filter's choices)."""
+    return sorted({row["category"] for row in rows if row.get("category")})

@@ -37,6 +37,18 @@ stay the same). Intervals are the 2.5 and 97.5 percentiles of each model's
 rating over the rounds, the anchor fixed at 1000 in every round (so the anchor's interval is
 [1000, 1000] and the others' measure uncertainty relative to it). `bootstrap=0` means no intervals:
 ci_low and ci_high are NaN (null in JSON, "—" in the table).
+
+Style control (Chatbot Arena's, `--style-control`): each battle k also has style differences x_k
+(`style_features`: answer length in tokens, Markdown headers, list items, bold spans, each as
+(a − b)/(a + b + 1) scaled to unit root mean square) and the fit becomes
+
+    P(a beats b) = σ(θ_a − θ_b + x_k · β),
+
+β the style coefficients (same ridge), so the ratings are those at equal style and β says what a
+typical difference in each element is worth. Battles no longer aggregate per pair, so the fit and
+its bootstrap work on the battles themselves (`fit_style_strengths`, `bootstrap_style`): the same
+resampling of votes, each round's vote counts drawn directly, rounds fitted in batches by Newton
+from the full data's optimum.
 """
 
 import argparse
@@ -561,11 +573,11 @@ def _style_moments(stack: npt.NDArray[Any], xt: npt.NDArray[Any]) -> FloatArray:
 
 
 def bootstrap_style(data: StyleData, rounds: int, seed: int = 0, ridge: float = RIDGE,
-                    start: FloatArray | None = None) -> FloatArray:
+                    start: FloatArray | None = None, tol: float = STYLE_BOOT_TOL) -> FloatArray:
     """φ (rounds, M + S) of `rounds` resamples of the votes with replacement (each vote with all
     its battles: a round's weight of a battle is how often its vote was drawn), fitted together
     in chunks of about STYLE_CHUNK_FLOATS, each from `start` (the full data's φ: every round's
-    optimum lies near it) to STYLE_BOOT_TOL. The draws are the same whatever the chunking."""
+    optimum lies near it) to `tol`. The draws are the same whatever the chunking."""
     rng = np.random.default_rng(seed)
     n, s = len(data.y), data.x.shape[1]
     n_votes = int(data.vote.max()) + 1
@@ -576,7 +588,7 @@ def bootstrap_style(data: StyleData, rounds: int, seed: int = 0, ridge: float = 
         weights = np.empty((size, n), dtype=np.float32)
         for row in weights:  # one round at a time: its counts array stays in cache
             row[:] = np.bincount(rng.integers(0, n_votes, n_votes), minlength=n_votes)[data.vote]
-        out[first : first + size] = fit_style_strengths(data, ridge, weights, start, STYLE_BOOT_TOL)
+        out[first : first + size] = fit_style_strengths(data, ridge, weights, start, tol)
     return out
 
 

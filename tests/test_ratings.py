@@ -554,3 +554,32 @@ def test_cli_style_control_and_category(tmp_path: Path, capsys: pytest.CaptureFi
     bare.write_text(json.dumps({"model_a": "x", "model_b": "y", "winner": "tie"}) + "\n")
     with pytest.raises(PlaygroundError, match=r"bare\.jsonl: battle 1: no conv_metadata"):
         main(["--battles", str(bare), "--out", str(out), "--style-control"])
+
+
+def test_store_battles_carry_category_and_style_counts(tmp_path: Path) -> None:
+    from evals.battles import categories, collect_battles, in_category
+    from playground.data.prompt_sets import SetPrompt
+    from playground.data.store import Store
+    from playground.data.style import conv_metadata
+    from playground.data.votes import Response, Vote
+
+    code = [{"role": "user", "content": "Write a loop."}]
+    chat = [{"role": "user", "content": "Hi!"}]
+    with Store(tmp_path / "votes.db") as store:
+        prompt_set = store.add_prompt_set("s", "s.jsonl", [SetPrompt("1", code, "code"), SetPrompt("2", chat, None)])
+        ids = [p.id for p in store.set_prompts(prompt_set.id)]
+        answers = [Response("sft", "**for** i in x"), Response("policy", "- a\n- b")]
+        for item, prompt in zip(ids, (code, chat), strict=True):
+            store.add_queue_vote(Vote(prompt=prompt, responses=answers, outcome="a", voter="ana", item=item))
+        store.add_vote(Vote(prompt=chat, responses=answers, outcome="b", voter="bo"))  # playground vote: no item
+        store.add_judge_battles("rule:shorter", "r1", [
+            {"prompt": p, "model_a": "sft", "model_b": "policy", "text_a": "x", "text_b": "yy", "winner": "model_a"}
+            for p in (code, chat)])
+        rows = collect_battles(store, judges=["rule:shorter"])
+    assert [r.get("category") for r in rows] == ["code", None, None, "code", None]
+    assert all(r["conv_metadata"] == conv_metadata("**for** i in x", "- a\n- b") for r in rows[:3])
+    assert rows[3]["conv_metadata"] == conv_metadata("x", "yy")
+    assert categories(rows) == ["code"]
+    assert [r["source"] for r in in_category(rows, "code")] == ["human", "rule:shorter"]
+    with pytest.raises(PlaygroundError, match="no battles in category 'chat'; the categories are code"):
+        in_category(rows, "chat")
