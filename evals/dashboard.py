@@ -14,7 +14,9 @@ from typing import Any, BinaryIO
 import pandas as pd
 import plotly.graph_objects as go
 
+from evals.agreement import judge_human_agreement
 from evals.battles import collect_battles
+from evals.judge import position_consistency
 from evals.kl import KLEstimate
 from evals.ratings import RatingsResult, battles_from_rows, compute_ratings, to_json
 from evals.winrate import checkpoint_timeline, win_rate_table
@@ -28,6 +30,8 @@ NO_BATTLES = "No battles yet — generate on the Playground tab and vote, or run
 LEADERBOARD_COLUMNS = ["rank", "model", "rating", "95% CI", "battles", "W/L/T", "online Elo"]
 WIN_RATE_COLUMNS = ["model", "vs", "win rate", "95% CI", "n", "votes", "W/L/T", "mean length", "baseline mean length",
                     "note"]
+JUDGE_COLUMNS = ["judge", "battles", "position consistency", "consistency 95% CI", "pairs with human votes",
+                 "agreement with humans", "agreement 95% CI", "Cohen's κ", "κ 95% CI"]
 CHECKPOINT_COLUMNS = ["checkpoint", "parent", "created", "pairs", "steps", "β", "held-out pairs",
                       "held-out acc before", "held-out acc after", "held-out margin after", "KL to ref", "KL stderr"]
 
@@ -40,6 +44,7 @@ class Report:
     win_rates: pd.DataFrame  # every model against the baseline
     timeline: pd.DataFrame  # each checkpoint's win rate against the baseline, oldest first
     checkpoints: pd.DataFrame  # training records: held-out accuracy and margin, KL where estimated
+    judges: pd.DataFrame  # every stored judge: position consistency and agreement with the human votes
     message: str  # what is shown, or why nothing is
 
 
@@ -76,6 +81,33 @@ def checkpoint_records(store: Store, kl: Mapping[str, KLEstimate]) -> pd.DataFra
     return pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return "—" if low is None or high is None else f"{low:.2f} – {high:.2f}"
+
+
+def judge_table(store: Store) -> pd.DataFrame:
+    """One row per stored judge: how often its two orders agreed (position consistency, Wilson
+    interval), and on prompts with human votes for the same pair of models, the share where it
+    agrees with the human majority and Cohen's κ (agreement beyond chance; 0 = chance)."""
+    votes = store.votes()
+    rows = []
+    for name in store.counts_by_judge():
+        battles = store.judge_battles(name)
+        consistency = position_consistency(battles)
+        human = judge_human_agreement(votes, battles)
+        rows.append({
+            "judge": name, "battles": len(battles),
+            "position consistency": None if consistency.rate is None else round(consistency.rate, 3),
+            "consistency 95% CI": _interval(consistency.ci_low, consistency.ci_high),
+            "pairs with human votes": human.n,
+            "agreement with humans": None if human.agreement is None else round(human.agreement, 3),
+            "agreement 95% CI": _interval(human.ci_low, human.ci_high),
+            "Cohen's κ": None if human.kappa.kappa is None else round(human.kappa.kappa, 3),
+            "κ 95% CI": _interval(human.kappa.ci_low, human.kappa.ci_high),
+        })
+    return pd.DataFrame(rows, columns=JUDGE_COLUMNS)
+
+
 def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",
                  anchor: str | None = None, bootstrap: int = 1000, seed: int = 0,
                  kl: Mapping[str, KLEstimate] | None = None, extra: Sequence[Mapping[str, Any]] = ()) -> Report:
@@ -98,7 +130,7 @@ def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), b
         leaderboard=leaderboard_table(ratings),
         win_rates=win_rate_table(battles, baseline) if battles else pd.DataFrame(),
         timeline=checkpoint_timeline(battles, store.checkpoints(), baseline),
-        checkpoints=records, message=message,
+        checkpoints=records, judges=judge_table(store), message=message,
     )
 
 
@@ -208,7 +240,7 @@ def write_tables(report: Report, out_dir: Path) -> list[Path]:
     the `python -m evals.ratings` JSON format."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {"leaderboard": report.leaderboard, "win_rates": report.win_rates, "timeline": report.timeline,
-              "checkpoints": report.checkpoints}
+              "checkpoints": report.checkpoints, "judges": report.judges}
     if report.ratings is not None:
         tables |= {"battle_counts": report.ratings.battles, "win_fraction": report.ratings.win_fraction,
                    "predicted": report.ratings.predicted}

@@ -39,7 +39,7 @@ from evals.judge import Judge, Verdict, both_orders
 from playground.core.errors import PlaygroundError
 from playground.core.home import data_dir
 from playground.data.votes import ARENA_A, ARENA_B, ARENA_TIE
-from playground.models.roles import ModelsConfig, _load_tokenizer, _model_folder, load_causal_lm
+from playground.models.roles import ModelsConfig, load_causal_lm, load_tokenizer, model_folder
 from playground.models.sources import Kind, classify
 from playground.scoring.encoding import Message
 from playground.scoring.scorer import length_sorted_batches, split_model
@@ -154,8 +154,8 @@ def llm_judge(path: str, device: torch.device, dtype: torch.dtype, models_dir: P
     if source.kind not in (Kind.HF_FOLDER, Kind.GGUF):
         raise PlaygroundError(f"--judge llm:{path}: a {source.kind.value}; the judge must be a local HF model "
                               "folder or .gguf file")
-    location = _model_folder(source, ModelsConfig(models_dir=models_dir or data_dir() / "models"))
-    tokenizer = _load_tokenizer(location, "judge")
+    location = model_folder(source, ModelsConfig(models_dir=models_dir or data_dir() / "models"))
+    tokenizer = load_tokenizer(location, "judge")
     label_ids = label_token_ids(tokenizer)
     model = load_causal_lm(location, "judge", device, dtype)
     context = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)

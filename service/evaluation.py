@@ -16,6 +16,7 @@ from evals.dashboard import Report, build_report, write_tables, zip_tables
 from evals.judge import Judge, make_judge
 from evals.kl import EVAL_PROMPTS, KLEstimate, eval_prompts
 from evals.kl import estimate_kl as estimate_role_kl
+from evals.llm_judge import llm_judge
 from evals.ratings import read_battles
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import check_models
@@ -64,15 +65,19 @@ def judge_names(state: AppState) -> list[str]:
     return list(state.store.counts_by_judge())
 
 
-def app_judge(state: AppState, kind: str, phrase: str = "", reward_model: Path | None = None) -> Judge:
-    """A judge by kind ("shorter", "longer", "contains", "avoids", "reward-model") with its phrase or
-    reward-model folder (see `evals.judge`), loaded on the app's models."""
+def app_judge(state: AppState, kind: str, phrase: str = "", reward_model: Path | None = None,
+              llm: str = "") -> Judge:
+    """A judge by kind ("shorter", "longer", "contains", "avoids", "reward-model", "llm") with its
+    phrase, reward-model folder or LLM path (a local HF folder or .gguf file; see `evals.judge`),
+    loaded on the app's device."""
     if kind in ("contains", "avoids"):
         return make_judge(f"{kind}:{phrase.strip()}", state.models)
     if kind == "reward-model":
         if reward_model is None:
             raise PlaygroundError("pick a trained reward model (train one on the Dashboard)")
         return make_judge(f"reward-model:{reward_model}", state.models)
+    if kind == "llm":
+        return llm_judge(llm.strip(), state.models.device, state.models.dtype, state.data_dir / "models")
     return make_judge(kind, state.models)
 
 

@@ -121,6 +121,11 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
     assert sorted(row[1] for row in leaderboard["data"]) == sorted([ckpt, "sft"])
     records = out[3]
     assert [row[0] for row in records["data"]] == [ckpt]
+    judges = out[-1]  # both judges are order-free: every pair judged alike in both orders
+    by_judge = {row[0]: dict(zip(judges["headers"], row, strict=True)) for row in judges["data"]}
+    assert set(by_judge) == {"rule:longer", f"reward-model:{rm_name}"}
+    assert all(r["position consistency"] == 1.0 and r["battles"] == 16 for r in by_judge.values())
+    assert by_judge["rule:longer"]["pairs with human votes"] == 0  # no human votes on these prompts
 
     kl_message = client.predict(api_name="/estimate_kl")  # then the table carries the estimate
     estimate = state.kl_estimates[ckpt]
@@ -142,3 +147,49 @@ def test_the_win_rate_table_shows_the_votes_behind_its_pairs() -> None:
     assert "not independent" in line["note"] and "too narrow" in line["note"]
     single = win_rate_display(win_rate_table([row(1, "model_a"), row(2, "model_b")], "sft"))
     assert single["votes"].tolist() == [2] and single["note"].tolist() == [""]
+
+
+def test_the_judge_table_compares_a_judge_with_the_human_majority(store) -> None:
+    """Two prompts voted on by people and judged: the judge agrees on one, disagrees on the other
+    (κ = 0 at that split), and one of its four orders disagreed with the other (consistency 1/2)."""
+    from evals.dashboard import judge_table
+    from tests.conftest import make_vote
+
+    prompts = [[{"role": "user", "content": f"Q{i}?"}] for i in range(2)]
+    for prompt in prompts:
+        store.add_vote(make_vote(("sft", "policy"), "a", prompt=prompt))
+    battle = {"model_a": "sft", "model_b": "policy", "text_a": "x", "text_b": "y"}
+    store.add_judge_battles("rule:longer", "run-1", [
+        {**battle, "prompt": prompts[0], "winner": "model_a",
+         "details": {"ab": {"winner": "model_a"}, "ba": {"winner": "model_b"}}},  # sft both times
+        {**battle, "prompt": prompts[1], "winner": "tie",  # the first slot both times: the orders disagree
+         "details": {"ab": {"winner": "model_a"}, "ba": {"winner": "model_a"}}},
+    ])
+    [row] = judge_table(store).to_dict("records")
+    assert row["judge"] == "rule:longer" and row["battles"] == 2
+    assert row["position consistency"] == 0.5
+    assert row["pairs with human votes"] == 2 and row["agreement with humans"] == 0.5
+
+
+def test_an_llm_judge_runs_from_the_dashboard(app: tuple[AppState, Client], tiny_model_dir: Path,
+                                              tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    state, client = app
+    client.predict(*TRAIN, api_name="/train")  # a policy with weights of its own to compare with the SFT model
+    judge_dir = shutil.copytree(tiny_model_dir, tmp_path / "tiny-judge")  # with room for the judge's template
+    config = json.loads((judge_dir / "config.json").read_text())
+    (judge_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 2048}))
+    message, _ = client.predict(["policy", "sft"], "built-in eval prompts (eval-prompts.jsonl)", 8,
+                                "LLM judge (a local model)", "", None, str(judge_dir), api_name="/run_judge")
+    name = "llm:tiny-judge"
+    assert f"16 battles judged by `{name}` in both orders" in message
+    battles = state.store.judge_battles(name)
+    for b in battles:  # each order's constrained probabilities of "A", "B", "tie"
+        for order in ("ab", "ba"):
+            assert sum(b["details"][order][k] for k in ("p_a", "p_b", "p_tie")) == pytest.approx(1, abs=1e-5)
+    with pytest.raises(Exception, match=r"judge\.gguf: no such file or folder"):
+        client.predict(["policy", "sft"], "built-in eval prompts (eval-prompts.jsonl)", 8,
+                       "LLM judge (a local model)", "", None, "/nowhere/judge.gguf", api_name="/run_judge")
+    assert state.store.counts_by_judge() == {name: 16}

@@ -9,6 +9,7 @@ import gradio as gr
 
 from evals.dashboard import (
     CHECKPOINT_COLUMNS,
+    JUDGE_COLUMNS,
     LEADERBOARD_COLUMNS,
     NO_BATTLES,
     WIN_RATE_COLUMNS,
@@ -30,7 +31,7 @@ from ui import session
 from ui.errors import user_errors
 
 JUDGES = {"shorter wins": "shorter", "longer wins": "longer", "contains the phrase wins": "contains",
-          "avoids the phrase wins": "avoids", "reward model": "reward-model"}
+          "avoids the phrase wins": "avoids", "reward model": "reward-model", "LLM judge (a local model)": "llm"}
 REWARD_MODEL_COLUMNS = ["reward model", "created", "pairs", "held-out pairs", "steps", "held-out acc before",
                         "held-out acc after", "held-out margin after"]
 FRACTION_TITLE = "Win fraction, row vs column (ties ½)"
@@ -101,8 +102,17 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
             judge_kind = gr.Dropdown(list(JUDGES), value="shorter wins", label="Judge", scale=2)
             phrase = gr.Textbox(label="Phrase (contains / avoids)", scale=2)
             rm_pick = gr.Dropdown([], label="Reward model", scale=2)
+            llm_path = gr.Textbox(value="", label="LLM judge: a local HF model folder or .gguf file (on the server)",
+                                  scale=3)
             judge_button = gr.Button("Run judge", variant="primary", scale=1)
+        gr.Markdown("Every judge sees each pair in both orders, (A, B) and (B, A): a battle is a win only when "
+                    "both orders pick the same model, a tie otherwise (MT-Bench's rule). The LLM judge answers "
+                    "from its next-token probabilities of “A”, “B” and “tie”.")
         judge_status = gr.Markdown()
+    judge_table = gr.Dataframe(headers=JUDGE_COLUMNS, interactive=False, elem_id="dashboard-judges",
+                               label="Judges: position consistency (share of pairs judged alike in both orders; 1 = no "
+                                     "position bias) and agreement with the human majority on the same prompts and "
+                                     "models, with Cohen's κ (0 = chance, 1 = perfect)")
     with gr.Accordion("Reward model: Bradley–Terry on the votes, usable as a judge", open=False):
         gr.Markdown("The SFT model with LoRA and a scalar head, trained with ℓ = −log σ(r(x, y⁺) − r(x, y⁻)) on the "
                     "same pairs DPO uses; held-out pairs are never trained on.")
@@ -138,6 +148,7 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
             summary: report.message if report.n_battles else f"**{NO_BATTLES}.**",
             leaderboard: report.leaderboard, win_rates: win_rate_display(report.win_rates),
             records: report.checkpoints, timeline_plot: timeline_figure(report.timeline, baseline_v or "sft"),
+            judge_table: report.judges,
             kl_plot: reward_kl_figure(report.checkpoints),
             judges: gr.CheckboxGroup(choices=evaluation.judge_names(state), value=judges_v),
             baseline: gr.Dropdown(choices=models), anchor: gr.Dropdown(choices=models),
@@ -146,7 +157,7 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
 
     inputs = [human, judges, baseline, anchor, rounds, arena_file]
     outputs = [summary, leaderboard, win_rates, records, timeline_plot, kl_plot, judges, baseline, anchor,
-               rating_plot, fraction_plot, count_plot, predicted_plot]
+               rating_plot, fraction_plot, count_plot, predicted_plot, judge_table]
     refresh.click(show, inputs, outputs, api_name="dashboard")
     # Opening the tab computes the report (no Refresh needed); the page load only fills the pickers,
     # so a hundred voters loading the page do not each run a bootstrap nobody looks at.
@@ -175,7 +186,7 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
 
     @user_errors
     def judge(models_v: list[str], source: str, max_new_v: float, kind: str, phrase_v: str, rm: str | None,
-              request: gr.Request, progress=gr.Progress()) -> dict:
+              llm_v: str, request: gr.Request, progress=gr.Progress()) -> dict:
         session.require_admin(state, request, "running a judge")
         spec = JUDGES.get(kind)
         if spec is None:
@@ -183,16 +194,19 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
         if spec == "reward-model" and rm not in training.reward_models(state):
             raise PlaygroundError("pick a trained reward model (train one below)")
         judged = evaluation.app_judge(state, spec, phrase_v or "",
-                                      training.reward_model_dir(state) / rm if spec == "reward-model" else None)
+                                      training.reward_model_dir(state) / rm if spec == "reward-model" else None,
+                                      llm_v or "")
         battles = evaluation.run_judge(
             state, evaluation.judge_prompts(state, source), models_v or [], judged,
             GenerationSettings(max_new_tokens=int(max_new_v)),
             progress=lambda done, total, what: progress((done, total), desc=what, unit="prompts"))
-        return {judge_status: f"{len(battles)} battles judged by `{judged.name}` and stored; tick it above to "
-                              "include them in the leaderboard.",
+        consistent = sum(bool(b["details"].get("consistent")) for b in battles)
+        return {judge_status: f"{len(battles)} battles judged by `{judged.name}` in both orders and stored; the "
+                              f"orders agreed on {consistent} of {len(battles)}. Tick it above to include them "
+                              "in the leaderboard.",
                 judges: gr.CheckboxGroup(choices=evaluation.judge_names(state))}
 
-    judge_button.click(judge, [judge_models, prompt_source, max_new, judge_kind, phrase, rm_pick],
+    judge_button.click(judge, [judge_models, prompt_source, max_new, judge_kind, phrase, rm_pick, llm_path],
                        [judge_status, judges], api_name="run_judge", concurrency_id="model")
 
     @user_errors

@@ -120,7 +120,7 @@ def _weights_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _model_folder(source: Source, cfg: ModelsConfig) -> str:
+def model_folder(source: Source, cfg: ModelsConfig) -> str:
     """A loadable location for a full model: a folder (GGUF converted on first use) or a hub id."""
     if source.kind is Kind.DEFAULT:
         return str(ensure_default_model(cfg.models_dir))
@@ -138,7 +138,7 @@ def _load_error(role: str, location: str, what: str, exc: Exception) -> Playgrou
     return PlaygroundError(f"--{role} {location}: cannot load {what}{hint}: {first_line}")
 
 
-def _load_tokenizer(location: str, role: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(location: str, role: str) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
     except Exception as exc:
@@ -211,8 +211,8 @@ def load_models(cfg: ModelsConfig) -> Models:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
 
-    sft_location = _model_folder(sft_src, cfg)
-    tokenizer = _load_tokenizer(sft_location, "sft")
+    sft_location = model_folder(sft_src, cfg)
+    tokenizer = load_tokenizer(sft_location, "sft")
     base = load_causal_lm(sft_location, "sft", device, dtype)
     base_ident = _ident(sft_location)
 
@@ -228,14 +228,14 @@ def load_models(cfg: ModelsConfig) -> Models:
         policy = Role("policy", peft_model, POLICY_ADAPTER, policy_source, policy_ident)
     else:
         sft = Role("sft", base, None, sft_location, base_ident)
-        pol_location = _model_folder(pol_src, cfg)
+        pol_location = model_folder(pol_src, cfg)
         policy = Role("policy", load_causal_lm(pol_location, "policy", device, dtype), None,
                       pol_location, _ident(pol_location))
 
     if ref_src.kind is Kind.DEFAULT:
         reference = Role("reference", sft.model, None, sft.source, sft.ident)
     else:
-        ref_location = _model_folder(ref_src, cfg)
+        ref_location = model_folder(ref_src, cfg)
         reference = Role("reference", load_causal_lm(ref_location, "ref", device, dtype), None,
                          ref_location, _ident(ref_location))
     return Models(tokenizer, device, dtype, sft, reference, policy)
