@@ -197,6 +197,10 @@ def test_keyboard_votes_in_the_vote_tab(tiny_model_dir: Path, home: Path, tmp_pa
             page.keyboard.press("Enter")  # the next prompt
             page.wait_for_function("() => !document.querySelector('#queue-b').disabled", timeout=30_000)
             assert page.locator("#vote-b").count() == 0 or not page.locator("#vote-b").is_visible()
+            page.keyboard.press("a")  # 👍 on A
+            page.get_by_text("👍 on A by dana").wait_for(timeout=30_000)
+            page.keyboard.press("Shift+B")  # 👎 on B
+            page.get_by_text("👎 on B by dana").wait_for(timeout=30_000)
             page.keyboard.press("2")  # B is better, in the Vote tab (the Playground's button is hidden)
             page.get_by_text("stored as b by dana").wait_for(timeout=30_000)
             page.keyboard.press("Enter")
@@ -208,6 +212,8 @@ def test_keyboard_votes_in_the_vote_tab(tiny_model_dir: Path, home: Path, tmp_pa
             browser.close()
         assert [(v.voter, v.outcome, v.prompt[-1]["content"]) for v in state.store.votes()] == [
             ("dana", "b", "Say hi 0."), ("dana", "tie", "Say hi 2.")]
+        assert [(v.voter, v.slot, v.label, v.prompt[-1]["content"]) for v in state.store.single_votes()] == [
+            ("dana", 0, True, "Say hi 0."), ("dana", 1, False, "Say hi 0.")]
     finally:
         demo.close()
         state.store.close()
