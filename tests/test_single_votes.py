@@ -111,18 +111,18 @@ def test_queue_thumbs_once_per_response(tiny_state: AppState) -> None:
 def test_rate_endpoints(tiny_app: tuple[AppState, Client], tmp_path: Path) -> None:
     state, client = tiny_app
     client.predict(**generate_call("Say hi.", max_new_tokens=4))
-    assert "👍 on A by ana" in client.predict("A", "up", "ana", api_name="/rate")
+    assert "👍 good on A by ana" in client.predict("A", "up", "ana", api_name="/rate")
     with pytest.raises(Exception, match="Response 'C' is not on screen"):
         client.predict("C", "up", "ana", api_name="/rate")
     with pytest.raises(Exception, match="already has your"):
         client.predict("A", "down", "ana", api_name="/rate")
-    assert "👎 on B by ana" in client.predict("B", "down", "ana", api_name="/rate")
+    assert "👎 bad on B by ana" in client.predict("B", "down", "ana", api_name="/rate")
     assert [(v.slot, v.label) for v in state.store.single_votes()] == [(0, True), (1, False)]
     # The queue: 👎 on B before the pairwise vote.
     client.predict(api_name="/load_example_set")
     client.predict("example", ["policy", "sft"], 1.0, 4, 0, api_name="/live_models")
     client.predict("example", "ana", api_name="/next_item")
-    assert "👎 on B by ana" in client.predict("B", "down", "ana", api_name="/queue_rate")
+    assert "👎 bad on B by ana" in client.predict("B", "down", "ana", api_name="/queue_rate")
     assert [v.item is not None for v in state.store.single_votes()] == [False, False, True]
 
 

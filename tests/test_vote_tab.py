@@ -198,9 +198,9 @@ def test_keyboard_votes_in_the_vote_tab(tiny_model_dir: Path, home: Path, tmp_pa
             page.wait_for_function("() => !document.querySelector('#queue-b').disabled", timeout=30_000)
             assert page.locator("#vote-b").count() == 0 or not page.locator("#vote-b").is_visible()
             page.keyboard.press("a")  # 👍 on A
-            page.get_by_text("👍 on A by dana").wait_for(timeout=30_000)
+            page.get_by_text("👍 good on A by dana").wait_for(timeout=30_000)
             page.keyboard.press("Shift+B")  # 👎 on B
-            page.get_by_text("👎 on B by dana").wait_for(timeout=30_000)
+            page.get_by_text("👎 bad on B by dana").wait_for(timeout=30_000)
             page.keyboard.press("2")  # B is better, in the Vote tab (the Playground's button is hidden)
             page.get_by_text("stored as b by dana").wait_for(timeout=30_000)
             page.keyboard.press("Enter")

@@ -18,7 +18,7 @@ from ui.render import LETTERS
 
 PAIR_VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
-THUMB_LABELS = {"up": "👍", "down": "👎"}
+THUMB_LABELS = {"up": "👍 good", "down": "👎 bad"}
 
 # What a tab shows once a vote is stored: its component updates, given the voted-on round or item.
 Done = Callable[[Round | QueueItem, StoredVote], dict]
@@ -113,5 +113,5 @@ def rate_as(rate: Callable[..., dict], letter: str, thumb: str) -> Callable[...,
 def thumb_buttons(prefix: str, slot: int) -> dict[str, gr.Button]:
     """Slot `slot`'s 👍 and 👎 buttons (elem ids `<prefix>thumb-up-<slot>`, `…-down-…`: the keys A–D
     and Shift+A–D click them), created disabled."""
-    return {thumb: gr.Button(f"{label} {LETTERS[slot]}", interactive=False, size="sm", min_width=60,
+    return {thumb: gr.Button(f"{label} ({LETTERS[slot]})", interactive=False, size="sm", min_width=60,
                              elem_id=f"{prefix}thumb-{thumb}-{slot}") for thumb, label in THUMB_LABELS.items()}
