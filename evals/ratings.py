@@ -90,10 +90,10 @@ MAX_STEP = 4.0  # log-odds per Newton step: damps the first steps towards a mode
 CHUNK_FLOATS = 1 << 23  # ≈ 64 MiB of float64 per bootstrap chunk: rounds × (M² Hessian + cells + patterns)
 STYLE_FEATURES = STYLE_ELEMENTS  # the style covariates: answer length in tokens, headers, list items, bold spans
 # A style-controlled bootstrap round stops after a Newton step below this, in log-odds. Newton converges
-# quadratically: from the full data's optimum the steps were 0.1, 3e-3, 2e-6, 2e-8 (100,000 battles, 50 models),
-# so after a step < 1e-3 what is left is the size of the next, ~1e-6 log-odds (2e-4 Elo); float32 sums
-# put a floor near 1e-8 under it anyway, so NEWTON_TOL would ask for digits that are not there.
-STYLE_BOOT_TOL = 1e-3
+# quadratically: from `bootstrap_style`'s linear start the steps were ~3e-3, then ~2e-6 (100,000 battles, 50
+# models), so what a step s leaves is about 0.2 s²: < 2e-5 log-odds (0.004 Elo) after a step < 1e-2, which
+# `python -m evals.bench.ratings` checks against rounds run to 1e-7. float32 sums put a floor near 1e-8 anyway.
+STYLE_BOOT_TOL = 1e-2
 STYLE_CHUNK_FLOATS = 1 << 22  # ≈ 16 MiB of float32 per style bootstrap chunk: rounds × battles × (S + 3)
 
 
@@ -513,41 +513,13 @@ def fit_style_strengths(data: StyleData, ridge: float = RIDGE, weights: npt.NDAr
     Hessian come from per-pair sums of r_k = w_k (y_k − σ), c_k = w_k σ(1 − σ) and c_k x_k, and the
     battle sums Σ r_k x_k and Σ c_k x_k x_kᵀ; the per-battle arrays hold 2 r_k = w_k (2y_k − 1 − t)
     and −4 c_k = w_k (t² − 1), one pass each fewer, the factors applied to the sums."""
-    m, s, n = data.n_models, data.x.shape[1], len(data.y)
     dtype = np.float64 if weights is None else np.float32
-    r = 1 if weights is None else len(weights)
+    r, width = 1 if weights is None else len(weights), data.n_models + data.x.shape[1]
     xt = np.ascontiguousarray(data.x.T, dtype=dtype)
     y_signed = (2.0 * data.y - 1.0).astype(dtype)
-    phi = np.zeros((r, m + s)) if start is None else np.array(np.broadcast_to(start, (r, m + s)), dtype=np.float64)
-    stack = np.empty((r, 2 + s, n), dtype)  # 2r_k, −4c_k, −4c_k x_k: one reduceat and one matmul for all
-    resid, curv = stack[:, 0], stack[:, 1]
-    scale = np.array([0.5, -0.25] + [-0.25] * s)[None, :, None]
-    models, every = np.arange(m), np.arange(m + s)
+    phi = np.zeros((r, width)) if start is None else np.array(np.broadcast_to(start, (r, width)), dtype=np.float64)
     for _ in range(MAX_NEWTON_STEPS):
-        half = 0.5 * phi
-        t = np.repeat((half[:, data.i] - half[:, data.j]).astype(dtype), data.sizes, axis=1)
-        t += np.einsum("rs,sn->rn", half[:, m:].astype(dtype), xt)  # BLAS is several times slower at inner size S
-        np.tanh(t, out=t)
-        np.subtract(y_signed, t, out=resid)
-        np.multiply(t, t, out=curv)
-        curv -= 1.0
-        if weights is not None:
-            resid *= weights
-            curv *= weights
-        np.multiply(curv[:, None, :], xt[None], out=stack[:, 2:])
-        pairs = np.add.reduceat(stack, data.starts, axis=2) * scale  # (r, 2 + s, P), float64
-        moments = _style_moments(stack, xt) * scale[:, [0, *range(2, 2 + s)]]
-        by_model = (_per_model(pairs.reshape(-1, len(data.i)), data.i, m)
-                    - _per_model(pairs.reshape(-1, len(data.i)), data.j, m)).reshape(r, 2 + s, m)
-        grad = np.concatenate([by_model[:, 0], moments[:, 0]], axis=1) - ridge * phi
-        hess = np.zeros((r, m + s, m + s))
-        hess[:, data.i, data.j] = -pairs[:, 1]
-        hess[:, data.j, data.i] = -pairs[:, 1]
-        hess[:, models, models] = (_per_model(pairs[:, 1], data.i, m) + _per_model(pairs[:, 1], data.j, m))
-        hess[:, :m, m:] = by_model[:, 2:].transpose(0, 2, 1)
-        hess[:, m:, :m] = by_model[:, 2:]
-        hess[:, m:, m:] = moments[:, 1:]
-        hess[:, every, every] += ridge
+        grad, hess = _newton_system(data, phi, ridge, weights, xt, y_signed)
         step = np.linalg.solve(hess, grad[..., None])[..., 0]
         biggest = np.abs(step).max(axis=1, keepdims=True)
         step *= np.minimum(1.0, MAX_STEP / np.maximum(biggest, 1e-300))
@@ -557,12 +529,53 @@ def fit_style_strengths(data: StyleData, ridge: float = RIDGE, weights: npt.NDAr
     raise RuntimeError(f"Newton's method did not converge in {MAX_NEWTON_STEPS} steps")
 
 
+def _newton_system(data: StyleData, phi: FloatArray, ridge: float, weights: npt.NDArray[np.float32] | None,
+                   xt: npt.NDArray[Any], y_signed: npt.NDArray[Any]) -> tuple[FloatArray, FloatArray]:
+    """The gradient (R, M + S) and Hessian (R, M + S, M + S) of −ℓ's Newton system at φ, per-battle
+    arithmetic in xt's dtype (`fit_style_strengths`)."""
+    m, s, n = data.n_models, len(xt), len(data.y)
+    r = len(phi)
+    stack = np.empty((r, 2 + s, n), xt.dtype)  # 2r_k, −4c_k, −4c_k x_k: one reduceat and one matmul for all
+    resid, curv = stack[:, 0], stack[:, 1]
+    scale = np.array([0.5, -0.25] + [-0.25] * s)[None, :, None]
+    half = 0.5 * phi
+    t = np.repeat((half[:, data.i] - half[:, data.j]).astype(xt.dtype), data.sizes, axis=1)
+    t += np.einsum("rs,sn->rn", half[:, m:].astype(xt.dtype), xt)  # BLAS is several times slower at inner size S
+    np.tanh(t, out=t)
+    np.subtract(y_signed, t, out=resid)
+    np.multiply(t, t, out=curv)
+    curv -= 1.0
+    if weights is not None:
+        resid *= weights
+        curv *= weights
+    np.multiply(curv[:, None, :], xt[None], out=stack[:, 2:])
+    pairs = np.add.reduceat(stack, data.starts, axis=2) * scale  # (r, 2 + s, P), float64
+    moments = _style_moments(stack, xt) * scale[:, [0, *range(2, 2 + s)]]
+    by_model = (_per_model(pairs.reshape(-1, len(data.i)), data.i, m)
+                - _per_model(pairs.reshape(-1, len(data.i)), data.j, m)).reshape(r, 2 + s, m)
+    grad = np.concatenate([by_model[:, 0], moments[:, 0]], axis=1) - ridge * phi
+    hess = np.zeros((r, m + s, m + s))
+    models, every = np.arange(m), np.arange(m + s)
+    hess[:, data.i, data.j] = -pairs[:, 1]
+    hess[:, data.j, data.i] = -pairs[:, 1]
+    hess[:, models, models] = (_per_model(pairs[:, 1], data.i, m) + _per_model(pairs[:, 1], data.j, m))
+    hess[:, :m, m:] = by_model[:, 2:].transpose(0, 2, 1)
+    hess[:, m:, :m] = by_model[:, 2:]
+    hess[:, m:, m:] = moments[:, 1:]
+    hess[:, every, every] += ridge
+    return grad, hess
+
+
 def _style_moments(stack: npt.NDArray[Any], xt: npt.NDArray[Any]) -> FloatArray:
     """(R, 1 + S, S) float64: Σ_k stack[:, 0] x_kᵀ and Σ_k stack[:, 2 + q] x_kᵀ (q < S), the battle
-    sums of the style fit, by BLAS dot products over the battles (one per number, the symmetric
-    block's upper half copied): a matmul of (R(1 + S), N) by (N, S) ran 2-3× slower, its kernels
-    being made for larger inner sizes than S = 4."""
+    sums of the style fit. In float32 by BLAS dot products over the battles (one per number, the
+    symmetric block's upper half copied): a matmul of (R(1 + S), N) by (N, S) ran 2-3× slower, its
+    kernels being made for larger inner sizes than S = 4. In float64 (the one-row point fit) by
+    that matmul: OpenBLAS runs ddot on its threads, which on a busy machine took 15× longer."""
     r, s = len(stack), len(xt)
+    rows = [0, *range(2, 2 + s)]
+    if stack.dtype != np.float32:
+        return stack[:, rows] @ xt.T
     out = np.empty((r, 1 + s, s))
     for row in range(r):
         for q in range(s):
@@ -576,19 +589,36 @@ def bootstrap_style(data: StyleData, rounds: int, seed: int = 0, ridge: float = 
                     start: FloatArray | None = None, tol: float = STYLE_BOOT_TOL) -> FloatArray:
     """φ (rounds, M + S) of `rounds` resamples of the votes with replacement (each vote with all
     its battles: a round's weight of a battle is how often its vote was drawn), fitted together
-    in chunks of about STYLE_CHUNK_FLOATS, each from `start` (the full data's φ: every round's
-    optimum lies near it) to `tol`. The draws are the same whatever the chunking."""
+    in chunks of about STYLE_CHUNK_FLOATS to `tol`; `start` is the full data's optimum φ̂ (fitted
+    here if None). The draws are the same whatever the chunking.
+
+    Every round starts one step ahead: at φ̂ the probabilities σ(η̂_k) are the same in every round,
+    so a round's gradient there is linear in its weights, g_r = Σ_k w_k (y_k − σ(η̂_k)) z_k − λφ̂,
+    and φ̂ + Ĥ⁻¹ g_r (Ĥ: the full data's Hessian) costs one weighted sum instead of a Newton step's
+    sigmoids and Hessian; it lands near the round's optimum (the error is of second order in the
+    round's distance from φ̂), where Newton finishes in a step or two."""
     rng = np.random.default_rng(seed)
-    n, s = len(data.y), data.x.shape[1]
+    n, s, m = len(data.y), data.x.shape[1], data.n_models
+    phi_hat = fit_style_strengths(data, ridge) if start is None else np.reshape(start, (1, m + s))
+    _, hess_hat = _newton_system(data, phi_hat, ridge, None, np.ascontiguousarray(data.x.T),
+                                 2.0 * data.y - 1.0)
+    inverse = np.linalg.inv(hess_hat[0])
+    eta_hat = np.repeat(phi_hat[0, data.i] - phi_hat[0, data.j], data.sizes) + data.x @ phi_hat[0, m:]
+    resid_hat = (data.y - sigmoid(eta_hat)).astype(np.float32)
+    xt = np.ascontiguousarray(data.x.T, dtype=np.float32)
     n_votes = int(data.vote.max()) + 1
     per_chunk = max(1, STYLE_CHUNK_FLOATS // ((3 + s) * n))
-    out = np.empty((rounds, data.n_models + s))
+    out = np.empty((rounds, m + s))
     for first in range(0, rounds, per_chunk):
         size = min(per_chunk, rounds - first)
         weights = np.empty((size, n), dtype=np.float32)
         for row in weights:  # one round at a time: its counts array stays in cache
             row[:] = np.bincount(rng.integers(0, n_votes, n_votes), minlength=n_votes)[data.vote]
-        out[first : first + size] = fit_style_strengths(data, ridge, weights, start, tol)
+        weighted = weights * resid_hat
+        per_pair = np.add.reduceat(weighted, data.starts, axis=1).astype(np.float64)
+        grad = np.concatenate([_per_model(per_pair, data.i, m) - _per_model(per_pair, data.j, m),
+                               weighted @ xt.T], axis=1) - ridge * phi_hat
+        out[first : first + size] = fit_style_strengths(data, ridge, weights, phi_hat + grad @ inverse, tol)
     return out
 
 

@@ -3,7 +3,9 @@
 `python -m evals.bench.ratings [--battles 100000] [--models 50] [--rounds 1000] [--naive-rounds N]`
 
 Simulated battles (ratings ~ N(1000, 150²), random pairs, ties with an expected score still equal
-to the Bradley–Terry probability) are timed through each step of `compute_ratings`:
+to the Bradley–Terry probability; each answer has Arena style counts in conv_metadata, and the
+longer, more formatted answer gains 0.3 log-odds per typical length difference, 0.1 per list and 0.2 per bold one)
+are timed through each step of `compute_ratings`:
 
 - rows → Battles:  validating the dict rows and indexing the models (`battles_from_rows`)
 - aggregate:       cells per unordered pair × outcome (`aggregate`)
@@ -12,6 +14,12 @@ to the Bradley–Terry probability) are timed through each step of `compute_rati
                    (`bootstrap_ratings`); the multinomial draws alone are timed too
 - online Elo:      the sequential Elo loop over every battle
 - end to end:      `compute_ratings` on the `Battles` (fit, bootstrap, matrices, online Elo)
+- style control:   the rows' conv_metadata → style features (`style_features`), the style-controlled
+                   point fit, its `--rounds` bootstrap (`bootstrap_style`), and `compute_ratings(...,
+                   style=...)` end to end, timed in turns with the plain `compute_ratings` (A B A B,
+                   medians): `style_vs_plain` is the ratio the issue asks to keep ≤ 3. The style
+                   bootstrap's stopping rule (STYLE_BOOT_TOL) is checked against 20 rounds run to
+                   1e-7: `style_boot_tol_max_abs_elo` is the largest rating difference.
 
 The naive bootstrap is what one writes without aggregating: each round resamples the raw battle
 indices with replacement and runs the same Newton iteration (same ridge, step cap and tolerance) on
@@ -43,29 +51,50 @@ from evals.ratings import (
     aggregate,
     battles_from_rows,
     bootstrap_ratings,
+    bootstrap_style,
     compute_ratings,
     fit_ratings,
+    fit_style_strengths,
     online_elo,
+    style_data,
+    style_features,
     to_elo,
 )
 
 T = TypeVar("T")
+STYLE_EFFECT = np.array([0.3, 0.0, 0.1, 0.2])  # planted log-odds per typical difference: tokens, headers, lists, bold
 
 
-def simulate(n_battles: int, n_models: int, seed: int) -> list[dict[str, str]]:
-    """Arena rows; P(tie) = 0.6 min(p, 1 − p) and P(a wins | no tie) = (p − P(tie)/2) / (1 − P(tie)),
-    so E[score of a] = p = 1 / (1 + 10^((R_b − R_a)/400))."""
+def simulate(n_battles: int, n_models: int, seed: int) -> list[dict[str, Any]]:
+    """Arena rows with conv_metadata; P(tie) = 0.6 min(p, 1 − p) and P(a wins | no tie) =
+    (p − P(tie)/2) / (1 − P(tie)), so E[score of a] = p = σ(θ_a − θ_b + x · STYLE_EFFECT),
+    θ = R ln 10 / 400, x the battle's style features."""
     rng = np.random.default_rng(seed)
     names = [f"model-{k:03d}" for k in range(n_models)]
     truth = rng.normal(1000.0, 150.0, n_models)
+    verbosity = rng.lognormal(0.0, 0.4, n_models)  # some models write longer, more formatted answers
     a = rng.integers(0, n_models, n_battles)
     b = (a + rng.integers(1, n_models, n_battles)) % n_models
-    p = 1.0 / (1.0 + 10.0 ** ((truth[b] - truth[a]) / 400.0))
+    scale = verbosity[np.stack([a, b])]  # (2, N): side a, side b
+    tokens = (rng.lognormal(np.log(300.0), 0.6, (2, n_battles)) * scale).astype(np.int64)
+    headers, items, bold = (rng.poisson(mean * scale) for mean in (1.0, 2.0, 1.5))
+    rows: list[dict[str, Any]] = []
+    for n, (i, j) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        meta: dict[str, Any] = {}
+        for k, side in enumerate("ab"):
+            meta |= {f"sum_assistant_{side}_tokens": int(tokens[k, n]),
+                     f"header_count_{side}": {"h2": int(headers[k, n])},
+                     f"list_count_{side}": {"unordered": int(items[k, n])},
+                     f"bold_count_{side}": {"**": int(bold[k, n])}}
+        rows.append({"model_a": names[i], "model_b": names[j], "conv_metadata": meta})
+    logit = (truth[a] - truth[b]) * np.log(10.0) / 400.0 + style_features(rows) @ STYLE_EFFECT
+    p = 1.0 / (1.0 + np.exp(-logit))
     tie = 0.6 * np.minimum(p, 1.0 - p)
     winner = np.where(rng.random(n_battles) < tie, "tie",
                       np.where(rng.random(n_battles) < (p - tie / 2) / (1.0 - tie), "model_a", "model_b"))
-    return [{"model_a": names[i], "model_b": names[j], "winner": str(w)}
-            for i, j, w in zip(a.tolist(), b.tolist(), winner.tolist(), strict=True)]
+    for row, w in zip(rows, winner.tolist(), strict=True):
+        row["winner"] = str(w)
+    return rows
 
 
 def naive_fit(a: IntArray, b: IntArray, score: FloatArray, m: int, ridge: float = RIDGE) -> FloatArray:
@@ -132,6 +161,21 @@ def main() -> None:
     t_elo, _ = median_of(lambda: online_elo(battles), args.repeats)
     t_all, _ = median_of(lambda: compute_ratings(battles, bootstrap=args.rounds, seed=args.seed), args.repeats)
 
+    t_features, features = median_of(lambda: style_features(rows), args.repeats)
+    data = style_data(battles, features)
+    t_style_fit, phi = median_of(lambda: fit_style_strengths(data), args.repeats)
+    t_style_boot, style_rounds = median_of(lambda: bootstrap_style(data, args.rounds, args.seed, start=phi),
+                                           args.repeats)
+    turns = alternate({
+        "plain": lambda: compute_ratings(battles, bootstrap=args.rounds, seed=args.seed),
+        "style": lambda: compute_ratings(battles, bootstrap=args.rounds, seed=args.seed, style=features),
+    }, args.repeats)
+    t_plain_all, t_style_all = median(turns["plain"]), median(turns["style"])
+    # The bootstrap's stopping rule against rounds run to the float32 floor (same draws: same seed).
+    m = len(battles.models)
+    tight = bootstrap_style(data, 20, args.seed, start=phi, tol=1e-7)
+    tol_gap = float(np.abs(to_elo(tight[:, :m], anchor) - to_elo(style_rounds[:20, :m], anchor)).max())
+
     t_naive_fit, theta = median_of(lambda: naive_fit(battles.a, battles.b, battles.score_a, len(battles.models)), 1)
     draws: dict[str, Any] = {}  # the last result of each bootstrap, for the interval comparison
     times = alternate({
@@ -151,6 +195,11 @@ def main() -> None:
         {"step": "online Elo", "seconds": t_elo},
         {"step": "compute_ratings end to end", "seconds": t_all},
         {"step": "naive MLE fit (raw battles)", "seconds": t_naive_fit},
+        {"step": "rows → style features", "seconds": t_features},
+        {"step": "style-controlled fit (point)", "seconds": t_style_fit},
+        {"step": f"style-controlled bootstrap, {args.rounds} rounds", "seconds": t_style_boot},
+        {"step": "compute_ratings plain, in turns", "seconds": t_plain_all},
+        {"step": "compute_ratings style-controlled, in turns", "seconds": t_style_all},
         {"step": f"naive bootstrap, {args.rounds} rounds"
                  + (f" (scaled from {naive_rounds})" if naive_rounds != args.rounds else " (timed whole)"),
          "seconds": t_naive},
@@ -164,6 +213,11 @@ def main() -> None:
         "speedup_bootstrap_incl_aggregate": t_naive / (t_boot + t_agg),
         "max_abs_elo_naive_vs_ours": float(np.abs(to_elo(theta[None, :], anchor)[0] - ratings).max()),
         "mean_ci_width_elo": float(np.mean((high - low)[np.arange(args.models) != anchor])),
+        "all_seconds_plain_vs_style": [[round(t, 3) for t in turns[k]] for k in ("plain", "style")],
+        "style_vs_plain": t_style_all / t_plain_all,
+        "style_boot_vs_plain_boot": t_style_boot / t_boot,
+        "style_coefficients_vs_planted": [[round(float(v), 4) for v in phi[0, m:]], STYLE_EFFECT.tolist()],
+        "style_boot_tol_max_abs_elo": tol_gap,
         "mean_sd_elo_naive_vs_ours": [float(naive.std(axis=0, ddof=1)[1:].mean()),
                                       float(boot.std(axis=0, ddof=1)[1:].mean())],
     }, load_before)
