@@ -86,8 +86,10 @@ from typing import Any
 
 import peft
 import torch
+import torch.nn.functional as F
 import transformers
 from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS, MAX_TRAIN_EPOCHS, MAX_TRAIN_STEPS
@@ -398,8 +400,8 @@ def pair_step(model: torch.nn.Module, batch: Sequence[EncodedPair], ref_logps: t
         means = means.detach()
         odds = log_odds_ratio(means[:, 0], means[:, 1])
         metrics = _pair_metrics(loss, cfg.orpo_lambda * means, logps.detach())
-        return loss, {**metrics, "nll_loss": nll.item(), "log_odds_ratio": float(torch.nn.functional.logsigmoid(
-            odds).mean()), "log_odds_chosen": float(odds.mean())}
+        return loss, {**metrics, "nll_loss": nll.item(), "log_odds_ratio": float(F.logsigmoid(odds).mean()),
+                      "log_odds_chosen": float(odds.mean())}
     loss = pair_losses(cfg, logps, ref_logps, n_tokens).mean()
     logps = logps.detach()
     if cfg.loss == "simpo":
@@ -483,7 +485,8 @@ def _optimize(models: Models, trainee: PeftModel, train: Sequence[EncodedPair] |
     return (before, evaluate()) if finished else None
 
 
-def encode_completions(tokenizer: Any, rows: Sequence[UnpairedRow]) -> tuple[list[EncodedCompletion], int]:
+def encode_completions(tokenizer: PreTrainedTokenizerBase, rows: Sequence[UnpairedRow]
+                       ) -> tuple[list[EncodedCompletion], int]:
     """KTO's usable completions (uncut, each tokenized alone as TRL's KTOTrainer does) and the
     number skipped because the completion tokenizes to nothing."""
     usable = []
