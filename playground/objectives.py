@@ -129,3 +129,123 @@ def orpo_loss(nll_chosen: torch.Tensor, mean_logp_chosen: torch.Tensor, mean_log
     Example: L_SFT = 1.2, λ = 0.1, one pair with log odds ratio 0.974: 1.2 + 0.1·0.320 = 1.232.
     """
     return nll_chosen - lam * F.logsigmoid(log_odds_ratio(mean_logp_chosen, mean_logp_rejected)).mean()
+
+
+# RLHF (`playground.rlhf`): per-token tensors are (B, T), right-padded, `mask` 1.0 on completion tokens.
+
+
+def kl_penalized_rewards(scores: torch.Tensor, logratio: torch.Tensor, mask: torch.Tensor, beta: float
+                         ) -> torch.Tensor:
+    """The RLHF objective's per-token reward (Ziegler et al. 2019; Stiennon et al. 2020):
+    r_t = −β·(log π_θ − log π_ref)(y_t) at every completion token, plus the reward model's score
+    r_φ(x, y) at the last one. Σ_t r_t = r_φ(x, y) − β·Σ_t log π_θ/π_ref(y_t) is the sequence reward,
+    whose mean over y ~ π_θ is E[r_φ] − β·KL(π_θ ‖ π_ref). Shapes: scores (B,), the rest (B, T) → (B, T).
+
+    Example: β = 0.1, score 2, log-ratios (0.5, −1, 0.2) → r = (−0.05, 0.1, −0.02 + 2) = (−0.05, 0.1, 1.98).
+    """
+    rewards = -beta * logratio * mask
+    last = (mask.sum(dim=-1).long() - 1).clamp(min=0)  # (B,) right padding: the last completion token
+    return rewards.scatter_add(1, last[:, None], scores[:, None].to(rewards.dtype))
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016) per token, (advantages, returns):
+    δ_t = r_t + γ·V_{t+1} − V_t, A_t = δ_t + γλ·A_{t+1}, V and A zero after the last token;
+    returns R_t = A_t + V_t (the value head's target). Shapes (B, T) → (B, T), (B, T).
+
+    Example: r = (0, 0, 1), V = (0.5, 0.5, 0.5), γ = 1, λ = 0.95: δ = (0, 0, 0.5),
+    A = (0.95²·0.5, 0.95·0.5, 0.5) = (0.45125, 0.475, 0.5), R = (0.95125, 0.975, 1).
+    """
+    values = values * mask
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+    return advantages, advantages + values
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """(x − mean)/√(var + 1e-8) over the masked entries, var the unbiased variance (TRL's `masked_whiten`);
+    with `shift_mean` False the mean is added back (scale only). Masked-out entries come out 0.
+
+    Example: x = (1, 2, 3), mask all 1: mean 2, var 1 → (−1, 0, 1).
+    """
+    n = mask.sum()
+    mean = (values * mask).sum() / n
+    var = (((values - mean) * mask) ** 2).sum() / (n - 1).clamp(min=1)
+    out = (values - mean) * torch.rsqrt(var + 1e-8)
+    return (out if shift_mean else out + mean) * mask
+
+
+def clipped_surrogate(logratio: torch.Tensor, advantages: torch.Tensor, eps: float) -> torch.Tensor:
+    """PPO's clipped surrogate loss per term (Schulman et al. 2017), ρ = exp(log π_θ − log π_old):
+    −min(ρ·A, clip(ρ, 1 − ε, 1 + ε)·A). Per token (PPO, GRPO) or per sequence (RLOO, as TRL), any shape.
+
+    Example: ε = 0.2, A = 1: ρ = 1.5 → −1.2 (clipped); A = −1, ρ = 1.5 → 1.5 (not clipped, min picks ρ·A).
+    """
+    ratio = torch.exp(logratio)
+    return -torch.min(ratio * advantages, ratio.clamp(1 - eps, 1 + eps) * advantages)
+
+
+def clip_active(logratio: torch.Tensor, advantages: torch.Tensor, eps: float) -> torch.Tensor:
+    """Where the clip of `clipped_surrogate` binds (no gradient flows there): ρ < 1 − ε with A < 0, or
+    ρ > 1 + ε with A > 0 (TRL's `clip_ratio/region`). A bool tensor of the inputs' shape.
+
+    Example: ε = 0.2: (ρ = 1.5, A = 1) binds, (ρ = 1.5, A = −1) does not.
+    """
+    ratio = torch.exp(logratio)
+    return ((ratio < 1 - eps) & (advantages < 0)) | ((ratio > 1 + eps) & (advantages > 0))
+
+
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, eps: float
+                       ) -> torch.Tensor:
+    """PPO's clipped value loss per token: ½·max((V − R)², (V_old + clip(V − V_old, −ε, ε) − R)²).
+
+    Example: V_old = 0, V = 1, R = 2, ε = 0.2: ½·max(1, 3.24) = 1.62.
+    """
+    clipped = old_values + (values - old_values).clamp(-eps, eps)
+    return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2)
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024) over K ≥ 2 samples of each
+    prompt: A_i = R_i − (1/(K−1))·Σ_{j≠i} R_j. Shape (P, K) → (P, K).
+
+    Example: R = (1, 2, 6): baselines (4, 3.5, 1.5) → A = (−3, −1.5, 4.5).
+    """
+    k = rewards.shape[-1]
+    return rewards - (rewards.sum(dim=-1, keepdim=True) - rewards) / (k - 1)
+
+
+def group_normalized_advantages(rewards: torch.Tensor, scale: bool = True) -> torch.Tensor:
+    """GRPO (Shao et al. 2024) over K ≥ 2 samples of each prompt: A_i = (R_i − mean_j R_j)/(std_j R_j + 1e-4),
+    std the unbiased standard deviation (TRL's `scale_rewards="group"`); `scale` False: R_i − mean
+    (Dr. GRPO). Shape (P, K) → (P, K).
+
+    Example: R = (1, 2, 6): mean 3, std 2.6458 → A = (−0.7559, −0.3779, 1.1338).
+    """
+    centred = rewards - rewards.mean(dim=-1, keepdim=True)
+    return centred / (rewards.std(dim=-1, keepdim=True) + 1e-4) if scale else centred
+
+
+def k3_kl(logratio: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(π_θ ‖ π_ref) per token, for y_t ~ π_θ: e^{−d} + d − 1 ≥ 0 with
+    d = log π_θ − log π_ref (what TRL's GRPO adds to its loss when β > 0).
+
+    Example: d = 0.5: e^{−0.5} + 0.5 − 1 = 0.1065.
+    """
+    return torch.exp(-logratio) + logratio - 1
+
+
+def adaptive_kl_beta(beta: float, kl: float, target: float, n: int, horizon: int) -> float:
+    """Ziegler et al. (2019)'s adaptive KL controller: β ← β·(1 + clip(KL/target − 1, −0.2, 0.2)·n/horizon),
+    n the samples in the step, KL the step's mean sequence KL estimate.
+
+    Example: β = 0.1, KL = 12, target 6, n = 16, horizon 160: β·(1 + 0.2·0.1) = 0.102.
+    """
+    error = min(max(kl / target - 1, -0.2), 0.2)
+    return beta * (1 + error * n / horizon)

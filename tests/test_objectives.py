@@ -6,18 +6,28 @@ import pytest
 import torch
 
 from playground.objectives import (
+    adaptive_kl_beta,
+    clip_active,
+    clipped_surrogate,
+    clipped_value_loss,
     dpo_loss,
+    gae,
+    group_normalized_advantages,
     hinge_loss,
     implicit_reward,
     ipo_loss,
+    k3_kl,
+    kl_penalized_rewards,
     kto_loss,
     kto_reference_point,
     log_odds_ratio,
     orpo_loss,
     preference_probability,
+    rloo_advantages,
     robust_dpo_loss,
     sequence_kl_estimate,
     simpo_loss,
+    whiten,
 )
 
 
@@ -106,3 +116,51 @@ def test_orpo_odds_ratio_by_hand() -> None:
     expected = 1.2 - 0.1 * math.log(sigmoid(math.log(odds_w / odds_l)))
     assert float(orpo_loss(t(1.2), t(-0.5), t(-1.0), lam=0.1)) == pytest.approx(expected)
     assert float(orpo_loss(t(1.2), t(-0.5), t(-1.0), lam=0.1)) == pytest.approx(1.2320, abs=1e-4)
+
+
+def test_kl_penalized_rewards_worked_example_and_padding() -> None:
+    logratio = torch.tensor([[0.5, -1.0, 0.2], [0.3, 0.4, 9.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
+    rewards = kl_penalized_rewards(t(2.0, -1.0), logratio, mask, 0.1)
+    # The padded third token of row 2 gets nothing; its score lands on its own last token.
+    expected = [-0.05, 0.1, 1.98, -0.03, -0.04 - 1.0, 0.0]
+    assert rewards.flatten().tolist() == pytest.approx(expected)
+    assert rewards.sum(-1).tolist() == pytest.approx([2 - 0.1 * (0.5 - 1 + 0.2), -1 - 0.1 * 0.7])
+
+
+def test_gae_worked_example_by_hand() -> None:
+    rewards = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+    values = torch.full((1, 3), 0.5, dtype=torch.float64)
+    advantages, returns = gae(rewards, values, torch.ones(1, 3, dtype=torch.float64), gamma=1.0, lam=0.95)
+    assert advantages[0].tolist() == pytest.approx([0.95**2 * 0.5, 0.95 * 0.5, 0.5])
+    assert returns[0].tolist() == pytest.approx([0.95125, 0.975, 1.0])
+    # γ = λ = 1: A_t = Σ_{s≥t} r_s − V_t (Monte Carlo return less the value), padding stays 0.
+    mask = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
+    advantages, _ = gae(torch.tensor([[1.0, 2.0, 0.0]], dtype=torch.float64), values, mask, 1.0, 1.0)
+    assert advantages[0].tolist() == pytest.approx([3 - 0.5, 2 - 0.5, 0.0])
+
+
+def test_whiten_and_clipping_worked_examples() -> None:
+    assert whiten(t(1, 2, 3), t(1, 1, 1)).tolist() == pytest.approx([-1, 0, 1], abs=1e-6)
+    assert whiten(t(1, 2, 3, 99), t(1, 1, 1, 0), shift_mean=False).tolist() == pytest.approx([1, 2, 3, 0], abs=1e-6)
+    logratio = torch.log(t(1.5, 1.5, 0.5, 1.0))
+    adv = t(1, -1, -1, 2)
+    assert clipped_surrogate(logratio, adv, 0.2).tolist() == pytest.approx([-1.2, 1.5, 0.8, -2.0])
+    assert clip_active(logratio, adv, 0.2).tolist() == [True, False, True, False]
+    assert float(clipped_value_loss(t(1.0), t(0.0), t(2.0), 0.2)[0]) == pytest.approx(1.62)
+
+
+def test_rloo_and_group_advantages_worked_examples() -> None:
+    rewards = t(1, 2, 6)[None, :]
+    assert rloo_advantages(rewards)[0].tolist() == pytest.approx([-3, -1.5, 4.5])
+    assert group_normalized_advantages(rewards)[0].tolist() == pytest.approx([-0.7559, -0.3779, 1.1338], abs=1e-4)
+    assert group_normalized_advantages(rewards, scale=False)[0].tolist() == pytest.approx([-2, -1, 3])
+    # The leave-one-out advantages sum to zero per prompt, and equal K/(K−1)·(R − mean).
+    assert float(rloo_advantages(rewards).sum()) == pytest.approx(0.0)
+
+
+def test_k3_kl_and_adaptive_beta_worked_examples() -> None:
+    assert float(k3_kl(t(0.5))[0]) == pytest.approx(0.1065, abs=1e-4)
+    assert float(k3_kl(t(0.0))[0]) == 0.0
+    assert adaptive_kl_beta(0.1, 12, 6, 16, 160) == pytest.approx(0.102)
+    assert adaptive_kl_beta(0.1, 5.4, 6, 16, 160) == pytest.approx(0.1 * (1 - 0.1 * 0.1))
