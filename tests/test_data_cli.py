@@ -212,7 +212,7 @@ def test_cli_export_then_import_round_trip(home: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.sqlite"
     done = run_data("import", str(out), "--db", str(other))
     assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout == f"imported 5 rows from {out}\n"
+    assert done.stdout == f"imported 5 preference rows from {out}\n"
     with Store(other) as s:
         assert s.imported_pairs() == expected
 
