@@ -15,11 +15,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from evals.agreement import judge_human_agreement
-from evals.battles import collect_battles
+from evals.battles import categories, collect_battles, in_category
 from evals.judge import position_consistency
 from evals.kl import KLEstimate
-from evals.ratings import RatingsResult, battles_from_rows, compute_ratings, to_json
-from evals.winrate import checkpoint_timeline, win_rate_table
+from evals.ratings import RatingsResult, battles_from_rows, compute_ratings, style_features, to_json
+from evals.winrate import checkpoint_timeline, length_controlled_table, win_rate_table, with_lengths
 from playground.core.atomic import write_file, write_json
 from playground.data.store import Store
 from playground.models.checkpoints import CheckpointRecord
@@ -28,8 +28,11 @@ from playground.training.reward_model import RECORD as REWARD_RECORD
 LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 360}
 NO_BATTLES = "No battles yet — generate on the Playground tab and vote, or run a judge below"
 LEADERBOARD_COLUMNS = ["rank", "model", "rating", "95% CI", "battles", "W/L/T", "online Elo"]
-WIN_RATE_COLUMNS = ["model", "vs", "win rate", "95% CI", "n", "votes", "W/L/T", "mean length", "baseline mean length",
-                    "note"]
+WIN_RATE_COLUMNS = ["model", "vs", "win rate", "95% CI", "LC win rate", "LC 95% CI", "n", "votes", "W/L/T",
+                    "mean length", "baseline mean length", "note"]
+STYLE_COLUMNS = ["style feature", "coefficient (log-odds)", "95% CI", "Elo per typical difference"]
+ALL_CATEGORIES = "all categories"
+LC_KEYS = ["lc_win_rate", "lc_ci_low", "lc_ci_high"]  # the length-controlled win rate's columns
 JUDGE_COLUMNS = ["judge", "battles", "position consistency", "consistency 95% CI", "pairs with human votes",
                  "agreement with humans", "agreement 95% CI", "Cohen's κ", "κ 95% CI"]
 CHECKPOINT_COLUMNS = ["checkpoint", "parent", "created", "pairs", "steps", "β", "held-out pairs",
@@ -46,6 +49,8 @@ class Report:
     checkpoints: pd.DataFrame  # training records: held-out accuracy and margin, KL where estimated
     judges: pd.DataFrame  # every stored judge: position consistency and agreement with the human votes
     message: str  # what is shown, or why nothing is
+    style: pd.DataFrame  # style-controlled ratings' coefficients (STYLE_COLUMNS); empty without style control
+    categories: list[str]  # the prompt categories of all the battles (the filter's choices)
 
 
 def leaderboard_table(result: RatingsResult | None) -> pd.DataFrame:
@@ -108,29 +113,66 @@ def judge_table(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=JUDGE_COLUMNS)
 
 
+def with_length_control(table: pd.DataFrame, battles: Sequence[Mapping[str, Any]], baseline: str, bootstrap: int,
+                        seed: int) -> pd.DataFrame:
+    """The win-rate table with each model's length-controlled win rate against the baseline and its
+    bootstrap interval (`evals.winrate.length_controlled_table`), over the battles that know both
+    answers' lengths; None where there are none."""
+    measured = [b for b in with_lengths(battles) if "len_a" in b and "len_b" in b]
+    lc = length_controlled_table(measured, baseline, bootstrap, seed) if measured else pd.DataFrame()
+    if lc.empty:
+        return table.assign(**dict.fromkeys(LC_KEYS, None))
+    return table.merge(lc[["model", *LC_KEYS]], on="model", how="left")
+
+
+def style_display(result: RatingsResult | None) -> pd.DataFrame:
+    """The style coefficients of style-controlled ratings, as people read them."""
+    if result is None or result.style is None:
+        return pd.DataFrame(columns=STYLE_COLUMNS)
+    t = result.style.reset_index()
+    return pd.DataFrame({
+        "style feature": t.iloc[:, 0], "coefficient (log-odds)": t["coefficient"].round(3),
+        "95% CI": [_interval(lo, hi) for lo, hi in zip(t["ci_low"], t["ci_high"], strict=True)],
+        "Elo per typical difference": t["elo"].round(1),
+    })
+
+
 def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",
                  anchor: str | None = None, bootstrap: int = 1000, seed: int = 0,
-                 kl: Mapping[str, KLEstimate] | None = None, extra: Sequence[Mapping[str, Any]] = ()) -> Report:
-    """Everything the tab shows. `extra`: more battles (rows of a Chatbot Arena file, say)."""
+                 kl: Mapping[str, KLEstimate] | None = None, extra: Sequence[Mapping[str, Any]] = (),
+                 category: str | None = None, style_control: bool = False) -> Report:
+    """Everything the tab shows. `extra`: more battles (rows of a Chatbot Arena file, say);
+    `category`: only the battles on prompts of that prompt-set category; `style_control`: ratings
+    at equal answer style (Chatbot Arena's style control: length, headers, lists, bold)."""
     battles = collect_battles(store, human, judges) + [dict(b) for b in extra]
+    found = categories(battles)
+    if category:
+        battles = in_category(battles, category)
     models = sorted({b["model_a"] for b in battles} | {b["model_b"] for b in battles})
     records = checkpoint_records(store, kl or {})
     ratings = None
-    message = f"{len(battles)} battles among {len(models)} models"
+    message = f"{len(battles)} battles among {len(models)} models" + (f" in category {category!r}" if category else "")
     if len(models) >= 2:
         anchor = anchor if anchor in models else None
-        ratings = compute_ratings(battles_from_rows(battles), bootstrap=bootstrap, anchor=anchor, seed=seed)
+        style = style_features(battles) if style_control else None
+        ratings = compute_ratings(battles_from_rows(battles), bootstrap=bootstrap, anchor=anchor, seed=seed,
+                                  style=style)
         message += f"; ratings anchored at {ratings.anchor} = 1000, 95% intervals from {bootstrap} bootstrap rounds"
+        if style_control:
+            message += "; **style-controlled**: each rating is the model's at equal length, headers, lists and bold"
         if ratings.warnings:
             message += "\n\n" + "\n".join(f"⚠ {w}" for w in ratings.warnings)
     else:
         message += ": ratings need battles between at least 2 models (vote, or run a judge)"
+    win_rates = (with_length_control(win_rate_table(battles, baseline), battles, baseline, bootstrap, seed)
+                 if battles else pd.DataFrame())
     return Report(
         n_battles=len(battles), ratings=ratings,
         leaderboard=leaderboard_table(ratings),
-        win_rates=win_rate_table(battles, baseline) if battles else pd.DataFrame(),
+        win_rates=win_rates,
         timeline=checkpoint_timeline(battles, store.checkpoints(), baseline),
         checkpoints=records, judges=judge_table(store), message=message,
+        style=style_display(ratings), categories=found,
     )
 
 
@@ -225,9 +267,13 @@ def win_rate_display(table: pd.DataFrame) -> pd.DataFrame:
     """The win-rate table as people read it: rounded, the interval in one column."""
     if table.empty:
         return pd.DataFrame(columns=WIN_RATE_COLUMNS)
+    table = table.assign(**{k: None for k in LC_KEYS if k not in table})  # a table without length control
     return pd.DataFrame({
         "model": table["model"], "vs": table["baseline"], "win rate": table["rate"].round(3),
         "95% CI": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)],
+        "LC win rate": [None if v is None or pd.isna(v) else round(v, 3) for v in table["lc_win_rate"]],
+        "LC 95% CI": [_interval(None if pd.isna(lo) else lo, None if pd.isna(hi) else hi)
+                      for lo, hi in zip(table["lc_ci_low"], table["lc_ci_high"], strict=True)],
         "n": table["n"], "votes": table["n_votes"],
         "W/L/T": [f"{w}/{lo}/{t}" for w, lo, t in zip(table["wins"], table["losses"], table["ties"], strict=True)],
         "mean length": table["mean_len"].round(0), "baseline mean length": table["baseline_mean_len"].round(0),
@@ -240,7 +286,7 @@ def write_tables(report: Report, out_dir: Path) -> list[Path]:
     the `python -m evals.ratings` JSON format."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {"leaderboard": report.leaderboard, "win_rates": report.win_rates, "timeline": report.timeline,
-              "checkpoints": report.checkpoints, "judges": report.judges}
+              "checkpoints": report.checkpoints, "judges": report.judges, "style": report.style}
     if report.ratings is not None:
         tables |= {"battle_counts": report.ratings.battles, "win_fraction": report.ratings.win_fraction,
                    "predicted": report.ratings.predicted}

@@ -119,14 +119,16 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
 
 
 def dashboard_report(state: AppState, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",
-                     anchor: str | None = None, bootstrap: int = 1000, battles_file: Path | None = None) -> Report:
+                     anchor: str | None = None, bootstrap: int = 1000, battles_file: Path | None = None,
+                     category: str | None = None, style_control: bool = False) -> Report:
     """What the Dashboard shows (`evals.dashboard.build_report`): human votes and, if named, judge
-    battles, plus the rows of a Chatbot Arena battle file; KL where estimated. Writes nothing."""
+    battles, plus the rows of a Chatbot Arena battle file; KL where estimated; optionally one
+    prompt category's battles only, and style-controlled ratings. Writes nothing."""
     if not 0 <= bootstrap <= MAX_BOOTSTRAP:
         raise PlaygroundError(f"bootstrap rounds must be 0..{MAX_BOOTSTRAP}, got {bootstrap}")
     extra = [{**b, "source": battles_file.name} for b in read_battles(battles_file)] if battles_file else []
     return build_report(state.store, human, judges, baseline or "sft", anchor or None, bootstrap,
-                        kl=state.kl_estimates, extra=extra)
+                        kl=state.kl_estimates, extra=extra, category=category or None, style_control=style_control)
 
 
 def dashboard_downloads(state: AppState, report: Report) -> Path:

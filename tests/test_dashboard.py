@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from gradio_client import Client, handle_file
 
-from evals.dashboard import build_report, win_rate_display, write_tables, zip_tables
+from evals.dashboard import JUDGE_COLUMNS, build_report, win_rate_display, write_tables, zip_tables
 from evals.kl import estimate_kl, eval_prompts
 from evals.winrate import win_rate_table
+from playground.core.errors import PlaygroundError
 from service.state import AppState
 from tests.conftest import make_vote, running_app
 from tests.test_models import perturb_adapter
@@ -121,7 +122,8 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
     assert sorted(row[1] for row in leaderboard["data"]) == sorted([ckpt, "sft"])
     records = out[3]
     assert [row[0] for row in records["data"]] == [ckpt]
-    judges = out[-1]  # both judges are order-free: every pair judged alike in both orders
+    # both judges are order-free: every pair judged alike in both orders
+    judges = next(o for o in out if isinstance(o, dict) and o.get("headers") == JUDGE_COLUMNS)
     by_judge = {row[0]: dict(zip(judges["headers"], row, strict=True)) for row in judges["data"]}
     assert set(by_judge) == {"rule:longer", f"reward-model:{rm_name}"}
     assert all(r["position consistency"] == 1.0 and r["battles"] == 16 for r in by_judge.values())
@@ -147,6 +149,39 @@ def test_the_win_rate_table_shows_the_votes_behind_its_pairs() -> None:
     assert "not independent" in line["note"] and "too narrow" in line["note"]
     single = win_rate_display(win_rate_table([row(1, "model_a"), row(2, "model_b")], "sft"))
     assert single["votes"].tolist() == [2] and single["note"].tolist() == [""]
+    assert single["LC win rate"].tolist() == [None] and single["LC 95% CI"].tolist() == ["—"]  # not computed
+
+
+def test_the_dashboard_shows_length_controlled_win_rates_and_style_controlled_ratings(store) -> None:
+    """Two equally good models where the longer answer wins more often: the raw win rate is far from ½,
+    the length-controlled one is not; style control reports the length coefficient, and the category
+    filter keeps one category's battles."""
+    import random
+
+    from tests.conftest import make_vote
+
+    rng = random.Random(0)
+    for _ in range(400):
+        verbose_is_a = rng.random() < 0.5
+        long, short = "word " * 40, "word " * 5
+        verbose_longer = rng.random() < 0.8  # "verbose" usually writes more…
+        a_text, b_text = (long, short) if verbose_is_a == verbose_longer else (short, long)
+        a_wins = rng.random() < (0.7 if len(a_text) > len(b_text) else 0.3)  # …and length alone wins
+        models = ("verbose", "sft") if verbose_is_a else ("sft", "verbose")
+        store.add_vote(make_vote(models, "a" if a_wins else "b", texts=[a_text, b_text]))
+    report = build_report(store, baseline="sft", bootstrap=200)
+    [line] = win_rate_display(report.win_rates).to_dict("records")
+    low, high = (float(x) for x in line["LC 95% CI"].split(" – "))
+    assert line["win rate"] > 0.55 and low <= 0.5 <= high  # raw: length bias; LC: no better than sft
+    assert report.style.empty  # no style control asked for
+    styled = build_report(store, baseline="sft", bootstrap=50, style_control=True)
+    coefficients = dict(zip(styled.style["style feature"], styled.style["coefficient (log-odds)"], strict=True))
+    assert coefficients[next(iter(coefficients))] > 0.3  # the first feature, answer length, carries the effect
+    assert "style-controlled" in styled.message
+    assert abs(styled.ratings.leaderboard.loc["verbose", "rating"] - 1000) < 40  # equal at equal style
+    assert report.ratings.leaderboard.loc["verbose", "rating"] > 1030  # and ahead without style control
+    with pytest.raises(PlaygroundError, match="no battle has a category"):
+        build_report(store, category="math")
 
 
 def test_the_judge_table_compares_a_judge_with_the_human_majority(store) -> None:

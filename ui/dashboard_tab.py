@@ -8,10 +8,12 @@ from pathlib import Path
 import gradio as gr
 
 from evals.dashboard import (
+    ALL_CATEGORIES,
     CHECKPOINT_COLUMNS,
     JUDGE_COLUMNS,
     LEADERBOARD_COLUMNS,
     NO_BATTLES,
+    STYLE_COLUMNS,
     WIN_RATE_COLUMNS,
     Report,
     empty_figure,
@@ -66,6 +68,10 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
         arena_file = gr.File(label="+ battles file (Arena rows)", file_types=[".jsonl", ".json", ".csv", ".parquet"],
                              scale=2, height=90)
         refresh = gr.Button("Refresh", variant="primary", scale=1, elem_id="dashboard-refresh")
+    with gr.Row():
+        category = gr.Dropdown([ALL_CATEGORIES], value=ALL_CATEGORIES, label="Prompt category", scale=2)
+        style_control = gr.Checkbox(value=False, scale=3, label="Style control: rate at equal answer length, headers, "
+                                                                "lists and bold (Chatbot Arena's)")
     summary = gr.Markdown(elem_id="dashboard-summary")
     leaderboard = gr.Dataframe(headers=LEADERBOARD_COLUMNS, label="Leaderboard", interactive=False,
                                elem_id="dashboard-leaderboard")
@@ -76,8 +82,12 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
         fraction_plot = gr.Plot(show_label=False)
         count_plot = gr.Plot(show_label=False)
         predicted_plot = gr.Plot(show_label=False)
+    style_table = gr.Dataframe(headers=STYLE_COLUMNS, interactive=False, elem_id="dashboard-style",
+                               label="Style coefficients (with style control): the log-odds of winning, and its Elo, "
+                                     "that a typical difference in each element buys; 95% bootstrap interval")
     win_rates = gr.Dataframe(headers=WIN_RATE_COLUMNS, label="Win rate against the baseline: ties ½, 95% Wilson "
-                             "interval; mean response length in characters next to it (longer answers tend to win)",
+                             "interval; LC = length-controlled (AlpacaEval 2): the win rate predicted at equal answer "
+                             "length, bootstrap interval; mean response length in characters next to it",
                              interactive=False, elem_id="dashboard-win-rates")
     gr.Markdown("### Checkpoints\nHeld-out metrics come from each run's record; KL(π_θ ‖ π_ref) is estimated "
                 "on the fixed prompt set from samples at temperature 1.")
@@ -134,30 +144,33 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
                 rm_table: reward_model_table(training.reward_model_folders(state))}
 
     def report_for(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
-                   file: str | None) -> Report:
+                   file: str | None, category_v: str | None, style_v: bool) -> Report:
         return evaluation.dashboard_report(state, human_v, judges_v or [], baseline_v or "sft", anchor_v or None,
-                                           int(rounds_v or 0), Path(file) if file else None)
+                                           int(rounds_v or 0), Path(file) if file else None,
+                                           None if category_v in (None, "", ALL_CATEGORIES) else category_v,
+                                           bool(style_v))
 
     @user_errors
     def show(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
-             file: str | None) -> dict:
-        report = report_for(human_v, judges_v, baseline_v, anchor_v, rounds_v, file)
+             file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False) -> dict:
+        report = report_for(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v)
         models = list(report.ratings.leaderboard.index) if report.ratings else ["sft"]
         rating, fraction, count, predicted = rating_figures(report)
         return {
             summary: report.message if report.n_battles else f"**{NO_BATTLES}.**",
             leaderboard: report.leaderboard, win_rates: win_rate_display(report.win_rates),
             records: report.checkpoints, timeline_plot: timeline_figure(report.timeline, baseline_v or "sft"),
-            judge_table: report.judges,
+            judge_table: report.judges, style_table: report.style,
+            category: gr.Dropdown(choices=[ALL_CATEGORIES, *report.categories]),
             kl_plot: reward_kl_figure(report.checkpoints),
             judges: gr.CheckboxGroup(choices=evaluation.judge_names(state), value=judges_v),
             baseline: gr.Dropdown(choices=models), anchor: gr.Dropdown(choices=models),
             rating_plot: rating, fraction_plot: fraction, count_plot: count, predicted_plot: predicted,
         }
 
-    inputs = [human, judges, baseline, anchor, rounds, arena_file]
+    inputs = [human, judges, baseline, anchor, rounds, arena_file, category, style_control]
     outputs = [summary, leaderboard, win_rates, records, timeline_plot, kl_plot, judges, baseline, anchor,
-               rating_plot, fraction_plot, count_plot, predicted_plot, judge_table]
+               rating_plot, fraction_plot, count_plot, predicted_plot, judge_table, style_table, category]
     refresh.click(show, inputs, outputs, api_name="dashboard")
     # Opening the tab computes the report (no Refresh needed); the page load only fills the pickers,
     # so a hundred voters loading the page do not each run a bootstrap nobody looks at.
@@ -168,8 +181,8 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
 
     @user_errors
     def download(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
-                 file: str | None) -> str:
-        report = report_for(human_v, judges_v, baseline_v, anchor_v, rounds_v, file)
+                 file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False) -> str:
+        report = report_for(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v)
         return str(evaluation.dashboard_downloads(state, report))
 
     tables_button.click(download, inputs, downloads, api_name="dashboard_tables")
