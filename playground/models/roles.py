@@ -19,6 +19,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from playground.core.errors import PlaygroundError
+from playground.core.home import data_dir
 from playground.models.devices import resolve_device, resolve_dtype
 from playground.models.gguf_convert import convert_gguf, converted_dir, ensure_default_model
 from playground.models.sources import Kind, Source, classify
@@ -55,7 +56,8 @@ class ModelsConfig:
     policy: str | None = None  # None: SFT + a fresh LoRA adapter; or an adapter folder, or a full model
     device: str = "auto"
     dtype: str = "auto"
-    models_dir: Path = field(default_factory=lambda: Path("models"))
+    # Converted GGUF models; under the data directory, never the working directory (a script's cwd).
+    models_dir: Path = field(default_factory=lambda: data_dir() / "models")
     lora: LoraSettings = LoraSettings()
 
 
