@@ -319,6 +319,25 @@ def group_loss(cfg: RLHFConfig, logps: torch.Tensor, old_logps: torch.Tensor, re
     return (per_token * mask).sum() / mask.sum().clamp(min=1), masked_mean(clipped, mask)
 
 
+def ppo_advantages(cfg: RLHFConfig, scores: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor,
+                   old_values: torch.Tensor, mask: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's whitened GAE advantages and returns (B, T) from a rollout's scores (B,), its per-token
+    log-probs at sampling time and under the reference, and the value head's values (B, T)."""
+    rewards = kl_penalized_rewards(scores, (old_logps - ref_logps) * mask, mask, beta)
+    advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.gae_lambda)
+    return whiten(advantages, mask), returns
+
+
+def ppo_loss(cfg: RLHFConfig, logps: torch.Tensor, values: torch.Tensor, old_logps: torch.Tensor,
+             old_values: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(clipped surrogate, clipped value loss, clip fraction), each a per-token mean over `mask`."""
+    ratio = logps - old_logps
+    policy = masked_mean(clipped_surrogate(ratio, advantages, cfg.clip_range), mask)
+    value = masked_mean(clipped_value_loss(values, old_values, returns, cfg.value_clip), mask)
+    return policy, value, masked_mean(clip_active(ratio.detach(), advantages, cfg.clip_range).float(), mask)
+
+
 def _optimizer_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor,
                     max_grad_norm: float) -> float:
     """Refuse a NaN/inf loss or gradient before anything changes, else one clipped AdamW step (as
@@ -439,12 +458,8 @@ class _Trainer:
             old = token_stats(self.trainee, rows, self.pad_id, self.device, width, value_head=self.value_head)
         assert old.values is not None
         mask = old.mask
-        ref_logratio = (old.logps - ref) * mask
-        rewards = kl_penalized_rewards(batch.scores, ref_logratio, mask, self.beta)
-        advantages, returns = gae(rewards, old.values, mask, cfg.gamma, cfg.gae_lambda)
-        advantages = whiten(advantages, mask)
-        sums: dict[str, float] = {"loss": 0.0, "policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0,
-                                  "entropy": 0.0, "grad_norm": 0.0}
+        advantages, returns = ppo_advantages(cfg, batch.scores, old.logps, ref, old.values, mask, self.beta)
+        sums = dict.fromkeys(("loss", "policy_loss", "value_loss", "clip_fraction", "entropy", "grad_norm"), 0.0)
         updates = 0
         for _ in range(cfg.ppo_epochs):
             for mb in torch.randperm(len(rows), generator=self.rng).tensor_split(cfg.minibatches):
@@ -452,19 +467,17 @@ class _Trainer:
                 now = token_stats(self.trainee, [rows[i] for i in idx], self.pad_id, self.device, width,
                                   entropy=True, value_head=self.value_head)
                 assert now.values is not None and now.entropy is not None
-                m = mask[idx]
-                ratio = now.logps - old.logps[idx]
-                policy = masked_mean(clipped_surrogate(ratio, advantages[idx], cfg.clip_range), m)
-                value = masked_mean(clipped_value_loss(now.values, old.values[idx], returns[idx], cfg.value_clip), m)
+                policy, value, clipped = ppo_loss(cfg, now.logps, now.values, old.logps[idx], old.values[idx],
+                                                  advantages[idx], returns[idx], mask[idx])
                 loss = policy + cfg.value_coef * value
                 sums["grad_norm"] += _optimizer_step(self.optimizer, self.params, loss, cfg.max_grad_norm)
                 sums["loss"] += loss.item()
                 sums["policy_loss"] += policy.item()
                 sums["value_loss"] += value.item()
-                sums["clip_fraction"] += float(masked_mean(clip_active(ratio.detach(), advantages[idx],
-                                                                       cfg.clip_range).float(), m))
-                sums["entropy"] += float(masked_mean(now.entropy.detach(), m))
+                sums["clip_fraction"] += float(clipped)
+                sums["entropy"] += float(masked_mean(now.entropy.detach(), mask[idx]))
                 updates += 1
+        ref_logratio = (old.logps - ref) * mask
         return {**self._rollout_metrics(batch, ref_logratio, mask), **{k: v / updates for k, v in sums.items()}}
 
     def _rollout_metrics(self, batch: Rollout, ref_logratio: torch.Tensor, mask: torch.Tensor) -> Metrics:

@@ -1,0 +1,102 @@
+"""RLHF runs on a running app's state: PPO, RLOO or GRPO against one of the app's reward models, on a
+stored prompt set (or any prompts), streaming per-step metrics; the new checkpoint is registered and
+serves. The Train tab, a gradio_client user and a script call these same functions.
+
+The same lock, cancel and safety as a DPO run (`service.training`): `state.training` is held from
+`start_rlhf` until the run has ended, `cancel_training` stops it after the current step, and a
+failed or cancelled run leaves the serving policy bit-identical and writes nothing.
+"""
+
+import shutil
+import threading
+from pathlib import Path
+
+from playground.core.errors import PlaygroundError
+from playground.models.checkpoints import set_policy_weights
+from playground.models.roles import adapter_params
+from playground.scoring.encoding import Message
+from playground.training.reward_model import RECORD as REWARD_RECORD
+from playground.training.reward_model import load_reward_model
+from playground.training.rlhf import RLHFConfig, RLHFResult, train_rlhf
+from service.state import AppState
+from service.training import _END, BUSY, StepEvent, TrainingRun, reward_model_dir
+
+
+class RLHFRun(TrainingRun):
+    """An RLHF run started by `start_rlhf`: `events()` yields a `StepEvent` per step (metrics named in
+    `playground.training.rlhf`), `result()` waits for its `RLHFResult`."""
+
+    def result(self, timeout: float | None = None) -> RLHFResult:  # type: ignore[override]
+        return super().result(timeout)  # type: ignore[return-value]
+
+
+def reward_model_folder(state: AppState, reward_model: str | Path) -> Path:
+    """A reward model by name (a folder under `reward_model_dir`, as `reward_models` lists them) or path."""
+    folder = Path(reward_model)
+    if not folder.is_absolute() and not folder.exists():
+        folder = reward_model_dir(state) / folder
+    if not (folder / REWARD_RECORD).is_file():
+        raise PlaygroundError(f"no reward model {str(reward_model)!r}; train one first (Train tab, or "
+                              "python -m playground.reward_model)")
+    return folder
+
+
+def prompt_set_prompts(state: AppState, name: str) -> list[list[Message]]:
+    """The stored prompt set `name`'s prompts as chat messages, in file order."""
+    return [list(p.messages) for p in state.store.set_prompts(state.store.prompt_set(name).id)]
+
+
+def start_rlhf(state: AppState, cfg: RLHFConfig, prompts: list[list[Message]], reward_model: str | Path) -> RLHFRun:
+    """Start an RLHF run on `prompts` (chat messages each; see `prompt_set_prompts`) against the reward
+    model `reward_model` (a name from `reward_models`, or a folder). It trains in a thread; when it
+    finishes its checkpoint is registered, attached to the slots and serves as the policy, now and
+    after a restart. Raises at once (nothing started) for bad settings, no prompts, an unknown reward
+    model, or while another run holds the lock."""
+    if not state.training.acquire(blocking=False):
+        raise PlaygroundError(BUSY)
+    try:
+        state.cancel_training.clear()  # a Cancel left from an earlier run; one pressed from now on counts
+        cfg.validate()
+        if not prompts:
+            raise PlaygroundError("RLHF needs prompts: import a prompt set first")
+        folder = reward_model_folder(state, reward_model)
+        run = RLHFRun()
+        threading.Thread(target=_train, args=(state, run, list(prompts), folder, cfg), daemon=True,
+                         name="rlhf-training").start()
+    except BaseException:
+        state.training.release()
+        raise
+    return run
+
+
+def _train(state: AppState, run: RLHFRun, prompts: list[list[Message]], folder: Path, cfg: RLHFConfig) -> None:
+    """The worker thread: load the reward model, train, register and serve; always releases the lock
+    and ends the events."""
+    models = state.models
+    try:
+        reward = load_reward_model(folder, base=models.sft.source, device=models.device, dtype=models.dtype,
+                                   tokenizer=models.tokenizer)
+        with models.lock:  # to put back if registering fails after train_rlhf has published
+            served = {n: p.detach().clone() for n, p in adapter_params(models.policy.model).items()}
+            source, ident = models.policy.source, models.policy.ident
+        result = train_rlhf(models, prompts, reward, cfg, state.checkpoint_dir,
+                            callback=lambda step, total, m: run._events.put(StepEvent(step, total, m)),
+                            should_stop=state.cancel_training.is_set, reward_model_path=folder)
+        if result.checkpoint is not None:
+            try:
+                state.add_checkpoint(result.checkpoint)
+                state.remember_serving(result.checkpoint.name)
+            except Exception:
+                set_policy_weights(models, served, source, ident)
+                shutil.rmtree(result.checkpoint, ignore_errors=True)
+                state.checkpoints.pop(result.checkpoint.name, None)
+                raise
+        run._result = result  # type: ignore[assignment]
+    except PlaygroundError as exc:
+        run._error = exc
+    except Exception as exc:  # the engine has already left the policy as it was
+        run._error = PlaygroundError(f"RLHF failed: {type(exc).__name__}: {exc}")
+    finally:
+        state.training.release()
+        run._done.set()
+        run._events.put(_END)
