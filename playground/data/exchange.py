@@ -15,8 +15,7 @@ from playground.data.prompt_sets import (
     prompts_from_preference_file,
     set_name,
 )
-from playground.data.rows import RowError, load_pairs, load_unpaired, read_records
-from playground.data.single_votes import unpair
+from playground.data.rows import RowError, load_pairs, load_unpaired, read_records, unpair
 from playground.data.store import Store
 from playground.data.style import arena_rows_with_style
 from playground.data.votes import Binarize, to_trl_rows

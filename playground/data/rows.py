@@ -8,7 +8,7 @@ An unpaired row (TRL's unpaired preference format, what KTO reads) is `{"prompt"
 """
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -58,6 +58,13 @@ class UnpairedRow:
 
     def as_trl(self) -> dict[str, Any]:
         return {**self.extra, "prompt": self.prompt, "completion": self.completion, "label": self.label}
+
+
+def unpair(pairs: Sequence[PreferenceRow]) -> list[UnpairedRow]:
+    """Each pair as two unpaired rows, its chosen answer desirable and its rejected one undesirable
+    (TRL's `unpair_preference_dataset`, pair by pair); the pair's other fields go with both."""
+    return [UnpairedRow(p.prompt, completion, label, dict(p.extra))
+            for p in pairs for completion, label in ((p.chosen, True), (p.rejected, False))]
 
 
 def read_records(path: Path) -> Iterator[tuple[int, Any]]:

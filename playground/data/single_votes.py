@@ -14,12 +14,11 @@ desirable and undesirable rows where the pairs are unpaired for training (`playg
 """
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from playground.core.errors import PlaygroundError
-from playground.data.rows import PreferenceRow, UnpairedRow
+from playground.data.rows import UnpairedRow
 from playground.data.votes import Response, Vote, check_prompt, check_record, voter_name
 from playground.scoring.encoding import Message
 
@@ -78,9 +77,3 @@ def unpaired_rows(votes: list[Vote], singles: list[SingleVote]) -> list[Unpaired
              for s in singles if s.response.text.strip()]
     return rows
 
-
-def unpair(pairs: Sequence[PreferenceRow]) -> list[UnpairedRow]:
-    """Each preference pair as two unpaired rows, its chosen answer desirable and its rejected one
-    undesirable (as TRL's `unpair_preference_dataset`); the pair's other fields go with both."""
-    return [UnpairedRow(p.prompt, completion, label, dict(p.extra))
-            for p in pairs for completion, label in ((p.chosen, True), (p.rejected, False))]

@@ -93,7 +93,7 @@ from transformers import PreTrainedTokenizerBase
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS, MAX_TRAIN_EPOCHS, MAX_TRAIN_STEPS
-from playground.data.rows import PreferenceRow, UnpairedRow
+from playground.data.rows import PreferenceRow, UnpairedRow, unpair
 from playground.models.checkpoints import HeldOut, pairs_sha256, read_record, set_policy_weights, write_checkpoint
 from playground.models.roles import POLICY_ADAPTER, LoraSettings, Models, adapter_params
 from playground.objectives import (
@@ -495,13 +495,6 @@ def encode_completions(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Unpair
         if enc.completion_ids:
             usable.append(EncodedCompletion(i, enc.prompt_ids, enc.completion_ids, row.label))
     return usable, len(rows) - len(usable)
-
-
-def unpair(pairs: Sequence[PreferenceRow]) -> list[UnpairedRow]:
-    """Each pair's chosen answer as desirable and its rejected answer as undesirable (TRL's
-    `unpair_preference_dataset`, pair by pair)."""
-    return [UnpairedRow(p.prompt, answer, label, p.extra) for p in pairs
-            for answer, label in ((p.chosen, True), (p.rejected, False))]
 
 
 def _parent(policy_source: str) -> dict[str, Any] | None:
