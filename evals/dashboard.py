@@ -23,6 +23,7 @@ from evals.winrate import checkpoint_timeline, length_controlled_table, win_rate
 from playground.core.atomic import write_file, write_json
 from playground.data.store import Store
 from playground.models.checkpoints import CheckpointRecord
+from playground.training.dpo import loss_label
 from playground.training.reward_model import RECORD as REWARD_RECORD
 
 LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 360}
@@ -35,7 +36,7 @@ ALL_CATEGORIES = "all categories"
 LC_KEYS = ["lc_win_rate", "lc_ci_low", "lc_ci_high"]  # the length-controlled win rate's columns
 JUDGE_COLUMNS = ["judge", "battles", "position consistency", "consistency 95% CI", "pairs with human votes",
                  "agreement with humans", "agreement 95% CI", "Cohen's κ", "κ 95% CI"]
-CHECKPOINT_COLUMNS = ["checkpoint", "parent", "created", "pairs", "steps", "β", "held-out pairs",
+CHECKPOINT_COLUMNS = ["checkpoint", "parent", "created", "loss", "pairs", "steps", "β", "held-out pairs",
                       "held-out acc before", "held-out acc after", "held-out margin after", "KL to ref", "KL stderr"]
 
 
@@ -76,7 +77,8 @@ def checkpoint_records(store: Store, kl: Mapping[str, KLEstimate]) -> pd.DataFra
         estimate = kl.get(rec.id)
         rows.append({
             "checkpoint": rec.id, "parent": rec.parent or "sft",
-            "created": rec.created_local(), "pairs": rec.pairs, "steps": rec.steps, "β": rec.beta,
+            "created": rec.created_local(), "loss": loss_label(rec.hyperparameters.get("loss", "sigmoid")),
+            "pairs": rec.pairs, "steps": rec.steps, "β": rec.beta,
             "held-out pairs": after and after.pairs,
             "held-out acc before": before and before.accuracy, "held-out acc after": after and after.accuracy,
             "held-out margin after": after and after.margin,

@@ -25,7 +25,7 @@ from playground.data.merge import merge_votes
 from playground.data.rows import PreferenceRow, UnpairedRow
 from playground.models.checkpoints import CheckpointRecord, HeldOut, set_policy_weights
 from playground.models.roles import adapter_params
-from playground.training.dpo import REFERENCE_FREE, DPOConfig, TrainResult, train_dpo
+from playground.training.dpo import DPOConfig, TrainResult, loss_label, train_dpo
 from playground.training.loop import Callback, Metrics
 from playground.training.reward_model import RECORD as REWARD_RECORD
 from playground.training.reward_model import RewardConfig, RewardTrainResult
@@ -148,12 +148,6 @@ def serve_checkpoint(state: AppState, name: str) -> None:
 def checkpoint_records(state: AppState) -> list[CheckpointRecord]:
     """Every registered checkpoint's record, oldest first."""
     return [CheckpointRecord.registered(c) for c in state.store.checkpoints()]
-
-
-def loss_label(loss: str) -> str:
-    """A loss as the tables name it: reference-free ones say so (their held-out reward columns still
-    use the reference, measured after training)."""
-    return f"{loss} (reference-free)" if loss in REFERENCE_FREE else loss
 
 
 def checkpoint_table(state: AppState) -> pd.DataFrame:

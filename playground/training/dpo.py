@@ -122,6 +122,12 @@ MIN_PAIRS_FOR_HELDOUT = 5
 BUCKET_WINDOW = 8
 
 
+def loss_label(loss: str) -> str:
+    """A loss as the tables name it: reference-free ones say so (their held-out reward columns still
+    use the reference, measured after training)."""
+    return f"{loss} (reference-free)" if loss in REFERENCE_FREE else loss
+
+
 @dataclass(frozen=True)
 class DPOConfig:
     """One training run's settings; `validate()` before use. β scales r = β·log(π_θ/π_ref) (for IPO
