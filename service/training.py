@@ -14,9 +14,10 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -104,18 +105,29 @@ def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> Trai
 
 def _train(state: AppState, run: TrainingRun, pairs: list[PreferenceRow], unpaired: list[UnpairedRow],
            cfg: DPOConfig) -> None:
-    """The worker thread: train, register and serve; always releases the lock and ends the events."""
+    """The DPO worker thread (`publish_run`)."""
+    publish_run(state, run, lambda callback, should_stop: train_dpo(
+        state.models, pairs, cfg, state.checkpoint_dir, callback=callback, should_stop=should_stop,
+        unpaired=unpaired), "training")
+
+
+def publish_run(state: AppState, run: TrainingRun, train: Callable[[Callback, Callable[[], bool]], Any],
+                what: str) -> None:
+    """The worker thread of any run that trains the policy (DPO and its siblings, RLHF): `train`
+    (callback, should_stop) runs it and returns a result whose `checkpoint` (None when cancelled)
+    the engine has already published as the policy; here it is registered and recorded as serving.
+    If registering fails, the previous adapter is put back and the folder removed. Always releases
+    `state.training` and ends the run's events; an error is the run's, as a `PlaygroundError`."""
     try:
-        with state.models.lock:  # to put back if registering fails after train_dpo has published
+        with state.models.lock:  # to put back if registering fails after the engine has published
             served = {n: p.detach().clone() for n, p in adapter_params(state.models.policy.model).items()}
             source, ident = state.models.policy.source, state.models.policy.ident
-        result = train_dpo(state.models, pairs, cfg, state.checkpoint_dir,
-                           callback=lambda step, total, m: run._events.put(StepEvent(step, total, m)),
-                           should_stop=state.cancel_training.is_set, unpaired=unpaired)
+        result = train(lambda step, total, m: run._events.put(StepEvent(step, total, m)),
+                       state.cancel_training.is_set)
         if result.checkpoint is not None:
             try:
                 state.add_checkpoint(result.checkpoint)
-                state.remember_serving(result.checkpoint.name)  # train_dpo has published it as the policy
+                state.remember_serving(result.checkpoint.name)
             except Exception:
                 set_policy_weights(state.models, served, source, ident)
                 shutil.rmtree(result.checkpoint, ignore_errors=True)
@@ -125,7 +137,7 @@ def _train(state: AppState, run: TrainingRun, pairs: list[PreferenceRow], unpair
     except PlaygroundError as exc:
         run._error = exc
     except Exception as exc:  # the engine has already left the policy as it was
-        run._error = PlaygroundError(f"training failed: {type(exc).__name__}: {exc}")
+        run._error = PlaygroundError(f"{what} failed: {type(exc).__name__}: {exc}")
     finally:
         state.training.release()
         run._done.set()
