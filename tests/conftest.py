@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.postgres import pg_url, postgres_cluster  # noqa: F401  (fixtures: a real PostgreSQL server)
+
 if TYPE_CHECKING:  # imported lazily at run time, like the fixtures' own imports
     from playground.data.store import Store
     from playground.data.votes import Vote
@@ -102,11 +104,11 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    """An empty vote store of its own for one test."""
+def store(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Store]:
+    """An empty vote store of its own for one test: SQLite at `db_path`, or PostgreSQL (tests/postgres.py)."""
     from playground.data.store import Store
 
-    with Store(db_path) as s:
+    with Store(request.getfixturevalue("pg_url") if getattr(request, "param", "") == "postgres" else db_path) as s:
         yield s
 
 

@@ -113,8 +113,8 @@ def test_the_store_syncs_every_commit_to_disk(tmp_path: Path) -> None:
     """Power-loss durability rests on WAL with synchronous=FULL (every commit fsynced); a process kill
     (the test below) cannot tell FULL from NORMAL, so the setting itself is checked on the live connection."""
     with Store(tmp_path / "votes.sqlite") as store:
-        assert tuple(store._db.execute("PRAGMA synchronous").fetchone()) == (2,)  # 2 = FULL
-        assert tuple(store._db.execute("PRAGMA journal_mode").fetchone()) == ("wal",)
+        assert tuple(store._database.connection.execute("PRAGMA synchronous").fetchone()) == (2,)  # 2 = FULL
+        assert tuple(store._database.connection.execute("PRAGMA journal_mode").fetchone()) == ("wal",)
 
 
 @pytest.mark.slow
@@ -305,13 +305,13 @@ def test_a_full_disk_refuses_the_vote_and_stores_nothing(tiny_model_dir: Path, h
 
     with running_app(state) as client:
         generate_round(client, seed=0, timeout=60)
-        real = state.store._db
+        real = state.store._database.connection
         # The vote row is written, then the disk fills: on its responses, or at the commit.
         for fails_on in ("INSERT INTO RESPONSES", "COMMIT"):
-            monkeypatch.setattr(state.store, "_db", DiskFull(real, fails_on))
+            monkeypatch.setattr(state.store._database, "connection", DiskFull(real, fails_on))
             with pytest.raises(Exception, match="database or disk is full"):
                 client.predict("a", [], "ana", api_name="/vote")
-            monkeypatch.setattr(state.store, "_db", real)
+            monkeypatch.setattr(state.store._database, "connection", real)
             assert not real.in_transaction  # nothing left open to be committed later
             assert counts() == (0, 0)
         # Space again: the same round can still be voted on, and is stored once.

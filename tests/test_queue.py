@@ -17,6 +17,9 @@ from playground.data.queue import (
     voter_progress,
 )
 from playground.data.store import Store
+from tests.postgres import on_both_backends
+
+pytestmark = on_both_backends  # every test here takes `store`: each runs on SQLite and on PostgreSQL
 
 MODELS = ("policy", "sft")
 

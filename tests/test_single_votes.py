@@ -27,6 +27,7 @@ from service.voting import (
     start_round,
 )
 from tests.conftest import PROMPT, generate_call, make_vote
+from tests.postgres import on_both_backends
 
 SAMPLED = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=4, seed=3)
 
@@ -36,6 +37,7 @@ def single(label: bool = True, voter: str = "ana", text: str = "Yes.", **fields)
                       slot=0, voter=voter, **fields)
 
 
+@on_both_backends
 def test_single_votes_are_stored_apart_from_battles_and_undone_in_order(store: Store) -> None:
     pair_id = store.add_vote(make_vote(created_at=100.0))
     up_id = store.add_single_vote(single(True, created_at=200.0))
@@ -126,6 +128,7 @@ def test_rate_endpoints(tiny_app: tuple[AppState, Client], tmp_path: Path) -> No
     assert [v.item is not None for v in state.store.single_votes()] == [False, False, True]
 
 
+@on_both_backends
 def test_unpaired_export_reads_as_a_kto_dataset_and_imports_back(store: Store, tmp_path: Path) -> None:
     import datasets
 

@@ -1,4 +1,6 @@
-"""The SQLite vote store: round trips, filters, undo, counts, migrations, imports, threads."""
+"""The vote store: round trips, filters, undo, counts, imports and threads on SQLite and PostgreSQL
+(`on_both_backends`); SQLite's pragmas and its migrations of older files. PostgreSQL's own faults:
+test_store_postgres.py."""
 
 import dataclasses
 import json
@@ -15,8 +17,15 @@ from playground.data.rows import PreferenceRow
 from playground.data.store import Store, default_path
 from playground.data.votes import Response, Vote
 from tests.conftest import make_vote
+from tests.postgres import on_both_backends
 
 PROMPT = [{"role": "user", "content": "Name a colour."}]
+
+
+def count(store: Store, table: str) -> int:
+    """Rows in `table`, read through the store's own connection."""
+    with store._transaction() as db:
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
 def vote(voter: str = "ana", models: tuple[str, ...] = ("sft", "policy"), outcome: str = "a",
@@ -26,6 +35,7 @@ def vote(voter: str = "ana", models: tuple[str, ...] = ("sft", "policy"), outcom
                      voter=voter, ranking=ranking, settings={"seed": 3, "max_new_tokens": 64}, created_at=created_at)
 
 
+@on_both_backends
 def test_round_trip_keeps_every_field(store: Store) -> None:
     ranked = make_vote(("sft", "ckpt-0003", "reference"), "ranking", texts=("red", "blue", "ünïcode ✓"),
                        scores=({"logp_policy": -3.25, "reward": 0.5}, {}, {}),
@@ -36,6 +46,7 @@ def test_round_trip_keeps_every_field(store: Store) -> None:
     assert store.get_vote(vote_id + 1) is None
 
 
+@on_both_backends
 def test_filters(store: Store) -> None:
     ids = [
         store.add_vote(vote("ana", ("sft", "policy"), created_at=100.0)),
@@ -51,6 +62,7 @@ def test_filters(store: Store) -> None:
     assert store.votes(voter="carol") == []
 
 
+@on_both_backends
 def test_undo_removes_only_that_voters_last_vote(store: Store) -> None:
     first = store.add_vote(vote("ana", created_at=1.0))
     second = store.add_vote(vote("ana", outcome="b", created_at=2.0))
@@ -68,6 +80,7 @@ def test_undo_removes_only_that_voters_last_vote(store: Store) -> None:
     assert store.add_vote(vote("ana")) > bobs  # an undone id is never handed out again
 
 
+@on_both_backends
 def test_counts(store: Store) -> None:
     store.add_vote(vote("ana", ("sft", "policy")))
     store.add_vote(vote("ana", ("sft", "policy", "ckpt-0002"), "ranking", (2, 1, 0)))
@@ -82,8 +95,9 @@ def test_pragmas_and_schema_version(store: Store, db_path: Path) -> None:
     assert raw.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS) == 6
     raw.close()
     # synchronous and foreign_keys are per connection: look at the store's own.
-    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert store._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    with store._transaction() as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
 def test_migrations_run_once_and_the_next_one_alone(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,6 +155,7 @@ def test_default_path_is_in_the_data_dir(home: Path) -> None:
     assert default_path() == home / "votes.sqlite"
 
 
+@on_both_backends
 def test_imported_pairs_round_trip(store: Store) -> None:
     rows = [
         PreferenceRow("2+2?", "4", "5", {"source": "math", "score": 0.5}),
@@ -153,15 +168,17 @@ def test_imported_pairs_round_trip(store: Store) -> None:
     assert store.votes() == []
 
 
+@on_both_backends
 def test_import_is_all_or_nothing(store: Store) -> None:
     good = PreferenceRow("q", "good", "bad")
     unstorable = PreferenceRow({"not", "json"}, "good", "bad")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         store.import_pairs([good, good, unstorable], "broken.jsonl")
     assert store.imported_pairs() == []
-    assert store._db.execute("SELECT COUNT(*) FROM import_batches").fetchone()[0] == 0
+    assert count(store, "import_batches") == 0
 
 
+@on_both_backends
 def test_training_pairs_are_vote_pairs_then_imported(store: Store) -> None:
     vote_id = store.add_vote(vote("ana", ("sft", "policy", "reference"), "ranking", (1, 2, 0)))
     store.add_vote(vote("bob", outcome="both_bad"))
@@ -183,14 +200,16 @@ def test_training_pairs_are_vote_pairs_then_imported(store: Store) -> None:
     assert store.training_pairs("best_vs_random", 1) == best
 
 
-def test_another_connection_sees_committed_votes(store: Store, db_path: Path) -> None:
+@on_both_backends
+def test_another_connection_sees_committed_votes(store: Store, request: pytest.FixtureRequest) -> None:
     vote_id = store.add_vote(vote())
-    with Store(db_path) as other:
+    with Store(store.path or request.getfixturevalue("pg_url")) as other:
         assert [v.id for v in other.votes()] == [vote_id]
         other.undo_last_vote("ana")
     assert store.votes() == []
 
 
+@on_both_backends
 def test_threads_share_one_store(store: Store) -> None:
     errors: list[BaseException] = []
 
@@ -211,7 +230,7 @@ def test_threads_share_one_store(store: Store) -> None:
     assert len(votes) == 200
     assert len({v.id for v in votes}) == 200
     assert store.counts_by_voter() == {f"voter-{n}": 25 for n in range(8)}
-    assert store._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 400
+    assert count(store, "responses") == 400
 
 
 def test_version_1_database_migrates_and_keeps_its_votes(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,6 +286,7 @@ def test_version_4_rated_names_move_from_settings_onto_the_responses(db_path: Pa
     raw.close()
 
 
+@on_both_backends
 def test_rated_names_round_trip(store: Store) -> None:
     responses = (Response("policy", "x", {}, "ckpt-2"), Response("reference", "y", {}, "sft"))
     rated = make_vote(("policy", "reference"), "b", texts=("x", "y"), rated_as=("ckpt-2", "sft"), prompt=PROMPT)
