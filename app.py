@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
 
@@ -27,8 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the app to your network")
     s.add_argument("--port", type=int, default=7860, help="port to listen on")
     s.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
-    s.add_argument("--db", type=Path, default=None,
-                   help="vote database (SQLite; default: $PLAYGROUND_HOME/votes.sqlite)")
+    s.add_argument("--db", default=None, metavar="PATH|URL",
+                   help="vote database: a SQLite file, or postgresql://USER@HOST:PORT/DB on a PostgreSQL server that "
+                   "several app processes can share (see README, Running for a team); keep its password in "
+                   "$PGPASSWORD or ~/.pgpass, not in the URL (default: $PLAYGROUND_DB_URL, else "
+                   "$PLAYGROUND_HOME/votes.sqlite)")
     a = parser.add_argument_group("access (see README, Security)")
     a.add_argument("--auth-file", type=Path, default=None, metavar="FILE",
                    help="turn on logins: voter accounts, one user:password per line (# starts a comment); voters "
@@ -62,6 +66,9 @@ def load_app_access(args: argparse.Namespace) -> "Access":
 
     admin, source = admin_password_from(args.admin_password, args.admin_password_file)
     auth_file = auth_file_from(args.auth_file)
+    if args.db and urlsplit(args.db).password:  # --db postgresql://user:PASSWORD@…
+        print("warning: --db puts a password on the command line, where every local user can read it (ps); "
+              "use $PGPASSWORD, ~/.pgpass or $PLAYGROUND_DB_URL instead", file=sys.stderr)
     for flag in command_line_secrets(args.auth, source):
         print(f"warning: {flag} puts a password on the command line, where every local user can read it "
               f"(ps); use {'--auth-file' if flag == '--auth' else '--admin-password-file'} instead", file=sys.stderr)
@@ -77,12 +84,14 @@ def main() -> None:
         print(f"warning: serving beyond this machine (--host {args.host}{' --share' if args.share else ''}); "
               f"{who} can use the models and vote", file=sys.stderr)
     from playground.core.home import data_dir
+    from playground.data.store import db_location
     from service.state import build_state
     from ui.app import build_demo, launch_kwargs
 
     home = data_dir()
     started = time.perf_counter()
-    state = build_state(models_config(args, home), home, db_path=args.db, beta=args.beta, access=access,
+    state = build_state(models_config(args, home), home, db_path=db_location(args.db, home), beta=args.beta,
+                        access=access,
                         votes_visible_to_all=args.votes_visible_to_all)
     print(f"models ready in {time.perf_counter() - started:.1f} s on {state.models.device} "
           f"({str(state.models.dtype).removeprefix('torch.')}); data in {home}", file=sys.stderr)

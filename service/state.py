@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from playground.core.access import Access
 from playground.core.atomic import write_json
 from playground.core.errors import PlaygroundError
-from playground.data.store import Store
+from playground.data.store import Store, open_store
 from playground.models.checkpoints import attach_checkpoint, complete_checkpoints, read_record, serve_checkpoint
 from playground.models.roles import Models, ModelsConfig, Role, load_models
 from playground.scoring.scorer import Scorer
@@ -144,10 +144,10 @@ class AppState:
         return role
 
 
-def build_state(cfg: ModelsConfig, data_dir: Path, db_path: Path | None = None, beta: float = 0.1,
+def build_state(cfg: ModelsConfig, data_dir: Path, db_path: str | Path | None = None, beta: float = 0.1,
                 access: Access | None = None, votes_visible_to_all: bool = False) -> AppState:
     models = load_models(cfg)
-    store = Store(db_path or data_dir / "votes.sqlite")
+    store = open_store(db_path or data_dir / "votes.sqlite")  # a SQLite path or a postgresql:// URL
     state = AppState(models=models, scorer=Scorer(models), store=store, data_dir=data_dir, beta=beta,
                      access=access or Access(), votes_visible_to_all=votes_visible_to_all)
     if models.policy.adapter is not None:  # checkpoints are adapters: they need the policy's PeftModel

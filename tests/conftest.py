@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # imported lazily at run time, like the fixtures' own imports
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.pop("PLAYGROUND_DB_URL", None)  # a developer's team database is never the tests'
 
 SMOL_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from playground.cli import add_model_args, models_config, prepare_environment, run_cli
 from playground.core.errors import PlaygroundError
+from playground.data.db import parse_location
 from playground.data.exchange import (
     EXPORT_FORMATS,
     MERGES,
@@ -18,14 +19,15 @@ from playground.data.exchange import (
 )
 from playground.data.merge import TIE_POLICIES
 from playground.data.rows import FORMATS as IMPORT_FORMATS
-from playground.data.store import DB_NAME, Store, default_path
+from playground.data.store import DB_NAME, DB_URL_ENV, db_location, open_store
 
 
 def _export(args: argparse.Namespace) -> None:
-    db = args.db or default_path()
-    if not db.is_file():
-        raise PlaygroundError(f"{db}: no vote database there (nothing voted yet, or a wrong --db?)")
-    with Store(db) as store:
+    db = db_location(args.db)
+    path = parse_location(db).path
+    if path is not None and not path.is_file():  # a server is asked, and says itself what is wrong
+        raise PlaygroundError(f"{path}: no vote database there (nothing voted yet, or a wrong --db?)")
+    with open_store(db) as store:
         n = export_rows(store, args.format, args.out, args.binarize.replace("-", "_"), args.seed,
                         args.include_imported, args.merge, args.ties)
     print(f"wrote {n} {args.format} rows to {args.out}"
@@ -33,7 +35,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _import(args: argparse.Namespace) -> None:
-    with Store(args.db or default_path()) as store:
+    with open_store(db_location(args.db)) as store:
         result = import_file(store, args.file, args.skip_invalid)
     print(f"imported {result.imported} {'unpaired' if result.kind == 'unpaired' else 'preference'} rows "
           f"from {args.file}")
@@ -44,7 +46,7 @@ def _import(args: argparse.Namespace) -> None:
 
 
 def _prompts(args: argparse.Namespace) -> None:
-    with Store(args.db or default_path()) as store:
+    with open_store(db_location(args.db)) as store:
         pset = import_prompts(store, args.file, args.name, args.overlap, args.from_preferences)
         n = len(store.set_prompts(pset.id))
     print(f"imported prompt set {pset.name!r}: {n} prompts from {args.file}, {pset.overlap} vote(s) per prompt")
@@ -67,7 +69,7 @@ def _pregenerate(args: argparse.Namespace) -> None:
     from service.state import build_state
 
     home = data_dir()
-    state = build_state(models_config(args, home), home, db_path=args.db, beta=args.beta)
+    state = build_state(models_config(args, home), home, db_path=db_location(args.db, home), beta=args.beta)
     try:
         pset = state.store.prompt_set(args.set)
         given = {k: getattr(args, k) for k in GENERATION_FLAGS if getattr(args, k) is not None}
@@ -98,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export the votes as preference data, import preference pairs to train on, or import a "
                     "prompt set for the voting queue and pre-generate its responses.",
     )
-    db_help = (f"the vote database (default: $PLAYGROUND_HOME/{DB_NAME}, "
-               f"$PLAYGROUND_HOME defaulting to ~/.cache/preference-playground)")
+    db_help = (f"the vote database: a SQLite file or postgresql://USER@HOST:PORT/DB (default: ${DB_URL_ENV}, else "
+               f"$PLAYGROUND_HOME/{DB_NAME}, $PLAYGROUND_HOME defaulting to ~/.cache/preference-playground)")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND",
         help="export, import, prompts or pregenerate; COMMAND --help lists its flags"
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--ties", choices=TIE_POLICIES, default="drop",
                         help="with --merge majority, a prompt whose votes have no majority: drop it, or keep it "
                              "as a tie (trl rows leave ties out; arena rows keep them) (default: drop)")
-    export.add_argument("--db", type=Path, metavar="PATH", help=db_help)
+    export.add_argument("--db", metavar="PATH|URL", help=db_help)
     export.set_defaults(run=_export)
 
     imp = commands.add_parser(
@@ -155,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--skip-invalid", action="store_true",
                      help="import the valid rows and list the invalid ones, instead of importing nothing")
-    imp.add_argument("--db", type=Path, metavar="PATH", help=db_help + "; created if missing")
+    imp.add_argument("--db", metavar="PATH|URL", help=db_help + "; created if missing")
     imp.set_defaults(run=_import)
 
     prompts = commands.add_parser(
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="votes a prompt needs before it leaves the queue (default: 1)")
     prompts.add_argument("--from-preferences", action="store_true",
                          help="FILE is TRL preference data: take its distinct prompts")
-    prompts.add_argument("--db", type=Path, metavar="PATH", help=db_help + "; created if missing")
+    prompts.add_argument("--db", metavar="PATH|URL", help=db_help + "; created if missing")
     prompts.set_defaults(run=_prompts)
 
     pre = commands.add_parser(
@@ -191,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--seed", type=int, help="base seed; each prompt's seed derives from it (default: the set's, "
                                               "else 0)")
     pre.add_argument("--beta", type=float, default=0.1, help="β of the implicit rewards stored with each response")
-    pre.add_argument("--db", type=Path, metavar="PATH", help=db_help)
+    pre.add_argument("--db", metavar="PATH|URL", help=db_help)
     add_model_args(pre)
     pre.set_defaults(run=_pregenerate)
     return parser

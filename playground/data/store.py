@@ -38,14 +38,17 @@ def default_path() -> Path:
     return data_dir() / DB_NAME
 
 
-def default_location() -> str | Path:
-    """Where the votes are when no `--db` is given: $PLAYGROUND_DB_URL, else the data directory's file."""
-    return os.environ.get(DB_URL_ENV, "").strip() or default_path()
+def db_location(flag: str | Path | None, folder: Path | None = None) -> str | Path:
+    """Where a command's votes are: its `--db` (a path or URL), else $PLAYGROUND_DB_URL, else
+    `votes.sqlite` in `folder` (default: the data directory)."""
+    if flag is not None and str(flag).strip():
+        return flag
+    return os.environ.get(DB_URL_ENV, "").strip() or (folder or data_dir()) / DB_NAME
 
 
-def open_store(location: str | Path | None = None) -> "Store":
-    """The store at a path, `sqlite:PATH` or `postgresql://USER@HOST:PORT/DB` (None: `default_location()`)."""
-    return Store(default_location() if location is None else location)
+def open_store(location: str | Path) -> "Store":
+    """The store at a path, `sqlite:PATH` or `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB`."""
+    return Store(location)
 
 
 # Dialects: everything SQLite and PostgreSQL spell differently. Migrations and queries are written
