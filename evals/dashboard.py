@@ -37,7 +37,8 @@ LC_KEYS = ["lc_win_rate", "lc_ci_low", "lc_ci_high"]  # the length-controlled wi
 JUDGE_COLUMNS = ["judge", "battles", "position consistency", "consistency 95% CI", "pairs with human votes",
                  "agreement with humans", "agreement 95% CI", "Cohen's κ", "κ 95% CI"]
 CHECKPOINT_COLUMNS = ["checkpoint", "parent", "created", "loss", "pairs", "steps", "β", "held-out pairs",
-                      "held-out acc before", "held-out acc after", "held-out margin after", "KL to ref", "KL stderr"]
+                      "held-out acc before", "held-out acc after", "held-out margin after", "KL to ref", "KL stderr",
+                      "RM reward", "RM reward stderr"]
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,16 @@ def checkpoint_records(store: Store, kl: Mapping[str, KLEstimate]) -> pd.DataFra
             "held-out margin after": after and after.margin,
             "KL to ref": None if estimate is None else round(estimate.mean, 3),
             "KL stderr": None if estimate is None else round(estimate.stderr, 3),
+            **reward_columns(estimate),
         })
     return pd.DataFrame(rows, columns=CHECKPOINT_COLUMNS)
+
+
+def reward_columns(estimate: KLEstimate | None) -> dict[str, float | None]:
+    """The reward model's mean reward on the KL estimate's samples, when one scored them."""
+    if estimate is None or estimate.reward_mean is None:
+        return {"RM reward": None, "RM reward stderr": None}
+    return {"RM reward": round(estimate.reward_mean, 3), "RM reward stderr": round(estimate.reward_stderr or 0.0, 3)}
 
 
 def _interval(low: float | None, high: float | None) -> str:
@@ -262,6 +271,33 @@ def reward_kl_figure(records: pd.DataFrame) -> go.Figure:
     ))
     fig.update_layout(title=title, xaxis_title="KL to reference (nats)",
                       yaxis_title="held-out margin r_w − r_l", **LAYOUT)
+    return fig
+
+
+def reward_model_kl_figure(records: pd.DataFrame, kl: Mapping[str, KLEstimate]) -> go.Figure:
+    """The reward model's mean reward on the eval prompts against KL to the reference, one point per
+    checkpoint (DPO and its siblings, RLHF) marked by how it trained, and the SFT model at KL 0:
+    which route bought more reward per nat of drift."""
+    known = records.dropna(subset=["KL to ref", "RM reward"])
+    sft = kl.get("sft")
+    names = {e.reward_model for e in kl.values() if e.reward_model}
+    title = "Reward-model reward vs KL(π_θ ‖ π_ref)" + (f" ({', '.join(sorted(names))})" if names else "")
+    if known.empty:
+        return empty_figure(title, "No checkpoint scored by a reward model yet — pick a reward model and press "
+                                   "“Estimate KL”")
+    fig = go.Figure()
+    for method, group in known.groupby("loss", sort=True):
+        fig.add_trace(go.Scatter(
+            x=group["KL to ref"], y=group["RM reward"], mode="markers+text", name=str(method),
+            text=group["checkpoint"], textposition="top center",
+            error_x={"type": "data", "array": group["KL stderr"]},
+            error_y={"type": "data", "array": group["RM reward stderr"]}))
+    if sft is not None and sft.reward_mean is not None:
+        fig.add_trace(go.Scatter(x=[0.0], y=[sft.reward_mean], mode="markers+text", name="sft", text=["sft"],
+                                 textposition="top center", marker={"symbol": "diamond", "size": 11},
+                                 error_y={"type": "data", "array": [sft.reward_stderr or 0.0]}))
+    fig.update_layout(title=title, xaxis_title="KL to reference (nats)", yaxis_title="mean reward r_φ(x, y)",
+                      **LAYOUT)
     return fig
 
 

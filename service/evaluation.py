@@ -22,7 +22,9 @@ from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import check_models
 from playground.scoring.encoding import Message
 from playground.scoring.generation import GenerationSettings, generate
+from playground.training.reward_model import load_reward_model
 from service.state import AppState
+from service.training import reward_model_dir, reward_models
 
 Progress = Callable[[int, int, str], None]  # (done, total, what is being done)
 
@@ -31,19 +33,32 @@ MAX_BOOTSTRAP = 5000  # rounds: enough for stable 95% intervals, bounded so one 
 
 
 def estimate_kl(state: AppState, progress: Progress | None = None, samples: int = 2,
-                max_new_tokens: int = 48) -> dict[str, KLEstimate]:
-    """KL(π_θ ‖ π_ref) of every checkpoint on the shipped prompt set (`evals.kl`); the estimates are
-    kept in `state.kl_estimates` for the Dashboard's table and plot, and returned."""
+                max_new_tokens: int = 48, reward_model: str | None = None) -> dict[str, KLEstimate]:
+    """KL(π_θ ‖ π_ref) of every checkpoint on the shipped prompt set (`evals.kl`); with a reward model
+    (a name from `service.training.reward_models`), also its mean reward on the same samples, for
+    the SFT model too (the point at KL = 0 the checkpoints moved from). The estimates are kept in
+    `state.kl_estimates` for the Dashboard's table and plots, and returned."""
     if not state.checkpoints:
         raise PlaygroundError("no checkpoints yet: train one in the Train tab")
     prompts = eval_prompts()
-    total = len(state.checkpoints) * len(prompts)
+    reward = None
+    if reward_model:
+        if reward_model not in reward_models(state):
+            raise PlaygroundError(f"no reward model {reward_model!r}; the trained ones are: "
+                                  f"{', '.join(reward_models(state)) or 'none yet'}")
+        models = state.models
+        scorer = load_reward_model(reward_model_dir(state) / reward_model, base=models.sft.source,
+                                   device=models.device, dtype=models.dtype, tokenizer=models.tokenizer)
+        reward = scorer.score
+    roles = {**({"sft": state.models.sft} if reward else {}), **state.checkpoints}
+    total = len(roles) * len(prompts)
     found = {}
-    for n, (name, role) in enumerate(list(state.checkpoints.items())):
+    for n, (name, role) in enumerate(list(roles.items())):
         step = None if progress is None else (
             lambda i, _, n=n, name=name: progress(n * len(prompts) + i, total, f"{name}: prompt {i}/{len(prompts)}"))
         found[name] = state.kl_estimates[name] = estimate_role_kl(
-            state.scorer, role, prompts, samples=samples, max_new_tokens=max_new_tokens, progress=step)
+            state.scorer, role, prompts, samples=samples, max_new_tokens=max_new_tokens, progress=step,
+            reward=reward, reward_model=reward_model or None)
     return found
 
 

@@ -2,6 +2,7 @@
 loop driven through the app's API."""
 
 import json
+import math
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,18 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
     assert f"`{ckpt}`: KL ≈ {estimate.mean:.3f}" in kl_message and 0 < estimate.n <= 32  # 16 prompts × 2
     [row] = client.predict(True, [], "sft", "sft", 0, None, api_name="/dashboard")[3]["data"]
     assert row[records["headers"].index("KL to ref")] == round(estimate.mean, 3)
+    assert row[records["headers"].index("RM reward")] is None  # no reward model asked for
+
+    # With a reward model, the same samples are scored: mean reward per checkpoint, and SFT's at KL 0.
+    scored = client.predict(rm_name, api_name="/estimate_kl")
+    assert scored.count("mean reward") == 2 and scored.startswith("`sft`")
+    sft, trained = state.kl_estimates["sft"], state.kl_estimates[ckpt]
+    assert sft.reward_model == trained.reward_model == rm_name and math.isfinite(trained.reward_mean)
+    out = client.predict(True, [], "sft", "sft", 0, None, api_name="/dashboard")
+    [row] = out[3]["data"]
+    assert row[out[3]["headers"].index("RM reward")] == round(trained.reward_mean, 3)
+    with pytest.raises(Exception, match="no reward model 'rm-none'"):
+        client.predict("rm-none", api_name="/estimate_kl")
 
 
 def test_the_win_rate_table_shows_the_votes_behind_its_pairs() -> None:
@@ -228,3 +241,21 @@ def test_an_llm_judge_runs_from_the_dashboard(app: tuple[AppState, Client], tiny
         client.predict(["policy", "sft"], "built-in eval prompts (eval-prompts.jsonl)", 8,
                        "LLM judge (a local model)", "", None, "/nowhere/judge.gguf", api_name="/run_judge")
     assert state.store.counts_by_judge() == {name: 16}
+
+
+def test_the_reward_vs_kl_figure_groups_checkpoints_by_how_they_trained() -> None:
+    from evals.dashboard import CHECKPOINT_COLUMNS, reward_model_kl_figure
+    from evals.kl import KLEstimate
+
+    def record(name: str, loss: str, kl: float, reward: float) -> dict:
+        return {**dict.fromkeys(CHECKPOINT_COLUMNS), "checkpoint": name, "loss": loss, "KL to ref": kl,
+                "KL stderr": 0.1, "RM reward": reward, "RM reward stderr": 0.05}
+
+    records = pd.DataFrame([record("dpo-1", "sigmoid", 0.5, 0.2), record("rl-1", "rloo", 1.5, 0.9),
+                            record("dpo-2", "sigmoid", 1.0, 0.4)], columns=CHECKPOINT_COLUMNS)
+    fig = reward_model_kl_figure(records, {"sft": KLEstimate(0.0, 0.0, 32, 48, -0.1, 0.02, "rm-1")})
+    assert [(t.name, list(t.x), list(t.y)) for t in fig.data] == [
+        ("rloo", [1.5], [0.9]), ("sigmoid", [0.5, 1.0], [0.2, 0.4]), ("sft", [0.0], [-0.1])]
+    assert "rm-1" in fig.layout.title.text
+    empty = reward_model_kl_figure(records.assign(**{"RM reward": None}), {})
+    assert "pick a reward model" in empty.layout.annotations[0].text

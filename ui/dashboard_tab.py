@@ -20,6 +20,7 @@ from evals.dashboard import (
     heatmap,
     rating_figure,
     reward_kl_figure,
+    reward_model_kl_figure,
     reward_model_table,
     timeline_figure,
     win_rate_display,
@@ -94,7 +95,10 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
     records = gr.Dataframe(headers=CHECKPOINT_COLUMNS, interactive=False, elem_id="dashboard-checkpoints")
     with gr.Row():
         kl_plot = gr.Plot(show_label=False, scale=2)
+        rm_kl_plot = gr.Plot(show_label=False, scale=2)
         with gr.Column(scale=1):
+            kl_reward_model = gr.Dropdown([], value=None, allow_custom_value=True,
+                                          label="Score the samples with a reward model (optional)")
             kl_button = gr.Button("Estimate KL for every checkpoint")
             kl_status = gr.Markdown()
             tables_button = gr.Button("Download tables", elem_id="dashboard-download")
@@ -141,6 +145,7 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
                 judge_models: gr.Dropdown(choices=list(state.slot_catalog())),
                 prompt_source: gr.Dropdown(choices=evaluation.judge_sources(state)),
                 rm_pick: gr.Dropdown(choices=training.reward_models(state)),
+                kl_reward_model: gr.Dropdown(choices=training.reward_models(state)),
                 rm_table: reward_model_table(training.reward_model_folders(state))}
 
     def report_for(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
@@ -163,19 +168,20 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
             judge_table: report.judges, style_table: report.style,
             category: gr.Dropdown(choices=[ALL_CATEGORIES, *report.categories]),
             kl_plot: reward_kl_figure(report.checkpoints),
+            rm_kl_plot: reward_model_kl_figure(report.checkpoints, state.kl_estimates),
             judges: gr.CheckboxGroup(choices=evaluation.judge_names(state), value=judges_v),
             baseline: gr.Dropdown(choices=models), anchor: gr.Dropdown(choices=models),
             rating_plot: rating, fraction_plot: fraction, count_plot: count, predicted_plot: predicted,
         }
 
     inputs = [human, judges, baseline, anchor, rounds, arena_file, category, style_control]
-    outputs = [summary, leaderboard, win_rates, records, timeline_plot, kl_plot, judges, baseline, anchor,
+    outputs = [summary, leaderboard, win_rates, records, timeline_plot, kl_plot, rm_kl_plot, judges, baseline, anchor,
                rating_plot, fraction_plot, count_plot, predicted_plot, judge_table, style_table, category]
     refresh.click(show, inputs, outputs, api_name="dashboard")
     # Opening the tab computes the report (no Refresh needed); the page load only fills the pickers,
     # so a hundred voters loading the page do not each run a bootstrap nobody looks at.
     tab.select(show, inputs, outputs, api_visibility="private")
-    choice_outputs = [judges, judge_models, prompt_source, rm_pick, rm_table]
+    choice_outputs = [judges, judge_models, prompt_source, rm_pick, kl_reward_model, rm_table]
     gr.on(None, choices, None, choice_outputs, api_visibility="private")  # no triggers: at page load
     tab.select(choices, None, choice_outputs, api_visibility="private")
 
@@ -188,13 +194,16 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
     tables_button.click(download, inputs, downloads, api_name="dashboard_tables")
 
     @user_errors
-    def estimate(request: gr.Request, progress=gr.Progress()) -> str:
+    def estimate(reward_model: str | None = None, request: gr.Request = None, progress=gr.Progress()) -> str:
         session.require_admin(state, request, "estimating KL")
-        found = evaluation.estimate_kl(state, lambda done, total, what: progress((done, total), desc=what))
+        found = evaluation.estimate_kl(state, lambda done, total, what: progress((done, total), desc=what),
+                                       reward_model=reward_model or None)
         return "\n\n".join(f"`{name}`: KL ≈ {kl.mean:.3f} ± {kl.stderr:.3f} nats ({kl.n} samples)"
+                           + ("" if kl.reward_mean is None else
+                              f", mean reward {kl.reward_mean:+.3f} ± {kl.reward_stderr or 0:.3f}")
                            for name, kl in found.items())
 
-    kl_button.click(estimate, None, kl_status, api_name="estimate_kl", concurrency_id="model").success(
+    kl_button.click(estimate, kl_reward_model, kl_status, api_name="estimate_kl", concurrency_id="model").success(
         show, inputs, outputs, api_visibility="private")
 
     @user_errors
