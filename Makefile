@@ -35,6 +35,7 @@ setup: $(VENV)/.runtime model
 
 setup-dev: setup $(VENV)/.dev
 	@bash scripts/ensure-chromium.sh
+	@bash scripts/ensure-postgres.sh
 
 run: setup
 	$(PY) app.py $(ARGS)
@@ -53,3 +54,4 @@ bench: setup-dev
 	$(PY) -m evals.bench.dpo
 	$(PY) -m evals.bench.ratings
 	$(PY) -m evals.bench.load
+	$(PY) -m evals.bench.store
