@@ -125,3 +125,32 @@ def test_kto_trains_on_the_single_votes_and_simpo_says_it_is_reference_free(app:
     assert simpo["reference_free"] is True and simpo["hyperparameters"]["simpo_gamma"] == 0.7
     assert simpo["unpaired"]["count"] == 0  # the single votes train KTO only
     assert list(checkpoint_table(state)["loss"]) == ["simpo (reference-free)", "kto"]
+
+
+def test_rlhf_from_the_train_tab(app: tuple[AppState, Client]) -> None:
+    from service.training import checkpoint_table
+    from ui.rlhf_panel import rlhf_figure
+
+    state, client = app
+    with pytest.raises(Exception, match="Choose a prompt set"):
+        client.predict("", "", "rloo", api_name="/train_rlhf")
+    client.predict(api_name="/load_example_set")
+    _, rm, _ = client.predict(4, 1e-3, 0.0, api_name="/train_reward_model")  # on the imported pairs
+    # prompt set, reward model, method, steps, β, lr, K, prompts per step, max new tokens, clip, KL target,
+    # held-out, seed (the PPO-only settings keep their defaults)
+    job = client.submit("example", rm["value"], "rloo", 2, 0.05, 1e-3, 2, 2, 4, 0.2, 0, 0.2, 0,
+                        api_name="/train_rlhf")
+    job.result(timeout=300)
+    final = job.outputs()[-1][1]
+    assert "Trained 2 steps on" in final and "is now serving as `policy`" in final
+    [ckpt] = state.store.checkpoints()
+    record = json.loads((Path(ckpt["path"]) / "record.json").read_text())
+    assert record["method"] == "rloo" and record["reward_model"] and len(record["steps"]) == 2
+    assert state.models.policy.source == ckpt["path"]  # serving
+    assert list(checkpoint_table(state)["loss"]) == ["rloo"]
+    names = {t.name for t in rlhf_figure(record["steps"], "rloo").data}
+    assert {"reward r_φ", "KL (nats)", "entropy (nats/token)", "clip fraction"} <= names
+    assert "value loss (PPO)" not in names  # RLOO has no value head
+    with pytest.raises(Exception, match="samples per prompt must be ≥ 2"):
+        client.predict("example", rm["value"], "grpo", 2, 0.05, 1e-3, 1, 2, 4, 0.2, 0, 0.2, 0, api_name="/train_rlhf")
+    assert len(state.store.checkpoints()) == 1 and not state.training.locked()

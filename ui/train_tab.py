@@ -15,6 +15,7 @@ from service import training, voting
 from service.state import AppState
 from ui import session
 from ui.errors import user_errors
+from ui.rlhf_panel import build_rlhf_panel, rlhf_choices, rlhf_figure, wire_rlhf_panel
 
 METRICS = [("loss", "loss"), ("nll_loss", "NLL (SFT term)"), ("rewards/accuracies", "reward accuracy"),
            ("rewards/margins", "reward margin"), ("kl", "KL reference point z₀"), ("rewards/chosen", "reward chosen"),
@@ -71,38 +72,44 @@ def summary(result: TrainResult) -> str:
             f"`{result.checkpoint.name if result.checkpoint else '—'}` is now serving as `policy`.")
 
 
+DPO_ROUTE, RLHF_ROUTE = "DPO (or a sibling loss) on the votes", "RLHF on a prompt set, with a reward model"
+ROUTES = (DPO_ROUTE, RLHF_ROUTE)
+
+
 def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]) -> None:
-    gr.Markdown("DPO (or a sibling loss) on your votes (rankings as all pairs; ties left out, and both-bad too "
-                "except for KTO, which also learns from 👍/👎) and imported rows. Only the policy's LoRA adapter "
-                "is trained; the reference stays frozen. Serving goes on while it trains and switches to the new "
-                "adapter when the run finishes.")
-    with gr.Row():
-        steps = gr.Number(value=DEFAULTS.steps or 0, precision=0, minimum=0,
-                          label=f"Steps (0 = {DEFAULT_EPOCHS:g} epochs)")
-        beta = gr.Number(value=state.beta, minimum=1e-6, label="β")
-        lr = gr.Number(value=DEFAULTS.lr, minimum=0, label="Learning rate")
-        batch = gr.Number(value=DEFAULTS.batch_size, precision=0, minimum=1, label="Pairs per step")
-    with gr.Row():
-        loss = gr.Dropdown([(f"{n} (reference-free)" if n in REFERENCE_FREE else n, n) for n in LOSSES],
-                           value=DEFAULTS.loss, label="Loss")
-        eps = gr.Number(value=DEFAULTS.label_smoothing, minimum=0, maximum=0.49, label="Label smoothing ε (robust)",
-                        visible=DEFAULTS.loss == "robust")
-        heldout = gr.Slider(0, 0.5, value=DEFAULTS.heldout, step=0.05, label="Held-out fraction")
-        seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=0, label="Seed")
-    with gr.Row():
-        gamma = gr.Number(value=DEFAULTS.simpo_gamma, minimum=0, label="SimPO margin γ", visible=False)
-        orpo_lambda = gr.Number(value=DEFAULTS.orpo_lambda, minimum=0, label="ORPO λ (odds-ratio weight)",
-                                visible=False)
-        desirable = gr.Number(value=DEFAULTS.kto_desirable_weight, minimum=0, label="KTO desirable weight λ_D",
-                              visible=False)
-        undesirable = gr.Number(value=DEFAULTS.kto_undesirable_weight, minimum=0,
-                                label="KTO undesirable weight λ_U", visible=False)
-    loss_note = gr.Markdown(LOSS_NOTES[DEFAULTS.loss])
-    merge = gr.Checkbox(value=False, label="Voting-queue votes: train on one merged vote per prompt (majority; "
-                        "prompts without one are left out) instead of every voter's vote")
-    with gr.Row():
+    route = gr.Radio(list(ROUTES), value=DPO_ROUTE, label="Train with", elem_id="train-route")
+    with gr.Column() as dpo_box:
+        gr.Markdown("DPO (or a sibling loss) on your votes (rankings as all pairs; ties left out, and both-bad too "
+                    "except for KTO, which also learns from 👍/👎) and imported rows. Only the policy's LoRA adapter "
+                    "is trained; the reference stays frozen. Serving goes on while it trains and switches to the new "
+                    "adapter when the run finishes.")
+        with gr.Row():
+            steps = gr.Number(value=DEFAULTS.steps or 0, precision=0, minimum=0,
+                              label=f"Steps (0 = {DEFAULT_EPOCHS:g} epochs)")
+            beta = gr.Number(value=state.beta, minimum=1e-6, label="β")
+            lr = gr.Number(value=DEFAULTS.lr, minimum=0, label="Learning rate")
+            batch = gr.Number(value=DEFAULTS.batch_size, precision=0, minimum=1, label="Pairs per step")
+        with gr.Row():
+            loss = gr.Dropdown([(f"{n} (reference-free)" if n in REFERENCE_FREE else n, n) for n in LOSSES],
+                               value=DEFAULTS.loss, label="Loss")
+            eps = gr.Number(value=DEFAULTS.label_smoothing, minimum=0, maximum=0.49,
+                            label="Label smoothing ε (robust)", visible=DEFAULTS.loss == "robust")
+            heldout = gr.Slider(0, 0.5, value=DEFAULTS.heldout, step=0.05, label="Held-out fraction")
+            seed = gr.Number(value=DEFAULTS.seed, precision=0, minimum=0, label="Seed")
+        with gr.Row():
+            gamma = gr.Number(value=DEFAULTS.simpo_gamma, minimum=0, label="SimPO margin γ", visible=False)
+            orpo_lambda = gr.Number(value=DEFAULTS.orpo_lambda, minimum=0, label="ORPO λ (odds-ratio weight)",
+                                    visible=False)
+            desirable = gr.Number(value=DEFAULTS.kto_desirable_weight, minimum=0, label="KTO desirable weight λ_D",
+                                  visible=False)
+            undesirable = gr.Number(value=DEFAULTS.kto_undesirable_weight, minimum=0,
+                                    label="KTO undesirable weight λ_U", visible=False)
+        loss_note = gr.Markdown(LOSS_NOTES[DEFAULTS.loss])
+        merge = gr.Checkbox(value=False, label="Voting-queue votes: train on one merged vote per prompt (majority; "
+                            "prompts without one are left out) instead of every voter's vote")
         start = gr.Button("Train", variant="primary", elem_id="train")
-        cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-train")
+    rlhf = build_rlhf_panel()
+    cancel = gr.Button("Cancel the run", variant="stop", elem_id="cancel-train")
     train_status = gr.Markdown()
     plot = gr.Plot(value=metrics_figure([]), label="Per-step metrics")
     gr.Markdown("### Checkpoints")
@@ -133,6 +140,16 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
     shown = [table, hint, pick, *slot_models]
     # Loaded whenever the tab is opened (after a run from a script, a restart) and after every run.
     tab.select(checkpoints, None, shown, api_visibility="private")
+    tab.select(lambda: rlhf_choices(state, rlhf), None, [rlhf.prompt_set, rlhf.reward_model],
+               api_visibility="private")
+
+    def show_route(route_v: str) -> dict:
+        on_rlhf = route_v == RLHF_ROUTE
+        return {dpo_box: gr.Column(visible=not on_rlhf), rlhf.box: gr.Column(visible=on_rlhf),
+                plot: rlhf_figure([], "rlhf") if on_rlhf else metrics_figure([])}
+
+    route.change(show_route, route, [dpo_box, rlhf.box, plot], queue=False, api_visibility="private")
+    wire_rlhf_panel(state, rlhf, train_status, plot, checkpoints, shown)
 
     @user_errors
     def train(steps_v, beta_v, lr_v, batch_v, loss_v, eps_v, heldout_v, seed_v, merge_v, gamma_v, orpo_lambda_v,
