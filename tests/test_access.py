@@ -153,8 +153,11 @@ def test_a_voter_votes_under_their_login_and_cannot_do_admin_work(locked_state: 
         client.predict(**generate_call("Hi"))
         client.predict("a", [], "mallory", api_name="/vote")  # the typed name is ignored
         assert [v.voter for v in state.store.votes()] == ["ana"]
+        client.predict("B", "down", "mallory", api_name="/rate")  # a single vote too
+        assert [v.voter for v in state.store.single_votes()] == ["ana"]
         for api_name, args in [("/export", ("trl", "all_pairs", ".jsonl", False)),
                                ("/train", (1, 0.1, 5e-4, 2, "sigmoid", 0.0, 0.0, 0)),
+                               ("/train_rlhf", ("example", "rm-1", "rloo")),
                                ("/serve_checkpoint", (None,)),
                                ("/cancel_training", ())]:
             with pytest.raises(Exception, match="needs the admin role"):
@@ -162,6 +165,8 @@ def test_a_voter_votes_under_their_login_and_cannot_do_admin_work(locked_state: 
         assert not (state.data_dir / "exports").exists()
         assert state.store.checkpoints() == []
         message = client.predict("mallory", "", "", api_name="/undo")[0]  # own last vote, whatever is typed
+        assert "Removed single vote" in message and state.store.single_votes() == []  # the latest first
+        message = client.predict("mallory", "", "", api_name="/undo")[0]
         assert "Removed vote" in message and state.store.votes() == []
 
 
