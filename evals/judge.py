@@ -208,7 +208,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     j.add_argument("--max-new-tokens", type=int, default=128)
     j.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     j.add_argument("--seed", type=int, default=0)
-    j.add_argument("--db", type=Path, default=None, help="vote database (default: $PLAYGROUND_HOME/votes.sqlite)")
+    j.add_argument("--db", default=None, metavar="PATH|URL", help="vote database: a SQLite file or a postgresql:// "
+                   "URL (default: $PLAYGROUND_DB_URL, else $PLAYGROUND_HOME/votes.sqlite)")
     args = parser.parse_args(argv)
     if args.prompts is not None and args.set is not None:
         parser.error("give --prompts or --set, not both")
@@ -224,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from evals.winrate import win_rate_table
     from playground.core.home import data_dir
+    from playground.data.store import db_location
     from playground.scoring.generation import GenerationSettings
     from service.evaluation import judge_prompts, run_judge  # the application layer, as the app uses it
     from service.state import build_state
@@ -231,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = GenerationSettings(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                                   seed=args.seed).validate()
     home = data_dir()
-    state = build_state(models_config(args, home), home, db_path=args.db)
+    state = build_state(models_config(args, home), home, db_path=db_location(args.db, home))
     judge = make_judge(args.judge, state.models)
     prompts = judge_prompts(state, args.set, args.prompts)
     bar = tqdm(total=len(prompts), unit="prompt", desc="generating", file=sys.stderr)
@@ -240,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress=lambda done, _total, _what: bar.update(done - bar.n))
     bar.close()
     baseline = state.rated_name(models[-1])
-    print(f"{len(battles)} battles judged by {judge.name} in both orders; stored in {state.store.path}")
+    print(f"{len(battles)} battles judged by {judge.name} in both orders; stored in {state.store.location}")
     consistency = position_consistency(battles)
     print(f"position consistency {consistency.rate:.3f}  [{consistency.ci_low:.3f}, {consistency.ci_high:.3f}]  "
           f"({consistency.consistent} of {consistency.n} pairs judged alike in both orders)\n")

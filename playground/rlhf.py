@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--prompts", type=Path, metavar="FILE", help="prompts: a prompt-set file (JSONL, CSV or "
                         "Parquet, a `prompt` per row) or a TRL preference file (its prompts)")
     source.add_argument("--set", metavar="NAME", help="prompts: the stored prompt set NAME (see --db)")
-    parser.add_argument("--db", type=Path, metavar="PATH", help="vote database holding --set "
-                        "(default: $PLAYGROUND_HOME/votes.sqlite)")
+    parser.add_argument("--db", metavar="PATH|URL", help="vote database holding --set: a SQLite file or a "
+                        "postgresql:// URL (default: $PLAYGROUND_DB_URL, else $PLAYGROUND_HOME/votes.sqlite)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoints folder; the run adds <out>/<id>/")
     t = parser.add_argument_group("training")
     t.add_argument("--method", default=d["method"], choices=["ppo", "rloo", "grpo"], help="the policy update")
@@ -84,15 +84,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_prompts(args: argparse.Namespace) -> list:  # -> list[Prompt]
     """The prompts as chat messages, from --prompts or the stored --set."""
+    from playground.data.db import parse_location
     from playground.data.prompt_sets import load_prompt_file
-    from playground.data.store import Store, default_path
+    from playground.data.store import db_location, open_store
 
     if args.prompts is not None:
         return [list(p.messages) for p in load_prompt_file(args.prompts)]
-    db = args.db or default_path()
-    if not db.is_file():
-        raise PlaygroundError(f"{db}: no vote database there (import the set first, or a wrong --db?)")
-    with Store(db) as store:
+    db = db_location(args.db)
+    path = parse_location(db).path
+    if path is not None and not path.is_file():  # a server says itself what is wrong
+        raise PlaygroundError(f"{path}: no vote database there (import the set first, or a wrong --db?)")
+    with open_store(db) as store:
         return [list(p.messages) for p in store.set_prompts(store.prompt_set(args.set).id)]
 
 

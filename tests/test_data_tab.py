@@ -74,7 +74,7 @@ def test_empty_tabs_say_what_to_do_with_real_headers(tiny_app: tuple[AppState, C
     out = client.predict(True, [], "sft", "sft", 10, None, api_name="/dashboard")
     summary, leaderboard = out[0], out[1]
     assert "No battles yet" in summary and leaderboard["headers"] == LEADERBOARD_COLUMNS and rows(leaderboard) == []
-    rating_plot = out[9]  # plotly JSON: an annotation instead of blank axes
+    rating_plot = out[10]  # plotly JSON: an annotation instead of blank axes
     assert "No battles yet" in str(rating_plot)
 
 
