@@ -7,19 +7,18 @@ The same lock, cancel and safety as a DPO run (`service.training`): `state.train
 failed or cancelled run leaves the serving policy bit-identical and writes nothing.
 """
 
-import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from playground.core.errors import PlaygroundError
-from playground.models.checkpoints import set_policy_weights
-from playground.models.roles import adapter_params
 from playground.scoring.encoding import Message
+from playground.training.loop import Callback
 from playground.training.reward_model import RECORD as REWARD_RECORD
 from playground.training.reward_model import load_reward_model
 from playground.training.rlhf import RLHFConfig, RLHFResult, train_rlhf
 from service.state import AppState
-from service.training import _END, BUSY, StepEvent, TrainingRun, reward_model_dir
+from service.training import BUSY, TrainingRun, publish_run, reward_model_dir
 
 
 class RLHFRun(TrainingRun):
@@ -70,33 +69,12 @@ def start_rlhf(state: AppState, cfg: RLHFConfig, prompts: list[list[Message]], r
 
 
 def _train(state: AppState, run: RLHFRun, prompts: list[list[Message]], folder: Path, cfg: RLHFConfig) -> None:
-    """The worker thread: load the reward model, train, register and serve; always releases the lock
-    and ends the events."""
-    models = state.models
-    try:
+    """The RLHF worker thread (`service.training.publish_run`): load the reward model, then train."""
+    def train(callback: Callback, should_stop: Callable[[], bool]) -> RLHFResult:
+        models = state.models
         reward = load_reward_model(folder, base=models.sft.source, device=models.device, dtype=models.dtype,
                                    tokenizer=models.tokenizer)
-        with models.lock:  # to put back if registering fails after train_rlhf has published
-            served = {n: p.detach().clone() for n, p in adapter_params(models.policy.model).items()}
-            source, ident = models.policy.source, models.policy.ident
-        result = train_rlhf(models, prompts, reward, cfg, state.checkpoint_dir,
-                            callback=lambda step, total, m: run._events.put(StepEvent(step, total, m)),
-                            should_stop=state.cancel_training.is_set, reward_model_path=folder)
-        if result.checkpoint is not None:
-            try:
-                state.add_checkpoint(result.checkpoint)
-                state.remember_serving(result.checkpoint.name)
-            except Exception:
-                set_policy_weights(models, served, source, ident)
-                shutil.rmtree(result.checkpoint, ignore_errors=True)
-                state.checkpoints.pop(result.checkpoint.name, None)
-                raise
-        run._result = result  # type: ignore[assignment]
-    except PlaygroundError as exc:
-        run._error = exc
-    except Exception as exc:  # the engine has already left the policy as it was
-        run._error = PlaygroundError(f"RLHF failed: {type(exc).__name__}: {exc}")
-    finally:
-        state.training.release()
-        run._done.set()
-        run._events.put(_END)
+        return train_rlhf(models, prompts, reward, cfg, state.checkpoint_dir, callback=callback,
+                          should_stop=should_stop, reward_model_path=folder)
+
+    publish_run(state, run, train, "RLHF")
