@@ -454,16 +454,19 @@ class Store:
 
     def import_unpaired(self, rows: list[UnpairedRow], source: str) -> int:
         """Add unpaired rows (prompt, completion, label) read from the file named `source`, in one transaction."""
-        if not rows:
+        return self._import_batch(
+            source, "INSERT INTO imported_unpaired (batch_id, prompt, completion, label, extra) VALUES (?, ?, ?, ?, ?)",
+            [(json.dumps(r.prompt), json.dumps(r.completion), int(r.label), json.dumps(r.extra, default=str))
+             for r in rows])
+
+    def _import_batch(self, source: str, insert: str, values: list[tuple[Any, ...]]) -> int:
+        """One import, all or nothing: a batch row naming `source`, then each row's `values` after its id."""
+        if not values:
             return 0
         with self._transaction(write=True) as db:
             batch = _insert(db, "INSERT INTO import_batches (source, created_at) VALUES (?, ?)", (source, time.time()))
-            db.executemany(
-                "INSERT INTO imported_unpaired (batch_id, prompt, completion, label, extra) VALUES (?, ?, ?, ?, ?)",
-                [(batch, json.dumps(r.prompt), json.dumps(r.completion), int(r.label),
-                  json.dumps(r.extra, default=str)) for r in rows],
-            )
-        return len(rows)
+            db.executemany(insert, [(batch, *v) for v in values])
+        return len(values)
 
     def imported_unpaired(self) -> list[UnpairedRow]:
         with self._transaction() as db:
@@ -496,17 +499,11 @@ class Store:
 
     def import_pairs(self, rows: list[PreferenceRow], source: str) -> int:
         """Add preference rows read from the file named `source`, all in one transaction."""
-        if not rows:
-            return 0
-        with self._transaction(write=True) as db:
-            batch = _insert(db, "INSERT INTO import_batches (source, created_at) VALUES (?, ?)", (source, time.time()))
-            db.executemany(
-                "INSERT INTO imported_pairs (batch_id, prompt, chosen, rejected, extra) VALUES (?, ?, ?, ?, ?)",
-                # default=str: Parquet extras can hold dates or bytes; kept as text rather than refused.
-                [(batch, json.dumps(r.prompt), json.dumps(r.chosen), json.dumps(r.rejected),
-                  json.dumps(r.extra, default=str)) for r in rows],
-            )
-        return len(rows)
+        return self._import_batch(
+            source, "INSERT INTO imported_pairs (batch_id, prompt, chosen, rejected, extra) VALUES (?, ?, ?, ?, ?)",
+            # default=str: Parquet extras can hold dates or bytes; kept as text rather than refused.
+            [(json.dumps(r.prompt), json.dumps(r.chosen), json.dumps(r.rejected), json.dumps(r.extra, default=str))
+             for r in rows])
 
     def imported_pairs(self) -> list[PreferenceRow]:
         with self._transaction() as db:
