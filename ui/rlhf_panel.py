@@ -2,20 +2,18 @@
 model, with live plots of reward, KL, entropy, clip fraction and (PPO) value loss. The run is
 `service.rlhf`'s and shares the DPO run's lock, Cancel and safety; this file only wires."""
 
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
 import gradio as gr
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from evals.dashboard import empty_figure
 from playground.training.rlhf import METHODS, RLHFConfig, RLHFResult
 from service import prompt_sets, rlhf, training
 from service.state import AppState
 from ui import session
 from ui.errors import user_errors
+from ui.run_view import step_figure, stream_run
 
 DEFAULTS = RLHFConfig()
 PLOT_TITLE = "Per-step RLHF metrics"
@@ -46,18 +44,12 @@ class RLHFPanel(NamedTuple):
 def rlhf_figure(history: list[dict[str, float]], method: str) -> go.Figure:
     """Reward and objective, KL and entropy, clip fraction and value loss per step; before any
     step, an empty figure saying what it will show."""
-    if not history:
-        return empty_figure(PLOT_TITLE, NO_RUN)
-    fig = make_subplots(rows=1, cols=3, subplot_titles=(f"{method}: reward", "KL to reference, entropy",
-                                                        "clip fraction, value loss"))
-    steps = list(range(1, len(history) + 1))
-    for key, label, col in METRICS:
-        if any(key in m for m in history):
-            fig.add_trace(go.Scatter(x=steps, y=[m.get(key) for m in history], mode="lines+markers", name=label),
-                          row=1, col=col)
-    fig.update_xaxes(title_text="step")
-    fig.update_layout(height=320, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h"})
-    return fig
+    titles = (f"{method}: reward", "KL to reference, entropy", "clip fraction, value loss")
+    return step_figure(history, METRICS, titles, (PLOT_TITLE, NO_RUN))
+
+
+def step_line(m: dict[str, float]) -> str:
+    return f"reward {m.get('reward', float('nan')):+.3f}, KL {m.get('kl', float('nan')):.3f}"
 
 
 def rlhf_summary(result: RLHFResult) -> str:
@@ -134,23 +126,8 @@ def wire_rlhf_panel(state: AppState, panel: RLHFPanel, status: gr.Markdown, plot
                          kl_target=float(kl_target_v) if kl_target_v else None, heldout=float(heldout_v),
                          seed=int(seed_v or 0), **ppo)
         run = rlhf.start_rlhf(state, cfg, rlhf.prompt_set_prompts(state, set_v), rm_v)
-        history: list[dict[str, float]] = []
-        started = time.perf_counter()
-        for event in run.events():
-            history.append(event.metrics)
-            left = (time.perf_counter() - started) / event.step * (event.total - event.step)
-            progress((event.step, event.total), desc=f"step {event.step}/{event.total}, about {left:.0f} s left",
-                     unit="steps")
-            m = event.metrics
-            yield {plot: rlhf_figure(history, method_v),
-                   status: f"Step {event.step}/{event.total}: reward {m.get('reward', float('nan')):+.3f}, "
-                           f"KL {m.get('kl', float('nan')):.3f}, about {left:.0f} s left"}
-        result = run.result()
-        if result.cancelled:
-            yield {status: f"Cancelled after {len(result.steps)} steps; nothing was saved and the serving policy "
-                           "is unchanged.", **checkpoints()}
-            return
-        yield {status: rlhf_summary(result), **checkpoints()}
+        yield from stream_run(run, progress, plot, status, lambda history: rlhf_figure(history, method_v),
+                              step_line, rlhf_summary, checkpoints)
 
     panel.start.click(train, panel.inputs, [plot, status, *shown], api_name="train_rlhf", concurrency_id="train")
 

@@ -2,26 +2,22 @@
 imported rows), live metrics, checkpoints and which one serves. The work is `service.training`'s;
 this file only wires. The checkpoint table loads when the tab is opened and after every run."""
 
-import time
 
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from evals.dashboard import empty_figure
 from playground.training.dpo import DEFAULT_EPOCHS, LOSSES, REFERENCE_FREE, DPOConfig, TrainResult
 from service import training, voting
 from service.state import AppState
 from ui import session
 from ui.errors import user_errors
 from ui.rlhf_panel import build_rlhf_panel, rlhf_choices, rlhf_figure, wire_rlhf_panel
+from ui.run_view import step_figure, stream_run
 
-METRICS = [("loss", "loss"), ("nll_loss", "NLL (SFT term)"), ("rewards/accuracies", "reward accuracy"),
-           ("rewards/margins", "reward margin"), ("kl", "KL reference point z₀"), ("rewards/chosen", "reward chosen"),
-           ("rewards/rejected", "reward rejected")]
-PLOT_COLUMN = {"loss": 1, "nll_loss": 1, "rewards/accuracies": 2, "rewards/margins": 2, "kl": 2,
-               "rewards/chosen": 3, "rewards/rejected": 3}
+METRICS = [("loss", "loss", 1), ("nll_loss", "NLL (SFT term)", 1), ("rewards/accuracies", "reward accuracy", 2),
+           ("rewards/margins", "reward margin", 2), ("kl", "KL reference point z₀", 2),
+           ("rewards/chosen", "reward chosen", 3), ("rewards/rejected", "reward rejected", 3)]
 # What each loss logs as its rewards (`playground.training.dpo`'s metrics).
 REWARD_TITLES = {"simpo": "rewards β·log π_θ(y|x)/|y| (no reference)",
                  "orpo": "rewards λ·log π_θ(y|x)/|y| (no reference)",
@@ -44,18 +40,8 @@ DEFAULTS = DPOConfig()
 def metrics_figure(history: list[dict[str, float]], loss: str = "sigmoid") -> go.Figure:
     """Loss, reward accuracy, margin and chosen/rejected rewards per step, as `loss` logs them (a
     metric the loss does not log is left out); before any step, an empty figure saying what it will show."""
-    if not history:
-        return empty_figure(PLOT_TITLE, NO_RUN)
-    fig = make_subplots(rows=1, cols=3, subplot_titles=(
-        f"{loss} loss", "reward accuracy / margin", REWARD_TITLES.get(loss, "implicit rewards r = β·log(π/π_ref)")))
-    steps = list(range(1, len(history) + 1))
-    for key, label in METRICS:
-        if any(key in m for m in history):
-            fig.add_trace(go.Scatter(x=steps, y=[m.get(key) for m in history], mode="lines+markers", name=label),
-                          row=1, col=PLOT_COLUMN[key])
-    fig.update_xaxes(title_text="step")
-    fig.update_layout(height=320, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h"})
-    return fig
+    rewards = REWARD_TITLES.get(loss, "implicit rewards r = β·log(π/π_ref)")
+    return step_figure(history, METRICS, (f"{loss} loss", "reward accuracy / margin", rewards), (PLOT_TITLE, NO_RUN))
 
 
 def summary(result: TrainResult) -> str:
@@ -165,21 +151,8 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
                         batch_size=int(batch_v or 0), loss=loss_v, heldout=float(heldout_v), seed=int(seed_v or 0),
                         **own)
         run = training.start_training(state, cfg, merge=bool(merge_v))
-        history: list[dict[str, float]] = []
-        started = time.perf_counter()
-        for event in run.events():
-            history.append(event.metrics)
-            left = (time.perf_counter() - started) / event.step * (event.total - event.step)
-            progress((event.step, event.total), desc=f"step {event.step}/{event.total}, about {left:.0f} s left",
-                     unit="steps")
-            yield {plot: metrics_figure(history, loss_v), train_status: f"Step {event.step}/{event.total}: loss "
-                                                                f"{event.metrics['loss']:.4f}, about {left:.0f} s left"}
-        result = run.result()
-        if result.cancelled:
-            yield {train_status: f"Cancelled after {len(result.steps)} steps; nothing was saved and the "
-                                 "serving policy is unchanged.", **checkpoints()}
-            return
-        yield {train_status: summary(result), **checkpoints()}
+        yield from stream_run(run, progress, plot, train_status, lambda history: metrics_figure(history, loss_v),
+                              lambda m: f"loss {m['loss']:.4f}", summary, checkpoints)
 
     start.click(train, [steps, beta, lr, batch, loss, eps, heldout, seed, merge, gamma, orpo_lambda, desirable,
                         undesirable], [plot, train_status, *shown],
