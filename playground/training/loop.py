@@ -37,21 +37,29 @@ def run_steps(params: Iterable[torch.nn.Parameter], schedule: Sequence[list[int]
             return False
         started = time.perf_counter()
         loss, metrics = forward(batch)
-        if not torch.isfinite(loss):
-            raise PlaygroundError(f"the loss is {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        if not torch.isfinite(grad_norm):
-            raise PlaygroundError(f"the gradient norm is {grad_norm.item()}")
-        optimizer.step()
+        grad_norm = optimizer_step(optimizer, params, loss, max_grad_norm)
         seen += len(batch)
-        metrics.update({"grad_norm": float(grad_norm), "learning_rate": lr, "pairs": len(batch),
+        metrics.update({"grad_norm": grad_norm, "learning_rate": lr, "pairs": len(batch),
                         "epoch": seen / n_train, "seconds": time.perf_counter() - started})
         history.append(metrics)
         if callback is not None:
             callback(len(history), len(schedule), metrics)
     return True
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor,
+                   max_grad_norm: float) -> float:
+    """Refuse a NaN/inf loss or gradient before anything changes, else one clipped step; the
+    gradient norm before clipping."""
+    if not torch.isfinite(loss):
+        raise PlaygroundError(f"the loss is {loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if not torch.isfinite(grad_norm):
+        raise PlaygroundError(f"the gradient norm is {grad_norm.item()}")
+    optimizer.step()
+    return float(grad_norm)
 
 
 def abandoned(exc: BaseException, done: int, total: int, what: str, kept: str) -> PlaygroundError:

@@ -111,7 +111,7 @@ from playground.training.dpo import (
     heldout_count,
     trainable_copy,
 )
-from playground.training.loop import Callback, Metrics, abandoned
+from playground.training.loop import Callback, Metrics, abandoned, optimizer_step
 from playground.training.reward_model import RewardModel
 
 METHODS = ("ppo", "rloo", "grpo")
@@ -338,21 +338,6 @@ def ppo_loss(cfg: RLHFConfig, logps: torch.Tensor, values: torch.Tensor, old_log
     return policy, value, masked_mean(clip_active(ratio.detach(), advantages, cfg.clip_range).float(), mask)
 
 
-def _optimizer_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor,
-                    max_grad_norm: float) -> float:
-    """Refuse a NaN/inf loss or gradient before anything changes, else one clipped AdamW step (as
-    `loop.run_steps`); the gradient norm before clipping."""
-    if not torch.isfinite(loss):
-        raise PlaygroundError(f"the loss is {loss.item()}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    if not torch.isfinite(grad_norm):
-        raise PlaygroundError(f"the gradient norm is {grad_norm.item()}")
-    optimizer.step()
-    return float(grad_norm)
-
-
 def sample(model: torch.nn.Module, models: Models, prompts: Sequence[tuple[int, ...]], k: int,
            settings: GenerationSettings) -> tuple[list[Encoded], list[bool]]:
     """k responses to each prompt (ids) in one left-padded batched `generate` of `model`, seeded with
@@ -446,7 +431,7 @@ class _Trainer:
         advantages = group_advantages(self.cfg, sequence_rewards(self.cfg, batch.scores, ref_logratio, mask,
                                                                  self.beta))
         loss, clipped = group_loss(self.cfg, stats.logps, old, ref, advantages, mask, self.beta)
-        grad_norm = _optimizer_step(self.optimizer, self.params, loss, self.cfg.max_grad_norm)
+        grad_norm = optimizer_step(self.optimizer, self.params, loss, self.cfg.max_grad_norm)
         assert stats.entropy is not None
         return {**self._rollout_metrics(batch, ref_logratio, mask), "loss": loss.item(), "policy_loss": loss.item(),
                 "clip_fraction": float(clipped), "entropy": float(masked_mean(stats.entropy.detach(), mask)),
@@ -470,7 +455,7 @@ class _Trainer:
                 policy, value, clipped = ppo_loss(cfg, now.logps, now.values, old.logps[idx], old.values[idx],
                                                   advantages[idx], returns[idx], mask[idx])
                 loss = policy + cfg.value_coef * value
-                sums["grad_norm"] += _optimizer_step(self.optimizer, self.params, loss, cfg.max_grad_norm)
+                sums["grad_norm"] += optimizer_step(self.optimizer, self.params, loss, cfg.max_grad_norm)
                 sums["loss"] += loss.item()
                 sums["policy_loss"] += policy.item()
                 sums["value_loss"] += value.item()
