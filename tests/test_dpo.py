@@ -11,6 +11,7 @@ import playground.training.dpo as dpo
 from playground.cli import run_cli
 from playground.core.errors import PlaygroundError
 from playground.data.rows import PreferenceRow
+from playground.models import checkpoints
 from playground.models.checkpoints import pairs_sha256
 from playground.models.roles import LoraSettings, Models, ModelsConfig, adapter_params, load_models
 from playground.scoring.encoding import encode
@@ -147,13 +148,13 @@ def test_served_policy_untouched_until_published_under_the_lock(models: Models, 
     before = snapshot(models.policy.model)
     locked, release, publishing = threading.Event(), threading.Event(), threading.Event()
     untouched: list[bool] = []
-    real_publish = dpo.set_policy_weights
+    real_publish = checkpoints.set_policy_weights
 
     def publish(*args, **kwargs) -> None:
         publishing.set()  # training is done and about to take the lock the "generation" holds
         real_publish(*args, **kwargs)
 
-    monkeypatch.setattr(dpo, "set_policy_weights", publish)
+    monkeypatch.setattr(checkpoints, "set_policy_weights", publish)
 
     def hold_lock() -> None:
         with models.lock:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -171,6 +172,22 @@ def set_policy_weights(models: Models, weights: dict[str, torch.Tensor], source:
                 p.copy_(backup[n])
             raise
         models.policy = replace(models.policy, source=source, ident=ident)
+
+
+def publish_trained(models: Models, trainee: PeftModel, out_dir: Path, record: dict[str, Any]) -> Path:
+    """A finished run's end: write `trainee`'s adapter and `record` as a checkpoint under `out_dir`,
+    then make it the serving policy (`set_policy_weights`: under `models.lock`, all or nothing). On
+    any failure the new folder is removed and the error raised: nothing written, nothing served."""
+    checkpoint = None
+    try:
+        checkpoint = write_checkpoint(trainee, out_dir, record)
+        trained = {n: p.detach() for n, p in adapter_params(trainee).items()}
+        set_policy_weights(models, trained, str(checkpoint), f"{models.sft.ident}+{checkpoint.name}")
+    except BaseException:
+        if checkpoint is not None:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        raise
+    return checkpoint
 
 
 def serve_checkpoint(models: Models, role: Role) -> None:

@@ -76,7 +76,6 @@ import copy
 import itertools
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -94,7 +93,7 @@ from transformers import PreTrainedTokenizerBase
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS, MAX_TRAIN_EPOCHS, MAX_TRAIN_STEPS
 from playground.data.rows import PreferenceRow, UnpairedRow, unpair
-from playground.models.checkpoints import HeldOut, pairs_sha256, read_record, set_policy_weights, write_checkpoint
+from playground.models.checkpoints import HeldOut, pairs_sha256, publish_trained, read_record
 from playground.models.roles import POLICY_ADAPTER, LoraSettings, Models, adapter_params
 from playground.objectives import (
     dpo_loss,
@@ -570,17 +569,11 @@ def train_dpo(models: Models, pairs: Sequence[PreferenceRow], cfg: DPOConfig, ou
     )
     if result.cancelled:
         return result
-    checkpoint = None
     try:
         record = _record(models, [pairs[p.row] for p in encoded], [p.row for p in heldout], list(unpaired), cfg,
                          result)
-        checkpoint = write_checkpoint(trainee, out_dir, record)
-        # Published under models.lock, all or nothing (see the module docstring).
-        trained = {n: p.detach() for n, p in adapter_params(trainee).items()}
-        set_policy_weights(models, trained, str(checkpoint), f"{models.sft.ident}+{checkpoint.name}")
+        checkpoint = publish_trained(models, trainee, out_dir, record)  # see the module docstring
     except Exception as exc:
-        if checkpoint is not None:
-            shutil.rmtree(checkpoint, ignore_errors=True)
         raise _abandoned(exc, len(history), total) from exc
     return replace(result, checkpoint=checkpoint, seconds=time.perf_counter() - started)
 

@@ -71,7 +71,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -86,7 +85,7 @@ from peft import PeftModel
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_NEW_TOKENS, MAX_SEQUENCE_TOKENS, MAX_TRAIN_STEPS
-from playground.models.checkpoints import set_policy_weights, write_checkpoint
+from playground.models.checkpoints import publish_trained
 from playground.models.roles import LoraSettings, Models, adapter_params
 from playground.objectives import (
     adaptive_kl_beta,
@@ -551,15 +550,10 @@ def train_rlhf(models: Models, prompts: Sequence[Prompt], reward_model: RewardMo
                         seconds=time.perf_counter() - started, cancelled=cancelled)
     if cancelled:
         return result
-    checkpoint = None
     try:
         record = _record(models, prompts, held, reward_model, reward_model_path, cfg, result)
-        checkpoint = write_checkpoint(trainee, out_dir, record)
-        trained = {n: p.detach() for n, p in adapter_params(trainee).items()}
-        set_policy_weights(models, trained, str(checkpoint), f"{models.sft.ident}+{checkpoint.name}")
+        checkpoint = publish_trained(models, trainee, out_dir, record)
     except Exception as exc:
-        if checkpoint is not None:
-            shutil.rmtree(checkpoint, ignore_errors=True)
         raise _abandoned(exc, len(history), len(schedule)) from exc
     return replace(result, checkpoint=checkpoint, seconds=time.perf_counter() - started)
 
