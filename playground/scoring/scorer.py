@@ -69,22 +69,29 @@ def split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Modul
     return decoder, head
 
 
+def right_padded(rows: Sequence[Encoded], pad_id: int, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`rows` as one right-padded batch on `device`: ids and attention mask (B, T), the mask of the
+    positions that predict a completion token (B, T; position t predicts token t + 1), and those
+    completion tokens (N,), row-major."""
+    lengths = [len(r.input_ids) for r in rows]
+    ids = torch.full((len(rows), max(lengths)), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    target = torch.zeros_like(ids, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : lengths[i]] = torch.tensor(r.input_ids)
+        attn[i, : lengths[i]] = 1
+        target[i, len(r.prompt_ids) - 1 : lengths[i] - 1] = True
+    ids, attn, target = ids.to(device), attn.to(device), target.to(device)
+    return ids, attn, target, ids[:, 1:][target[:, :-1]]
+
+
 def completion_token_logps(
     model: torch.nn.Module, rows: Sequence[Encoded], pad_id: int, device: torch.device
 ) -> list[torch.Tensor]:
     """One padded forward over `rows`; per row, the log-prob of each completion token (float32,
     on `device`, kept in the autograd graph if grad is enabled, so training reuses this)."""
-    lengths = [len(r.input_ids) for r in rows]
-    width = max(lengths)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    target_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # position t predicts token t+1
-    for i, r in enumerate(rows):
-        ids[i, : lengths[i]] = torch.tensor(r.input_ids)
-        attn[i, : lengths[i]] = 1
-        target_mask[i, len(r.prompt_ids) - 1 : lengths[i] - 1] = True
-    ids, attn, target_mask = ids.to(device), attn.to(device), target_mask.to(device)
-    targets = ids[:, 1:][target_mask[:, :-1]]  # (N,) the completion tokens, row-major
+    ids, attn, target_mask, targets = right_padded(rows, pad_id, device)
 
     split = split_model(model)
     if split is not None:

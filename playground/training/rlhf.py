@@ -101,7 +101,7 @@ from playground.objectives import (
 )
 from playground.scoring.encoding import Encoded, Message
 from playground.scoring.generation import GenerationSettings, eos_ids, prompt_ids
-from playground.scoring.scorer import split_model
+from playground.scoring.scorer import right_padded, split_model
 from playground.training.dpo import (
     _check_policy,
     _parent,
@@ -248,18 +248,9 @@ def token_stats(model: torch.nn.Module, rows: Sequence[Encoded], pad_id: int, de
     """One right-padded forward over `rows`: each completion token's log-prob (float32, in the graph
     when grad is on), optionally its entropy and the value head's V at the position predicting it.
     Only completion positions go through the vocabulary projection (as `completion_token_logps`)."""
-    lengths = [len(r.input_ids) for r in rows]
     counts = [len(r.completion_ids) for r in rows]
     width = width or max(counts)
-    ids = torch.full((len(rows), max(lengths)), pad_id, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    target = torch.zeros_like(ids, dtype=torch.bool)  # position t predicts token t + 1
-    for i, r in enumerate(rows):
-        ids[i, : lengths[i]] = torch.tensor(r.input_ids)
-        attn[i, : lengths[i]] = 1
-        target[i, len(r.prompt_ids) - 1 : lengths[i] - 1] = True
-    ids, attn, target = ids.to(device), attn.to(device), target.to(device)
-    tokens = ids[:, 1:][target[:, :-1]]  # (N,) the completion tokens, row-major
+    ids, attn, target, tokens = right_padded(rows, pad_id, device)  # tokens (N,): the completion tokens
     split = split_model(model)
     if split is not None:
         decoder, head = split
