@@ -57,7 +57,7 @@ import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -373,9 +373,9 @@ def fit_log_strengths(i: IntArray, j: IntArray, n: FloatArray, w: FloatArray, n_
     H = Σ_pairs n p (1 − p) (e_i − e_j)(e_i − e_j)ᵀ + λ I (positive definite thanks to λ), p = σ(θ_i − θ_j).
     """
     r, m = n.shape[0], n_models
-    theta = np.zeros((r, m)) if start is None else np.array(np.broadcast_to(start, (r, m)), dtype=np.float64)
     diag = np.arange(m)
-    for _ in range(MAX_NEWTON_STEPS):
+
+    def system(theta: FloatArray) -> tuple[FloatArray, FloatArray]:
         p = sigmoid(theta[:, i] - theta[:, j])
         resid = w - n * p
         grad = _per_model(resid, i, m) - _per_model(resid, j, m) - ridge * theta
@@ -384,12 +384,25 @@ def fit_log_strengths(i: IntArray, j: IntArray, n: FloatArray, w: FloatArray, n_
         hess[:, i, j] = -curv
         hess[:, j, i] = -curv
         hess[:, diag, diag] = _per_model(curv, i, m) + _per_model(curv, j, m) + ridge
+        return grad, hess
+
+    return damped_newton(system, np.zeros((r, m)) if start is None else np.broadcast_to(start, (r, m)), NEWTON_TOL)
+
+
+def damped_newton(system: Callable[[FloatArray], tuple[FloatArray, FloatArray]], start: FloatArray,
+                  tol: float) -> FloatArray:
+    """Batched Newton's method from `start` (R, K) (broadcast): `system(x)` gives the gradient (R, K)
+    and Hessian (R, K, K) of each row's concave objective; each step is cut to MAX_STEP in its
+    largest coordinate, and the iteration stops when every row's largest step is below `tol`."""
+    x = np.array(start, dtype=np.float64)
+    for _ in range(MAX_NEWTON_STEPS):
+        grad, hess = system(x)
         step = np.linalg.solve(hess, grad[..., None])[..., 0]
         biggest = np.abs(step).max(axis=1, keepdims=True)
         step *= np.minimum(1.0, MAX_STEP / np.maximum(biggest, 1e-300))
-        theta += step
-        if biggest.max() < NEWTON_TOL:
-            return theta
+        x += step
+        if biggest.max() < tol:
+            return x
     raise RuntimeError(f"Newton's method did not converge in {MAX_NEWTON_STEPS} steps")
 
 
@@ -517,16 +530,8 @@ def fit_style_strengths(data: StyleData, ridge: float = RIDGE, weights: npt.NDAr
     r, width = 1 if weights is None else len(weights), data.n_models + data.x.shape[1]
     xt = np.ascontiguousarray(data.x.T, dtype=dtype)
     y_signed = (2.0 * data.y - 1.0).astype(dtype)
-    phi = np.zeros((r, width)) if start is None else np.array(np.broadcast_to(start, (r, width)), dtype=np.float64)
-    for _ in range(MAX_NEWTON_STEPS):
-        grad, hess = _newton_system(data, phi, ridge, weights, xt, y_signed)
-        step = np.linalg.solve(hess, grad[..., None])[..., 0]
-        biggest = np.abs(step).max(axis=1, keepdims=True)
-        step *= np.minimum(1.0, MAX_STEP / np.maximum(biggest, 1e-300))
-        phi += step
-        if biggest.max() < tol:
-            return phi
-    raise RuntimeError(f"Newton's method did not converge in {MAX_NEWTON_STEPS} steps")
+    phi = np.zeros((r, width)) if start is None else np.broadcast_to(start, (r, width))
+    return damped_newton(lambda x: _newton_system(data, x, ridge, weights, xt, y_signed), phi, tol)
 
 
 def _newton_system(data: StyleData, phi: FloatArray, ridge: float, weights: npt.NDArray[np.float32] | None,
