@@ -18,7 +18,7 @@ from playground.training.reward_model import RECORD as REWARD_RECORD
 from playground.training.reward_model import load_reward_model
 from playground.training.rlhf import RLHFConfig, RLHFResult, train_rlhf
 from service.state import AppState
-from service.training import BUSY, TrainingRun, publish_run, reward_model_dir
+from service.training import TrainingRun, busy, publish_run, reward_model_dir
 
 
 class RLHFRun(TrainingRun):
@@ -52,7 +52,7 @@ def start_rlhf(state: AppState, cfg: RLHFConfig, prompts: list[list[Message]], r
     after a restart. Raises at once (nothing started) for bad settings, no prompts, an unknown reward
     model, or while another run holds the lock."""
     if not state.training.acquire(blocking=False):
-        raise PlaygroundError(BUSY)
+        raise PlaygroundError(busy(state))
     try:
         state.cancel_training.clear()  # a Cancel left from an earlier run; one pressed from now on counts
         cfg.validate()

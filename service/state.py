@@ -1,6 +1,12 @@
-"""The one explicit app-state object: what a running app (or a script driving the engine) holds."""
+"""The one explicit app-state object: what a running app (or a script driving the engine) holds.
+
+Several app replicas may share one vote database (and one checkpoint folder on shared storage):
+the training lock (`RunLock`) lets one of them train at a time, and `AppState.sync_checkpoints`
+brings the checkpoints the others registered, and the one they serve, into this replica.
+"""
 
 import json
+import logging
 import re
 import secrets
 import shutil
@@ -11,17 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from playground.core.access import Access
-from playground.core.atomic import write_json
 from playground.core.errors import PlaygroundError
+from playground.data.db import LockHolder
 from playground.data.store import Store, open_store
 from playground.models.checkpoints import attach_checkpoint, complete_checkpoints, read_record, serve_checkpoint
 from playground.models.roles import Models, ModelsConfig, Role, load_models
+from playground.scoring.scheduler import Scheduler, SchedulerConfig
 from playground.scoring.scorer import Scorer
 
 if TYPE_CHECKING:  # evals imports the engine, not the other way round
     from evals.kl import KLEstimate
 
-SERVING = "serving.json"  # in the checkpoint folder: which checkpoint the policy serves
+log = logging.getLogger(__name__)
+
+SERVING = "serving.json"  # which checkpoint served, in the checkpoint folder of data dirs older than the store's record
 KEEP_EXPORTS = 20  # per kind of export (trl, arena, trl-merged, dashboard, …): older ones are deleted
 
 
@@ -53,10 +62,46 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+class RunLock:
+    """One training run at a time: in this process (a thread lock) and over every replica and script
+    on the same vote database (the store's training lock, let go if its holder dies). `acquire`,
+    `release` and `locked` as on `threading.Lock`; `locked` and Cancel concern this process's run."""
+
+    def __init__(self, store: Store) -> None:
+        self._here = threading.Lock()
+        self._database = store.training_lock()
+
+    def acquire(self, blocking: bool = False) -> bool:
+        if not self._here.acquire(blocking):
+            return False
+        try:
+            if self._database.acquire(blocking):
+                return True
+        except BaseException:
+            self._here.release()
+            raise
+        self._here.release()
+        return False
+
+    def release(self) -> None:
+        try:
+            self._database.release()
+        finally:
+            self._here.release()
+
+    def locked(self) -> bool:
+        return self._here.locked()
+
+    def holder(self) -> LockHolder | None:
+        """Who holds the database's training lock (this process included); None when nobody does."""
+        return self._database.holder()
+
+
 @dataclass
 class AppState:
     models: Models
     scorer: Scorer
+    scheduler: Scheduler  # every generation in the app: one continuous batch
     store: Store
     data_dir: Path
     beta: float = 0.1
@@ -65,13 +110,22 @@ class AppState:
     checkpoints: dict[str, Role] = field(default_factory=dict)
     # A Stop press reaches the running generation of its own browser session through this map.
     stop_events: dict[str, threading.Event] = field(default_factory=dict)
-    # One training run at a time; Cancel sets the event, the run stops after its current step.
-    training: threading.Lock = field(default_factory=threading.Lock)
+    # One training run at a time, over every replica on the store; Cancel sets the event, the run
+    # stops after its current step.
+    training: RunLock = field(init=False)
     cancel_training: threading.Event = field(default_factory=threading.Event)
     # KL(π_θ ‖ π_ref) estimated on the fixed prompt set, by checkpoint id (the Dashboard's button).
     kl_estimates: dict[str, "KLEstimate"] = field(default_factory=dict)
     # With logins on, a voter sees only their own votes unless this is set (admin always sees all).
     votes_visible_to_all: bool = False
+    # The serving checkpoint recorded in the store when this replica last acted on it (served it, or
+    # was told to keep its own --policy): `sync_checkpoints` serves the record only when it changes.
+    serving_seen: str | None = field(default=None, init=False)
+    _sync: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _warned: set[str] = field(default_factory=set, init=False, repr=False)  # checkpoints warned about once
+
+    def __post_init__(self) -> None:
+        self.training = RunLock(self.store)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -122,17 +176,70 @@ class AppState:
         self.remember_serving(name)
 
     def remember_serving(self, name: str) -> None:
-        """Record which checkpoint serves as the policy (written atomically, only for a checkpoint
-        that is complete and registered), so a restart, even after kill -9, serves it again."""
-        write_json(self.checkpoint_dir / SERVING, {"checkpoint": name})
+        """Record in the store which checkpoint serves as the policy (only for a checkpoint that is
+        complete and registered), so a restart, even after kill -9, serves it again, and the other
+        replicas serve it from their next round."""
+        self.store.set_serving(name)
+        self.serving_seen = name
 
-    def remembered_serving(self) -> str | None:
-        """The checkpoint last recorded as serving, if it is still a complete, attached checkpoint."""
+    def recorded_serving(self) -> str | None:
+        """The checkpoint recorded as serving: the store's record, else an older data dir's serving.json."""
+        name = self.store.serving()
+        if name is not None:
+            return name
         try:
             name = json.loads((self.checkpoint_dir / SERVING).read_text(encoding="utf-8")).get("checkpoint")
         except (OSError, ValueError, AttributeError):
             return None
+        return name if isinstance(name, str) else None
+
+    def remembered_serving(self) -> str | None:
+        """The checkpoint last recorded as serving, if it is still a complete, attached checkpoint."""
+        name = self.recorded_serving()
         return name if name in self.checkpoints else None
+
+    def sync_checkpoints(self) -> list[str]:
+        """Catch up with the other replicas on the store: attach every registered checkpoint not
+        attached yet whose folder is complete (the registered path, else this replica's checkpoint
+        folder), and serve the checkpoint recorded as serving if the record changed since this
+        replica last acted on it. A checkpoint without a complete folder here is skipped with one
+        logged warning, never served. Returns the ids attached now."""
+        if self.models.policy.adapter is None:  # checkpoints are adapters on the policy's PeftModel
+            return []
+        with self._sync:  # rounds start in several threads at once
+            attached = []
+            for ckpt, registered in self.store.checkpoint_folders().items():
+                if ckpt in self.checkpoints:
+                    continue
+                folder = next((f for f in (registered, self.checkpoint_dir / ckpt)
+                               if f.is_dir() and read_record(f) is not None), None)
+                if folder is None:
+                    self._warn_once(ckpt, f"checkpoint {ckpt}: no complete folder at {registered} or under "
+                                          f"{self.checkpoint_dir}; not attached (do the replicas share "
+                                          "checkpoint storage?)")
+                    continue
+                try:
+                    self.checkpoints[ckpt] = attach_checkpoint(self.models, folder)
+                except PlaygroundError as exc:
+                    self._warn_once(ckpt, f"checkpoint {ckpt}: not attached: {exc}")
+                    continue
+                attached.append(ckpt)
+            wanted = self.recorded_serving()
+            if wanted != self.serving_seen and wanted in self.checkpoints:
+                role = self.checkpoints[wanted]
+                if self.models.policy.ident != role.ident:
+                    serve_checkpoint(self.models, role)
+                    log.info("serving checkpoint %s, as recorded by another replica", wanted)
+                self.serving_seen = wanted
+            elif wanted != self.serving_seen and wanted is not None:
+                self._warn_once(wanted, f"checkpoint {wanted} is recorded as serving but is not attached here; "
+                                        f"the policy stays {Path(self.models.policy.source).name}")
+        return attached
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
 
     def add_checkpoint(self, folder: Path) -> Role:
         """Register a finished checkpoint in the store (again, harmlessly, at every start: a run
@@ -145,15 +252,17 @@ class AppState:
 
 
 def build_state(cfg: ModelsConfig, data_dir: Path, db_path: str | Path | None = None, beta: float = 0.1,
-                access: Access | None = None, votes_visible_to_all: bool = False) -> AppState:
+                access: Access | None = None, votes_visible_to_all: bool = False,
+                scheduler: SchedulerConfig | None = None) -> AppState:
     models = load_models(cfg)
     store = open_store(db_path or data_dir / "votes.sqlite")  # a SQLite path or a postgresql:// URL
-    state = AppState(models=models, scorer=Scorer(models), store=store, data_dir=data_dir, beta=beta,
+    state = AppState(models=models, scorer=Scorer(models), scheduler=Scheduler(models, scheduler), store=store,
+                     data_dir=data_dir, beta=beta,
                      access=access or Access(), votes_visible_to_all=votes_visible_to_all)
     if models.policy.adapter is not None:  # checkpoints are adapters: they need the policy's PeftModel
         for folder in complete_checkpoints(state.checkpoint_dir):
             state.add_checkpoint(folder)
-        serving = state.remembered_serving()
-        if serving is not None and cfg.policy is None:  # an explicit --policy wins over what served last time
-            serve_checkpoint(models, state.checkpoints[serving])
+        if cfg.policy is not None:  # an explicit --policy wins over what served last time, until it changes
+            state.serving_seen = state.recorded_serving()
+        state.sync_checkpoints()
     return state

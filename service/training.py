@@ -78,6 +78,12 @@ class TrainingRun:
         return self._result
 
 
+def busy(state: AppState) -> str:
+    """Why a run cannot start: one runs in this app (`BUSY`), or which replica on the store trains."""
+    holder = None if state.training.locked() else state.training.holder()
+    return f"training refused: {holder.describe()}; wait for it to finish" if holder else BUSY
+
+
 def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> TrainingRun:
     """Start a DPO run (or any `DPOConfig.loss`) on every stored vote's pairs and the imported pairs
     (`merge`: the voting queue's votes as one merged majority vote per prompt, see `merge_votes`);
@@ -86,7 +92,7 @@ def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> Trai
     policy, now and after a restart. Raises at once (nothing started) for bad settings or while
     another run holds the lock."""
     if not state.training.acquire(blocking=False):
-        raise PlaygroundError(BUSY)
+        raise PlaygroundError(busy(state))
     try:
         state.cancel_training.clear()  # a Cancel left from an earlier run; one pressed from now on counts
         cfg.validate()
@@ -158,7 +164,8 @@ def serve_checkpoint(state: AppState, name: str) -> None:
 
 
 def checkpoint_records(state: AppState) -> list[CheckpointRecord]:
-    """Every registered checkpoint's record, oldest first."""
+    """Every registered checkpoint's record, oldest first (those other replicas registered attached first)."""
+    state.sync_checkpoints()
     return [CheckpointRecord.registered(c) for c in state.store.checkpoints()]
 
 
@@ -235,7 +242,7 @@ def train_reward_model(state: AppState, cfg: RewardConfig, progress: Callback | 
     at a time); `cancel_training` stops it after the current step, and then nothing is saved and a
     `PlaygroundError` says so."""
     if not state.training.acquire(blocking=False):
-        raise PlaygroundError(BUSY)
+        raise PlaygroundError(busy(state))
     try:
         state.cancel_training.clear()  # as in start_training
         cfg.validate()

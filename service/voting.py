@@ -71,6 +71,7 @@ def start_round(state: AppState, messages: Sequence[Message], slots: Sequence[st
     """A new playground round: `slots` are the catalog names of the k models, or None for an
     anonymous battle (two models with different weights drawn from `rng`). Each slot's rated name is
     fixed now, with the weights that will generate it."""
+    state.sync_checkpoints()  # what other replicas on the store trained or served since the last round
     settings.validate()
     beta = check_beta(beta)  # before generating: scoring would refuse it only after
     catalog = state.slot_catalog()
@@ -84,8 +85,8 @@ def generate_round(state: AppState, rnd: Round, session: str) -> Iterator[Genera
     `stop_generation` for the same `session` (a browser session, or any key a script picks) ends it
     early, keeping what was written."""
     catalog = state.slot_catalog()
-    yield from stream_generate(state.models, [catalog[name] for name in rnd.models], list(rnd.messages),
-                               rnd.settings, state.stop_event(session))
+    yield from stream_generate(state.scheduler, [catalog[name] for name in rnd.models], list(rnd.messages),
+                               rnd.settings, state.stop_event(session), session)
 
 
 def stop_generation(state: AppState, session: str) -> None:

@@ -92,7 +92,7 @@ def test_counts(store: Store) -> None:
 def test_pragmas_and_schema_version(store: Store, db_path: Path) -> None:
     raw = sqlite3.connect(db_path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS) == 6
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS) == 7
     raw.close()
     # synchronous and foreign_keys are per connection: look at the store's own.
     with store._transaction() as db:
@@ -137,7 +137,7 @@ def test_a_newer_database_is_refused(db_path: Path) -> None:
     raw = sqlite3.connect(db_path)
     raw.execute("PRAGMA user_version = 99")
     raw.close()
-    with pytest.raises(PlaygroundError, match=r"schema version 99, newer than this playground knows \(6\)"):
+    with pytest.raises(PlaygroundError, match=r"schema version 99, newer than this playground knows \(7\)"):
         Store(db_path)
 
 

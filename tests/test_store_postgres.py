@@ -125,7 +125,7 @@ def test_a_new_database_gets_the_current_schema_and_a_newer_one_is_refused(pg_ur
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(len(store_module.MIGRATIONS),)]
         db.execute("UPDATE schema_version SET version = 99")
     message = refused(lambda: Store(pg_url))
-    assert "schema version 99, newer than this playground knows (6)" in message
+    assert "schema version 99, newer than this playground knows (7)" in message
 
 
 def test_two_stores_on_one_database_share_votes_and_a_queue_vote_is_stored_once(pg_url: str) -> None:

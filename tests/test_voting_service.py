@@ -20,7 +20,7 @@ from playground.training.dpo import DPOConfig
 from service import training
 from service.pregenerate import choose_models, pregenerate
 from service.prompt_sets import EXAMPLE_SET, load_example_set
-from service.state import SERVING, AppState, build_state
+from service.state import AppState, build_state
 from service.voting import (
     FRESH_POLICY_LABEL,
     generate_round,
@@ -120,7 +120,7 @@ def test_a_fresh_policy_is_rated_sft_and_never_battles_sft(state: AppState, tiny
     assert not state.models.policy_is_sft and state.rated_name("policy") == name
     assert dict((v, label) for label, v in slot_choices(state))["policy"] == "policy"
     # Restarted without the trained policy serving: the fresh adapter is SFT again, the checkpoint a slot.
-    (state.checkpoint_dir / SERVING).unlink()
+    state.store.set_serving(None)
     state.store.close()
     restarted = build_state(ModelsConfig(sft=str(tiny_model_dir)), state.data_dir)
     try:

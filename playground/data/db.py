@@ -5,7 +5,8 @@ URL. Both backends hand out a `Connection` per transaction that speaks `?` place
 rows readable by position or column name, so `store.py` writes each query once (it keeps every
 query and the few dialect differences of the schema). This module only opens connections, runs
 transactions and turns each backend's failures into one `PlaygroundError` line naming the database:
-its path, or its URL without the password.
+its path, or its URL without the password. It also hands out the training lock (one training run at
+a time over every process on one database, see `TrainingLock`).
 
 Threads: Gradio's workers share one `Store`. SQLite: one connection and a lock around every
 transaction (SQLite writes one transaction at a time anyway; one connection means its pragmas are
@@ -13,8 +14,13 @@ set once). PostgreSQL: a psycopg pool of up to `POOL_SIZE` connections, each che
 a server that restarted is reconnected to instead of failing every later vote.
 """
 
+import fcntl
+import json
+import os
+import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -117,6 +123,8 @@ class Database(Protocol):
 
     def transaction(self, write: bool = False) -> AbstractContextManager[Connection]: ...
 
+    def training_lock(self) -> "TrainingLock": ...
+
     def close(self) -> None: ...
 
 
@@ -193,6 +201,9 @@ class SqliteDatabase:
         with self._lock:
             self.connection.close()
 
+    def training_lock(self) -> "TrainingLock":
+        return FileTrainingLock(self.path)
+
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Connection]:
         """One transaction under the lock. A write takes SQLite's write lock up front (IMMEDIATE): a
@@ -247,14 +258,21 @@ class PostgresDatabase:
         )
         self._pool.open()
 
-    def _check_reachable(self, what: str) -> None:
+    def _connect(self, what: str, **options: Any) -> "psycopg.Connection[Any]":
+        """A connection of its own, outside the pool; `what` failed is the error's first words."""
         try:
-            self._psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT_S).close()
+            return self._psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT_S, **options)
         except self._psycopg.Error as exc:
             raise PlaygroundError(f"{self.location}: {what} ({_one_line(exc, self._secret)})") from None
 
+    def _check_reachable(self, what: str) -> None:
+        self._connect(what).close()
+
     def close(self) -> None:
         self._pool.close()
+
+    def training_lock(self) -> "TrainingLock":
+        return AdvisoryTrainingLock(self)
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Connection]:
@@ -278,3 +296,151 @@ class PostgresDatabase:
         except psycopg.DataError as exc:  # a value PostgreSQL cannot hold, e.g. a NUL character in text
             raise PlaygroundError(f"{self.location}: the vote database refused a value "
                                   f"({_one_line(exc, self._secret)})") from None
+
+
+# The training lock: one training run at a time over every process on one vote database (app
+# replicas, scripts). A holder holds it only while alive: when its process dies, kill -9 included,
+# the server (PostgreSQL: the session ends) or the kernel (SQLite: the file closes) lets go.
+
+TRAINING_LOCK_KEYS = (0x706C6179, 1)  # PostgreSQL: the advisory lock's two int4 keys ("play", 1 = training)
+LOCK_FILE_SUFFIX = ".training.lock"  # SQLite: the lock file beside the database
+HOLDER_PREFIX = "playground-training "  # PostgreSQL: the lock connection's application_name, then pid@host
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the training lock: host, process id (0: not known yet), and since when (unix time)."""
+
+    host: str
+    pid: int
+    since: float
+
+    def describe(self) -> str:
+        who = f"replica {self.host}:{self.pid}" if self.pid else "another replica"
+        return f"{who} has been training since {time.strftime('%H:%M', time.localtime(self.since))}"
+
+
+def _this_process() -> LockHolder:
+    return LockHolder(socket.gethostname(), os.getpid(), time.time())
+
+
+class TrainingLock(Protocol):
+    """A database's training lock as one `Database.training_lock()` object sees it: `acquire` takes
+    it for this object (any other object, in this process or another, is then refused), `release`
+    lets it go, `locked` says whether this object holds it, `holder` who holds it (None: nobody)."""
+
+    def acquire(self, blocking: bool = False) -> bool: ...
+
+    def release(self) -> None: ...
+
+    def locked(self) -> bool: ...
+
+    def holder(self) -> LockHolder | None: ...
+
+
+class FileTrainingLock:
+    """SQLite: `flock` on `<database>.training.lock`. A flock belongs to an open file, so two objects
+    in one process exclude each other as two processes do. The holder writes who it is into the file;
+    what the file says counts only while someone holds the lock."""
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + LOCK_FILE_SUFFIX)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = False) -> bool:
+        if self._fd is not None:
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise PlaygroundError(f"{self.path}: cannot open the training lock file ({exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        me = _this_process()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"host": me.host, "pid": me.pid, "since": me.since}).encode(), 0)
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is None:
+            raise RuntimeError("release of a training lock this object does not hold")
+        fd, self._fd = self._fd, None
+        os.close(fd)  # the open file's last descriptor: the flock goes with it
+
+    def locked(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> LockHolder | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:  # a shared lock is granted only while nobody holds the exclusive one
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return None
+            except BlockingIOError:
+                pass
+            try:
+                found = json.loads(os.pread(fd, 4096, 0))
+                return LockHolder(str(found["host"]), int(found["pid"]), float(found["since"]))
+            except (ValueError, KeyError, TypeError):  # taken a moment ago, not written yet
+                return LockHolder("", 0, time.time())
+        finally:
+            os.close(fd)
+
+
+class AdvisoryTrainingLock:
+    """PostgreSQL: a session-level advisory lock on a connection of its own (outside the pool, which
+    would hand the session to other work), held open for the run. The server ends the session, and
+    the lock, when the connection dies. Who holds it: the lock's session in pg_stat_activity."""
+
+    def __init__(self, database: "PostgresDatabase") -> None:
+        self._database = database
+        self._connection: psycopg.Connection[Any] | None = None
+
+    def acquire(self, blocking: bool = False) -> bool:
+        if self._connection is not None:
+            return False
+        me = _this_process()
+        connection = self._database._connect("cannot take the training lock", autocommit=True,
+                                             application_name=f"{HOLDER_PREFIX}{me.pid}@{me.host}")
+        try:
+            if blocking:
+                connection.execute("SELECT pg_advisory_lock(%s, %s)", TRAINING_LOCK_KEYS)
+            elif not connection.execute("SELECT pg_try_advisory_lock(%s, %s)", TRAINING_LOCK_KEYS).fetchone()[0]:
+                connection.close()
+                return False
+        except self._database._psycopg.Error as exc:
+            connection.close()
+            raise PlaygroundError(f"{self._database.location}: cannot take the training lock "
+                                  f"({_one_line(exc, self._database._secret)})") from None
+        self._connection = connection
+        return True
+
+    def release(self) -> None:
+        if self._connection is None:
+            raise RuntimeError("release of a training lock this object does not hold")
+        connection, self._connection = self._connection, None
+        connection.close()  # the session ends, its advisory lock with it (already, if the server went away)
+
+    def locked(self) -> bool:
+        return self._connection is not None
+
+    def holder(self) -> LockHolder | None:
+        with self._database.transaction() as db:
+            row = db.execute(
+                "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid::bigint = ? "
+                "AND l.objid::bigint = ? "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                TRAINING_LOCK_KEYS).fetchone()
+        if row is None:
+            return None
+        pid, _, host = (row["application_name"] or "").removeprefix(HOLDER_PREFIX).partition("@")
+        since = row["backend_start"].timestamp() if row["backend_start"] else time.time()
+        return LockHolder(host, int(pid) if pid.isdigit() else 0, since)

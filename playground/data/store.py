@@ -23,7 +23,7 @@ from typing import Any
 
 from playground.core.errors import PlaygroundError
 from playground.core.home import data_dir
-from playground.data.db import Connection, IntegrityError, Row, open_database
+from playground.data.db import Connection, IntegrityError, Row, TrainingLock, open_database
 from playground.data.prompt_sets import PromptSet, SetPrompt, SetResponse
 from playground.data.rows import PreferenceRow, UnpairedRow
 from playground.data.single_votes import SingleVote, unpaired_rows
@@ -274,9 +274,21 @@ def _single_votes(db: Connection) -> None:
         _schema(db, statement)
 
 
+def _shared_settings(db: Connection) -> None:
+    # What every app replica on this database must agree on, e.g. which checkpoint serves as the
+    # policy (was only a serving.json beside the checkpoints, which a replica elsewhere cannot read).
+    _schema(db, """CREATE TABLE shared_settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,                   -- JSON
+        updated_at REAL NOT NULL
+    )""")
+
+
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _initial_schema, _checkpoint_registry, _judges_and_prompt_sets, _queue_models, _rated_as, _single_votes,
+    _shared_settings,
 )
+SERVING_KEY = "serving"  # shared_settings: the checkpoint id serving as the policy
 
 _VOTE_COLUMNS = """v.id, v.prompt, v.outcome, v.voter, v.settings, v.anonymous, v.created_at, v.item,
     r.slot, r.model, r.text, r.scores, r.rank, r.rated_as"""
@@ -533,6 +545,34 @@ class Store:
         with self._transaction() as db:
             rows = db.execute("SELECT id, path, parent, created_at, record FROM checkpoints ORDER BY created_at, id")
             return [{**dict(r), "record": json.loads(r["record"])} for r in rows.fetchall()]
+
+    def checkpoint_folders(self) -> dict[str, Path]:
+        """Each registered checkpoint's folder by id, oldest first: `checkpoints` without the records
+        (what a replica's every round reads, so kept small)."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, path FROM checkpoints ORDER BY created_at, id").fetchall()
+        return {r["id"]: Path(r["path"]) for r in rows}
+
+    def set_serving(self, checkpoint: str | None) -> None:
+        """Record the checkpoint serving as the policy, for every replica (None: no checkpoint serves)."""
+        with self._transaction(write=True) as db:
+            if checkpoint is None:
+                db.execute("DELETE FROM shared_settings WHERE key = ?", (SERVING_KEY,))
+                return
+            db.execute("INSERT INTO shared_settings (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) "
+                       "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                       (SERVING_KEY, json.dumps(checkpoint), time.time()))
+
+    def serving(self) -> str | None:
+        """The checkpoint recorded as serving (`set_serving`), None when none is."""
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM shared_settings WHERE key = ?", (SERVING_KEY,)).fetchone()
+        return json.loads(row["value"]) if row else None
+
+    def training_lock(self) -> TrainingLock:
+        """A new handle on the database's training lock (one run at a time over every process on
+        this database; released by its holder, or by the server or kernel when the holder dies)."""
+        return self._database.training_lock()
 
     def add_judge_battles(self, judge: str, run: str, battles: list[dict[str, Any]]) -> int:
         """Store one judge run's battles, all or nothing. Each battle: prompt (messages), model_a,
