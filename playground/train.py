@@ -3,6 +3,9 @@ LoRA adapter from TRL preference pairs, and for KTO also TRL's unpaired rows (pr
 
 Writes a new checkpoint folder under --out (adapter + record.json, see `playground.models.checkpoints`);
 pass that folder to --policy of any entry point to use, or train further from, the result.
+
+`--engine trl` trains the same pairs and settings with TRL's DPOTrainer instead
+(`playground.training.trl_engine`), in one process or several under `accelerate launch`.
 """
 
 import argparse
@@ -34,13 +37,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "(or --loss ipo/hinge/robust/kto/simpo/orpo; KTO also reads unpaired rows: prompt/completion/label). A "
             "share of the pairs is held out to report implicit-reward accuracy and margin, and the log-prob margin, "
             "before and after. The checkpoint is written only when the run finishes; a failed or interrupted run "
-            "writes nothing.", 100),
+            "writes nothing.", 100) + "\n\n" + textwrap.fill(
+            "--engine trl: the same run by TRL's DPOTrainer (peft LoRA; losses sigmoid, ipo, hinge, robust), the same "
+            "checkpoint folder. Several processes (GPUs) with accelerate: accelerate launch --config_file "
+            "configs/accelerate/ddp.yaml -m playground.train --engine trl ... (or deepspeed-zero2.yaml; --batch-size "
+            "is the global batch, split evenly across processes). Needs the dev requirements "
+            "(pip install -r requirements-dev.txt).", 100),
         formatter_class=HelpFormatter,
     )
     # DPOConfig's defaults, written out: the engine is imported only after `prepare_environment` (module
     # `playground.cli`); tests/test_dpo.py pins these to DPOConfig() and LOSSES.
     t = add_run_args(parser, "checkpoints folder; the run adds <out>/<id>/", lr=5e-4, batch_size=4, heldout=0.2,
                      max_length=1024, seed_help="seed for shuffling and the held-out split")
+    t.add_argument("--engine", default="ours", choices=["ours", "trl"],
+                   help="ours: this package's trainer (also what the app runs); trl: TRL's DPOTrainer, the same pairs "
+                   "and settings, runnable under accelerate launch (multi-GPU DDP, DeepSpeed)")
     t.add_argument("--beta", type=float, default=0.1, help="β: KL strength in r = β·log(π_θ/π_ref); > 0")
     t.add_argument("--loss", default="sigmoid", choices=["sigmoid", "ipo", "hinge", "robust", "kto", "simpo", "orpo"],
                    help="sigmoid: DPO −log σ(Δr); ipo: (Δ per-token log-ratio − 1/(2β))²; hinge: max(0, 1 − Δr); "
@@ -82,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     from playground.data.rows import holds_unpaired, load_pairs, load_unpaired
     from playground.models.roles import LoraSettings, load_models
     from playground.training.dpo import DPOConfig, adapter_lora_settings, train_dpo
+    from playground.training.trl_engine import (
+        check_loss,
+        process_device,
+        require_deepspeed_if_asked,
+        require_trl,
+        train_with_trl,
+    )
 
     lora_given = any(v is not None for v in (args.lora_r, args.lora_alpha, args.lora_targets))
     r = args.lora_r or LoraSettings.r
@@ -97,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         orpo_lambda=args.orpo_lambda, kto_desirable_weight=args.kto_desirable_weight,
         kto_undesirable_weight=args.kto_undesirable_weight,
     ).validate()
+    trl = args.engine == "trl"
+    if trl:
+        check_loss(cfg)
+        require_trl()
+        require_deepspeed_if_asked()
+        args.device = str(process_device(args.device))  # under accelerate launch: this process's own device
     if args.out.exists() and not args.out.is_dir():
         raise PlaygroundError(f"--out {args.out}: exists and is not a folder")
     if args.unpaired and cfg.loss != "kto":
@@ -111,14 +135,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {err}", file=sys.stderr)
     pairs = [] if unpaired_pairs else loaded[0].rows
     unpaired = [row for part in loaded[int(not unpaired_pairs):] for row in part.rows]
+    import torch
+
+    # A fresh adapter's LoRA A is drawn at random: seeding makes a run repeatable, and makes the
+    # processes of an accelerate launch (and a one-process run) start from the same adapter.
+    torch.manual_seed(cfg.seed)
     models = load_models(replace(models_config(args, data_dir()), lora=lora))
     if not lora_given and models.policy.adapter is not None:
         cfg = replace(cfg, lora=adapter_lora_settings(models.policy.model))
 
-    with step_bar("reference pass", "rewards/accuracies", "rewards/margins") as progress:
+    with step_bar("TRL set-up" if trl else "reference pass", "rewards/accuracies", "rewards/margins") as progress:
         # A KTO step has no accuracy, and no margin without both kinds of answer: the bar shows nan.
-        result = train_dpo(models, pairs, cfg, args.out, unpaired=unpaired, callback=lambda step, total, m: progress(
-            step, total, {"rewards/accuracies": math.nan, "rewards/margins": math.nan, **m}))
+        def on_step(step: int, total: int, m: dict[str, float]) -> None:
+            progress(step, total, {"rewards/accuracies": math.nan, "rewards/margins": math.nan, **m})
+
+        result = (train_with_trl(models, pairs, cfg, args.out, callback=on_step) if trl
+                  else train_dpo(models, pairs, cfg, args.out, unpaired=unpaired, callback=on_step))
+    if result.checkpoint is None:  # another process of an accelerate launch: the main one reports
+        return 0
     before, after = result.heldout_logps_before, result.heldout_logps_after
     logps = (f"log-prob    held-out margin log π(y_w) − log π(y_l) {before.margin:+.3f} → {after.margin:+.3f}\n"
              if before and after else "")
