@@ -122,7 +122,7 @@ class AppState:
     # was told to keep its own --policy): `sync_checkpoints` serves the record only when it changes.
     serving_seen: str | None = field(default=None, init=False)
     _sync: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _warned: set[str] = field(default_factory=set, init=False, repr=False)  # checkpoints warned about once
+    _warned: set[str] = field(default_factory=set, init=False, repr=False)  # what was warned about, once
 
     def __post_init__(self) -> None:
         self.training = RunLock(self.store)
@@ -232,8 +232,8 @@ class AppState:
                     log.info("serving checkpoint %s, as recorded by another replica", wanted)
                 self.serving_seen = wanted
             elif wanted != self.serving_seen and wanted is not None:
-                self._warn_once(wanted, f"checkpoint {wanted} is recorded as serving but is not attached here; "
-                                        f"the policy stays {Path(self.models.policy.source).name}")
+                self._warn_once(f"serving {wanted}", f"checkpoint {wanted} is recorded as serving but is not "
+                                f"attached here; the policy stays {Path(self.models.policy.source).name}")
         return attached
 
     def _warn_once(self, key: str, message: str) -> None:

@@ -57,17 +57,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _app_command(model_dir: Path, port: int) -> list[str]:
-    return [sys.executable, str(ROOT / "app.py"), "--sft", str(model_dir), "--port", str(port)]
+def _app_command(model_dir: Path, port: int, *flags: str) -> list[str]:
+    return [sys.executable, str(ROOT / "app.py"), "--sft", str(model_dir), "--port", str(port), *flags]
 
 
 @contextmanager
-def serving_app(model_dir: Path, home: Path, tmp: Path, timeout: float = 120) -> Iterator[App]:
-    """`app.py` in a subprocess, once it answers its first page; killed (if still alive) on exit."""
+def serving_app(model_dir: Path, home: Path, tmp: Path, timeout: float = 120, flags: tuple[str, ...] = ()
+                ) -> Iterator[App]:
+    """`app.py` (with more command-line `flags`) in a subprocess, once it answers its first page;
+    killed (if still alive) on exit."""
     port = _free_port()
     log = tmp / f"app-{port}.log"
     with log.open("wb") as out:  # a file, not a pipe: a chatty server never blocks on a full pipe
-        proc = subprocess.Popen(_app_command(model_dir, port), cwd=ROOT, env=_env(home, tmp), stdout=out,
+        proc = subprocess.Popen(_app_command(model_dir, port, *flags), cwd=ROOT, env=_env(home, tmp), stdout=out,
                                 stderr=subprocess.STDOUT)
     app = App(proc, f"http://127.0.0.1:{port}/", log)
     try:
