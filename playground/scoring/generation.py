@@ -1,25 +1,24 @@
-"""Chat generation for k response slots: slots on the same base run as one batched `generate`.
+"""Chat generation for k response slots: its settings, its streamed state, and `stream_generate`,
+which runs the slots as rows of the process's one continuous batch (`scheduler.Scheduler`).
 
 With the default roles every slot is the one PeftModel, so SFT, reference and policy rows share a
 batch through peft's mixed-adapter batches (`adapter_names`, `"__base__"` meaning no adapter).
-Tokens stream back per step for the whole batch through a small `BaseStreamer` (transformers'
-own streamers accept batch size 1 only).
 """
 
-import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from peft import PeftModel
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_NEW_TOKENS
 from playground.models.roles import Models, Role
 from playground.scoring.encoding import Message
+
+if TYPE_CHECKING:  # the scheduler imports this module's settings and endings
+    from playground.scoring.scheduler import Scheduler
 
 # How a response ended: by itself (an end-of-turn token was sampled), cut at max new tokens, or by Stop.
 ENDED, CUT, STOPPED = "end of turn", "cut at max new tokens", "stopped"
@@ -79,31 +78,7 @@ class Generation:
     texts: tuple[str, ...]
     token_ids: tuple[tuple[int, ...], ...]  # each slot's sampled ids, its end-of-turn token included
     endings: tuple[str | None, ...]  # ENDED, CUT or STOPPED; None while the slot is still generating
-
-
-class _BatchStreamer(BaseStreamer):
-    """Receives each step's token column (B,) and forwards it; the first put is the prompt."""
-
-    def __init__(self) -> None:
-        self.steps: queue.Queue[torch.Tensor | None] = queue.Queue()
-        self._seen_prompt = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._seen_prompt:
-            self._seen_prompt = True
-            return
-        self.steps.put(value.reshape(-1).cpu())
-
-    def end(self) -> None:
-        self.steps.put(None)
-
-
-class _StopOnEvent(StoppingCriteria):
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+    weights: tuple[str, ...] = ()  # the identity of the weights each slot generated with (pinned when it joined)
 
 
 def prompt_ids(models: Models, messages: Sequence[Message]) -> torch.Tensor:
@@ -113,93 +88,38 @@ def prompt_ids(models: Models, messages: Sequence[Message]) -> torch.Tensor:
     return out["input_ids"]  # (1, T)
 
 
-def group_slots(slots: Sequence[Role]) -> list[list[int]]:
-    """Slot indices grouped by the module they run on, in first-seen order."""
-    groups: dict[int, list[int]] = {}
-    for i, role in enumerate(slots):
-        groups.setdefault(id(role.model), []).append(i)
-    return list(groups.values())
-
-
 def stream_generate(
-    models: Models,
+    scheduler: "Scheduler",
     slots: Sequence[Role],
     messages: Sequence[Message],
     settings: GenerationSettings,
     stop: threading.Event | None = None,
+    session: str = "",
 ) -> Iterator[Generation]:
-    """Yield every slot's text and sampled ids after every decoding step; the last yield is final
-    and says how each slot ended.
+    """Yield every slot's text and sampled ids as generation goes on (after each step, or once for
+    several steps if the reader was slower); the last yield is final and says how each slot ended.
 
-    Each group of slots sharing a module is one batched `generate`, seeded with `settings.seed`.
-    `stop` ends generation early (the texts so far are kept).
-    """
-    settings.validate()
-    stop = stop or threading.Event()
-    tokenizer = models.tokenizer
-    end_ids = set(eos_ids(models))
-    sampled: list[list[int]] = [[] for _ in slots]  # the end-of-turn token included
-    endings: list[str | None] = [None] * len(slots)
-    ids = prompt_ids(models, messages).to(models.device)
-    prompt = tuple(ids[0].tolist())
+    The slots are rows of the scheduler's shared batch (each its own adapter and seed: see
+    `scheduler.row_seed`); `stop` ends them early (the texts so far are kept); `session` is whose
+    share of the scheduler they count against."""
+    models = scheduler.models
+    ids = tuple(prompt_ids(models, messages)[0].tolist())
+    request = scheduler.submit(slots, [ids] * len(slots), settings, stop, session)
 
     def state() -> Generation:
-        texts = [tokenizer.decode(t[:-1] if e == ENDED else t, skip_special_tokens=True)
-                 for t, e in zip(sampled, endings, strict=True)]
-        return Generation(prompt, tuple(texts), tuple(map(tuple, sampled)), tuple(endings))
+        rows = [(list(r.sampled), r.ending) for r in request.rows]  # one consistent copy per yield
+        texts = [models.tokenizer.decode(t[:-1] if e == ENDED else t, skip_special_tokens=True) for t, e in rows]
+        return Generation(ids, tuple(texts), tuple(tuple(t) for t, _ in rows), tuple(e for _, e in rows),
+                          tuple(r.weights for r in request.rows))
 
-    for group in group_slots(slots):
-        if stop.is_set():
-            break
-        model = slots[group[0]].model
-        kwargs = settings.generate_kwargs()
-        if isinstance(model, PeftModel):
-            kwargs["adapter_names"] = [slots[i].adapter or "__base__" for i in group]
-        streamer = _BatchStreamer()
-        errors: list[BaseException] = []
-        batch = ids.expand(len(group), -1)
-        worker = threading.Thread(
-            target=_run_generate, daemon=True,
-            args=(models, model, batch, kwargs, settings.seed, streamer, stop, errors),
-        )
-        worker.start()
-        while (column := streamer.steps.get()) is not None:
-            for j, token in enumerate(column.tolist()):
-                slot = group[j]
-                if endings[slot] is None:  # after its end a row only receives padding
-                    sampled[slot].append(token)
-                    if token in end_ids:
-                        endings[slot] = ENDED
-            yield state()
-        worker.join()
-        if errors:
-            raise PlaygroundError(f"generation failed: {type(errors[0]).__name__}: {errors[0]}")
-        for slot in group:
-            if endings[slot] is None:
-                endings[slot] = CUT if len(sampled[slot]) >= settings.max_new_tokens else STOPPED
-    endings[:] = [e or STOPPED for e in endings]  # slots whose group never started: Stop came first
-    yield state()
+    for _ in request.progress():
+        yield state()
 
 
-def _run_generate(models: Models, model: torch.nn.Module, batch: torch.Tensor, kwargs: dict, seed: int,
-                  streamer: _BatchStreamer, stop: threading.Event, errors: list[BaseException]) -> None:
-    """Worker thread body: one batched `generate`; an exception is handed back through `errors`."""
-    try:
-        with models.lock, torch.inference_mode():
-            torch.manual_seed(seed)
-            model.generate(
-                input_ids=batch, attention_mask=torch.ones_like(batch), pad_token_id=models.tokenizer.pad_token_id,
-                streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]), **kwargs,
-            )
-    except BaseException as exc:  # re-raised in the caller's thread
-        errors.append(exc)
-        streamer.end()
-
-
-def generate(models: Models, slots: Sequence[Role], messages: Sequence[Message],
+def generate(scheduler: "Scheduler", slots: Sequence[Role], messages: Sequence[Message],
              settings: GenerationSettings) -> list[str]:
     """The final texts of `stream_generate`."""
-    *_, final = stream_generate(models, slots, messages, settings)
+    *_, final = stream_generate(scheduler, slots, messages, settings)
     return list(final.texts)
 
 

@@ -1,0 +1,190 @@
+"""The generation scheduler: one continuous batch, per-row seeds and adapters, Stop per session,
+hot swaps mid-batch, and the bounds (tiny model, fp32 CPU)."""
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from playground.core.errors import PlaygroundError
+from playground.models.checkpoints import attach_checkpoint, serve_checkpoint, write_checkpoint
+from playground.models.roles import Models, ModelsConfig, Role, load_models
+from playground.scoring.generation import CUT, STOPPED, GenerationSettings, prompt_ids
+from playground.scoring.scheduler import Busy, Request, Scheduler, SchedulerConfig, next_token, row_seed
+from tests.test_models import perturb_adapter
+
+GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)
+SAMPLED = GenerationSettings(temperature=1.0, top_p=0.9, top_k=40, repetition_penalty=1.2, max_new_tokens=12, seed=11)
+LONG = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=40, seed=3)
+
+
+@pytest.fixture
+def models(tiny_model_dir: Path) -> Models:
+    models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
+    perturb_adapter(models.policy.model)
+    models.policy = replace(models.policy, ident=f"{models.policy.ident}+perturbed")
+    return models
+
+
+def ids(models: Models, text: str) -> list[int]:
+    return prompt_ids(models, [{"role": "user", "content": text}])[0].tolist()
+
+
+def run(scheduler: Scheduler, slots: list[Role], prompts: list[list[int]], settings: GenerationSettings,
+        session: str = "") -> Request:
+    request = scheduler.submit(slots, prompts, settings, session=session)
+    for _ in request.progress():
+        pass
+    return request
+
+
+def tokens(request: Request) -> list[list[int]]:
+    return [row.sampled for row in request.rows]
+
+
+def test_greedy_rows_equal_transformers_generate_alone_and_left_padded(models: Models) -> None:
+    """The loop's KV cache, padding and positions are right: each row's greedy tokens are those of
+    transformers' own `generate` on that row alone, also when prompts of other lengths share the batch."""
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()  # every row runs its 12 tokens
+    short, long = ids(models, "Hi."), ids(models, "Tell me something long about the weather in spring, please.")
+    request = run(scheduler, [models.policy, models.reference], [short, long], GREEDY)
+    for row, prompt, adapter_on in zip(request.rows, [short, long], [True, False], strict=True):
+        peft, batch = models.policy.model, torch.tensor([prompt])
+        # The mask is explicit: the prompt holds the pad id (= EOS), which transformers would mask out otherwise.
+        greedy = {"attention_mask": torch.ones_like(batch), "max_new_tokens": 12, "do_sample": False,
+                  "eos_token_id": None, "temperature": None, "top_p": None, "top_k": None}
+        with torch.no_grad():
+            if adapter_on:
+                out = peft.generate(input_ids=batch, **greedy)
+            else:
+                with peft.disable_adapter():
+                    out = peft.generate(input_ids=batch, **greedy)
+        assert row.sampled == out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("settings", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_same_seed_same_text_alone_or_joining_a_running_batch(models: Models, settings: GenerationSettings) -> None:
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()
+    prompt = ids(models, "Say hi.")
+    alone = tokens(run(scheduler, [models.policy, models.reference], [prompt, prompt], settings))
+
+    others = scheduler.submit([models.policy, models.sft], [ids(models, "Another, longer prompt here.")] * 2, LONG)
+    next(others.progress())  # the other request is decoding: ours joins its batch at a token boundary
+    ours = scheduler.submit([models.policy, models.reference], [prompt, prompt], settings)
+    late = scheduler.submit([models.reference], [ids(models, "x")], replace(LONG, seed=9))
+    assert len(others.rows[0].sampled) < LONG.max_new_tokens  # still running when ours joined
+    for request in (ours, others, late):
+        for _ in request.progress():
+            pass
+    assert tokens(ours) == alone
+    assert alone[0] != alone[1]  # the two slots differ (adapter on/off), so the check is not vacuous
+    assert [r.ending for r in others.rows] == [CUT, CUT]
+
+
+def test_each_slot_has_its_own_seed() -> None:
+    assert row_seed(5, 0) != row_seed(5, 1)
+    assert row_seed(5, 1) != row_seed(6, 0)
+    assert 0 <= row_seed(2**62, 3) < 2**63
+
+
+def test_stop_ends_one_sessions_rows_while_others_continue(models: Models) -> None:
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()
+    stop = threading.Event()
+    mine = scheduler.submit([models.policy, models.reference], [ids(models, "a")] * 2, LONG, stop, session="a")
+    theirs = scheduler.submit([models.policy], [ids(models, "b")], LONG, session="b")
+    steps = mine.progress()
+    next(steps)
+    stop.set()
+    for _ in steps:
+        pass
+    for _ in theirs.progress():
+        pass
+    assert [r.ending for r in mine.rows] == [STOPPED, STOPPED]
+    assert all(len(r.sampled) < LONG.max_new_tokens for r in mine.rows)
+    assert theirs.rows[0].ending == CUT and len(theirs.rows[0].sampled) == LONG.max_new_tokens
+
+
+def test_a_checkpoint_served_mid_batch_serves_new_rows_while_running_rows_finish_on_theirs(
+        models: Models, tmp_path: Path) -> None:
+    peft = models.policy.model
+    folders = []
+    for seed in (1, 2):
+        perturb_adapter(peft, seed=seed)
+        folders.append(write_checkpoint(peft, tmp_path, {"engine": "test"}))
+    x, y = (attach_checkpoint(models, f) for f in folders)
+    serve_checkpoint(models, x)
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()
+    prompt = ids(models, "Say hi.")
+
+    before = scheduler.submit([models.policy], [prompt], LONG)
+    next(before.progress())
+    serve_checkpoint(models, y)  # under models.lock, between two steps
+    after = scheduler.submit([models.policy], [prompt], LONG)
+    for request in (before, after):
+        for _ in request.progress():
+            pass
+    assert before.rows[0].weights == x.ident and before.rows[0].adapter == x.adapter
+    assert after.rows[0].weights == y.ident and after.rows[0].adapter == y.adapter
+    # Each equals its checkpoint's own text, generated alone from the checkpoint's slot.
+    assert tokens(before) == tokens(run(scheduler, [x], [prompt], LONG))
+    assert tokens(after) == tokens(run(scheduler, [y], [prompt], LONG))
+    assert tokens(before) != tokens(after)
+
+
+def test_the_waiting_bound_answers_busy_and_the_waiting_request_runs_later(models: Models) -> None:
+    scheduler = Scheduler(models, SchedulerConfig(max_batch=1, max_waiting=2))
+    scheduler.end_ids = set()
+    prompt = ids(models, "a")
+    running = scheduler.submit([models.policy], [prompt], LONG, session="s1")
+    next(running.progress())  # decoding: the batch (1 row) is full from now on
+    waiting = scheduler.submit([models.policy, models.reference], [prompt] * 2, GREEDY, session="s2")
+    with pytest.raises(Busy, match="busy: 2 sequences are waiting"):
+        scheduler.submit([models.policy], [prompt], GREEDY, session="s3")
+    for request in (running, waiting):
+        for _ in request.progress():
+            pass
+    assert [r.ending for r in running.rows] == [CUT]
+    assert [r.ending for r in waiting.rows] == [CUT, CUT]  # the waiting request ran once there was room
+    assert tokens(waiting) == tokens(run(scheduler, [models.policy, models.reference], [prompt] * 2, GREEDY))
+
+
+def test_one_session_holds_at_most_its_share(models: Models) -> None:
+    scheduler = Scheduler(models, SchedulerConfig(per_session=2))
+    scheduler.end_ids = set()
+    prompt = ids(models, "a")
+    first = scheduler.submit([models.policy], [prompt], LONG, session="s")
+    with pytest.raises(Busy, match="this session already has 1 sequences generating"):
+        scheduler.submit([models.policy, models.reference], [prompt] * 2, GREEDY, session="s")
+    other = scheduler.submit([models.policy, models.reference], [prompt] * 2, GREEDY, session="t")  # another session
+    for request in (first, other):
+        for _ in request.progress():
+            pass
+    assert len(first.rows[0].sampled) == LONG.max_new_tokens and len(other.rows) == 2
+
+
+def test_bad_scheduler_settings_are_listed_at_once() -> None:
+    with pytest.raises(PlaygroundError) as err:
+        SchedulerConfig(max_batch=0, max_waiting=-1, per_session=0).validate()
+    assert str(err.value).count(";") == 2
+
+
+def test_next_token_applies_penalty_temperature_top_k_top_p_in_transformers_order() -> None:
+    scores = torch.tensor([2.0, 1.0, 0.5, -1.0])
+    greedy = GenerationSettings(temperature=0, repetition_penalty=5.0)
+    # The penalty divides a positive logit (2 → 0.4) and multiplies a negative one: token 1 wins.
+    assert next_token(scores, [0], greedy, torch.Generator()) == 1
+    # top-k 1 leaves only the best token, whatever the draw.
+    top1 = GenerationSettings(temperature=1.0, top_k=1, top_p=1.0)
+    assert {next_token(scores, [], top1, torch.Generator().manual_seed(s)) for s in range(20)} == {0}
+    # top-p 0.5: p(0) = 0.61 already reaches it, so token 0 alone stays.
+    nucleus = GenerationSettings(temperature=1.0, top_k=0, top_p=0.5)
+    assert {next_token(scores, [], nucleus, torch.Generator().manual_seed(s)) for s in range(20)} == {0}
+    # Unfiltered, the same draws reach other tokens too (so the two checks above can fail).
+    free = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0)
+    assert len({next_token(scores, [], free, torch.Generator().manual_seed(s)) for s in range(50)}) > 1
