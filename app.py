@@ -14,6 +14,7 @@ from playground.cli import HelpFormatter, add_model_args, models_config, prepare
 
 if TYPE_CHECKING:  # --help answers without importing the engine
     from playground.core.access import Access
+    from playground.scoring.scheduler import SchedulerConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,14 +51,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.add_argument("--votes-visible-to-all", action="store_true",
                    help="with logins on, let every voter read every vote (the Data tab, /votes); by default a "
                    "voter sees only their own votes and the admin sees all")
+    g = parser.add_argument_group("generation (one continuous batch for every session; see README, Many voters)")
+    g.add_argument("--max-batch", type=int, default=64, metavar="ROWS",
+                   help="sequences decoded together, over all sessions; more wait at token boundaries")
+    g.add_argument("--max-waiting", type=int, default=256, metavar="ROWS",
+                   help="sequences that may wait to join the batch; beyond it a request is answered 'busy, try "
+                   "again in a moment' at once")
+    g.add_argument("--per-session", type=int, default=8, metavar="ROWS",
+                   help="sequences one browser or API session may have generating or waiting")
+    g.add_argument("--serial", action="store_true",
+                   help="generate one request at a time (the old behaviour; the baseline of evals.bench.load)")
     p = parser.add_argument_group("scores")
     p.add_argument("--beta", type=float, default=0.1, help="β in the implicit reward β·log(π/π_ref) (> 0)")
     args = parser.parse_args(argv)
+    from playground.core.errors import PlaygroundError
+
+    try:
+        scheduler_config(args).validate()
+    except PlaygroundError as exc:  # one line naming every bad setting
+        parser.error(f"generation settings: {exc}")
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port}: expected 1..65535")
     if not args.beta > 0:
         parser.error(f"--beta {args.beta}: must be > 0")
     return args
+
+
+def scheduler_config(args: argparse.Namespace) -> "SchedulerConfig":
+    from playground.scoring.scheduler import SchedulerConfig
+
+    return SchedulerConfig(max_batch=args.max_batch, max_waiting=args.max_waiting, per_session=args.per_session,
+                           serial=args.serial)
 
 
 def load_app_access(args: argparse.Namespace) -> "Access":
@@ -91,8 +115,8 @@ def main() -> None:
     home = data_dir()
     started = time.perf_counter()
     state = build_state(models_config(args, home), home, db_path=db_location(args.db, home), beta=args.beta,
-                        access=access,
-                        votes_visible_to_all=args.votes_visible_to_all)
+                        access=access, votes_visible_to_all=args.votes_visible_to_all,
+                        scheduler=scheduler_config(args))
     print(f"models ready in {time.perf_counter() - started:.1f} s on {state.models.device} "
           f"({str(state.models.dtype).removeprefix('torch.')}); data in {home}", file=sys.stderr)
     demo = build_demo(state)

@@ -117,7 +117,8 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
     for n, messages in enumerate(prompts):
         if should_stop and should_stop():
             raise PlaygroundError(f"judging stopped after {n} of {len(prompts)} prompts; nothing was stored")
-        texts = generate(state.models, [catalog[m] for m in names], messages, replace(settings, seed=settings.seed + n))
+        texts = generate(state.scheduler, [catalog[m] for m in names], messages,
+                         replace(settings, seed=settings.seed + n))
         for i, j in itertools.combinations(range(len(names)), 2):
             if rng.random() < 0.5:
                 i, j = j, i

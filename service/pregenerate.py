@@ -76,7 +76,7 @@ def fill_prompt(state: AppState, pset: PromptSet, prompt: SetPrompt, models: Seq
     base = GenerationSettings(**pset.generation)
     settings = replace(base, seed=prompt_seed(base.seed, prompt.ref))
     rated = [state.rated_name(m) for m in models]
-    texts = generate(state.models, [catalog[m] for m in models], prompt.messages, settings)
+    texts = generate(state.scheduler, [catalog[m] for m in models], prompt.messages, settings)
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     with state.models.lock:
         scores = state.scorer.score_responses(prompt.messages, completions, state.beta)

@@ -85,8 +85,8 @@ def generate_round(state: AppState, rnd: Round, session: str) -> Iterator[Genera
     `stop_generation` for the same `session` (a browser session, or any key a script picks) ends it
     early, keeping what was written."""
     catalog = state.slot_catalog()
-    yield from stream_generate(state.models, [catalog[name] for name in rnd.models], list(rnd.messages),
-                               rnd.settings, state.stop_event(session))
+    yield from stream_generate(state.scheduler, [catalog[name] for name in rnd.models], list(rnd.messages),
+                               rnd.settings, state.stop_event(session), session)
 
 
 def stop_generation(state: AppState, session: str) -> None:

@@ -27,7 +27,7 @@ def test_generate_streams_the_engines_reply_then_a_vote_is_stored(app: tuple[App
     job.result(timeout=120)
     updates = job.outputs()
     assert len(updates) >= 3  # streamed: a start, token steps, the scored end
-    expected = generate(state.models, [state.models.policy, state.models.reference],
+    expected = generate(state.scheduler, [state.models.policy, state.models.reference],
                         [{"role": "user", "content": "Say hi."}], GenerationSettings(temperature=0, max_new_tokens=6))
     final = updates[-1]  # status, preferences, 4 headers, 4 texts, … (state is not part of the API)
     assert list(final[6:8]) == expected

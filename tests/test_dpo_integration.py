@@ -14,6 +14,7 @@ import pytest
 from playground.data.rows import PreferenceRow, load_pairs
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.scoring.generation import GenerationSettings, generate
+from playground.scoring.scheduler import Scheduler
 from playground.training.dpo import DPOConfig, train_dpo
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,8 @@ def prefer_short(question: str, answer: str) -> PreferenceRow:
 
 
 def mean_answer_tokens(models: Models) -> float:
-    answers = [generate(models, [models.policy], [{"role": "user", "content": q}], GREEDY)[0] for q in NEW_QUESTIONS]
+    scheduler = Scheduler(models)
+    answers = [generate(scheduler, [models.policy], [{"role": "user", "content": q}], GREEDY)[0] for q in NEW_QUESTIONS]
     return sum(len(models.tokenizer(a)["input_ids"]) for a in answers) / len(answers)
 
 

@@ -7,6 +7,7 @@ import torch
 
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.scoring.generation import GenerationSettings, generate
+from playground.scoring.scheduler import Scheduler
 from playground.scoring.scorer import Scorer
 from tests.test_models import plain_completion_logp
 
@@ -30,7 +31,7 @@ def test_default_model_is_the_packaged_smollm2(models: Models, default_model_dir
 
 
 def test_chat_reply_is_real_text(models: Models) -> None:
-    [reply] = generate(models, [models.policy], PROMPT, GenerationSettings(temperature=0, max_new_tokens=16))
+    [reply] = generate(Scheduler(models), [models.policy], PROMPT, GenerationSettings(temperature=0, max_new_tokens=16))
     assert "Paris" in reply
 
 

@@ -21,6 +21,7 @@ from playground.scoring.rounds import (
     preference_matrix,
     score_round,
 )
+from playground.scoring.scheduler import Scheduler
 from playground.scoring.scorer import Scorer
 
 
@@ -75,7 +76,7 @@ def test_scored_round_becomes_a_vote(tiny_model_dir: Path) -> None:
     with pytest.raises(PlaygroundError, match="generate responses first"):
         make_vote(rnd, "a", "ana")
     slots = [models.policy, models.sft]
-    *_, final = stream_generate(models, slots, list(rnd.messages), settings)
+    *_, final = stream_generate(Scheduler(models), slots, list(rnd.messages), settings)
     scored = score_round(Scorer(models), rnd, final, slots)
     matrix = preference_matrix(scored.scores)
     assert matrix[0][1] == pytest.approx(1 - matrix[1][0])

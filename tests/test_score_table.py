@@ -14,6 +14,7 @@ from playground.core.limits import MAX_SEQUENCE_TOKENS
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.scoring.generation import CUT, ENDED, STOPPED, Generation, GenerationSettings, stream_generate
 from playground.scoring.rounds import Round, chat_messages, score_round
+from playground.scoring.scheduler import Scheduler
 from playground.scoring.scorer import Scorer
 from playground.training.dpo import DPOConfig
 from tests.test_models import perturb_adapter
@@ -39,7 +40,7 @@ def run_round(models: Models, settings: GenerationSettings, scorer: Scorer | Non
     slots = [models.policy, models.reference]
     rnd = Round(messages=MESSAGES, models=("policy", "reference"), settings=settings, beta=0.1)
     steps: list[Generation] = []
-    for step in stream_generate(models, slots, MESSAGES, settings, stop):
+    for step in stream_generate(Scheduler(models), slots, MESSAGES, settings, stop):
         steps.append(step)
         if stop is not None:
             stop.set()  # after the first step: both rows are cut by Stop
@@ -108,7 +109,7 @@ def test_stopped_is_flagged(models: Models) -> None:
 def test_unflagged_kl_is_the_log_ratio_sum_over_the_sampled_ids(models: Models) -> None:
     """Unbiased settings and a response that ended by itself: the number shown is Σ log-ratio over
     exactly the sampled ids (end-of-turn token included), not over a re-encoding of the text."""
-    *_, first = stream_generate(models, [models.policy, models.reference], MESSAGES, UNBIASED)
+    *_, first = stream_generate(Scheduler(models), [models.policy, models.reference], MESSAGES, UNBIASED)
     # The tiny model rarely samples <|im_end|>; declare a later token of this sample (its first
     # repeat-free one after the start) an end token too, so the same seeded sample ends there.
     sample = first.token_ids[0]

@@ -7,6 +7,7 @@ import gradio as gr
 from playground.core.limits import MAX_FILE_BYTES
 from service.state import AppState
 from ui import session
+from ui.concurrency import WORKER_THREADS
 from ui.dashboard_tab import build_dashboard_tab
 from ui.data_tab import build_data_tab
 from ui.playground_tab import build_playground_tab
@@ -92,5 +93,6 @@ def launch_kwargs(state: AppState) -> dict:
         "allowed_paths": [str(state.export_dir.resolve())],
         # An error outside our handlers (Gradio's own, e.g. a file it refuses) shows its message too.
         "show_error": True,
+        "max_threads": WORKER_THREADS,  # generating handlers mostly wait on the scheduler (ui/concurrency.py)
         **(login if state.access.enabled else {}),
     }

@@ -12,6 +12,7 @@ from playground.scoring.rounds import Round, chat_messages, preference_matrix, t
 from service import voting
 from service.state import AppState
 from service.voting import StoredSingleVote, StoredVote, slot_choices, start_round
+from ui.concurrency import generating
 from ui.errors import user_errors
 from ui.render import LETTERS, preference_table, score_table, slot_label, token_view
 from ui.voting import (
@@ -157,13 +158,13 @@ def build_playground_tab(state: AppState, tab: gr.Tab) -> PlaygroundHandles:
 
     gen_inputs = [prompt, system, k, mode, *slot_models, temperature, top_p, top_k, max_new, repetition, seed, beta]
     gen_outputs = [rnd, status, prefs, *headers, *texts, *scores, *tokens, *vote_buttons, *single_buttons]
-    go.click(generate, gen_inputs, gen_outputs, api_name="generate", concurrency_id="model")
+    go.click(generate, gen_inputs, gen_outputs, api_name="generate", **generating(state))
 
     def next_seed(seed_value: float) -> int:
         return int(seed_value or 0) + 1
 
     regen.click(next_seed, seed, seed, queue=False, api_visibility="private").then(
-        generate, gen_inputs, gen_outputs, api_visibility="private", concurrency_id="model")
+        generate, gen_inputs, gen_outputs, api_visibility="private", **generating(state))
 
     def stop_generation(request: gr.Request) -> None:
         voting.stop_generation(state, request.session_hash if request else "")

@@ -19,6 +19,7 @@ from service import prompt_sets
 from service.state import AppState
 from service.voting import ALL_FLAWED_ANSWER, QueueTurn, StoredSingleVote, StoredVote, next_queue_item, queue_progress
 from ui import session
+from ui.concurrency import generating
 from ui.errors import user_errors
 from ui.render import LETTERS, slot_label
 from ui.vote_admin import build_vote_admin
@@ -146,7 +147,7 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
                 message = "Rank the responses best → worst, or mark them all flawed."
         return {**item_view(item), status: message, progress_md: progress_line(who, pset.name, turn.progress)}
 
-    next_button.click(serve, [set_pick, name_box, skipped], item_outputs, api_name="next_item")
+    next_button.click(serve, [set_pick, name_box, skipped], item_outputs, api_name="next_item", **generating(state))
 
     @user_errors
     def skip_item(set_name: str | None, name: str, skipped_ids: tuple[int, ...], item: QueueItem | None,
@@ -154,7 +155,8 @@ def build_vote_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
         ids = (*(skipped_ids or ()), *((item.prompt.id,) if item and item.prompt.id is not None else ()))
         return {skipped: ids, **serve(set_name, name, ids, request)}
 
-    skip.click(skip_item, [set_pick, name_box, skipped, current], [skipped, *item_outputs], api_name="queue_skip")
+    skip.click(skip_item, [set_pick, name_box, skipped, current], [skipped, *item_outputs], api_name="queue_skip",
+               **generating(state))
 
     def voted(item: QueueItem, stored: StoredVote) -> dict:
         who = stored.vote.voter

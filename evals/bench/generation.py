@@ -19,9 +19,10 @@ def main() -> None:
 
     models = load_default_models()
     from playground.scoring.generation import GenerationSettings, generate
+    from playground.scoring.scheduler import Scheduler
 
-    # EOS never ends a row early, so every path generates exactly new_tokens per response.
-    models.policy.model.generation_config.eos_token_id = None
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()  # EOS never ends a row early, so every path generates exactly new_tokens per response
     messages = [{"role": "user", "content": "Explain in a few sentences why the sky is blue."}]
     settings = GenerationSettings(temperature=0, max_new_tokens=args.new_tokens)
 
@@ -29,7 +30,7 @@ def main() -> None:
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            generate(models, slots, messages, settings)
+            generate(scheduler, slots, messages, settings)
             times.append(time.perf_counter() - start)
         return min(times)
 
