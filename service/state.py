@@ -22,6 +22,7 @@ from playground.data.db import LockHolder
 from playground.data.store import Store, open_store
 from playground.models.checkpoints import attach_checkpoint, complete_checkpoints, read_record, serve_checkpoint
 from playground.models.roles import Models, ModelsConfig, Role, load_models
+from playground.scoring.scheduler import Scheduler, SchedulerConfig
 from playground.scoring.scorer import Scorer
 
 if TYPE_CHECKING:  # evals imports the engine, not the other way round
@@ -100,6 +101,7 @@ class RunLock:
 class AppState:
     models: Models
     scorer: Scorer
+    scheduler: Scheduler  # every generation in the app: one continuous batch
     store: Store
     data_dir: Path
     beta: float = 0.1
@@ -250,10 +252,12 @@ class AppState:
 
 
 def build_state(cfg: ModelsConfig, data_dir: Path, db_path: str | Path | None = None, beta: float = 0.1,
-                access: Access | None = None, votes_visible_to_all: bool = False) -> AppState:
+                access: Access | None = None, votes_visible_to_all: bool = False,
+                scheduler: SchedulerConfig | None = None) -> AppState:
     models = load_models(cfg)
     store = open_store(db_path or data_dir / "votes.sqlite")  # a SQLite path or a postgresql:// URL
-    state = AppState(models=models, scorer=Scorer(models), store=store, data_dir=data_dir, beta=beta,
+    state = AppState(models=models, scorer=Scorer(models), scheduler=Scheduler(models, scheduler), store=store,
+                     data_dir=data_dir, beta=beta,
                      access=access or Access(), votes_visible_to_all=votes_visible_to_all)
     if models.policy.adapter is not None:  # checkpoints are adapters: they need the policy's PeftModel
         for folder in complete_checkpoints(state.checkpoint_dir):
