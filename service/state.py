@@ -65,7 +65,7 @@ def _mtime(path: Path) -> float:
 class RunLock:
     """One training run at a time: in this process (a thread lock) and over every replica and script
     on the same vote database (the store's training lock, let go if its holder dies). `acquire`,
-    `release` and `locked` as on `threading.Lock`; `locked` and Cancel concern this process's run."""
+    `release`, `locked` and `with` as on `threading.Lock`; `locked` and Cancel concern this process's run."""
 
     def __init__(self, store: Store) -> None:
         self._here = threading.Lock()
@@ -91,6 +91,13 @@ class RunLock:
 
     def locked(self) -> bool:
         return self._here.locked()
+
+    def __enter__(self) -> "RunLock":
+        self.acquire(blocking=True)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
     def holder(self) -> LockHolder | None:
         """Who holds the database's training lock (this process included); None when nobody does."""
