@@ -78,8 +78,7 @@ def fill_prompt(state: AppState, pset: PromptSet, prompt: SetPrompt, models: Seq
     rated = [state.rated_name(m) for m in models]
     texts = generate(state.scheduler, [catalog[m] for m in models], prompt.messages, settings)
     completions = [[{"role": "assistant", "content": t}] for t in texts]
-    with state.models.lock:
-        scores = state.scorer.score_responses(prompt.messages, completions, state.beta)
+    scores = state.scorer.score_responses(prompt.messages, completions, state.beta)
     record: dict[str, Any] = {**asdict(settings), "beta": state.beta, "batch": list(models)}
     return state.store.add_set_responses([
         SetResponse(prompt.id, m, t, {f: float(getattr(s, f)) for f in SCORE_FIELDS}, record, r)

@@ -149,3 +149,30 @@ def test_score_cli_bad_flags(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "no such file" in proc.stderr
     proc = run_score(tiny_model_dir, tmp_path, "--pairs", "x", "--out", "y", "--beta", "0")
     assert proc.returncode == 2 and "--beta 0.0: must be a positive number" in proc.stderr
+
+
+def test_rounds_scored_at_the_same_moment_share_one_set_of_forwards(models: Models) -> None:
+    """Scores that wait for the model lock together are computed together (one policy and one
+    reference pass for all), and each caller gets exactly what scoring alone gives it."""
+    import threading
+    import time
+
+    alone = [Scorer(models).score_responses(p, [c, r], beta=0.1 * (i + 1)) for i, (p, c, r) in enumerate(PAIRS[:3])]
+    scorer, passes = Scorer(models), []
+    token_logps = scorer.token_logps
+    scorer.token_logps = lambda role, rows, progress=None: passes.append(len(rows)) or token_logps(role, rows)
+    results: dict[int, list] = {}
+    threads = [threading.Thread(target=lambda i=i, p=p, c=c, r=r: results.__setitem__(
+        i, scorer.score_responses(p, [c, r], beta=0.1 * (i + 1)))) for i, (p, c, r) in enumerate(PAIRS[:3])]
+    with models.lock:  # as the scheduler holds it for a step: the three rounds queue up meanwhile
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while len(scorer._jobs) < 3 and time.monotonic() < deadline:  # all three are waiting for the lock
+            time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert passes == [6, 6]  # one policy pass and one reference pass over the 3 × 2 responses
+    for i in range(3):
+        assert [s.reward for s in results[i]] == pytest.approx([s.reward for s in alone[i]], abs=1e-5)
+        assert [s.logp_policy for s in results[i]] == pytest.approx([s.logp_policy for s in alone[i]], abs=1e-4)

@@ -104,8 +104,8 @@ def score_round(scorer: Scorer, rnd: Round, generation: Generation, slots: Seque
     `generation` is `stream_generate`'s last yield for `slots`, the roles of `rnd.models`.
     """
     completions = [[{"role": "assistant", "content": t}] for t in generation.texts]
+    scores = scorer.score_responses(list(rnd.messages), completions, rnd.beta)  # batched with other rounds
     with scorer.models.lock:
-        scores = scorer.score_responses(list(rnd.messages), completions, rnd.beta)
         kl = sampled_kl(scorer, rnd.settings, generation, slots)
     return replace(rnd, texts=generation.texts, scores=tuple(scores), kl=kl)
 

@@ -14,6 +14,7 @@ training, so the score shown for a response is the one a vote on it trains on.
 import hashlib
 import json
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,14 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+@dataclass(eq=False)
+class _ScoreJob:
+    encoded: list[Encoded]
+    beta: float
+    scores: list["ResponseScore"] | None = None
+    error: BaseException | None = None
+
+
 class Scorer:
     """Scores completions under the policy and reference of `models`.
 
@@ -132,6 +141,8 @@ class Scorer:
         self.max_length = max_length or min(MAX_SEQUENCE_TOKENS, context)
         self._ref_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
+        self._jobs: list[_ScoreJob] = []  # score_responses calls waiting for models.lock
+        self._jobs_lock = threading.Lock()
 
     def encode(self, prompt: Text, completions: Sequence[Text]) -> list[Encoded]:
         return encode(self.models.tokenizer, prompt, completions, self.max_length)
@@ -188,8 +199,39 @@ class Scorer:
         return out
 
     def score_responses(self, prompt: Text, completions: Sequence[Text], beta: float) -> list[ResponseScore]:
-        """Score k ≥ 1 completions of one prompt (the playground's slots), encoded together like a pair."""
-        return self._score(self.encode(prompt, completions), beta)
+        """Score k ≥ 1 completions of one prompt (the playground's slots), encoded together like a pair.
+
+        Batched across threads: the job waits for `models.lock`, and whichever thread gets the lock
+        first scores every job waiting at that moment in one set of forwards (many voters' rounds
+        finish together). Call it without holding `models.lock`, or nothing can join."""
+        job = _ScoreJob(self.encode(prompt, completions), check_beta(beta))
+        with self._jobs_lock:
+            self._jobs.append(job)
+        with self.models.lock:
+            with self._jobs_lock:
+                jobs, self._jobs = self._jobs, []
+            if jobs:
+                self._score_jobs(jobs)
+        if job.error is not None:
+            raise job.error
+        assert job.scores is not None
+        return job.scores
+
+    def _score_jobs(self, jobs: list["_ScoreJob"]) -> None:
+        rows = [e for job in jobs for e in job.encoded]
+        try:
+            policy = self.token_logps(self.models.policy, rows)
+            ref = self.reference_token_logps(rows)
+        except BaseException as exc:  # every waiting job learns it, not only the thread that ran it
+            for job in jobs:
+                job.error = exc
+            raise
+        start = 0
+        for job in jobs:
+            end = start + len(job.encoded)
+            job.scores = [response_score(p, r, job.beta, e)
+                          for p, r, e in zip(policy[start:end], ref[start:end], job.encoded, strict=True)]
+            start = end
 
     def score_pairs(self, pairs: Sequence[tuple[Text, Text, Text]], beta: float,
                     progress: Progress | None = None) -> list[PairScore]:
