@@ -13,15 +13,14 @@ E[r_φ] − β·KL). DPO, KTO, SimPO, ORPO and RLHF checkpoints are all measured
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-
-import torch
 
 from playground.core.errors import PlaygroundError
 from playground.models.roles import Role
 from playground.scoring.encoding import Message
-from playground.scoring.generation import eos_ids, prompt_ids
+from playground.scoring.generation import GenerationSettings, prompt_ids
+from playground.scoring.scheduler import Scheduler
 from playground.scoring.scorer import Scorer
 
 # The shipped fixed prompt set: checkpoints estimated on it are comparable with each other.
@@ -56,37 +55,39 @@ def eval_prompts(path: Path = EVAL_PROMPTS) -> list[list[Message]]:
     return [list(p.messages) for p in load_prompt_file(path)]
 
 
-def estimate_kl(scorer: Scorer, role: Role, prompts: Sequence[Sequence[Message]], samples: int = 2,
-                max_new_tokens: int = 48, seed: int = 0,
+def estimate_kl(scheduler: Scheduler, scorer: Scorer, role: Role, prompts: Sequence[Sequence[Message]],
+                samples: int = 2, max_new_tokens: int = 48, seed: int = 0,
                 progress: Callable[[int, int], None] | None = None,
                 reward: Reward | None = None, reward_model: str | None = None) -> KLEstimate:
     """Sample `samples` responses per prompt from `role` and estimate its KL to the reference; with
     `reward` (named `reward_model`), also the mean reward of the same samples.
 
-    The sampled token ids themselves are scored (not their decoded text, which can tokenize
-    differently), up to and including the end-of-turn token when one was sampled; the reward model
-    reads the decoded text.
+    The samples are rows of the app's generation batch (`scheduler`), at most `max_batch` at a time
+    over all prompts, each with its own seed. The sampled token ids themselves are scored (not their
+    decoded text, which can tokenize differently), up to and including the end-of-turn token when
+    one was sampled; the reward model reads the decoded text. `progress(done, total)` counts samples.
     """
     models = scorer.models
-    eos = set(eos_ids(models))
+    settings = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
+                                  max_new_tokens=max_new_tokens, seed=seed).validate()
+    todo = [(list(m), tuple(prompt_ids(models, m)[0].tolist())) for m in prompts for _ in range(samples)]
     values: list[float] = []
     judged: list[tuple[list[Message], str]] = []  # (prompt, decoded response) for the reward model
-    for n, messages in enumerate(prompts):
-        ids = prompt_ids(models, messages).to(models.device)  # (1, T)
-        batch = ids.expand(samples, -1)
+    size = scheduler.cfg.max_batch
+    for chunk_no, start in enumerate(range(0, len(todo), size)):
+        chunk = todo[start:start + size]
+        request = scheduler.submit([role] * len(chunk), [ids for _, ids in chunk],
+                                   replace(settings, seed=seed + chunk_no))
+        for _ in request.progress():
+            pass
+        kept = [(messages, scorer.sampled_row(ids, tuple(row.sampled)))
+                for (messages, ids), row in zip(chunk, request.rows, strict=True) if row.sampled]
         with models.lock:
-            with torch.inference_mode(), role.active() as model:
-                torch.manual_seed(seed + n)
-                out = model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), do_sample=True,
-                                     temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
-                                     max_new_tokens=max_new_tokens, pad_token_id=models.tokenizer.pad_token_id)
-            rows = [scorer.sampled_row(ids[0].tolist(), _until_eos(row[ids.shape[1]:].tolist(), eos)) for row in out]
-            rows = [r for r in rows if r.completion_ids]
-            values += scorer.sampled_log_ratios(role, rows)
-        judged += [(list(messages), models.tokenizer.decode(r.completion_ids, skip_special_tokens=True))
-                   for r in rows]
+            values += scorer.sampled_log_ratios(role, [r for _, r in kept])
+        judged += [(messages, models.tokenizer.decode(r.completion_ids, skip_special_tokens=True))
+                   for messages, r in kept]
         if progress:
-            progress(n + 1, len(prompts))
+            progress(start + len(chunk), len(todo))
     if not values:
         raise PlaygroundError("every sample ended at once (an empty response); nothing to estimate KL from")
     mean, stderr = mean_stderr(values)
@@ -94,11 +95,3 @@ def estimate_kl(scorer: Scorer, role: Role, prompts: Sequence[Sequence[Message]]
         return KLEstimate(mean, stderr, len(values), max_new_tokens)
     reward_mean, reward_stderr = mean_stderr(reward([p for p, _ in judged], [t for _, t in judged]))
     return KLEstimate(mean, stderr, len(values), max_new_tokens, reward_mean, reward_stderr, reward_model)
-
-
-def _until_eos(tokens: list[int], eos: set[int]) -> tuple[int, ...]:
-    """The sampled completion: up to and including the first end token (padding follows it)."""
-    for i, t in enumerate(tokens):
-        if t in eos:
-            return tuple(tokens[: i + 1])
-    return tuple(tokens)

@@ -51,14 +51,15 @@ def estimate_kl(state: AppState, progress: Progress | None = None, samples: int 
                                    device=models.device, dtype=models.dtype, tokenizer=models.tokenizer)
         reward = scorer.score
     roles = {**({"sft": state.models.sft} if reward else {}), **state.checkpoints}
-    total = len(roles) * len(prompts)
+    per_role = len(prompts) * samples
+    total = len(roles) * per_role
     found = {}
     for n, (name, role) in enumerate(list(roles.items())):
         step = None if progress is None else (
-            lambda i, _, n=n, name=name: progress(n * len(prompts) + i, total, f"{name}: prompt {i}/{len(prompts)}"))
+            lambda i, _, n=n, name=name: progress(n * per_role + i, total, f"{name}: sample {i}/{per_role}"))
         found[name] = state.kl_estimates[name] = estimate_role_kl(
-            state.scorer, role, prompts, samples=samples, max_new_tokens=max_new_tokens, progress=step,
-            reward=reward, reward_model=reward_model or None)
+            state.scheduler, state.scorer, role, prompts, samples=samples, max_new_tokens=max_new_tokens,
+            progress=step, reward=reward, reward_model=reward_model or None)
     return found
 
 

@@ -5,6 +5,7 @@ import json
 import math
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -67,9 +68,11 @@ def test_kl_is_zero_for_the_fresh_adapter_and_matches_the_exact_value(state: App
     from playground.scoring.generation import prompt_ids
 
     prompts = eval_prompts()[:3]
-    fresh = estimate_kl(state.scorer, state.models.policy, prompts, samples=2, max_new_tokens=8)
+    fresh = estimate_kl(state.scheduler, state.scorer, state.models.policy, prompts, samples=2, max_new_tokens=8)
     assert fresh.n == 6 and abs(fresh.mean) < 1e-4
     perturb_adapter(state.models.policy.model, seed=3, scale=4.0)
+    # New weights, new identity (as publishing does): the scheduler then samples the policy's adapter.
+    state.models.policy = replace(state.models.policy, ident=f"{state.models.policy.ident}+perturbed")
     # One-token responses: the exact KL is a sum over the vocabulary at the first position.
     ids = prompt_ids(state.models, PROMPT)
     with torch.inference_mode():
@@ -78,7 +81,8 @@ def test_kl_is_zero_for_the_fresh_adapter_and_matches_the_exact_value(state: App
             with role.active() as model:
                 logps.append(torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1))
     exact = float((logps[0].exp() * (logps[0] - logps[1])).sum())
-    estimate = estimate_kl(state.scorer, state.models.policy, [PROMPT], samples=2000, max_new_tokens=1)
+    estimate = estimate_kl(state.scheduler, state.scorer, state.models.policy, [PROMPT], samples=2000,
+                           max_new_tokens=1)
     assert estimate.n == 2000 and exact > 0
     assert abs(estimate.mean - exact) < 4 * estimate.stderr and estimate.stderr < exact / 2
 
