@@ -80,13 +80,14 @@ def start_round(state: AppState, messages: Sequence[Message], slots: Sequence[st
                  rated_as=tuple(state.rated_name(n) for n in names))
 
 
-def generate_round(state: AppState, rnd: Round, session: str) -> Iterator[Generation]:
-    """Generate `rnd`'s k responses in one batch, yielding the state after every step; a
-    `stop_generation` for the same `session` (a browser session, or any key a script picks) ends it
-    early, keeping what was written."""
+def generate_round(state: AppState, rnd: Round, session: str, interval: float = 0.0) -> Iterator[Generation]:
+    """Generate `rnd`'s k responses as rows of the app's one batch, yielding the state after every
+    step (at most one yield per `interval` seconds, and the final one); a `stop_generation` for the
+    same `session` (a browser session, or any key a script picks) ends it early, keeping what was
+    written."""
     catalog = state.slot_catalog()
     yield from stream_generate(state.scheduler, [catalog[name] for name in rnd.models], list(rnd.messages),
-                               rnd.settings, state.stop_event(session), session)
+                               rnd.settings, state.stop_event(session), session, interval)
 
 
 def stop_generation(state: AppState, session: str) -> None:

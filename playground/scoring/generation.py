@@ -95,13 +95,15 @@ def stream_generate(
     settings: GenerationSettings,
     stop: threading.Event | None = None,
     session: str = "",
+    interval: float = 0.0,
 ) -> Iterator[Generation]:
     """Yield every slot's text and sampled ids as generation goes on (after each step, or once for
     several steps if the reader was slower); the last yield is final and says how each slot ended.
 
     The slots are rows of the scheduler's shared batch (each its own adapter and seed: see
     `scheduler.row_seed`); `stop` ends them early (the texts so far are kept); `session` is whose
-    share of the scheduler they count against."""
+    share of the scheduler they count against; `interval` the least seconds between two yields
+    but the last."""
     models = scheduler.models
     ids = tuple(prompt_ids(models, messages)[0].tolist())
     request = scheduler.submit(slots, [ids] * len(slots), settings, stop, session)
@@ -112,7 +114,7 @@ def stream_generate(
         return Generation(ids, tuple(texts), tuple(tuple(t) for t, _ in rows), tuple(e for _, e in rows),
                           tuple(r.weights for r in request.rows))
 
-    for _ in request.progress():
+    for _ in request.progress(interval):
         yield state()
 
 
