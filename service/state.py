@@ -129,6 +129,7 @@ class AppState:
     # was told to keep its own --policy): `sync_checkpoints` serves the record only when it changes.
     serving_seen: str | None = field(default=None, init=False)
     _sync: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _synced_at: float = field(default=float("-inf"), init=False, repr=False)  # time.monotonic() of the last sync
     _warned: set[str] = field(default_factory=set, init=False, repr=False)  # what was warned about, once
 
     def __post_init__(self) -> None:
@@ -205,15 +206,19 @@ class AppState:
         name = self.recorded_serving()
         return name if name in self.checkpoints else None
 
-    def sync_checkpoints(self) -> list[str]:
+    def sync_checkpoints(self, max_age: float = 0.0) -> list[str]:
         """Catch up with the other replicas on the store: attach every registered checkpoint not
         attached yet whose folder is complete (the registered path, else this replica's checkpoint
         folder), and serve the checkpoint recorded as serving if the record changed since this
         replica last acted on it. A checkpoint without a complete folder here is skipped with one
-        logged warning, never served. Returns the ids attached now."""
+        logged warning, never served. Returns the ids attached now. Nothing is read when the last
+        sync is less than `max_age` seconds old (many voters start rounds at once)."""
         if self.models.policy.adapter is None:  # checkpoints are adapters on the policy's PeftModel
             return []
         with self._sync:  # rounds start in several threads at once
+            if time.monotonic() - self._synced_at < max_age:
+                return []
+            self._synced_at = time.monotonic()
             attached = []
             for ckpt, registered in self.store.checkpoint_folders().items():
                 if ckpt in self.checkpoints:

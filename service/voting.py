@@ -33,6 +33,7 @@ from service.pregenerate import fill_prompt
 from service.prompt_sets import prompt_set
 from service.state import AppState
 
+SYNC_MAX_AGE = 1.0  # seconds: a round starts on checkpoints at most this stale (one store read per second)
 ALL_FLAWED_ANSWER = "all_flawed"  # the queue API's name for "All flawed" on k > 2 responses (stored as both_bad)
 FRESH_POLICY_LABEL = "policy (equal to SFT until trained)"
 
@@ -71,7 +72,7 @@ def start_round(state: AppState, messages: Sequence[Message], slots: Sequence[st
     """A new playground round: `slots` are the catalog names of the k models, or None for an
     anonymous battle (two models with different weights drawn from `rng`). Each slot's rated name is
     fixed now, with the weights that will generate it."""
-    state.sync_checkpoints()  # what other replicas on the store trained or served since the last round
+    state.sync_checkpoints(SYNC_MAX_AGE)  # what other replicas on the store trained or served lately
     settings.validate()
     beta = check_beta(beta)  # before generating: scoring would refuse it only after
     catalog = state.slot_catalog()
