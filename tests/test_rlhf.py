@@ -243,6 +243,85 @@ def test_grpo_kl_in_reward_matches_trl_grpo_on_the_penalised_reward(perturbed: M
     assert trainer._metrics["train"]["clip_ratio/region_mean"][-1] == pytest.approx(float(clipped), abs=TOL)
 
 
+# --- the fast paths: shared prompt encoding, merged sampler ------------------------------------------------------
+
+def test_token_stats_equal_one_full_forward_per_row(perturbed: Models) -> None:
+    """Prompts of different lengths, K rows each, completions of different lengths: the log-probs,
+    entropies, values and LoRA gradients from the shared-prompt forward equal the scorer's plain
+    right-padded forward over whole rows (`completion_token_logps`)."""
+    from playground.scoring.scorer import completion_token_logps
+    from playground.training.dpo import trainable_copy
+
+    model, pad, device = trainable_copy(perturbed.policy.model), perturbed.tokenizer.pad_token_id, perturbed.device
+    prompts = [tuple(prompt_ids(perturbed, [{"role": "user", "content": text}])[0].tolist())
+               for text in ("Hi.", "Name three prime numbers, please.")]
+    assert len(prompts[0]) != len(prompts[1])
+    rows = [Encoded(prompts[i % 2], tuple(range(5, 5 + n))) for i, n in enumerate((3, 7, 1, 5))]
+    head = torch.nn.Linear(model.get_base_model().config.hidden_size, 1)
+    stats = token_stats(model, rows, pad, device, width=9, entropy=True, value_head=head)
+    assert stats.logps.shape == (4, 9) and stats.mask.sum(-1).tolist() == [3, 7, 1, 5]
+    params = list(adapter_params(model).values())
+    ours = torch.autograd.grad((stats.logps * stats.mask).sum(), params)
+    plain = completion_token_logps(model, rows, pad, device)
+    theirs = torch.autograd.grad(sum(lp.sum() for lp in plain), params)
+    for i, lp in enumerate(plain):
+        assert stats.logps[i, : len(lp)].tolist() == pytest.approx(lp.tolist(), abs=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(ours, theirs, strict=True))
+    assert max(float(g.abs().max()) for g in theirs) > 1e-3  # the gradients compared are not all zero
+    # Entropy and values from a full forward of each row alone.
+    for i, r in enumerate(rows):
+        ids = torch.tensor([r.input_ids])
+        with torch.no_grad():
+            out = model(input_ids=ids, output_hidden_states=True)
+        at = slice(len(r.prompt_ids) - 1, len(r.input_ids) - 1)
+        log_probs = torch.log_softmax(out.logits[0, at].float(), -1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        assert stats.entropy[i, : len(r.completion_ids)].tolist() == pytest.approx(entropy.tolist(), abs=1e-5)
+        values = head(out.hidden_states[-1][0, at]).squeeze(-1)
+        assert stats.values[i, : len(r.completion_ids)].tolist() == pytest.approx(values.tolist(), abs=1e-5)
+    assert float((stats.logps.detach() * (1 - stats.mask)).abs().sum()) == 0.0  # padding stays 0
+
+
+def test_merged_sampler_is_the_trainee_and_leaves_the_served_model_alone(perturbed: Models) -> None:
+    """The merged copy gives the trainee's logits, follows its adapter after an update, samples the
+    same tokens (prompt cache included) as the trainee's own generate, and never writes a tensor it
+    shares with the trainee or the served model."""
+    from playground.training.dpo import trainable_copy
+
+    served = snapshot(perturbed.policy.model)
+    trainee = trainable_copy(perturbed.policy.model)
+    sampler = rlhf.Sampler(trainee)
+    assert len(sampler.merged) > 0 and sampler.model is not trainee
+    ids = torch.tensor([prompt_ids(perturbed, TRL_PROMPTS[0])[0].tolist()])
+    for _ in range(2):
+        with torch.no_grad():
+            want = trainee(input_ids=ids).logits
+            got = sampler.policy()(input_ids=ids).logits
+            with trainee.disable_adapter():
+                base = trainee(input_ids=ids).logits
+        assert torch.allclose(got, want, atol=1e-5) and (want - base).abs().max() > 1e-3
+        with torch.no_grad():  # an "update": the next policy() must follow it
+            for p in adapter_params(trainee).values():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.05)
+    encoded = [tuple(prompt_ids(perturbed, p)[0].tolist()) for p in PROMPTS[:3]]
+    settings = RLHFConfig(max_new_tokens=6).sampling(seed=11)
+    rows, ended = rlhf.sample(sampler.policy(), perturbed, encoded, 2, settings)
+    alone = []
+    for p in encoded:  # the trainee itself, no prompt cache, one prompt at a time, greedy
+        out = trainee.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                               do_sample=False, max_new_tokens=6, pad_token_id=perturbed.tokenizer.pad_token_id)
+        alone.append(out[0, len(p):].tolist())
+    greedy, _ = rlhf.sample(sampler.policy(), perturbed, encoded, 1,
+                            rlhf.GenerationSettings(temperature=0.0, max_new_tokens=6))
+    end = set(rlhf.eos_ids(perturbed))
+    for r, a in zip(greedy, alone, strict=True):
+        stop = next((i for i, t in enumerate(a) if t in end), None)
+        assert list(r.completion_ids) == (a if stop is None else a[: stop + 1])
+    assert len(rows) == 6 and [r.prompt_ids for r in rows] == [p for p in encoded for _ in range(2)]
+    assert all(0 < len(r.completion_ids) <= 6 for r in rows) and len(ended) == 6
+    assert_same(perturbed.policy.model, served)
+
+
 # --- PPO by hand ----------------------------------------------------------------------------------------------------
 
 def test_ppo_gae_and_clipped_losses_by_hand() -> None:
@@ -295,6 +374,7 @@ def test_run_writes_a_checkpoint_and_serves_it(models: Models, reward_model: Rew
     assert [s for s, _, _ in seen] == [1, 2] and all(n == 2 for _, n, _ in seen)
     assert (result.train_prompts, result.heldout_prompts) == (6, 1)
     assert result.checkpoint is not None and result.checkpoint.parent == tmp_path / "ckpt"
+    assert result.checkpoint.name.startswith(f"{method}-")  # the id names the method
     metrics = seen[0][2]
     names = {"reward", "reward_std", "kl", "non_score_reward", "objective", "beta", "entropy", "loss", "policy_loss",
              "clip_fraction", "response_length", "ended", "grad_norm", "learning_rate", "samples", "tokens",
@@ -375,6 +455,14 @@ def test_cancel_keeps_the_adapter_and_writes_nothing(models: Models, reward_mode
     assert result.cancelled and result.checkpoint is None and len(result.steps) == 1
     assert_same(models.policy.model, before)
     assert not (tmp_path / "out").exists()
+
+
+def test_full_model_policy_is_refused_naming_rlhf(tiny_model_dir: Path, reward_model: RewardModel,
+                                                  tmp_path: Path) -> None:
+    full = load_models(ModelsConfig(sft=str(tiny_model_dir), policy=str(tiny_model_dir)))
+    with pytest.raises(PlaygroundError, match=r"^RLHF trains the policy's LoRA adapter, but the policy is a full"):
+        train_rlhf(full, PROMPTS, reward_model, RLHFConfig(**FAST), tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 def test_prompt_too_long_is_one_clear_error(models: Models, reward_model: RewardModel, tmp_path: Path) -> None:

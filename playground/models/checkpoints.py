@@ -100,9 +100,10 @@ def pairs_sha256(rows: Sequence[PreferenceRow]) -> str:
     return digest.hexdigest()
 
 
-def new_checkpoint_id() -> str:
-    """`dpo-YYYYmmdd-HHMMSS-xxxxxx` (UTC): sorts by time; the random tail keeps ids unique."""
-    return f"dpo-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+def new_checkpoint_id(prefix: str = "dpo") -> str:
+    """`<prefix>-YYYYmmdd-HHMMSS-xxxxxx` (UTC), the prefix naming the training method (`dpo`,
+    `rloo`, …): sorts by time within a method; the random tail keeps ids unique."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
@@ -113,10 +114,11 @@ def read_record(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def write_checkpoint(model: PeftModel, out_dir: Path, record: dict[str, Any]) -> Path:
+def write_checkpoint(model: PeftModel, out_dir: Path, record: dict[str, Any], prefix: str = "dpo") -> Path:
     """Save the policy adapter of `model` plus `record` (its `id` and `format` filled in) as a new
-    folder under `out_dir`; returns the folder. Nothing is left behind on failure."""
-    ckpt_id = new_checkpoint_id()
+    folder under `out_dir` named `new_checkpoint_id(prefix)`; returns the folder. Nothing is left
+    behind on failure."""
+    ckpt_id = new_checkpoint_id(prefix)
     final = out_dir / ckpt_id
     with new_folder(final, "a checkpoint") as tmp:
         # peft writes the adapter named "default" (= POLICY_ADAPTER) at the folder's top level.
@@ -174,13 +176,15 @@ def set_policy_weights(models: Models, weights: dict[str, torch.Tensor], source:
         models.policy = replace(models.policy, source=source, ident=ident)
 
 
-def publish_trained(models: Models, trainee: PeftModel, out_dir: Path, record: dict[str, Any]) -> Path:
-    """A finished run's end: write `trainee`'s adapter and `record` as a checkpoint under `out_dir`,
-    then make it the serving policy (`set_policy_weights`: under `models.lock`, all or nothing). On
-    any failure the new folder is removed and the error raised: nothing written, nothing served."""
+def publish_trained(models: Models, trainee: PeftModel, out_dir: Path, record: dict[str, Any],
+                    prefix: str = "dpo") -> Path:
+    """A finished run's end: write `trainee`'s adapter and `record` as a checkpoint under `out_dir`
+    (its id starting with `prefix`), then make it the serving policy (`set_policy_weights`: under
+    `models.lock`, all or nothing). On any failure the new folder is removed and the error raised:
+    nothing written, nothing served."""
     checkpoint = None
     try:
-        checkpoint = write_checkpoint(trainee, out_dir, record)
+        checkpoint = write_checkpoint(trainee, out_dir, record, prefix)
         trained = {n: p.detach() for n, p in adapter_params(trainee).items()}
         set_policy_weights(models, trained, str(checkpoint), f"{models.sft.ident}+{checkpoint.name}")
     except BaseException:

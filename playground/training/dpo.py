@@ -285,11 +285,11 @@ def adapter_lora_settings(model: PeftModel) -> LoraSettings:
     return LoraSettings(r=cfg.r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=tuple(sorted(targets)))
 
 
-def _check_policy(models: Models, lora: LoraSettings) -> None:
+def _check_policy(models: Models, lora: LoraSettings, run: str = "DPO") -> None:
     model = models.policy.model
     if not isinstance(model, PeftModel) or models.policy.adapter != POLICY_ADAPTER:
         raise PlaygroundError(
-            "DPO trains the policy's LoRA adapter, but the policy is a full model "
+            f"{run} trains the policy's LoRA adapter, but the policy is a full model "
             f"({models.policy.source}); use the default policy or a LoRA adapter folder with --policy"
         )
     have = adapter_lora_settings(model)

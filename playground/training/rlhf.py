@@ -33,12 +33,18 @@ itself (detached for the KL penalty and the ratio's denominator, so ρ = 1 and t
 on the first step), which saves TRL's separate "old log-prob" pass. With `kl_target` set, β follows
 Ziegler et al.'s adaptive controller (`adaptive_kl_beta`) after every step.
 
-Generation. The trainable copy of the adapter (`dpo.trainable_copy`: base weights shared, LoRA
-weights copied) samples with transformers' `generate`, one left-padded batch of all P·K rows, with
-the shared generation code's settings (`GenerationSettings.generate_kwargs`, T = 1, no top-k/top-p)
-and its end-of-turn ids (`eos_ids`). `stream_generate` itself is not used: it batches one prompt's
-slots at a time and holds `models.lock` for the whole generate (serving would wait for every
-rollout), while the copy needs no lock: it shares only frozen weights with the served model.
+Generation. The trainee samples through `Sampler`: a plain copy of the base model sharing every
+frozen weight, whose LoRA-wrapped projections are replaced by linear maps holding the merged
+weights W + scale·B·A, brought up to date before every rollout (sampling then pays for no LoRA
+branch per projection; the shared weights are never written, so the reference and the served
+model are untouched). It samples with transformers' `generate`, one left-padded batch of all P·K
+rows, each prompt but its last token encoded once and its KV cache shared by the prompt's K rows
+(`prompt_cache`), with the shared generation code's settings (`GenerationSettings.generate_kwargs`,
+T = 1, no top-k/top-p) and its end-of-turn ids (`eos_ids`). `stream_generate` itself is not used: it
+batches one prompt's slots at a time and holds `models.lock` for the whole generate (serving would
+wait for every rollout), while the copy needs no lock: it shares only frozen weights with the
+served model. Log-probs for the loss and the KL come from the trainee itself (`token_stats`, the
+same shared prompt encoding), so the merged copy's float rounding never enters the objective.
 
 Safety is DPO's (`dpo` module docstring): train a copy, publish at the end under `models.lock`.
 A NaN/inf reward, loss or gradient, a cancel (`should_stop`, asked before every step) or any
@@ -67,7 +73,9 @@ Per-step metrics (means over the step's samples; `callback(step, total_steps, me
   scoring), seconds (the whole step)
 """
 
+import copy
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -82,11 +90,14 @@ import peft
 import torch
 import transformers
 from peft import PeftModel
+from peft.tuners.lora import Linear as LoraLinear
+from peft.tuners.lora import LoraLayer
+from transformers import Cache
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_NEW_TOKENS, MAX_SEQUENCE_TOKENS, MAX_TRAIN_STEPS
 from playground.models.checkpoints import publish_trained
-from playground.models.roles import LoraSettings, Models, adapter_params
+from playground.models.roles import POLICY_ADAPTER, LoraSettings, Models, adapter_params
 from playground.objectives import (
     adaptive_kl_beta,
     clip_active,
@@ -101,7 +112,7 @@ from playground.objectives import (
 )
 from playground.scoring.encoding import Encoded, Message
 from playground.scoring.generation import GenerationSettings, eos_ids, prompt_ids
-from playground.scoring.scorer import right_padded, split_model
+from playground.scoring.scorer import split_model
 from playground.training.dpo import (
     _check_policy,
     _parent,
@@ -242,28 +253,59 @@ class TokenStats:
     values: torch.Tensor | None = None
 
 
+def prompt_cache(decoder: torch.nn.Module, prompts: Sequence[tuple[int, ...]], pad_id: int, device: torch.device
+                 ) -> tuple[Cache | None, torch.Tensor]:
+    """Each row's prompt but its last token, encoded once per distinct prompt: one left-padded
+    forward of `decoder` (to the longest prompt but one, S) fills a KV cache, which is then gathered
+    to the rows (in the graph when grad is on). Returns it (None when S = 0) and the rows' prefix
+    attention mask (B, S). Rows sampled K per prompt thus pay for each prompt once, not K times."""
+    distinct = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+    span = max(len(p) for p in distinct) - 1
+    which = torch.tensor([distinct[p] for p in prompts], device=device)
+    mask = torch.tensor([[0] * (span + 1 - len(p)) + [1] * (len(p) - 1) for p in distinct], device=device)
+    if not span:
+        return None, mask[which]
+    ids = torch.tensor([[pad_id] * (span + 1 - len(p)) + list(p[:-1]) for p in distinct], device=device)
+    cache = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    use_cache=True).past_key_values
+    cache.batch_select_indices(which)
+    return cache, mask[which]
+
+
 def token_stats(model: torch.nn.Module, rows: Sequence[Encoded], pad_id: int, device: torch.device,
                 width: int | None = None, entropy: bool = False, value_head: torch.nn.Linear | None = None
                 ) -> TokenStats:
-    """One right-padded forward over `rows`: each completion token's log-prob (float32, in the graph
-    when grad is on), optionally its entropy and the value head's V at the position predicting it.
-    Only completion positions go through the vocabulary projection (as `completion_token_logps`)."""
+    """Each completion token's log-prob under `model` (float32, in the graph when grad is on),
+    optionally its entropy and the value head's V at the position predicting it (B, `width`).
+
+    The prompts but their last tokens come from `prompt_cache` (each distinct prompt encoded once);
+    then one forward over each row's last prompt token and completion but its last token
+    (right-padded), every position of which predicts a completion token, so only those go through
+    the vocabulary projection. Equal to one full forward per row up to float rounding."""
     counts = [len(r.completion_ids) for r in rows]
     width = width or max(counts)
-    ids, attn, target, tokens = right_padded(rows, pad_id, device)  # tokens (N,): the completion tokens
     split = split_model(model)
+    cache, prefix_mask = prompt_cache(split[0] if split is not None else model, [r.prompt_ids for r in rows],
+                                      pad_id, device)
+    ids = torch.tensor([[r.prompt_ids[-1], *r.completion_ids[:-1]] + [pad_id] * (width - n)
+                        for r, n in zip(rows, counts, strict=True)], device=device)
+    mask = (torch.arange(width, device=device)[None, :] < torch.tensor(counts, device=device)[:, None]).float()
+    positions = torch.tensor([len(r.prompt_ids) - 1 for r in rows], device=device)[:, None] + torch.arange(
+        width, device=device)
+    inputs = {"input_ids": ids, "attention_mask": torch.cat([prefix_mask, mask.long()], dim=1),
+              "position_ids": positions, "past_key_values": cache, "use_cache": cache is not None}
+    target = mask.bool()
     if split is not None:
-        decoder, head = split
-        hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state[target]  # (N, H)
-        logits = head(hidden).float()  # (N, V)
+        hidden = split[0](**inputs).last_hidden_state[target]  # (N, H)
+        logits = split[1](hidden).float()  # (N, V)
     else:
-        out = model(input_ids=ids, attention_mask=attn, use_cache=False, output_hidden_states=True)
+        out = model(**inputs, output_hidden_states=True)
         hidden, logits = out.hidden_states[-1][target], out.logits[target].float()
     log_probs = torch.log_softmax(logits, dim=-1)
-    mask = (torch.arange(width, device=device)[None, :] < torch.tensor(counts, device=device)[:, None]).float()
+    tokens = torch.tensor([t for r in rows for t in r.completion_ids], device=device)  # (N,), row-major
 
     def padded(flat: torch.Tensor) -> torch.Tensor:  # (N,) → (B, width), row-major like `target`
-        return torch.zeros(mask.shape, dtype=flat.dtype, device=device).masked_scatter(mask.bool(), flat)
+        return torch.zeros(mask.shape, dtype=flat.dtype, device=device).masked_scatter(target, flat)
 
     return TokenStats(
         logps=padded(log_probs.gather(1, tokens[:, None]).squeeze(1)), mask=mask,
@@ -328,20 +370,61 @@ def ppo_loss(cfg: RLHFConfig, logps: torch.Tensor, values: torch.Tensor, old_log
     return policy, value, masked_mean(clip_active(ratio.detach(), advantages, cfg.clip_range).float(), mask)
 
 
+class Sampler:
+    """The trainee as a plain model for generation: a module tree sharing every tensor of the
+    trainee's base model except the policy adapter's LoRA-wrapped linear layers, each replaced by a
+    linear map of its own holding the merged weight W + scale·B·A (`policy()` recomputes them from
+    the trainee's current adapter). Sampling then runs the base model's own layers with no LoRA
+    branch per projection; the trainee, the reference (adapter off) and the served model are never
+    touched. An adapter peft cannot merge as a plain delta (DoRA, a LoRA bias, several active
+    adapters, a non-linear target) samples through the trainee itself."""
+
+    def __init__(self, trainee: PeftModel) -> None:
+        base = trainee.get_base_model()
+        layers = {name: m for name, m in base.named_modules()
+                  if isinstance(m, LoraLayer) and POLICY_ADAPTER in m.lora_A}
+        self.merged: list[tuple[LoraLinear, torch.nn.Linear]] = []
+        self.model: torch.nn.Module = trainee
+        if trainee.active_adapters != [POLICY_ADAPTER] or not all(
+                type(m) is LoraLinear and type(m.base_layer) is torch.nn.Linear and not m.lora_bias[POLICY_ADAPTER]
+                and POLICY_ADAPTER not in m.lora_variant for m in layers.values()):
+            return
+        memo: dict[int, Any] = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
+        self.model = copy.deepcopy(base, memo)  # new modules, the same tensors
+        for name, layer in layers.items():
+            source = layer.base_layer
+            merged = torch.nn.Linear(source.in_features, source.out_features, bias=False, device="meta")
+            merged.weight = torch.nn.Parameter(torch.empty_like(source.weight), requires_grad=False)
+            merged.bias = source.bias
+            self.model.set_submodule(name, merged)
+            self.merged.append((layer, merged))
+
+    def policy(self) -> torch.nn.Module:
+        """The model to sample the trainee's current policy from (merged weights brought up to date)."""
+        with torch.no_grad():
+            for layer, merged in self.merged:
+                torch.add(layer.base_layer.weight, layer.get_delta_weight(POLICY_ADAPTER), out=merged.weight)
+        return self.model
+
+
 def sample(model: torch.nn.Module, models: Models, prompts: Sequence[tuple[int, ...]], k: int,
            settings: GenerationSettings) -> tuple[list[Encoded], list[bool]]:
     """k responses to each prompt (ids) in one left-padded batched `generate` of `model`, seeded with
-    `settings.seed`: rows (prompt ids, sampled ids up to and including the first end-of-turn id), k
-    consecutive rows per prompt, and whether each ended by itself."""
+    `settings.seed`, each prompt but its last token encoded once (`prompt_cache`): rows (prompt ids,
+    sampled ids up to and including the first end-of-turn id), k consecutive rows per prompt, and
+    whether each ended by itself."""
     pad_id = models.tokenizer.pad_token_id
     width = max(len(p) for p in prompts)
     batch = [p for p in prompts for _ in range(k)]
     ids = torch.tensor([(pad_id,) * (width - len(p)) + p for p in batch], device=models.device)
     attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=models.device)
     end = set(eos_ids(models))
+    split = split_model(model)
     with torch.inference_mode():
+        cache, _ = prompt_cache(split[0] if split is not None else model, batch, pad_id, models.device)
         torch.manual_seed(settings.seed)
-        out = model.generate(input_ids=ids, attention_mask=attn, pad_token_id=pad_id, **settings.generate_kwargs())
+        out = model.generate(input_ids=ids, attention_mask=attn, pad_token_id=pad_id, past_key_values=cache,
+                             **settings.generate_kwargs())
     rows, ended = [], []
     for p, new in zip(batch, out[:, width:].tolist(), strict=True):
         stop = next((i for i, t in enumerate(new) if t in end), None)
@@ -502,7 +585,7 @@ def train_rlhf(models: Models, prompts: Sequence[Prompt], reward_model: RewardMo
     """
     cfg.validate()
     started = time.perf_counter()
-    _check_policy(models, cfg.lora)
+    _check_policy(models, cfg.lora, "RLHF")
     if len(prompts) < MIN_PROMPTS:
         raise PlaygroundError("RLHF needs at least one prompt")
     encoded = _encode_prompts(models, prompts, cfg)
@@ -512,9 +595,9 @@ def train_rlhf(models: Models, prompts: Sequence[Prompt], reward_model: RewardMo
     with models.lock:
         trainee = trainable_copy(models.policy.model)
     try:
-        trainer = _Trainer(models, trainee, cfg)
+        trainer, sampler = _Trainer(models, trainee, cfg), Sampler(trainee)
         held_prompts, held_ids = [prompts[i] for i in held], [encoded[i] for i in held]
-        before = evaluate(trainee, models, reward_model, held_prompts, held_ids, cfg.max_new_tokens)
+        before = evaluate(sampler.policy(), models, reward_model, held_prompts, held_ids, cfg.max_new_tokens)
         cancelled = False
         for n, batch in enumerate(schedule):
             if should_stop is not None and should_stop():
@@ -522,8 +605,8 @@ def train_rlhf(models: Models, prompts: Sequence[Prompt], reward_model: RewardMo
                 break
             step_started = time.perf_counter()
             chosen = [train[j] for j in batch]
-            data = rollout(trainee, models, reward_model, [prompts[i] for i in chosen], [encoded[i] for i in chosen],
-                           cfg.samples_per_prompt, cfg.sampling(cfg.seed * 1_000_003 + n))
+            data = rollout(sampler.policy(), models, reward_model, [prompts[i] for i in chosen],
+                           [encoded[i] for i in chosen], cfg.samples_per_prompt, cfg.sampling(cfg.seed * 1_000_003 + n))
             rollout_seconds = time.perf_counter() - step_started
             metrics = trainer.step(data)
             metrics.update({"learning_rate": cfg.lr, "samples": len(data.rows),
@@ -532,7 +615,7 @@ def train_rlhf(models: Models, prompts: Sequence[Prompt], reward_model: RewardMo
             history.append(metrics)
             if callback is not None:
                 callback(len(history), len(schedule), metrics)
-        after = None if cancelled else evaluate(trainee, models, reward_model, held_prompts, held_ids,
+        after = None if cancelled else evaluate(sampler.policy(), models, reward_model, held_prompts, held_ids,
                                                 cfg.max_new_tokens)
     except Exception as exc:
         raise _abandoned(exc, len(history), len(schedule)) from exc
@@ -543,7 +626,7 @@ def train_rlhf(models: Models, prompts: Sequence[Prompt], reward_model: RewardMo
         return result
     try:
         record = _record(models, prompts, held, reward_model, reward_model_path, cfg, result)
-        checkpoint = publish_trained(models, trainee, out_dir, record)
+        checkpoint = publish_trained(models, trainee, out_dir, record, prefix=cfg.method)
     except Exception as exc:
         raise _abandoned(exc, len(history), len(schedule)) from exc
     return replace(result, checkpoint=checkpoint, seconds=time.perf_counter() - started)
