@@ -11,13 +11,22 @@ short-answers.jsonl for 4 steps and saved; TRL calls its `score` as a reward fun
 - trl-rloo:               RLOOTrainer, bf16=False, gradient_checkpointing=False (its KL is in the reward too)
 - trl-grpo:               GRPOTrainer, the same, beta 0.05 (its KL is in the loss: k3 per token)
 
+Ours samples from a merged-weight copy of the trainee (`rlhf.Sampler`, rebuilt before every
+rollout inside the timed step) and encodes each prompt once for its K rows (`rlhf.prompt_cache`,
+in sampling and in the reference and policy forwards); TRL samples through the peft model and
+encodes every row whole. Both score the 16 samples of a step with the reward model in one batch
+(`RewardModel.score(..., batch_size=16)`; ours in `rlhf.rollout`, TRL's through the reward
+function below), so the reward model costs the same on both sides.
+
 Each variant is one run (one subprocess, so imports and allocator caches do not carry over). Per
 step: the wall time of the whole step (sampling, scoring, reference pass, update; ours by its
 `seconds` metric, TRL's from `on_step_begin` to `on_step_end`) and the rollout time, sampling plus
 the reward model (ours `rollout_seconds`; TRL's `_generate` and its reward-function calls, timed by
-wrapping them). Headlines, over all steps but the first (one-off allocations): rollout tokens/s =
-sampled completion tokens / rollout seconds, update steps/s = 1 / median step seconds. Peak
-memory: the growth of the resident set over its size after loading (`dpo.PeakMemory`).
+wrapping them), of which the reward model's calls (both timed by wrapping `score`). Headlines,
+over all steps but the first (one-off allocations): rollout tokens/s = sampled completion tokens /
+rollout seconds, generation tokens/s = the same over rollout seconds less the reward model's,
+update steps/s = 1 / median step seconds. Peak memory: the growth of the resident set over its
+size after loading (`dpo.PeakMemory`; ours includes the merged copy of the q/k/v/o weights).
 """
 
 import argparse
@@ -53,13 +62,23 @@ def run_ours(method: str, steps: int, model: str | None, reward_dir: Path, out: 
 
     models = load_models(ModelsConfig(sft=model, models_dir=data_dir() / "models"))
     reward = load_reward_model(reward_dir, device=models.device, dtype=models.dtype, tokenizer=models.tokenizer)
+    reward_seconds: list[float] = []  # one score call per step (no held-out prompts)
+    score = reward.score
+
+    def timed_score(*args: Any, **kwargs: Any) -> list[float]:
+        started = time.perf_counter()
+        out = score(*args, **kwargs)
+        reward_seconds.append(time.perf_counter() - started)
+        return out
+
+    reward.score = timed_score  # type: ignore[method-assign]
     cfg = RLHFConfig(method=method, steps=steps, beta=BETA, lr=LR, samples_per_prompt=K, batch_size=P,
                      max_new_tokens=MAX_NEW, heldout=0)
     with PeakMemory(models.device) as memory:
         result = train_rlhf(models, prompts(), reward, cfg, out)
     return {"config": f"train_rlhf method={method} kl_penalty={cfg.kl_penalty}",
             "step_seconds": [m["seconds"] for m in result.steps],
-            "rollout_seconds": [m["rollout_seconds"] for m in result.steps],
+            "rollout_seconds": [m["rollout_seconds"] for m in result.steps], "reward_seconds": reward_seconds,
             "tokens": [m["tokens"] for m in result.steps], "peak_mib": memory.growth_mib,
             "reward": [m["reward"] for m in result.steps]}
 
@@ -80,13 +99,15 @@ def run_trl(method: str, steps: int, model: str | None, reward_dir: Path, out: P
     lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     reward = load_reward_model(reward_dir, device="cpu", dtype=torch.float32, tokenizer=tokenizer)
     rollout: list[float] = [0.0]  # seconds in generation and reward calls during the current step
+    scoring: list[float] = [0.0]  # of which in reward calls
     tokens: list[int] = [0]
 
     def reward_fn(prompts: list, completions: list, **_: Any) -> list[float]:
         started = time.perf_counter()
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        scores = reward.score(prompts, texts)
+        scores = reward.score(prompts, texts, batch_size=len(texts))  # one batch, as train_rlhf scores
         rollout[-1] += time.perf_counter() - started
+        scoring[-1] += time.perf_counter() - started
         return scores
 
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -98,17 +119,20 @@ def run_trl(method: str, steps: int, model: str | None, reward_dir: Path, out: P
                         report_to="none", seed=0, disable_tqdm=True, use_cpu=True)
     step_seconds: list[float] = []
     rollout_seconds: list[float] = []
+    reward_seconds: list[float] = []
     step_tokens: list[int] = []
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, *_: Any, **__: Any) -> None:
             rollout.append(0.0)
+            scoring.append(0.0)
             tokens.append(0)
             self.started = time.perf_counter()
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
             step_seconds.append(time.perf_counter() - self.started)
             rollout_seconds.append(rollout[-1])
+            reward_seconds.append(scoring[-1])
             step_tokens.append(tokens[-1])
 
     with PeakMemory(torch.device("cpu")) as memory:
@@ -128,7 +152,8 @@ def run_trl(method: str, steps: int, model: str | None, reward_dir: Path, out: P
         trainer.train()
     rewards = [h[key] for h in trainer.state.log_history for key in ("reward",) if key in h]
     return {"config": f"{trainer_class.__name__} bf16=False grad_ckpt=False beta={BETA}",
-            "step_seconds": step_seconds, "rollout_seconds": rollout_seconds, "tokens": step_tokens,
+            "step_seconds": step_seconds, "rollout_seconds": rollout_seconds, "reward_seconds": reward_seconds,
+            "tokens": step_tokens,
             "peak_mib": memory.growth_mib, "reward": rewards}
 
 
@@ -146,10 +171,12 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
     warm = slice(1, None) if len(run["step_seconds"]) > 1 else slice(None)
     step_s = median(run["step_seconds"][warm])
     rollout_s = sum(run["rollout_seconds"][warm])
+    reward_s = sum(run["reward_seconds"][warm])
     tokens = sum(run["tokens"][warm])
     return {"method": run["method"], "config": run["config"], "samples_per_step": P * K, "max_new_tokens": MAX_NEW,
             "steps": len(run["step_seconds"]), "step_s": step_s, "update_steps_per_s": 1 / step_s,
             "rollout_s": median(run["rollout_seconds"][warm]), "rollout_tokens_per_s": tokens / rollout_s,
+            "reward_s": median(run["reward_seconds"][warm]), "generation_tokens_per_s": tokens / (rollout_s - reward_s),
             "tokens_per_step": tokens / len(run["tokens"][warm]), "first_step_s": run["step_seconds"][0],
             "peak_mib": run["peak_mib"], "all_step_s": [round(t, 2) for t in run["step_seconds"]],
             "reward": [round(r, 3) for r in run["reward"]]}
@@ -199,6 +226,8 @@ def main() -> None:
         ours, trl = rows[f"ours-{method}"], rows[f"trl-{method}"]
         ratios |= {f"update_steps_ours_over_trl_{method}": trl["step_s"] / ours["step_s"],
                    f"rollout_tokens_ours_over_trl_{method}": ours["rollout_tokens_per_s"] / trl["rollout_tokens_per_s"],
+                   f"generation_tokens_ours_over_trl_{method}":
+                       ours["generation_tokens_per_s"] / trl["generation_tokens_per_s"],
                    f"memory_ours_over_trl_{method}": ours["peak_mib"] / trl["peak_mib"]}
     report("rlhf", list(rows.values()), {"prompts_per_step": P, "samples_per_prompt": K, "beta": BETA, "lr": LR,
                                          **ratios}, load_before)

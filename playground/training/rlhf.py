@@ -443,7 +443,8 @@ def rollout(model: torch.nn.Module, models: Models, reward_model: RewardModel, p
     """Sample k responses per prompt and score each with the reward model (module docstring)."""
     rows, ended = sample(model, models, encoded, k, settings)
     texts = _texts(models, rows, ended)
-    scores = reward_model.score([prompts[i // k] for i in range(len(rows))], texts)
+    # One batch, as the rows were sampled: one pass over the reward model's weights, not one per 8 rows.
+    scores = reward_model.score([prompts[i // k] for i in range(len(rows))], texts, batch_size=len(rows))
     values = torch.tensor(scores, dtype=torch.float32, device=models.device)
     if not torch.isfinite(values).all():
         raise PlaygroundError("the reward model returned a NaN/inf reward")
