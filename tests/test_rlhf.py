@@ -415,7 +415,7 @@ def test_large_beta_with_adaptive_target_moves_beta(models: Models, reward_model
 
 
 def bad_rewards(monkeypatch: pytest.MonkeyPatch, reward_model: RewardModel) -> None:
-    monkeypatch.setattr(reward_model, "score", lambda prompts, texts: [math.nan] * len(texts))
+    monkeypatch.setattr(reward_model, "score", lambda prompts, texts, batch_size=8: [math.nan] * len(texts))
 
 
 def bad_loss(monkeypatch: pytest.MonkeyPatch, reward_model: RewardModel) -> None:
@@ -423,7 +423,7 @@ def bad_loss(monkeypatch: pytest.MonkeyPatch, reward_model: RewardModel) -> None
 
 
 def failing_reward_model(monkeypatch: pytest.MonkeyPatch, reward_model: RewardModel) -> None:
-    def boom(prompts, texts):
+    def boom(prompts, texts, batch_size=8):
         raise RuntimeError("reward model exploded")
     monkeypatch.setattr(reward_model, "score", boom)
 
