@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from playground.core.limits import MAX_FILE_BYTES
 from service.state import AppState
@@ -10,6 +11,7 @@ from ui import session
 from ui.concurrency import WORKER_THREADS
 from ui.dashboard_tab import build_dashboard_tab
 from ui.data_tab import build_data_tab
+from ui.page_cache import PageCache
 from ui.playground_tab import build_playground_tab
 from ui.train_tab import build_train_tab
 from ui.vote_tab import build_vote_tab
@@ -94,5 +96,6 @@ def launch_kwargs(state: AppState) -> dict:
         # An error outside our handlers (Gradio's own, e.g. a file it refuses) shows its message too.
         "show_error": True,
         "max_threads": WORKER_THREADS,  # generating handlers mostly wait on the scheduler (ui/concurrency.py)
+        "app_kwargs": {"middleware": [Middleware(PageCache)]},  # the page and its config built once (ui/page_cache.py)
         **(login if state.access.enabled else {}),
     }
