@@ -33,6 +33,7 @@ from service.pregenerate import fill_prompt
 from service.prompt_sets import prompt_set
 from service.state import AppState
 
+STREAMING_ROWS = 16  # rows decoding before a round's streamed updates are spaced out (generate_round)
 SYNC_MAX_AGE = 1.0  # seconds: a round starts on checkpoints at most this stale (one store read per second)
 ALL_FLAWED_ANSWER = "all_flawed"  # the queue API's name for "All flawed" on k > 2 responses (stored as both_bad)
 FRESH_POLICY_LABEL = "policy (equal to SFT until trained)"
@@ -83,10 +84,14 @@ def start_round(state: AppState, messages: Sequence[Message], slots: Sequence[st
 
 def generate_round(state: AppState, rnd: Round, session: str, interval: float = 0.0) -> Iterator[Generation]:
     """Generate `rnd`'s k responses as rows of the app's one batch, yielding the state after every
-    step (at most one yield per `interval` seconds, and the final one); a `stop_generation` for the
+    step (at most one yield per `interval` seconds, longer while more than STREAMING_ROWS rows are
+    decoding, and the final one); a `stop_generation` for the
     same `session` (a browser session, or any key a script picks) ends it early, keeping what was
     written."""
     catalog = state.slot_catalog()
+    # Under load, fewer updates per round: the server's work on streamed updates stays about that of
+    # STREAMING_ROWS rows at `interval`, and the page stays responsive (evals.bench.load).
+    interval *= max(1.0, state.scheduler.running() / STREAMING_ROWS)
     yield from stream_generate(state.scheduler, [catalog[name] for name in rnd.models], list(rnd.messages),
                                rnd.settings, state.stop_event(session), session, interval)
 
