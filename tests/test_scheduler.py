@@ -188,3 +188,18 @@ def test_next_token_applies_penalty_temperature_top_k_top_p_in_transformers_orde
     # Unfiltered, the same draws reach other tokens too (so the two checks above can fail).
     free = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0)
     assert len({next_token(scores, [], free, torch.Generator().manual_seed(s)) for s in range(50)}) > 1
+
+
+def test_a_reader_that_leaves_early_frees_its_rows(models: Models) -> None:
+    from playground.scoring.generation import stream_generate
+
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()
+    stream = stream_generate(scheduler, [models.policy], [{"role": "user", "content": "a"}], LONG)
+    first = next(stream)
+    stream.close()  # as Gradio closes a handler's generator when the page goes away
+    after = scheduler.submit([models.reference], [ids(models, "b")], GREEDY)
+    for _ in after.progress():
+        pass
+    assert len(first.token_ids[0]) < LONG.max_new_tokens
+    assert scheduler.running() == 0  # the abandoned row ended (stopped) instead of running its 40 tokens

@@ -114,8 +114,11 @@ def stream_generate(
         return Generation(ids, tuple(texts), tuple(tuple(t) for t, _ in rows), tuple(e for _, e in rows),
                           tuple(r.weights for r in request.rows))
 
-    for _ in request.progress(interval):
-        yield state()
+    try:
+        for _ in request.progress(interval):
+            yield state()
+    finally:  # a reader that leaves early (a closed page) frees its rows at the next step
+        request.stop()
 
 
 def generate(scheduler: "Scheduler", slots: Sequence[Role], messages: Sequence[Message],
