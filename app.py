@@ -4,6 +4,7 @@ Run `python app.py --help` for every flag; `make run` sets up and starts it with
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,12 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = parser.add_argument_group("scores")
     p.add_argument("--beta", type=float, default=0.1, help="β in the implicit reward β·log(π/π_ref) (> 0)")
     args = parser.parse_args(argv)
-    from playground.core.errors import PlaygroundError
-
-    try:
-        scheduler_config(args).validate()
-    except PlaygroundError as exc:  # one line naming every bad setting
-        parser.error(f"generation settings: {exc}")
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port}: expected 1..65535")
     if not args.beta > 0:
@@ -101,7 +96,13 @@ def load_app_access(args: argparse.Namespace) -> "Access":
 
 def main() -> None:
     args = parse_args()
+    # A server shares its cores with its event loop and any neighbour: OpenMP threads that spin
+    # while waiting for each other then make every small decode step many times slower (measured:
+    # a 32-token round 36 s instead of 4 s while a client process polled the page). Read by the
+    # OpenMP runtime when torch loads, so set before any import of it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     prepare_environment(args)
+    scheduler = scheduler_config(args).validate()  # before the models load: a bad flag fails at once
     access = load_app_access(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
         who = "users with a login" if access.enabled else "anyone who can reach it (no logins)"
@@ -116,7 +117,7 @@ def main() -> None:
     started = time.perf_counter()
     state = build_state(models_config(args, home), home, db_path=db_location(args.db, home), beta=args.beta,
                         access=access, votes_visible_to_all=args.votes_visible_to_all,
-                        scheduler=scheduler_config(args))
+                        scheduler=scheduler)
     print(f"models ready in {time.perf_counter() - started:.1f} s on {state.models.device} "
           f"({str(state.models.dtype).removeprefix('torch.')}); data in {home}", file=sys.stderr)
     demo = build_demo(state)

@@ -1,5 +1,6 @@
 """Model roles, sources and their errors, on the tiny random Llama."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -195,8 +196,19 @@ def test_app_help_lists_every_flag() -> None:
     proc = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     for flag in ("--sft", "--ref", "--policy", "--device", "--dtype", "--host", "--port", "--share", "--beta",
-                 "--auth", "--auth-file", "--admin-password", "--admin-password-file"):
+                 "--auth", "--auth-file", "--admin-password", "--admin-password-file", "--max-batch", "--max-waiting",
+                 "--per-session", "--serial"):
         assert flag in proc.stdout
+
+
+@pytest.mark.slow  # a subprocess CLI
+def test_bad_generation_flags_are_one_line_naming_each(tmp_path: Path) -> None:
+    env = {**os.environ, "PLAYGROUND_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "app.py", "--max-batch", "0", "--per-session", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "max batch must be 1..4096 rows; per-session rows must be 1..4096" in proc.stderr
+    assert not (tmp_path / "votes.sqlite").exists()  # refused before the models and the store were opened
 
 
 def test_serving_never_makes_weights_trainable(tiny_model_dir: Path) -> None:

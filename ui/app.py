@@ -8,7 +8,7 @@ from starlette.middleware import Middleware
 from playground.core.limits import MAX_FILE_BYTES
 from service.state import AppState
 from ui import session
-from ui.concurrency import WORKER_THREADS
+from ui.concurrency import worker_threads
 from ui.dashboard_tab import build_dashboard_tab
 from ui.data_tab import build_data_tab
 from ui.page_cache import PageCache
@@ -95,7 +95,7 @@ def launch_kwargs(state: AppState) -> dict:
         "allowed_paths": [str(state.export_dir.resolve())],
         # An error outside our handlers (Gradio's own, e.g. a file it refuses) shows its message too.
         "show_error": True,
-        "max_threads": WORKER_THREADS,  # generating handlers mostly wait on the scheduler (ui/concurrency.py)
+        "max_threads": worker_threads(state),  # generating handlers mostly wait on the scheduler (ui/concurrency.py)
         "app_kwargs": {"middleware": [Middleware(PageCache)]},  # the page and its config built once (ui/page_cache.py)
         **(login if state.access.enabled else {}),
     }
