@@ -285,7 +285,7 @@ def adapter_lora_settings(model: PeftModel) -> LoraSettings:
     return LoraSettings(r=cfg.r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=tuple(sorted(targets)))
 
 
-def _check_policy(models: Models, lora: LoraSettings, run: str = "DPO") -> None:
+def check_policy(models: Models, lora: LoraSettings, run: str = "DPO") -> None:
     model = models.policy.model
     if not isinstance(model, PeftModel) or models.policy.adapter != POLICY_ADAPTER:
         raise PlaygroundError(
@@ -316,7 +316,7 @@ def trainable_copy(policy: PeftModel) -> PeftModel:
 
 
 @contextlib.contextmanager
-def _reference(models: Models, trainee: PeftModel) -> Iterator[torch.nn.Module]:
+def reference_model(models: Models, trainee: PeftModel) -> Iterator[torch.nn.Module]:
     """The reference model: for the default roles the copy with its adapter off, else `--ref`'s."""
     if models.shares_base:
         with trainee.disable_adapter():
@@ -460,7 +460,7 @@ def _optimize(models: Models, trainee: PeftModel, train: Sequence[EncodedPair] |
     kto = cfg.loss == "kto"
     schedule = batch_schedule([r.length for r in train], cfg.batch_size, total, cfg.seed, min_batch=2 if kto else 1)
     batches = [[train[i] for i in batch] for batch in schedule]
-    with _reference(models, trainee) as ref_model:
+    with reference_model(models, trainee) as ref_model:
         if cfg.reference_free:
             ref_steps: list[torch.Tensor | None] = [None] * len(batches)
         elif kto:  # the mismatched pairs depend on the whole step, so the reference scores each step's rows
@@ -502,7 +502,7 @@ def encode_completions(tokenizer: PreTrainedTokenizerBase, rows: Sequence[Unpair
     return usable, len(rows) - len(usable)
 
 
-def _parent(policy_source: str) -> dict[str, Any] | None:
+def parent_record(policy_source: str) -> dict[str, Any] | None:
     """The checkpoint the policy was loaded from, if it was loaded from an adapter folder."""
     folder = Path(policy_source)
     if not (folder / "adapter_config.json").is_file():
@@ -531,7 +531,7 @@ def train_dpo(models: Models, pairs: Sequence[PreferenceRow], cfg: DPOConfig, ou
         raise PlaygroundError(f"{len(unpaired)} unpaired rows (a completion and a label, no pair) train only with "
                               f"the kto loss, not {cfg.loss}")
     started = time.perf_counter()
-    _check_policy(models, cfg.lora)
+    check_policy(models, cfg.lora)
     encoded, skipped = encode_pairs(models.tokenizer, pairs, cfg.max_length)
     train_pairs, heldout = split_pairs(encoded, cfg)
     train: Sequence[EncodedPair] | Sequence[EncodedCompletion] = train_pairs
@@ -570,7 +570,7 @@ def train_dpo(models: Models, pairs: Sequence[PreferenceRow], cfg: DPOConfig, ou
     if result.cancelled:
         return result
     try:
-        record = _record(models, [pairs[p.row] for p in encoded], [p.row for p in heldout], list(unpaired), cfg,
+        record = run_record(models, [pairs[p.row] for p in encoded], [p.row for p in heldout], list(unpaired), cfg,
                          result)
         checkpoint = publish_trained(models, trainee, out_dir, record)  # see the module docstring
     except Exception as exc:
@@ -578,12 +578,12 @@ def train_dpo(models: Models, pairs: Sequence[PreferenceRow], cfg: DPOConfig, ou
     return replace(result, checkpoint=checkpoint, seconds=time.perf_counter() - started)
 
 
-def _record(models: Models, used: list[PreferenceRow], heldout_rows: list[int], unpaired: list[UnpairedRow],
+def run_record(models: Models, used: list[PreferenceRow], heldout_rows: list[int], unpaired: list[UnpairedRow],
             cfg: DPOConfig, result: TrainResult) -> dict[str, Any]:
     """`record.json`'s content (see `checkpoints`)."""
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "parent": _parent(models.policy.source),
+        "parent": parent_record(models.policy.source),
         "base_model": {"source": models.sft.source, "ident": models.sft.ident},
         "reference": {"source": models.reference.source, "ident": models.reference.ident},
         "pairs": {"sha256": pairs_sha256(used), "count": len(used), "train": result.train_pairs,

@@ -114,11 +114,11 @@ from playground.scoring.encoding import Encoded, Message
 from playground.scoring.generation import GenerationSettings, eos_ids, prompt_ids
 from playground.scoring.scorer import split_model
 from playground.training.dpo import (
-    _check_policy,
-    _parent,
-    _reference,
     batch_schedule,
+    check_policy,
     heldout_count,
+    parent_record,
+    reference_model,
     trainable_copy,
 )
 from playground.training.loop import Callback, Metrics, abandoned, optimizer_step
@@ -485,7 +485,7 @@ class _Trainer:
         self.rng = torch.Generator().manual_seed(cfg.seed)  # PPO's minibatch order
 
     def reference_logps(self, rows: Sequence[Encoded], width: int) -> torch.Tensor:
-        with torch.no_grad(), _reference(self.models, self.trainee) as ref:
+        with torch.no_grad(), reference_model(self.models, self.trainee) as ref:
             return token_stats(ref, rows, self.pad_id, self.device, width).logps
 
     def step(self, batch: Rollout) -> Metrics:
@@ -586,7 +586,7 @@ def train_rlhf(models: Models, prompts: Sequence[Prompt], reward_model: RewardMo
     """
     cfg.validate()
     started = time.perf_counter()
-    _check_policy(models, cfg.lora, "RLHF")
+    check_policy(models, cfg.lora, "RLHF")
     if len(prompts) < MIN_PROMPTS:
         raise PlaygroundError("RLHF needs at least one prompt")
     encoded = _encode_prompts(models, prompts, cfg)
@@ -652,7 +652,7 @@ def _record(models: Models, prompts: Sequence[Prompt], held: list[int], reward_m
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": "rlhf",
         "method": cfg.method,
-        "parent": _parent(models.policy.source),
+        "parent": parent_record(models.policy.source),
         "base_model": {"source": models.sft.source, "ident": models.sft.ident},
         "reference": {"source": models.reference.source, "ident": models.reference.ident},
         "reward_model": reward_model_id(reward_model, reward_model_path),

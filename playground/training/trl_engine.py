@@ -44,11 +44,11 @@ from playground.training.dpo import (
     MIN_PAIRS,
     DPOConfig,
     TrainResult,
-    _check_policy,
-    _record,
-    _reference,
+    check_policy,
     heldout_metrics,
     margin_metrics,
+    reference_model,
+    run_record,
     split_pairs,
 )
 from playground.training.loop import Callback, Metrics
@@ -167,7 +167,7 @@ def train_with_trl(models: Models, pairs: Sequence[PreferenceRow], cfg: DPOConfi
     disable_progress_bars()  # TRL's per-map bars; the command shows one step bar (`callback`)
 
     started = time.perf_counter()
-    _check_policy(models, cfg.lora)
+    check_policy(models, cfg.lora)
     encoded, skipped = encode_pairs(models.tokenizer, pairs, cfg.max_length)
     if len(encoded) < MIN_PAIRS:
         raise PlaygroundError(f"{cfg.loss} needs at least {MIN_PAIRS} usable pairs, got {len(encoded)} of {len(pairs)}")
@@ -178,7 +178,7 @@ def train_with_trl(models: Models, pairs: Sequence[PreferenceRow], cfg: DPOConfi
         p.requires_grad_(True)
     ref_held = None
     if heldout:
-        with _reference(models, trainee) as ref_model:
+        with reference_model(models, trainee) as ref_model:
             ref_held = all_pair_logps(ref_model, heldout, cfg.batch_size, models.tokenizer.pad_token_id, models.device)
     before, logps_before = _heldout(models, trainee, heldout, ref_held, cfg)
     data = Dataset.from_list([{"prompt": pairs[p.row].prompt, "chosen": pairs[p.row].chosen,
@@ -212,7 +212,7 @@ def train_with_trl(models: Models, pairs: Sequence[PreferenceRow], cfg: DPOConfi
     import accelerate
     import trl
 
-    record = _record(models, [pairs[p.row] for p in encoded], [p.row for p in heldout], [], cfg, result)
+    record = run_record(models, [pairs[p.row] for p in encoded], [p.row for p in heldout], [], cfg, result)
     record = {**record, "engine": "trl", "processes": process_count(),
               "versions": {**record["versions"], "trl": trl.__version__, "accelerate": accelerate.__version__}}
     checkpoint = write_checkpoint(trainee, out_dir, record)
