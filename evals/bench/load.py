@@ -1,21 +1,38 @@
-"""Many simulated voters against one app: votes/s, generate and vote latency, and no vote lost.
+"""Many simulated voters against one app: votes/s, time to first token, generate and vote latency,
+how responsive the server stays, and no vote lost — the scheduler against the serialized path.
 
-`python -m evals.bench.load [--voters 100]` — serves the app in this process on a tiny random
-model (so the numbers are about the server, the queue and the database, not the model), then starts
-N voters at once, each in its own thread with its own `gradio_client` session, each calling the
-named endpoints `/generate` then `/vote` as the page does. Afterwards every acknowledged vote
-("Vote #<id>" in the reply) must be in the database exactly once, and nothing else.
+`python -m evals.bench.load [--voters 100] [--real-voters 20] [--skip-real]` runs, in one go, each
+scenario twice: the app as it ships (one continuous batch for every session, `playground.scoring.
+scheduler`) and with `--serial` (one request at a time: the path before the scheduler). The app
+runs in a subprocess (`app.py`, a fresh data folder each time), so its event loop shares no GIL
+with the N voter threads here, each with its own `gradio_client` session calling `/generate` (streamed)
+then `/vote` as the page does. Scenarios:
 
-The app queues `/generate` with concurrency 1 (one model, one batch at a time), so generate latency
-grows with N: the p95 is roughly N × one round's time.
+- tiny: N voters (default 100) on a tiny random Llama: the numbers are about the server, the queue
+  and the database, not the model; 16 new tokens, sampled.
+- real: M voters (default 20) on the packaged SmolLM2-135M, 32 new tokens, even voters greedy and
+  odd ones at T = 0.7; first one voter alone, for the tokens/s ratio.
+
+Per voter: connect time (errors counted), time to first token (the first streamed update with
+text), time to the end of generation (the "Scoring…" update), time to the full scored response,
+vote time. Aggregate tokens/s = response tokens of every voter ÷ the span from the common start to
+the last reply; generation tokens/s the same ÷ the span to the last end of generation (scoring,
+which re-reads every response under policy and reference, excluded). While the voters run, a prober loads
+the page every second and opens a fresh `gradio_client` connection every 2 s: their p95 is how
+responsive the server stays. Afterwards every acknowledged vote ("Vote #<id>") must be in the
+database exactly once, and nothing else.
 """
 
 import argparse
+import os
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,20 +42,26 @@ from typing import Any
 
 from evals.bench.common import report
 
+ROOT = Path(__file__).resolve().parents[2]
 OUTCOMES = ("a", "b", "tie", "both_bad")
 VOTE_ID = re.compile(r"Vote #(\d+)")
 # /generate's sampling settings (the seed is set per voter) — sampled,
 # because the random tiny model's greedy text is whitespace.
 SETTINGS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 4, "repetition_penalty": 1.0}
 BETA = 0.1
+STATUS, TEXTS = 0, slice(6, 8)  # /generate's outputs: status, preferences, 4 headers, then the response texts
 
 
 @dataclass
 class VoterResult:
     voter: str
     outcome: str
+    connect_s: float | None = None
+    first_token_s: float | None = None  # from the call to the first streamed update with text
+    generated_s: float | None = None  # from the call to the end of generation (scoring begins)
     generate_s: float | None = None
     vote_s: float | None = None
+    texts: list[str] = field(default_factory=list)
     vote_id: int | None = None  # set only when the app acknowledged the vote
     error: str | None = None
 
@@ -73,15 +96,16 @@ class VoteCheck:
 
 
 @contextmanager
-def serve(model_dir: Path, home: Path) -> Iterator[tuple[Any, str]]:  # -> (AppState, local URL)
+def serve(model_dir: Path, home: Path, serial: bool = False) -> Iterator[tuple[Any, str]]:  # -> (AppState, URL)
     """The app on `model_dir` with its data in `home`, served in this process on a free port."""
     from playground.models.roles import ModelsConfig
+    from playground.scoring.scheduler import SchedulerConfig
     from service.state import build_state
     from ui.app import build_demo, launch_kwargs
 
-    state = build_state(ModelsConfig(sft=str(model_dir)), home)
+    state = build_state(ModelsConfig(sft=str(model_dir)), home, scheduler=SchedulerConfig(serial=serial))
     demo = build_demo(state)
-    # The queue as app.py sets it up (one event of a kind at a time).
+    # The queue as app.py sets it up.
     demo.queue(default_concurrency_limit=1).launch(
         prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs(state))
     try:
@@ -95,11 +119,75 @@ def voter_name(index: int) -> str:
     return f"voter-{index:03d}"
 
 
-def generate_round(client: Any, seed: int, timeout: float) -> None:  # client: gradio_client.Client
-    """`/generate` as the page calls it: two slots, policy against reference, sampled."""
-    client.submit(prompt="Say hi.", system="", k=2, mode="Side by side", model_a="policy", model_b="reference",
-                  model_c="sft", model_d="policy", **SETTINGS, seed=seed, beta=BETA,
-                  api_name="/generate").result(timeout=timeout)
+@contextmanager
+def app_process(model_dir: Path, home: Path, flags: tuple[str, ...] = (), timeout: float = 300) -> Iterator[str]:
+    """`app.py` on `model_dir` in a subprocess with its data in `home`; yields its URL once the
+    first page answers, and stops it on exit."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PLAYGROUND_HOME": str(home), "GRADIO_TEMP_DIR": str(home / "gradio"),
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    log = (home / "app.log").open("wb")
+    command = [sys.executable, str(ROOT / "app.py"), "--sft", str(model_dir), "--port", str(port), *flags]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while page_seconds(url) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"app.py did not serve: {(home / 'app.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def page_seconds(url: str, timeout: float = 10) -> float | None:
+    """Seconds to load the page, or None when it did not answer."""
+    began = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read()
+    except OSError:
+        return None
+    return time.perf_counter() - began
+
+
+@dataclass(frozen=True)
+class Generated:
+    first_token_s: float | None  # to the first streamed update with text
+    generated_s: float | None  # to the "Scoring…" update: every token generated, scoring begins
+    texts: list[str]
+
+
+def generate_round(client: Any, seed: int, timeout: float,  # client: gradio_client.Client
+                   settings: dict[str, Any] | None = None) -> Generated:
+    """`/generate` as the page calls it: two slots, policy against reference (sampled unless
+    `settings` say otherwise), streamed, timed from the call."""
+    began, first, generated = time.perf_counter(), None, None
+    job = client.submit(prompt="Say hi.", system="", k=2, mode="Side by side", model_a="policy",
+                        model_b="reference", model_c="sft", model_d="policy", **(settings or SETTINGS), seed=seed,
+                        beta=BETA, api_name="/generate")
+    # Polled, not iterated: gradio_client's iterator spins on a lock every millisecond, which with
+    # 100 voter threads would eat the machine the server runs on.
+    while generated is None and not job.done():
+        outputs = job.outputs()
+        if first is None and outputs and any(outputs[-1][TEXTS]):
+            first = time.perf_counter() - began
+        if outputs and str(outputs[-1][STATUS]).startswith("Scoring"):
+            generated = time.perf_counter() - began
+        time.sleep(0.02)
+    final = job.result(timeout=timeout)
+    done = time.perf_counter() - began
+    return Generated(first or done, generated or done, list(final[TEXTS]))  # or: it all came with the last update
 
 
 def submit_vote(client: Any, outcome: str, voter: str, timeout: float) -> int | None:
@@ -116,11 +204,14 @@ def connect(url: str) -> Any:  # -> gradio_client.Client
     return Client(url, verbose=False, analytics_enabled=False)
 
 
-def _one_voter(url: str, index: int, start: threading.Barrier, timeout: float) -> VoterResult:
+def _one_voter(url: str, index: int, start: threading.Barrier, timeout: float,
+               settings: dict[str, Any] | None) -> VoterResult:
     result = VoterResult(voter_name(index), OUTCOMES[index % len(OUTCOMES)])
     client = None
     try:
+        began = time.perf_counter()
         client = connect(url)
+        result.connect_s = time.perf_counter() - began
     except Exception as exc:
         result.error = f"connect: {type(exc).__name__}: {exc}"
     # Every thread reaches the barrier, connected or not, so one failure does not stall the rest.
@@ -129,7 +220,8 @@ def _one_voter(url: str, index: int, start: threading.Barrier, timeout: float) -
         return result
     try:
         began = time.perf_counter()
-        generate_round(client, index, timeout)
+        answer = generate_round(client, index, timeout, settings)
+        result.first_token_s, result.generated_s, result.texts = answer.first_token_s, answer.generated_s, answer.texts
         generated = time.perf_counter()
         result.generate_s = generated - began
         result.vote_id = submit_vote(client, result.outcome, result.voter, timeout)
@@ -143,13 +235,15 @@ def _one_voter(url: str, index: int, start: threading.Barrier, timeout: float) -
     return result
 
 
-def run_voters(url: str, n: int, timeout: float = 600.0) -> LoadResult:
-    """N voters, each in its own thread and session, all starting `/generate` at once."""
+def run_voters(url: str, n: int, timeout: float = 600.0,
+               settings: list[dict[str, Any]] | None = None) -> LoadResult:
+    """N voters, each in its own thread and session, all starting `/generate` at once; voter i
+    generates with `settings[i % len(settings)]` (default: `SETTINGS`)."""
     start = threading.Barrier(n + 1)
     results: list[VoterResult | None] = [None] * n
 
     def work(i: int) -> None:
-        results[i] = _one_voter(url, i, start, timeout)
+        results[i] = _one_voter(url, i, start, timeout, settings[i % len(settings)] if settings else None)
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
@@ -164,10 +258,12 @@ def run_voters(url: str, n: int, timeout: float = 600.0) -> LoadResult:
     return LoadResult(voters, seconds)
 
 
-def check_votes(store: Any, result: LoadResult) -> VoteCheck:  # store: playground.data.store.Store
+def check_votes(store: Any, result: LoadResult,  # store: playground.data.store.Store
+                exclude: set[int] | None = None) -> VoteCheck:
     """Compare the database with what the voters were told: each acknowledged vote stored once,
-    under its id, with its voter and outcome, and no vote that nobody was told about."""
-    stored = store.votes()
+    under its id, with its voter and outcome, and no vote that nobody was told about (votes whose
+    id is in `exclude`, stored by an earlier run, aside)."""
+    stored = [v for v in store.votes() if v.id not in (exclude or set())]
     by_id = {v.id: v for v in stored}
     ids = Counter(v.id for v in stored)
     per_voter = Counter(v.voter for v in stored)
@@ -191,6 +287,113 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
 
 
+class Prober:
+    """While running: the page loaded every second and a fresh `gradio_client` connection opened
+    every 2 s (a newcomer's view of the server); a failure counts as the timeout it hit."""
+
+    def __init__(self, url: str, timeout: float = 10) -> None:
+        self.url, self.timeout = url, timeout
+        self.page: list[float] = []
+        self.connect: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._pages, daemon=True),
+                         threading.Thread(target=self._connects, daemon=True)]
+
+    def __enter__(self) -> "Prober":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def _pages(self) -> None:
+        while not self._stop.wait(1.0):
+            took = page_seconds(self.url, self.timeout)
+            self.page.append(self.timeout if took is None else took)
+            if took is None:
+                self.failures.append("page")
+
+    def _connects(self) -> None:
+        while not self._stop.wait(2.0):
+            began = time.perf_counter()
+            try:
+                connect(self.url).close()
+                self.connect.append(time.perf_counter() - began)
+            except Exception as exc:
+                self.connect.append(self.timeout)
+                self.failures.append(f"connect: {type(exc).__name__}")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    model_dir: Path
+    voters: int
+    settings: list[dict[str, Any]]
+
+
+def scenario_row(scenario: Scenario, mode: str, result: LoadResult, check: VoteCheck, prober: Prober,
+                 count_tokens: Any) -> dict[str, Any]:
+    """One table row: latencies, throughput, responsiveness and the vote check of one run."""
+    def values(attr: str) -> list[float]:
+        return [getattr(v, attr) for v in result.voters if getattr(v, attr) is not None]
+
+    tokens = sum(count_tokens(t) for v in result.voters for t in v.texts)
+    return {
+        "scenario": scenario.name, "mode": mode, "voters": scenario.voters,
+        "connect_errors": sum(1 for v in result.voters if (v.error or "").startswith("connect")),
+        "errors": len(result.errors),
+        "first_token_p50_s": percentile(values("first_token_s"), 50),
+        "first_token_p95_s": percentile(values("first_token_s"), 95),
+        "generate_p50_s": percentile(values("generate_s"), 50),
+        "generate_p95_s": percentile(values("generate_s"), 95),
+        "vote_p95_s": percentile(values("vote_s"), 95),
+        "generated_p95_s": percentile(values("generated_s"), 95),
+        "tokens": tokens,
+        "tokens_per_s": tokens / result.seconds,
+        # generated tokens over the span to the last voter's end of generation (scoring excluded)
+        "generation_tokens_per_s": tokens / max(values("generated_s"), default=float("nan")),
+        "votes_per_s": len(result.acknowledged) / result.seconds,
+        "page_p95_s": percentile(prober.page, 95),
+        "connect_p95_s": percentile(prober.connect, 95),
+        "probe_failures": len(prober.failures),
+        "all_acknowledged_stored_once": check.ok,
+    }
+
+
+def run_scenario(scenario: Scenario, serial: bool, timeout: float, count_tokens: Any,
+                 alone_first: bool = False) -> list[dict[str, Any]]:
+    """The scenario against a fresh app (serial or batched): optionally one voter alone first,
+    then all voters at once; one row per run."""
+    from playground.data.store import Store
+
+    mode = "serial" if serial else "batched"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        with app_process(scenario.model_dir, home, ("--serial",) if serial else ()) as url:
+            runs = [(f"{mode}, 1 voter alone", 1)] if alone_first else []
+            for label, n in [*runs, (mode, scenario.voters)]:
+                with Store(home / "votes.sqlite") as store:
+                    before = {v.id for v in store.votes()}
+                with Prober(url) as prober:
+                    result = run_voters(url, n, timeout, scenario.settings)
+                with Store(home / "votes.sqlite") as store:
+                    check = check_votes(store, result, exclude=before)
+                rows.append(scenario_row(replace_voters(scenario, n), label, result, check, prober, count_tokens))
+                if result.errors:
+                    print(f"{scenario.name}/{label}: {len(result.errors)} errors, e.g. {result.errors[:3]}")
+    return rows
+
+
+def replace_voters(scenario: Scenario, n: int) -> Scenario:
+    return Scenario(scenario.name, scenario.model_dir, n, scenario.settings)
+
+
 def summary_rows(result: LoadResult) -> list[dict[str, Any]]:
     rows = []
     for name, values in (("generate", [v.generate_s for v in result.voters if v.generate_s is not None]),
@@ -200,9 +403,17 @@ def summary_rows(result: LoadResult) -> list[dict[str, Any]]:
     return rows
 
 
+def ratio(rows: list[dict[str, Any]], scenario: str, key: str) -> float:
+    """batched ÷ serial of `key` in `scenario` (the all-voters runs)."""
+    pick = {r["mode"]: r[key] for r in rows if r["scenario"] == scenario}
+    return pick["batched"] / pick["serial"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--voters", type=int, default=100, help="simulated voters, all at once")
+    parser.add_argument("--voters", type=int, default=100, help="simulated voters on the tiny model, all at once")
+    parser.add_argument("--real-voters", type=int, default=20, help="simulated voters on the packaged SmolLM2")
+    parser.add_argument("--skip-real", action="store_true", help="only the tiny-model scenario")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one call may wait")
     args = parser.parse_args()
 
@@ -210,27 +421,53 @@ def main() -> None:
     from tests.conftest import build_tiny_model
 
     quiet_libraries()
+    load_before = os.getloadavg()
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_model(Path(tmp) / "tiny-llama")
-        with serve(model_dir, Path(tmp) / "home") as (state, url):
-            result = run_voters(url, args.voters, args.timeout)
-            check = check_votes(state.store, result)
-    extra = {
-        "voters": args.voters,
-        "seconds": result.seconds,
-        "votes_per_s": len(result.acknowledged) / result.seconds,
-        "acknowledged": check.acknowledged,
-        "stored": check.stored,
-        "missing": check.missing,
-        "duplicated": check.duplicated,
-        "unexpected": check.unexpected,
-        "mismatched": check.mismatched,
-        "errors": result.errors[:20],
-        "all_acknowledged_stored_once": check.ok,
+        tiny = Scenario("tiny", build_tiny_model(Path(tmp) / "tiny-llama"), args.voters,
+                        [{**SETTINGS, "max_new_tokens": 16}])
+        tiny_tokens = token_counter(tiny.model_dir)
+        for serial in (True, False):
+            rows += run_scenario(tiny, serial, args.timeout, tiny_tokens)
+        if not args.skip_real:
+            real_settings = {"top_p": 1.0, "top_k": 0, "max_new_tokens": 32, "repetition_penalty": 1.0}
+            real = Scenario("real", packaged_model(), args.real_voters,
+                            [{**real_settings, "temperature": 0.0}, {**real_settings, "temperature": 0.7}])
+            real_tokens = token_counter(real.model_dir)
+            for serial in (True, False):
+                rows += run_scenario(real, serial, args.timeout, real_tokens, alone_first=not serial)
+    extra: dict[str, Any] = {
+        "tiny_generate_p95_batched_over_serial": ratio(rows, "tiny", "generate_p95_s"),
+        "tiny_votes_per_s_batched_over_serial": ratio(rows, "tiny", "votes_per_s"),
     }
-    report("load", summary_rows(result), extra)
-    if not check.ok or result.errors:
+    if not args.skip_real:
+        alone = next(r for r in rows if r["mode"] == "batched, 1 voter alone")
+        batched = next(r for r in rows if r["scenario"] == "real" and r["mode"] == "batched")
+        extra.update({
+            "real_tokens_per_s_batched_over_serial": ratio(rows, "real", "tokens_per_s"),
+            "real_generation_tokens_per_s_batched_over_serial": ratio(rows, "real", "generation_tokens_per_s"),
+            "real_generate_p95_batched_over_serial": ratio(rows, "real", "generate_p95_s"),
+            "real_tokens_per_s_all_over_one_alone": batched["tokens_per_s"] / alone["tokens_per_s"],
+        })
+    report("load", rows, extra, load_before)
+    if not all(r["all_acknowledged_stored_once"] for r in rows):
         raise SystemExit(1)
+
+
+def packaged_model() -> Path:
+    """The packaged SmolLM2's converted folder in the shared cache (converted once)."""
+    from playground.core.home import data_dir
+    from playground.models.gguf_convert import ensure_default_model
+
+    return ensure_default_model(data_dir() / "models")
+
+
+def token_counter(model_dir: Path) -> Any:
+    """len(tokens) of a response text, with the scenario model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 if __name__ == "__main__":
