@@ -5,7 +5,6 @@ import json
 import math
 import zipfile
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +17,7 @@ from evals.winrate import win_rate_table
 from playground.core.errors import PlaygroundError
 from service.state import AppState
 from tests.conftest import make_vote, running_app
-from tests.test_models import perturb_adapter
+from tests.test_models import perturbed_policy
 from tests.test_train_tab import PAIRS, TRAIN
 
 PROMPT = [{"role": "user", "content": "Hi?"}]
@@ -70,9 +69,7 @@ def test_kl_is_zero_for_the_fresh_adapter_and_matches_the_exact_value(state: App
     prompts = eval_prompts()[:3]
     fresh = estimate_kl(state.scheduler, state.scorer, state.models.policy, prompts, samples=2, max_new_tokens=8)
     assert fresh.n == 6 and abs(fresh.mean) < 1e-4
-    perturb_adapter(state.models.policy.model, seed=3, scale=4.0)
-    # New weights, new identity (as publishing does): the scheduler then samples the policy's adapter.
-    state.models.policy = replace(state.models.policy, ident=f"{state.models.policy.ident}+perturbed")
+    perturbed_policy(state.models, seed=3, scale=4.0)  # with a new identity: the scheduler samples its adapter
     # One-token responses: the exact KL is a sum over the vocabulary at the first position.
     ids = prompt_ids(state.models, PROMPT)
     with torch.inference_mode():

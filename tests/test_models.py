@@ -3,13 +3,14 @@
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from playground.core.errors import PlaygroundError
-from playground.models.roles import LoraSettings, ModelsConfig, load_models
+from playground.models.roles import LoraSettings, Models, ModelsConfig, load_models
 from playground.models.sources import Kind, classify
 from playground.scoring.scorer import Scorer
 
@@ -22,6 +23,14 @@ def perturb_adapter(model: torch.nn.Module, seed: int = 0, scale: float = 0.5) -
     for name, p in model.named_parameters():
         if "lora_B" in name:
             p.data = (torch.randn(p.shape, generator=g) * scale).to(p.device, p.dtype)
+
+
+def perturbed_policy(models: Models, seed: int = 0, scale: float = 0.5) -> Models:
+    """`models` with random LoRA weights on the served adapter and, as training's publish gives it,
+    a new identity: the policy is no longer the SFT model or the reference."""
+    perturb_adapter(models.policy.model, seed, scale)
+    models.policy = replace(models.policy, ident=f"{models.policy.ident}+perturbed")
+    return models
 
 
 def plain_completion_logp(model_dir: str | Path, scorer: Scorer, prompt: list[dict[str, str]],

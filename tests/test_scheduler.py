@@ -13,7 +13,7 @@ from playground.models.checkpoints import attach_checkpoint, serve_checkpoint, w
 from playground.models.roles import Models, ModelsConfig, Role, load_models
 from playground.scoring.generation import CUT, STOPPED, GenerationSettings, prompt_ids
 from playground.scoring.scheduler import Busy, Request, Scheduler, SchedulerConfig, next_token, row_seed
-from tests.test_models import perturb_adapter
+from tests.test_models import perturb_adapter, perturbed_policy
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)
 SAMPLED = GenerationSettings(temperature=1.0, top_p=0.9, top_k=40, repetition_penalty=1.2, max_new_tokens=12, seed=11)
@@ -22,10 +22,7 @@ LONG = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=40
 
 @pytest.fixture
 def models(tiny_model_dir: Path) -> Models:
-    models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
-    perturb_adapter(models.policy.model)
-    models.policy = replace(models.policy, ident=f"{models.policy.ident}+perturbed")
-    return models
+    return perturbed_policy(load_models(ModelsConfig(sft=str(tiny_model_dir))))
 
 
 def ids(models: Models, text: str) -> list[int]:

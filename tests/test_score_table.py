@@ -17,7 +17,7 @@ from playground.scoring.rounds import Round, chat_messages, score_round
 from playground.scoring.scheduler import Scheduler
 from playground.scoring.scorer import Scorer
 from playground.training.dpo import DPOConfig
-from tests.test_models import perturb_adapter
+from tests.test_models import perturbed_policy
 from ui.render import score_table
 
 UNBIASED = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0, max_new_tokens=6, seed=3)
@@ -26,11 +26,7 @@ MESSAGES = tuple(chat_messages("Say hi."))
 
 @pytest.fixture
 def models(tiny_model_dir: Path) -> Models:
-    models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
-    perturb_adapter(models.policy.model)
-    # New weights, new identity (as training publishes one): the policy is no longer the reference.
-    models.policy = replace(models.policy, ident=f"{models.policy.ident}+perturbed")
-    return models
+    return perturbed_policy(load_models(ModelsConfig(sft=str(tiny_model_dir))))
 
 
 def run_round(models: Models, settings: GenerationSettings, scorer: Scorer | None = None,
