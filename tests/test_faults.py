@@ -100,6 +100,66 @@ def _kill_9(app: App) -> None:
     assert app.proc.wait(timeout=30) == -signal.SIGKILL
 
 
+class VoteBurst:
+    """Voters, each its own `gradio_client` session, generating then voting in a loop against an
+    app until `stop` is set or their app dies. `acknowledged` holds the vote ids each voter was told;
+    `enough` is set once `target` votes are acknowledged, or at the first failure. A voter's failure
+    is recorded in `failures` unless its app was killed through `kill` (that is the point of a
+    kill -9 test)."""
+
+    def __init__(self, target: int = 8, timeout: float = 30) -> None:
+        self.target, self.timeout = target, timeout
+        self.acknowledged: dict[str, list[int]] = {}
+        self.failures: list[str] = []
+        self.enough, self.stop = threading.Event(), threading.Event()
+        self._killed: set[str] = set()  # URLs of the apps killed on purpose
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, url: str, name: str, seed_base: int = 0) -> None:
+        thread = threading.Thread(target=self._vote, args=(url, name, seed_base), daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def kill(self, app: App) -> None:
+        self._killed.add(app.url)
+        _kill_9(app)
+
+    def join(self, timeout: float) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def ids(self) -> list[int]:
+        with self._lock:
+            return [vote_id for ids in self.acknowledged.values() for vote_id in ids]
+
+    def _vote(self, url: str, name: str, seed_base: int) -> None:
+        try:
+            client = connect(url)
+        except Exception as exc:
+            self.failures.append(f"{name} connect: {exc!r}")
+            self.enough.set()
+            return
+        try:
+            for round_no in range(1000):
+                if self.stop.is_set():
+                    return
+                generate_round(client, seed=seed_base + round_no, timeout=self.timeout)
+                vote_id = submit_vote(client, "ab"[round_no % 2], name, timeout=self.timeout)
+                if vote_id is None:
+                    raise AssertionError("vote not acknowledged")
+                with self._lock:
+                    self.acknowledged.setdefault(name, []).append(vote_id)
+                    if sum(map(len, self.acknowledged.values())) >= self.target:
+                        self.enough.set()
+        except Exception as exc:
+            if url not in self._killed:
+                self.failures.append(f"{name}: {exc!r}")
+                self.enough.set()
+        finally:
+            client.close()
+
+
 def _dropdown_choices(url: str, label: str) -> list[str]:
     """The values a dropdown offers on the served page (from the app's config)."""
     import json
@@ -125,46 +185,15 @@ def test_kill_9_during_a_vote_burst_keeps_every_acknowledged_vote(tiny_model_dir
     written, and the app restarts on it. (This shows votes are acknowledged only once committed; it
     does not test power loss, which a process kill cannot simulate.)"""
     home = tmp_path / "home"
-    acknowledged: list[int] = []
-    failures: list[str] = []  # errors before the kill: real failures, not the crash's doing
-    lock = threading.Lock()
-    killed = threading.Event()
-    enough = threading.Event()  # 8 votes acknowledged, or a voter failed: time to kill
-
-    def voter(url: str, index: int) -> None:
-        try:
-            client = connect(url)
-        except Exception as exc:
-            failures.append(f"voter {index} connect: {exc!r}")
-            enough.set()
-            return
-        try:
-            for round_no in range(1000):
-                generate_round(client, seed=index * 1000 + round_no, timeout=30)
-                vote_id = submit_vote(client, "ab"[round_no % 2], f"burst-{index}", timeout=30)
-                if vote_id is None:
-                    raise AssertionError("vote not acknowledged")
-                with lock:
-                    acknowledged.append(vote_id)
-                    if len(acknowledged) >= 8:
-                        enough.set()
-        except Exception as exc:
-            if not killed.is_set():
-                failures.append(f"voter {index}: {exc!r}")
-                enough.set()
-        finally:
-            client.close()
-
+    burst = VoteBurst(target=8, timeout=30)
     with serving_app(tiny_model_dir, home, tmp_path) as app:
-        threads = [threading.Thread(target=voter, args=(app.url, i), daemon=True) for i in range(4)]
-        for t in threads:
-            t.start()
-        enough.wait(timeout=90)
-        killed.set()
-        _kill_9(app)  # mid-burst: the four voters are generating or voting right now
-        for t in threads:
-            t.join(timeout=60)
-    assert failures == []
+        for i in range(4):
+            burst.start(app.url, f"burst-{i}", seed_base=i * 1000)
+        burst.enough.wait(timeout=90)
+        burst.kill(app)  # mid-burst: the four voters are generating or voting right now
+        burst.join(timeout=60)
+    acknowledged = burst.ids()
+    assert burst.failures == []  # errors before the kill: real failures, not the crash's doing
     assert len(acknowledged) >= 8, "the burst never got going"
     assert len(set(acknowledged)) == len(acknowledged)
 

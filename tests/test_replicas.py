@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from playground.training.dpo import DPOConfig
 from service import training
 from service.state import AppState, RunLock, build_state
 from tests.conftest import make_vote
-from tests.test_faults import _kill_9, serving_app
+from tests.test_faults import VoteBurst, serving_app
 
 FAST = DPOConfig(steps=2, lr=5e-3, batch_size=2)
 REFUSED = r"training refused: replica {host}:{pid} has been training since \d\d:\d\d; wait for it to finish"
@@ -168,57 +167,24 @@ def test_the_training_lock_is_let_go_when_its_holder_is_killed(location: str) ->
 def test_kill_9_of_one_replica_mid_burst_loses_no_acknowledged_vote(tiny_model_dir: Path, tmp_path: Path,
                                                                      pg_url: str) -> None:
     home = tmp_path / "home"  # one shared data directory, as on shared storage
-    acknowledged: dict[str, list[int]] = {}
-    failures: list[str] = []
-    lock = threading.Lock()
-    killed, stop = threading.Event(), threading.Event()
-    enough = threading.Event()  # 8 votes acknowledged, or a voter failed
-
-    def voter(url: str, name: str, doomed: bool) -> None:
-        try:
-            client = connect(url)
-        except Exception as exc:
-            failures.append(f"{name} connect: {exc!r}")
-            enough.set()
-            return
-        try:
-            for round_no in range(1000):
-                if stop.is_set():
-                    return
-                generate_round(client, seed=round_no, timeout=60)
-                vote_id = submit_vote(client, "ab"[round_no % 2], name, timeout=60)
-                if vote_id is None:
-                    raise AssertionError("vote not acknowledged")
-                with lock:
-                    acknowledged.setdefault(name, []).append(vote_id)
-                    if sum(map(len, acknowledged.values())) >= 8:
-                        enough.set()
-        except Exception as exc:
-            if not (doomed and killed.is_set()):  # the killed replica's voters fail: that is the test
-                failures.append(f"{name}: {exc!r}")
-                enough.set()
-        finally:
-            client.close()
-
+    burst = VoteBurst(target=8, timeout=60)
     with serving_app(tiny_model_dir, home, tmp_path, flags=("--db", pg_url)) as doomed, \
             serving_app(tiny_model_dir, home, tmp_path, flags=("--db", pg_url)) as survivor:
-        threads = [threading.Thread(target=voter, args=(app.url, f"{tag}-{i}", app is doomed), daemon=True)
-                   for app, tag in ((doomed, "doomed"), (survivor, "survivor")) for i in range(2)]
-        for t in threads:
-            t.start()
-        enough.wait(timeout=180)
-        killed.set()
-        _kill_9(doomed)  # mid-burst: its voters are generating or voting right now
+        for app, tag in ((doomed, "doomed"), (survivor, "survivor")):
+            for i in range(2):
+                burst.start(app.url, f"{tag}-{i}")
+        burst.enough.wait(timeout=180)
+        burst.kill(doomed)  # mid-burst: its voters are generating or voting right now
         after = connect(survivor.url)  # the survivor still answers a new voter
         try:
             generate_round(after, seed=7, timeout=60)
             late = submit_vote(after, "a", "after-kill", timeout=60)
         finally:
             after.close()
-        stop.set()
-        for t in threads:
-            t.join(timeout=120)
-    assert failures == []
+        burst.stop.set()
+        burst.join(timeout=120)
+    acknowledged = burst.acknowledged
+    assert burst.failures == []  # the killed replica's voters may fail: that is the test
     assert late is not None
     assert sum(map(len, acknowledged.values())) >= 8, "the burst never got going"
 
