@@ -42,7 +42,8 @@ from playground.data.votes import ARENA_A, ARENA_B, ARENA_TIE
 from playground.models.roles import ModelsConfig, load_causal_lm, load_tokenizer, model_folder
 from playground.models.sources import Kind, classify
 from playground.scoring.encoding import Message
-from playground.scoring.scorer import length_sorted_batches, split_model
+from playground.scoring.scorer import length_sorted_batches
+from playground.scoring.shared_prompt import split_model
 
 SYSTEM = ("You are an impartial judge of answers written by AI assistants. Compare two answers to the same "
           "question on helpfulness, correctness and concision. Ignore the order in which they are shown and "

@@ -73,7 +73,7 @@ def test_fresh_policy_equals_reference_and_perturbed_differs(tiny_model_dir: Pat
     assert fresh.logp_policy == fresh.logp_ref
     assert fresh.reward == 0.0
     assert fresh.logp_ref == pytest.approx(plain, abs=1e-4)
-    perturb_adapter(models.policy.model)
+    perturbed_policy(models)
     # A new Scorer has an empty reference cache: the reference is recomputed through disable_adapter
     # with the perturbed adapter in place, and must still be the plain base model's number.
     moved = Scorer(models).score_responses(PAIR[0], [PAIR[1]], beta=0.1)[0]
@@ -83,7 +83,7 @@ def test_fresh_policy_equals_reference_and_perturbed_differs(tiny_model_dir: Pat
 
 def test_adapter_folder_round_trip(tiny_model_dir: Path, tmp_path: Path) -> None:
     models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
-    perturb_adapter(models.policy.model, seed=1)
+    perturbed_policy(models, seed=1)
     expected = Scorer(models).score_responses(PAIR[0], [PAIR[1]], beta=0.1)[0].logp_policy
     models.policy.model.save_pretrained(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()

@@ -20,8 +20,9 @@ from playground.rlhf import DEFAULTS
 from playground.rlhf import parse_args as rlhf_args
 from playground.scoring.encoding import Encoded
 from playground.scoring.generation import prompt_ids
+from playground.scoring.shared_prompt import TokenStats, token_stats
 from playground.training.reward_model import RewardConfig, RewardModel, train_reward_model
-from playground.training.rlhf import RLHFConfig, TokenStats, token_stats, train_rlhf
+from playground.training.rlhf import RLHFConfig, train_rlhf
 
 PROMPTS = [[{"role": "user", "content": f"Say {word}."}] for word in ("hi", "yes", "no", "two", "sea", "sky", "bye")]
 FAST = {"lr": 1e-2, "steps": 2, "batch_size": 2, "samples_per_prompt": 3, "max_new_tokens": 6}

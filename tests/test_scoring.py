@@ -12,7 +12,7 @@ import torch
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.scoring.encoding import encode
 from playground.scoring.scorer import Scorer, completion_token_logps
-from tests.test_models import perturb_adapter
+from tests.test_models import perturbed_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = [{"role": "user", "content": "Say hi."}]
@@ -28,8 +28,7 @@ PAIRS = [
 @pytest.fixture
 def models(tiny_model_dir: Path) -> Models:
     models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
-    perturb_adapter(models.policy.model)
-    return models
+    return perturbed_policy(models)
 
 
 def test_chat_completion_ends_with_end_of_turn(models: Models) -> None:
@@ -60,6 +59,44 @@ def test_score_matches_a_plain_full_forward(models: Models) -> None:
         full = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0][len(enc.prompt_ids) - 1 :]
         ours = completion_token_logps(models.policy.model, [enc], models.tokenizer.pad_token_id, models.device)[0]
     assert torch.allclose(ours, full, atol=1e-5)
+
+
+def test_rows_sharing_a_prompt_score_as_whole_rows(models: Models) -> None:
+    """The scorer computes each prompt once per batch (`shared_prompt`): three slots on one prompt,
+    two on another, one plain-text row; each row's log-probs equal one whole-row forward."""
+    scorer = Scorer(models, batch_size=8)
+    slots = [[{"role": "assistant", "content": t}] for t in ("Hi!", "Hello there, friend.", "No")]
+    rows = [*scorer.encode(CHAT, slots),
+            *scorer.encode(PAIRS[3][0], [PAIRS[3][1], PAIRS[3][2]]), *scorer.encode("Two plus two is", [" four."])]
+    shared = scorer.token_logps(models.policy, rows)
+    with torch.no_grad():
+        whole = [completion_token_logps(models.policy.model, [r], models.tokenizer.pad_token_id, models.device)[0]
+                 for r in rows]
+    for ours, theirs in zip(shared, whole, strict=True):
+        assert ours.shape == theirs.shape
+        assert torch.allclose(ours, theirs, atol=1e-5)
+    assert len({round(float(w.sum()), 3) for w in whole}) == len(rows)  # distinct rows: a mix-up would show
+
+
+def test_a_policy_with_the_references_weights_takes_no_second_pass(tiny_model_dir: Path) -> None:
+    """A fresh policy (LoRA B = 0) has the reference's identity: its log-probs are the reference's,
+    computed once; once the policy has weights of its own, both passes run and differ."""
+    models = load_models(ModelsConfig(sft=str(tiny_model_dir)))
+    scorer = Scorer(models)
+    calls: list[str] = []
+    real = scorer.token_logps
+    scorer.token_logps = lambda role, rows, progress=None: calls.append(role.name) or real(role, rows, progress)
+    done: list[int] = []
+    fresh = scorer.score_pairs(PAIRS, beta=0.1, progress=done.append)
+    assert scorer.policy_is_reference and calls == ["reference"] and sum(done) == 4 * len(PAIRS)
+    with torch.no_grad(), models.policy.active() as model:  # what the skipped pass would have computed
+        direct = [completion_token_logps(model, [e], models.tokenizer.pad_token_id, models.device)[0]
+                  for e in scorer.encode(PAIRS[0][0], [PAIRS[0][1], PAIRS[0][2]])]
+    assert fresh[0].chosen.logp_policy == pytest.approx(float(direct[0].sum()), abs=1e-5)
+    assert all(s.chosen.logp_policy == s.chosen.logp_ref and s.reward_margin == 0 for s in fresh)
+    perturbed_policy(models)
+    moved = Scorer(models).score_pairs(PAIRS, beta=0.1)
+    assert all(s.chosen.logp_policy != s.chosen.logp_ref for s in moved)
 
 
 def test_batched_equals_one_at_a_time(models: Models) -> None:
@@ -93,7 +130,7 @@ def test_reference_cache_saves_the_reference_pass(models: Models, monkeypatch: p
         return real(role, rows, progress)
 
     monkeypatch.setattr(scorer, "token_logps", counting)
-    perturb_adapter(models.policy.model, seed=5)  # a new policy; the reference is unchanged
+    perturbed_policy(models, seed=5)  # a new policy; the reference is unchanged
     second = scorer.score_pairs(PAIRS, beta=0.1)
     assert calls == [2 * len(PAIRS)]  # one policy pass, no reference pass
     assert [s.chosen.logp_ref for s in second] == [s.chosen.logp_ref for s in first]

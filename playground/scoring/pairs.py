@@ -25,7 +25,8 @@ from transformers import PreTrainedTokenizerBase
 
 from playground.data.rows import PreferenceRow
 from playground.scoring.encoding import Encoded, encode
-from playground.scoring.scorer import length_sorted_batches, split_model
+from playground.scoring.scorer import length_sorted_batches
+from playground.scoring.shared_prompt import split_model
 
 SHARED, CHOSEN, REJECTED, PAD = 0, 1, 2, -1  # which branch of the tree a token is on
 

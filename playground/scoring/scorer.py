@@ -1,8 +1,10 @@
 """Per-sequence log-probs under the policy and the reference, and the scores built on them.
 
-Rows are scored in padded batches (right padding, sorted by length so a batch pads little). Only
-completion positions go through the vocabulary projection: for a 49k vocabulary that projection
-dominates the cost, and prompt positions' logits are never used. Reference log-probs are cached
+Rows are scored in batches of rows that share their prompt where they can, each distinct prompt
+computed once per batch (`shared_prompt`: a round's k slots, and many voters' rounds on one
+queued prompt, pay for the prompt once), completions right-padded. Only completion positions go
+through the vocabulary projection: for a 49k vocabulary that projection dominates the cost, and
+prompt positions' logits are never used. Reference log-probs are cached
 by (reference identity, the exact prompt and completion ids scored), so re-scoring the same pairs
 under a new policy costs one policy pass. (Not by text: where a prompt's completions end is decided
 by all of them together, see `encoding`.)
@@ -20,13 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from peft import PeftModel
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS
 from playground.models.roles import Models, Role
 from playground.objectives import dpo_loss, implicit_reward, preference_probability, sequence_kl_estimate
 from playground.scoring.encoding import Encoded, Text, encode, truncate
+from playground.scoring.shared_prompt import completion_logps, split_model
 
 Progress = Callable[[int], None]  # called with the number of rows just finished
 
@@ -54,20 +56,6 @@ class PairScore:
     reward_margin: float  # r_chosen − r_rejected
     p_chosen: float  # σ(margin): Bradley–Terry probability that chosen is preferred
     dpo_loss: float
-
-
-def split_model(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """(decoder returning hidden states, LM head), or None where the head is not a plain linear map
-    of the last hidden state (logit soft-capping or scaling), which then takes the full forward."""
-    inner = model.get_base_model() if isinstance(model, PeftModel) else model
-    cfg = inner.config
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
-        return None
-    head = inner.get_output_embeddings()
-    decoder = getattr(inner, inner.base_model_prefix, None)
-    if head is None or decoder is None or decoder is inner:
-        return None
-    return decoder, head
 
 
 def right_padded(rows: Sequence[Encoded], pad_id: int, device: torch.device
@@ -116,6 +104,13 @@ def check_beta(beta: float) -> float:
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first, so memory peaks at once)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def prompt_sorted_batches(rows: Sequence[Encoded], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of rows with the same prompt where possible (each batch then
+    computes each of its prompts once, `shared_prompt`), completions of similar length together."""
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].prompt_ids, -len(rows[i].completion_ids)))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
@@ -170,13 +165,19 @@ class Scorer:
         out: list[torch.Tensor] = [torch.empty(0)] * len(rows)
         pad_id = self.models.tokenizer.pad_token_id
         with torch.inference_mode(), role.active() as model:
-            for batch in length_sorted_batches([len(r.input_ids) for r in rows], self.batch_size):
-                logps = completion_token_logps(model, [rows[i] for i in batch], pad_id, self.models.device)
+            for batch in prompt_sorted_batches(rows, self.batch_size):
+                logps = completion_logps(model, [rows[i] for i in batch], pad_id, self.models.device)
                 for i, lp in zip(batch, logps, strict=True):
                     out[i] = lp.cpu()
                 if progress:
                     progress(len(batch))
         return out
+
+    @property
+    def policy_is_reference(self) -> bool:
+        """True while the policy has the reference's weights (a fresh adapter on the SFT model that
+        is also the reference): its log-probs are then the reference's, bit for bit, and not computed twice."""
+        return self.models.policy.ident == self.models.reference.ident
 
     def reference_token_logps(self, rows: Sequence[Encoded], progress: Progress | None = None
                               ) -> list[torch.Tensor]:
@@ -220,8 +221,8 @@ class Scorer:
     def _score_jobs(self, jobs: list["_ScoreJob"]) -> None:
         rows = [e for job in jobs for e in job.encoded]
         try:
-            policy = self.token_logps(self.models.policy, rows)
             ref = self.reference_token_logps(rows)
+            policy = ref if self.policy_is_reference else self.token_logps(self.models.policy, rows)
         except BaseException as exc:  # every waiting job learns it, not only the thread that ran it
             for job in jobs:
                 job.error = exc
@@ -243,8 +244,13 @@ class Scorer:
     def _score(self, encoded: list[Encoded], beta: float, progress: Progress | None = None,
                pair_batches: bool = False) -> list[ResponseScore]:
         check_beta(beta)
-        policy = self._policy_logps(encoded, pair_batches, progress)
         ref = self.reference_token_logps(encoded, progress)
+        if self.policy_is_reference:
+            if progress:  # the policy pass a caller counts on is done too
+                progress(len(encoded))
+            policy = ref
+        else:
+            policy = self._policy_logps(encoded, pair_batches, progress)
         return [response_score(p, r, beta, e) for p, r, e in zip(policy, ref, encoded, strict=True)]
 
     def _policy_logps(self, encoded: list[Encoded], pair_batches: bool, progress: Progress | None

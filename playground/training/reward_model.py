@@ -77,7 +77,8 @@ from playground.models.roles import POLICY_ADAPTER, LoraSettings, load_causal_lm
 from playground.objectives import dpo_loss, reward_accuracy
 from playground.scoring.encoding import Encoded, Text, encode, is_conversational
 from playground.scoring.pairs import EncodedPair, encode_pairs
-from playground.scoring.scorer import length_sorted_batches
+from playground.scoring.scorer import length_sorted_batches, prompt_sorted_batches
+from playground.scoring.shared_prompt import last_token_hidden
 from playground.training.dpo import MIN_PAIRS, DPOConfig, RunResult, batch_schedule, split_pairs
 from playground.training.loop import Callback, Metrics, abandoned, run_steps
 
@@ -210,8 +211,10 @@ class RewardModel:
                 for p, r in zip(prompts, responses, strict=True)]
         out = [0.0] * len(rows)
         with torch.inference_mode():
-            for batch in length_sorted_batches([len(r.input_ids) for r in rows], batch_size):
-                for i, value in zip(batch, self.rewards([rows[i] for i in batch]).tolist(), strict=True):
+            # Responses to one prompt share its encoding (`shared_prompt`): K rollout samples, k slots.
+            for batch in prompt_sorted_batches(rows, batch_size):
+                last = last_token_hidden(self.decoder, [rows[i] for i in batch], self.pad_id, self.device)  # (B, H)
+                for i, value in zip(batch, self.head(last.float()).squeeze(-1).tolist(), strict=True):
                     out[i] = value
         return out
 

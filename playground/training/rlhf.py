@@ -92,7 +92,6 @@ import transformers
 from peft import PeftModel
 from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
-from transformers import Cache
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_NEW_TOKENS, MAX_SEQUENCE_TOKENS, MAX_TRAIN_STEPS
@@ -112,7 +111,7 @@ from playground.objectives import (
 )
 from playground.scoring.encoding import Encoded, Message
 from playground.scoring.generation import GenerationSettings, eos_ids, prompt_ids
-from playground.scoring.scorer import split_model
+from playground.scoring.shared_prompt import prompt_cache, split_model, token_stats
 from playground.training.dpo import (
     batch_schedule,
     check_policy,
@@ -241,76 +240,6 @@ class Rollout:
     texts: list[str]
     ended: list[bool]
     scores: torch.Tensor  # (N,) float32
-
-
-@dataclass(frozen=True)
-class TokenStats:
-    """Per-token tensors (B, T) over completion tokens, right-padded to a common width, `mask` 1.0 on tokens."""
-
-    logps: torch.Tensor
-    mask: torch.Tensor
-    entropy: torch.Tensor | None = None
-    values: torch.Tensor | None = None
-
-
-def prompt_cache(decoder: torch.nn.Module, prompts: Sequence[tuple[int, ...]], pad_id: int, device: torch.device
-                 ) -> tuple[Cache | None, torch.Tensor]:
-    """Each row's prompt but its last token, encoded once per distinct prompt: one left-padded
-    forward of `decoder` (to the longest prompt but one, S) fills a KV cache, which is then gathered
-    to the rows (in the graph when grad is on). Returns it (None when S = 0) and the rows' prefix
-    attention mask (B, S). Rows sampled K per prompt thus pay for each prompt once, not K times."""
-    distinct = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
-    span = max(len(p) for p in distinct) - 1
-    which = torch.tensor([distinct[p] for p in prompts], device=device)
-    mask = torch.tensor([[0] * (span + 1 - len(p)) + [1] * (len(p) - 1) for p in distinct], device=device)
-    if not span:
-        return None, mask[which]
-    ids = torch.tensor([[pad_id] * (span + 1 - len(p)) + list(p[:-1]) for p in distinct], device=device)
-    cache = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    use_cache=True).past_key_values
-    cache.batch_select_indices(which)
-    return cache, mask[which]
-
-
-def token_stats(model: torch.nn.Module, rows: Sequence[Encoded], pad_id: int, device: torch.device,
-                width: int | None = None, entropy: bool = False, value_head: torch.nn.Linear | None = None
-                ) -> TokenStats:
-    """Each completion token's log-prob under `model` (float32, in the graph when grad is on),
-    optionally its entropy and the value head's V at the position predicting it (B, `width`).
-
-    The prompts but their last tokens come from `prompt_cache` (each distinct prompt encoded once);
-    then one forward over each row's last prompt token and completion but its last token
-    (right-padded), every position of which predicts a completion token, so only those go through
-    the vocabulary projection. Equal to one full forward per row up to float rounding."""
-    counts = [len(r.completion_ids) for r in rows]
-    width = width or max(counts)
-    split = split_model(model)
-    cache, prefix_mask = prompt_cache(split[0] if split is not None else model, [r.prompt_ids for r in rows],
-                                      pad_id, device)
-    ids = torch.tensor([[r.prompt_ids[-1], *r.completion_ids[:-1]] + [pad_id] * (width - n)
-                        for r, n in zip(rows, counts, strict=True)], device=device)
-    mask = (torch.arange(width, device=device)[None, :] < torch.tensor(counts, device=device)[:, None]).float()
-    positions = torch.tensor([len(r.prompt_ids) - 1 for r in rows], device=device)[:, None] + torch.arange(
-        width, device=device)
-    inputs = {"input_ids": ids, "attention_mask": torch.cat([prefix_mask, mask.long()], dim=1),
-              "position_ids": positions, "past_key_values": cache, "use_cache": cache is not None}
-    target = mask.bool()
-    if split is not None:
-        hidden = split[0](**inputs).last_hidden_state[target]  # (N, H)
-        logits = split[1](hidden).float()  # (N, V)
-    else:
-        out = model(**inputs, output_hidden_states=True)
-        hidden, logits = out.hidden_states[-1][target], out.logits[target].float()
-    log_probs = torch.log_softmax(logits, dim=-1)
-    tokens = torch.tensor([t for r in rows for t in r.completion_ids], device=device)  # (N,), row-major
-
-    def padded(flat: torch.Tensor) -> torch.Tensor:  # (N,) → (B, width), row-major like `target`
-        return torch.zeros(mask.shape, dtype=flat.dtype, device=device).masked_scatter(target, flat)
-
-    return TokenStats(
-        logps=padded(log_probs.gather(1, tokens[:, None]).squeeze(1)), mask=mask,
-        entropy=padded(-(log_probs.exp() * log_probs).sum(-1)) if entropy else None,
-        values=padded(value_head(hidden.float()).squeeze(-1)) if value_head is not None else None)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
