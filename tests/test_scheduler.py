@@ -82,6 +82,35 @@ def test_same_seed_same_text_alone_or_joining_a_running_batch(models: Models, se
     assert [r.ending for r in others.rows] == [CUT, CUT]
 
 
+def test_rows_with_one_prompt_and_adapter_share_one_prefill_and_sample_as_alone(models: Models) -> None:
+    """Three requests on one prompt join in one step: their policy rows share one prompt forward,
+    the reference rows another (the prefill runs 2 rows, not 6), and each request's tokens are the
+    ones it samples alone."""
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()
+    prompt = ids(models, "Say hi.")
+    settings = [replace(SAMPLED, seed=s) for s in (1, 2, 3)]
+    alone = [tokens(run(scheduler, [models.policy, models.reference], [prompt, prompt], s)) for s in settings]
+    prefill_rows: list[int] = []
+    hook = models.policy.model.register_forward_pre_hook(
+        lambda _m, _a, kw: prefill_rows.append(kw["input_ids"].shape[0]) if kw["input_ids"].shape[1] > 1 else None,
+        with_kwargs=True)
+    try:
+        scheduler._thread = threading.current_thread()  # no worker yet: all three wait, then join at one step
+        requests = [scheduler.submit([models.policy, models.reference], [prompt, prompt], s, session=str(i))
+                    for i, s in enumerate(settings)]
+        scheduler._thread = threading.Thread(target=scheduler._run, daemon=True)
+        scheduler._thread.start()
+        for request in requests:
+            for _ in request.progress():
+                pass
+    finally:
+        hook.remove()
+    assert prefill_rows == [2]
+    assert [tokens(r) for r in requests] == alone
+    assert len({tuple(t[0]) for t in alone}) == 3  # the seeds differ, so a shared draw would show
+
+
 def test_each_slot_has_its_own_seed() -> None:
     assert row_seed(5, 0) != row_seed(5, 1)
     assert row_seed(5, 1) != row_seed(6, 0)

@@ -315,17 +315,26 @@ class Scheduler:
 
     def _prefill(self, batch: _Batch, rows: list[Row]) -> None:
         """Run the joining rows' prompts (left-padded among themselves), sample their first token,
-        and append their cache to the batch's, left-padding whichever is shorter."""
+        and append their cache to the batch's, left-padding whichever is shorter. Rows with the same
+        prompt and adapter (k samples of one model, voters on one queued prompt) share one prompt
+        forward; its cache and logits are gathered to each of them."""
         device, pad = self.models.device, self.models.tokenizer.pad_token_id or 0
+        keys: dict[tuple[str | None, tuple[int, ...]], int] = {}
+        which = [keys.setdefault((r.adapter, tuple(r.prompt)), len(keys)) for r in rows]
+        distinct = [rows[which.index(i)] for i in range(len(keys))]
         width = max(len(r.prompt) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
-        mask = torch.zeros(len(rows), width, dtype=torch.bool, device=device)
-        for i, r in enumerate(rows):
+        ids = torch.full((len(distinct), width), pad, dtype=torch.long, device=device)
+        mask = torch.zeros(len(distinct), width, dtype=torch.bool, device=device)
+        for i, r in enumerate(distinct):
             ids[i, width - len(r.prompt):] = torch.tensor(r.prompt, device=device)
             mask[i, width - len(r.prompt):] = True
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (J, P): RoPE positions skip the padding
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (D, P): RoPE positions skip the padding
         cache = DynamicCache(config=batch.module.config)
-        logits = self._forward(batch.module, rows, ids, mask, positions, cache)
+        logits = self._forward(batch.module, distinct, ids, mask, positions, cache)  # (D, V)
+        if len(distinct) < len(rows):
+            index = torch.tensor(which, device=device)
+            cache.batch_select_indices(index)
+            mask, logits = mask[index], logits[index]  # (J, P), (J, V)
         self._sample(rows, logits)
         lengths = torch.tensor([len(r.prompt) for r in rows], device=device)
         if batch.cache is None:
