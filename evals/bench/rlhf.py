@@ -27,6 +27,14 @@ over all steps but the first (one-off allocations): rollout tokens/s = sampled c
 rollout seconds, generation tokens/s = the same over rollout seconds less the reward model's,
 update steps/s = 1 / median step seconds. Peak memory: the growth of the resident set over its
 size after loading (`dpo.PeakMemory`; ours includes the merged copy of the q/k/v/o weights).
+
+The generation floor (`run_floor`, a fifth subprocess): the plain model's forward passes alone for
+one step's P·K rows × 32 tokens (each prompt encoded once, then one-token steps with a KV cache, no
+sampling, no LoRA, no row ending early), which any sampler at these settings has to run. It is a
+generous bound: it counts every row as 32 tokens, while sampled rows end earlier and a rollout still
+takes as many steps as its longest row. Its tokens/s over TRL's generation tokens/s bounds what any
+faster sampler could gain, and with the reward model's measured time added, so does
+`rollout_bound_over_trl_*` for rollout tokens/s.
 """
 
 import argparse
@@ -45,7 +53,8 @@ from evals.bench.dpo import PeakMemory
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ROOT / "docs" / "examples" / "short-answers.jsonl"
 P, K, MAX_NEW, BETA, LR = 4, 4, 32, 0.05, 1e-4
-VARIANTS = ("ours-rloo", "trl-rloo", "ours-grpo", "trl-grpo")
+FLOOR = "generation-floor"
+VARIANTS = ("ours-rloo", "trl-rloo", "ours-grpo", "trl-grpo", FLOOR)
 
 
 def prompts() -> list:
@@ -157,10 +166,52 @@ def run_trl(method: str, steps: int, model: str | None, reward_dir: Path, out: P
             "peak_mib": memory.growth_mib, "reward": rewards}
 
 
+def run_floor(steps: int, model: str | None) -> dict[str, Any]:
+    """The generation floor at these settings: the model's own forward passes alone, as any sampler
+    of P·K rows × MAX_NEW tokens must run them (each prompt encoded once, then MAX_NEW − 1 one-token
+    steps over all rows with a KV cache, logits of the last position only), with no sampling, no
+    LoRA, no generation loop and no row ending early. One pass per step; the median is reported."""
+    import torch
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from playground.core.home import data_dir
+    from playground.models.gguf_convert import ensure_default_model
+    from playground.models.roles import ModelsConfig, load_models
+    from playground.scoring.generation import prompt_ids
+    from playground.scoring.shared_prompt import prompt_cache
+
+    models = load_models(ModelsConfig(sft=model, models_dir=data_dir() / "models"))
+    encoded = [tuple(prompt_ids(models, p)[0].tolist()) for p in prompts()]
+    lm = AutoModelForCausalLM.from_pretrained(model or ensure_default_model(data_dir() / "models"),
+                                              dtype=torch.float32).eval()
+    pad = models.tokenizer.pad_token_id
+    seconds = []
+    with torch.inference_mode():
+        for step in range(steps):
+            batch = [p for p in (encoded * P)[step * P : (step + 1) * P] for _ in range(K)]
+            started = time.perf_counter()
+            cache, prefix = prompt_cache(lm.model, batch, pad, models.device)
+            cache = cache or DynamicCache()
+            ids = torch.tensor([[p[-1]] for p in batch])  # (P·K, 1)
+            mask = torch.cat([prefix, torch.ones(len(batch), 1, dtype=prefix.dtype)], 1)
+            positions = torch.tensor([[len(p) - 1] for p in batch])
+            for _ in range(MAX_NEW):  # the last prompt token, then MAX_NEW − 1 sampled ones
+                out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+                ids = out.logits[:, -1].argmax(-1, keepdim=True)
+                mask = torch.cat([mask, torch.ones_like(ids)], 1)
+                positions = positions + 1
+            seconds.append(time.perf_counter() - started)
+    return {"config": "forward passes only (fp32, no LoRA, no sampling, every row MAX_NEW tokens)",
+            "seconds": seconds, "tokens": P * K * MAX_NEW}
+
+
 def child(variant: str, steps: int, model: str | None, reward_dir: Path) -> dict[str, Any]:
     from playground.cli import quiet_libraries
 
     quiet_libraries()
+    if variant == FLOOR:
+        return {"method": variant, **run_floor(steps, model)}
     side, method = variant.split("-")
     with tempfile.TemporaryDirectory() as tmp:
         run = (run_ours if side == "ours" else run_trl)(method, steps, model, reward_dir, Path(tmp))
@@ -220,15 +271,24 @@ def main() -> None:
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
-            rows[variant] = summarize(json.loads(proc.stdout.strip().splitlines()[-1]))
-    ratios = {}
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            if variant == FLOOR:
+                floor = out["tokens"] / median(out["seconds"][1:] or out["seconds"])
+                continue
+            rows[variant] = summarize(out)
+    ratios: dict[str, float] = {"generation_floor_tokens_per_s": floor}
     for method in ("rloo", "grpo"):
         ours, trl = rows[f"ours-{method}"], rows[f"trl-{method}"]
         ratios |= {f"update_steps_ours_over_trl_{method}": trl["step_s"] / ours["step_s"],
                    f"rollout_tokens_ours_over_trl_{method}": ours["rollout_tokens_per_s"] / trl["rollout_tokens_per_s"],
                    f"generation_tokens_ours_over_trl_{method}":
                        ours["generation_tokens_per_s"] / trl["generation_tokens_per_s"],
-                   f"memory_ours_over_trl_{method}": ours["peak_mib"] / trl["peak_mib"]}
+                   f"memory_ours_over_trl_{method}": ours["peak_mib"] / trl["peak_mib"],
+                   # The most any sampler could get at these settings: generation at the floor, the
+                   # reward model as measured (the same code on both sides).
+                   f"generation_floor_over_trl_{method}": floor / trl["generation_tokens_per_s"],
+                   f"rollout_bound_over_trl_{method}":
+                       1 / (1 / floor + ours["reward_s"] / ours["tokens_per_step"]) / trl["rollout_tokens_per_s"]}
     report("rlhf", list(rows.values()), {"prompts_per_step": P, "samples_per_prompt": K, "beta": BETA, "lr": LR,
                                          **ratios}, load_before)
 
