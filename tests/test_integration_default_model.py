@@ -1,5 +1,6 @@
 """The real packaged SmolLM2-135M-Instruct: loads offline, replies, and the roles behave."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -47,15 +48,17 @@ def test_fresh_policy_matches_reference_and_perturbed_does_not(models: Models, d
     assert fresh.logp_ref == pytest.approx(plain, abs=tol)
     assert -30 < fresh.logp_ref < 0  # a fluent answer: a few nats over ~10 tokens
     lora_b = [p for n, p in models.policy.model.named_parameters() if "lora_B" in n]
-    saved = [p.detach().clone() for p in lora_b]
+    saved, served = [p.detach().clone() for p in lora_b], models.policy
     try:
         g = torch.Generator().manual_seed(0)
         for p in lora_b:
             p.data = (torch.randn(p.shape, generator=g) * 0.05).to(p.device, p.dtype)
+        models.policy = replace(served, ident=f"{served.ident}+perturbed")  # new weights, new identity (a publish)
         # A new Scorer: the reference is recomputed with the perturbed adapter disabled, not read from a cache.
         moved = Scorer(models).score_responses(PROMPT, [completion], beta=0.1)[0]
     finally:
         for p, s in zip(lora_b, saved, strict=True):
             p.data = s
+        models.policy = served
     assert moved.logp_ref == pytest.approx(plain, abs=tol)
     assert abs(moved.log_ratio) > 5 * tol  # 1.2 nats on CPU: a reference that kept the adapter would show

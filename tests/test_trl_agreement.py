@@ -12,6 +12,7 @@ import torch
 
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.scoring.scorer import Scorer
+from tests.test_models import perturbed_policy
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +35,7 @@ CHAT_ROWS = [
 
 @pytest.fixture(scope="module")
 def models(default_model_dir: Path) -> Models:
-    models = load_models(ModelsConfig(models_dir=default_model_dir.parent))
-    g = torch.Generator().manual_seed(0)
-    for name, p in models.policy.model.named_parameters():
-        if "lora_B" in name:
-            p.data = (torch.randn(p.shape, generator=g) * 0.02).to(p.device, p.dtype)
-    return models
+    return perturbed_policy(load_models(ModelsConfig(models_dir=default_model_dir.parent)), seed=0, scale=0.02)
 
 
 def trl_numbers(models: Models, rows: list[dict], tmp_path: Path) -> dict:
