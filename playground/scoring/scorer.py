@@ -236,13 +236,13 @@ class Scorer:
 
     def score_pairs(self, pairs: Sequence[tuple[Text, Text, Text]], beta: float,
                     progress: Progress | None = None) -> list[PairScore]:
-        """Score (prompt, chosen, rejected) triples. Chosen and rejected of a pair share one forward."""
+        """Score (prompt, chosen, rejected) triples. Chosen and rejected of a pair share one forward
+        and their prompt's encoding (`token_logps` batches rows by prompt)."""
         encoded = [e for prompt, chosen, rejected in pairs for e in self.encode(prompt, [chosen, rejected])]
-        scores = self._score(encoded, beta, progress, pair_batches=True)
+        scores = self._score(encoded, beta, progress)
         return [pair_score(scores[2 * i], scores[2 * i + 1]) for i in range(len(pairs))]
 
-    def _score(self, encoded: list[Encoded], beta: float, progress: Progress | None = None,
-               pair_batches: bool = False) -> list[ResponseScore]:
+    def _score(self, encoded: list[Encoded], beta: float, progress: Progress | None = None) -> list[ResponseScore]:
         check_beta(beta)
         ref = self.reference_token_logps(encoded, progress)
         if self.policy_is_reference:
@@ -250,23 +250,8 @@ class Scorer:
                 progress(len(encoded))
             policy = ref
         else:
-            policy = self._policy_logps(encoded, pair_batches, progress)
+            policy = self.token_logps(self.models.policy, encoded, progress)
         return [response_score(p, r, beta, e) for p, r, e in zip(policy, ref, encoded, strict=True)]
-
-    def _policy_logps(self, encoded: list[Encoded], pair_batches: bool, progress: Progress | None
-                      ) -> list[torch.Tensor]:
-        if not pair_batches:
-            return self.token_logps(self.models.policy, encoded, progress)
-        # Keep each pair's two rows in one forward: batch pairs by their longer row.
-        n_pairs = len(encoded) // 2
-        pair_len = [max(len(encoded[2 * i].input_ids), len(encoded[2 * i + 1].input_ids)) for i in range(n_pairs)]
-        order = [j for b in length_sorted_batches(pair_len, max(1, self.batch_size // 2)) for i in b
-                 for j in (2 * i, 2 * i + 1)]
-        logps = self.token_logps(self.models.policy, [encoded[j] for j in order], progress)
-        out: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
-        for j, lp in zip(order, logps, strict=True):
-            out[j] = lp
-        return out
 
 
 def response_score(policy: torch.Tensor, ref: torch.Tensor, beta: float, encoded: Encoded) -> ResponseScore:
