@@ -25,6 +25,7 @@ import copy
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -53,6 +54,13 @@ def main() -> None:
     batched, single = Scorer(models, batch_size=seqs), Scorer(models, batch_size=1)
     encoded = [row for p, c, r in pairs for row in batched.encode(p, [c, r])]
     base = copy.deepcopy(models.policy.model).unload()  # the same weights, without LoRA, for TRL
+    # A trained policy (weights and identity of its own), so `score_pairs` runs its policy pass as it
+    # does after training; a fresh adapter would share the reference's (`Scorer.policy_is_reference`).
+    with torch.no_grad():
+        for name, p in models.policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+    models.policy = replace(models.policy, ident=f"{models.policy.ident}+bench")
     with tempfile.TemporaryDirectory() as out:
         # TRL patches the models it is given (a fused LM head), so it only ever gets copies of `base`.
         two_copies = lambda: (copy.deepcopy(base), copy.deepcopy(base))  # noqa: E731 (made untimed)
