@@ -105,16 +105,17 @@ def test_score_ignores_batch_composition(trained: RewardModel) -> None:
 
 
 def test_score_shares_prompts_and_equals_whole_row_forwards(trained: RewardModel) -> None:
-    """`score` computes each prompt once for its responses (`shared_prompt`); each reward equals the
-    training path's one right-padded forward over whole rows (`rewards`)."""
+    """`score` computes each prompt once for its responses (`shared_prompt`); each reward equals a
+    forward over the whole row alone."""
     prompts = [user("Say hi. (97)"), user("Name a colour, please. (96)")]
     responses = ["Hi!", LONG[0], "Red.", LONG[1] + " " + LONG[2], "Blue."]
     which = [0, 0, 1, 1, 1]
     shared = trained.score([prompts[i] for i in which], responses, batch_size=5)
     rows = [encode(trained.tokenizer, prompts[i], [[{"role": "assistant", "content": r}]], trained.config.max_length)[0]
             for i, r in zip(which, responses, strict=True)]
-    with torch.no_grad():
-        whole = trained.rewards(rows).tolist()
+    with torch.no_grad():  # each row alone, whole, through the plain decoder
+        whole = [float(trained.head(trained.decoder(input_ids=torch.tensor([r.input_ids])).last_hidden_state[0, -1]))
+                 for r in rows]
     assert shared == pytest.approx(whole, abs=1e-5)
     assert max(whole) - min(whole) > 1e-3  # distinct rewards, so a mix-up of rows would show
 

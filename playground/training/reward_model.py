@@ -10,8 +10,9 @@ are tokenized exactly as the scorer and TRL's trainers do it (`encoding`): for c
 completion ends with the template's end-of-turn tokens (`<|im_end|>\\n` for SmolLM2), for plain
 text with EOS, so h_last is the state after the whole answer has been read.
 
-Pooling. Rows are right-padded and the pooled position is each row's own last token, known from
-its token count, never guessed from the pad id. transformers' `LlamaForSequenceClassification`
+Pooling. Each distinct prompt is computed once for its rows (a pair's chosen and rejected; K
+samples in RLHF: `shared_prompt`), completions right-padded, and the pooled position is each row's
+own last token, known from its token count, never guessed from the pad id. transformers' `LlamaForSequenceClassification`
 pools at the rightmost token that is not `pad_token_id` and ignores the attention mask; SmolLM2's
 pad token is its EOS `<|im_end|>`, so for plain-text rows (…, EOS) it pools at the token *before*
 EOS (checked with transformers 5.23; chat rows end in `\\n` and come out right by luck). That is
@@ -64,7 +65,6 @@ from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_mo
 from peft.tuners.tuners_utils import cast_adapter_dtype
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from playground.core.atomic import new_folder
@@ -126,16 +126,11 @@ class RewardConfig:
 
 def last_token_rewards(decoder: torch.nn.Module, head: torch.nn.Linear, rows: Sequence[Encoded], pad_id: int,
                        device: torch.device) -> torch.Tensor:
-    """r = w·h_last + b for each row (B,), float32, from one right-padded forward; kept in the
-    autograd graph when grad is enabled. h_last is taken at index len(row) − 1 of each row, so
-    neither the pad id nor the padding length can move it (module docstring)."""
-    lengths = torch.tensor([len(r.input_ids) for r in rows], device=device)  # (B,)
-    ids = pad_sequence([torch.tensor(r.input_ids, dtype=torch.long) for r in rows], batch_first=True,
-                       padding_value=pad_id).to(device)  # (B, T)
-    attn = (torch.arange(ids.shape[1], device=device)[None, :] < lengths[:, None]).long()  # (B, T)
-    hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state  # (B, T, H)
-    last = hidden[torch.arange(len(rows), device=device), lengths - 1]  # (B, H)
-    return head(last.float()).squeeze(-1)  # (B,)
+    """r = w·h_last + b for each row (B,), float32, kept in the autograd graph when grad is enabled.
+    h_last is read at each row's own last token, known from its length (`shared_prompt.last_token_hidden`:
+    each distinct prompt computed once, completions right-padded), so neither the pad id nor the
+    padding can move it (module docstring)."""
+    return head(last_token_hidden(decoder, rows, pad_id, device).float()).squeeze(-1)  # (B,)
 
 
 def _as_completion(prompt: Text, response: Text) -> Text:
@@ -213,8 +208,7 @@ class RewardModel:
         with torch.inference_mode():
             # Responses to one prompt share its encoding (`shared_prompt`): K rollout samples, k slots.
             for batch in prompt_sorted_batches(rows, batch_size):
-                last = last_token_hidden(self.decoder, [rows[i] for i in batch], self.pad_id, self.device)  # (B, H)
-                for i, value in zip(batch, self.head(last.float()).squeeze(-1).tolist(), strict=True):
+                for i, value in zip(batch, self.rewards([rows[i] for i in batch]).tolist(), strict=True):
                     out[i] = value
         return out
 
