@@ -10,14 +10,14 @@ are tokenized exactly as the scorer and TRL's trainers do it (`encoding`): for c
 completion ends with the template's end-of-turn tokens (`<|im_end|>\\n` for SmolLM2), for plain
 text with EOS, so h_last is the state after the whole answer has been read.
 
-Pooling. Each distinct prompt is computed once for its rows (a pair's chosen and rejected; K
-samples in RLHF: `shared_prompt`), completions right-padded, and the pooled position is each row's
-own last token, known from its token count, never guessed from the pad id. transformers' `LlamaForSequenceClassification`
-pools at the rightmost token that is not `pad_token_id` and ignores the attention mask; SmolLM2's
-pad token is its EOS `<|im_end|>`, so for plain-text rows (…, EOS) it pools at the token *before*
-EOS (checked with transformers 5.23; chat rows end in `\\n` and come out right by luck). That is
-why this is a linear head on the decoder rather than AutoModelForSequenceClassification. The head
-and the reward are float32 whatever the decoder's dtype.
+Pooling. Each distinct prompt is computed once for its rows (a pair's chosen and rejected; K samples
+in RLHF: `shared_prompt`), completions right-padded, and the pooled position is each row's own last
+token, known from its token count, never guessed from the pad id. transformers'
+`LlamaForSequenceClassification` pools at the rightmost token that is not `pad_token_id` and ignores
+the attention mask; SmolLM2's pad token is its EOS `<|im_end|>`, so for plain-text rows (…, EOS) it
+pools at the token *before* EOS (checked with transformers 5.23; chat rows end in `\\n` and come out
+right by luck). That is why this is a linear head on the decoder rather than
+AutoModelForSequenceClassification. The head and the reward are float32 whatever the decoder's dtype.
 
 Loss. Per pair (x, y⁺, y⁻) the Bradley–Terry negative log-likelihood
 ℓ_RM = −log σ(r_ϑ(x, y⁺) − r_ϑ(x, y⁻)), which is `objectives.dpo_loss` with r_ϑ in place of the
