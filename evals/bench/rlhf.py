@@ -12,7 +12,7 @@ short-answers.jsonl for 4 steps and saved; TRL calls its `score` as a reward fun
 - trl-grpo:               GRPOTrainer, the same, beta 0.05 (its KL is in the loss: k3 per token)
 
 Ours samples from a merged-weight copy of the trainee (`rlhf.Sampler`, rebuilt before every
-rollout inside the timed step) and encodes each prompt once for its K rows (`rlhf.prompt_cache`,
+rollout inside the timed step) and encodes each prompt once for its K rows (`shared_prompt.prompt_cache`,
 in sampling and in the reference and policy forwards); TRL samples through the peft model and
 encodes every row whole. Both score the 16 samples of a step with the reward model in one batch
 (`RewardModel.score(..., batch_size=16)`; ours in `rlhf.rollout`, TRL's through the reward
