@@ -199,6 +199,17 @@ class Scorer:
             self._ref_cache.popitem(last=False)
         return out
 
+    def _policy_and_reference(self, rows: Sequence[Encoded], progress: Progress | None = None
+                              ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-token log-probs of `rows` under the policy and the reference (cached); one pass only
+        while the policy has the reference's weights (`policy_is_reference`)."""
+        ref = self.reference_token_logps(rows, progress)
+        if not self.policy_is_reference:
+            return self.token_logps(self.models.policy, rows, progress), ref
+        if progress:  # the policy pass a caller counts on is done too
+            progress(len(rows))
+        return ref, ref
+
     def score_responses(self, prompt: Text, completions: Sequence[Text], beta: float) -> list[ResponseScore]:
         """Score k ≥ 1 completions of one prompt (the playground's slots), encoded together like a pair.
 
@@ -221,8 +232,7 @@ class Scorer:
     def _score_jobs(self, jobs: list["_ScoreJob"]) -> None:
         rows = [e for job in jobs for e in job.encoded]
         try:
-            ref = self.reference_token_logps(rows)
-            policy = ref if self.policy_is_reference else self.token_logps(self.models.policy, rows)
+            policy, ref = self._policy_and_reference(rows)
         except BaseException as exc:  # every waiting job learns it, not only the thread that ran it
             for job in jobs:
                 job.error = exc
@@ -244,13 +254,7 @@ class Scorer:
 
     def _score(self, encoded: list[Encoded], beta: float, progress: Progress | None = None) -> list[ResponseScore]:
         check_beta(beta)
-        ref = self.reference_token_logps(encoded, progress)
-        if self.policy_is_reference:
-            if progress:  # the policy pass a caller counts on is done too
-                progress(len(encoded))
-            policy = ref
-        else:
-            policy = self.token_logps(self.models.policy, encoded, progress)
+        policy, ref = self._policy_and_reference(encoded, progress)
         return [response_score(p, r, beta, e) for p, r, e in zip(policy, ref, encoded, strict=True)]
 
 
