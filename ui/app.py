@@ -8,6 +8,7 @@ from starlette.middleware import Middleware
 from playground.core.limits import MAX_FILE_BYTES
 from service.state import AppState
 from ui import session
+from ui.blocks import Blocks
 from ui.concurrency import worker_threads
 from ui.dashboard_tab import build_dashboard_tab
 from ui.data_tab import build_data_tab
@@ -44,7 +45,7 @@ document.addEventListener("keydown", (e) => {
 
 
 def build_demo(state: AppState) -> gr.Blocks:
-    with gr.Blocks(title="Preference Playground") as demo:
+    with Blocks(title="Preference Playground") as demo:
         gr.Markdown(lambda: header(state))  # a callable: read at each page load, so it names the serving policy
         # Each builder gets its own Tab so that it can load its data when the tab is opened.
         with gr.Tab("Playground") as tab:
