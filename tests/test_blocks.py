@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 import pytest
+from gradio.blocks import BlocksConfig
 from gradio.state_holder import SessionState
 
 from service.state import AppState
@@ -61,3 +62,32 @@ def test_full_and_invalid_returns_take_gradios_path(generate_fn: tuple) -> None:
     for ours in (True, False):
         with pytest.raises(ValueError, match="Returned component"):
             postprocess(demo, fn, {fn.outputs[7]: "a", stranger: "b"}, ours)
+
+
+def test_new_sessions_share_each_components_configuration(generate_fn: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo, fn = generate_fn
+    computed: list[int] = []
+    gradios = BlocksConfig.config_for_block
+
+    def counting(_id: int, rendered_ids: list[int], block: Any, renderable: Any = None) -> dict:
+        computed.append(_id)
+        return gradios(_id, rendered_ids, block, renderable)
+
+    monkeypatch.setattr(BlocksConfig, "config_for_block", staticmethod(counting))
+    first = SessionState(demo)
+    assert len(computed) == len(demo.blocks) > 300  # the first session computes them
+    second = SessionState(demo)
+    assert len(computed) == len(demo.blocks)  # the second one computes none
+    for _id, block in demo.blocks.items():
+        assert first.config_values[_id] == second.config_values[_id] == gradios(_id, [], block)
+
+    text = next(b for b in fn.outputs if isinstance(b, gr.Textbox))
+    first._update_value_in_config(text._id, "mine")  # what a session's update writes
+    assert first.config_values[text._id]["props"]["value"] == "mine"
+    assert second.config_values[text._id]["props"].get("value") != "mine"
+    assert SessionState(demo).config_values[text._id]["props"].get("value") != "mine"
+    # A component the session rebuilt (as Gradio does for an update) gets its own configuration.
+    first[text._id] = gr.Textbox(value="rebuilt", render=False)
+    first._update_config(text._id)
+    assert first.config_values[text._id]["props"]["value"] == "rebuilt"
+    assert SessionState(demo).config_values[text._id] == gradios(text._id, [], text)
