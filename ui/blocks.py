@@ -20,6 +20,10 @@ new session. When 100 voters press Generate at once that is 2 s during which no 
 (a profile of `evals.bench.load`'s first seconds: two thirds of the event loop). Those
 configurations are the same for every session until a session changes a component, so each is
 computed once here and every session gets its own copy of the part it may change (`props`).
+
+Both overrides sit on Gradio internals (`postprocess_data`, `BlocksConfig`) of the pinned version
+(requirements.txt); `tests/test_blocks.py` compares their results with Gradio's own, so an upgrade
+that changes those internals fails there first.
 """
 
 import copy
