@@ -16,7 +16,7 @@ validator functions, a full dict) still takes Gradio's path, and its error.
 
 A session's first event makes its `SessionState`, which computes the configuration of each of this
 app's ~360 components (for deep links, which this app has none of): ~20 ms of the event loop per
-new session. When 100 voters press Generate at once that is 2 s during which no page is served
+new session. When 100 voters press Generate at once that is 2 s of work that pages wait behind
 (a profile of `evals.bench.load`'s first seconds: two thirds of the event loop). Those
 configurations are the same for every session until a session changes a component, so each is
 computed once here and every session gets its own copy of the part it may change (`props`).
