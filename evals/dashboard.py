@@ -5,6 +5,7 @@ Kept free of Gradio so a notebook or script gets the same numbers: `build_report
 
 import json
 import math
+import textwrap
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -206,10 +207,14 @@ def reward_model_table(folders: Sequence[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows[::-1], columns=columns)
 
 
+HINT_WIDTH = 44  # characters per line of an empty plot's hint: fits the narrowest plot (three in a row)
+
+
 def empty_figure(title: str, hint: str) -> go.Figure:
     """A plot with nothing to show yet says what to do instead of drawing blank axes."""
     fig = go.Figure()
-    fig.add_annotation(text=hint, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5, font={"size": 14})
+    fig.add_annotation(text="<br>".join(textwrap.wrap(hint, HINT_WIDTH)), showarrow=False, xref="paper",
+                       yref="paper", x=0.5, y=0.5, font={"size": 14})
     fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, **LAYOUT)
     return fig
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from gradio_client import Client, handle_file
 
-from evals.dashboard import JUDGE_COLUMNS, build_report, win_rate_display, write_tables, zip_tables
+from evals.dashboard import HINT_WIDTH, JUDGE_COLUMNS, build_report, win_rate_display, write_tables, zip_tables
 from evals.kl import estimate_kl, eval_prompts
 from evals.winrate import win_rate_table
 from playground.core.errors import PlaygroundError
@@ -259,4 +259,5 @@ def test_the_reward_vs_kl_figure_groups_checkpoints_by_how_they_trained() -> Non
         ("rloo", [1.5], [0.9]), ("sigmoid", [0.5, 1.0], [0.2, 0.4]), ("sft", [0.0], [-0.1])]
     assert "rm-1" in fig.layout.title.text
     empty = reward_model_kl_figure(records.assign(**{"RM reward": None}), {})
-    assert "pick a reward model" in empty.layout.annotations[0].text
+    assert "pick a reward model" in empty.layout.annotations[0].text.replace("<br>", " ")
+    assert max(len(line) for line in empty.layout.annotations[0].text.split("<br>")) <= HINT_WIDTH
