@@ -15,7 +15,7 @@ from playground.cli import HelpFormatter, add_model_args, models_config, prepare
 
 if TYPE_CHECKING:  # --help answers without importing the engine
     from playground.core.access import Access
-    from playground.scoring.scheduler import SchedulerConfig
+    from playground.inference.scheduler import SchedulerConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def scheduler_config(args: argparse.Namespace) -> "SchedulerConfig":
-    from playground.scoring.scheduler import SchedulerConfig
+    from playground.inference.scheduler import SchedulerConfig
 
     return SchedulerConfig(max_batch=args.max_batch, max_waiting=args.max_waiting, per_session=args.per_session,
                            serial=args.serial)

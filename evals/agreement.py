@@ -24,9 +24,9 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from playground.core.chat import Message
 from playground.data.merge import NO_PREFERENCE, TIE, Judgement, Ranking, check_pair_group, strict_top
 from playground.data.votes import ARENA_A, ARENA_B, Vote, to_arena_rows
-from playground.scoring.encoding import Message
 
 # Canonical categories for alpha across items (see `pair_units`): the response with the
 # lexicographically smaller id is "first", whatever side it was shown on.

@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evals.agreement import wilson_interval
+from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.data.votes import ARENA_A, ARENA_B, ARENA_BOTH_BAD, ARENA_TIE
-from playground.scoring.encoding import Message
 
 if TYPE_CHECKING:
     from playground.models.roles import Models
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from evals.winrate import win_rate_table
     from playground.core.home import data_dir
     from playground.data.store import db_location
-    from playground.scoring.generation import GenerationSettings
+    from playground.inference.generation import GenerationSettings
     from service.evaluation import judge_prompts, run_judge  # the application layer, as the app uses it
     from service.state import build_state
 

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
+from playground.inference.generation import GenerationSettings, prompt_ids
+from playground.inference.scheduler import Scheduler
 from playground.models.roles import Role
-from playground.scoring.encoding import Message
-from playground.scoring.generation import GenerationSettings, prompt_ids
-from playground.scoring.scheduler import Scheduler
 from playground.scoring.scorer import Scorer
 
 # The shipped fixed prompt set: checkpoints estimated on it are comparable with each other.

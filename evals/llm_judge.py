@@ -36,12 +36,12 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from evals.judge import Judge, Verdict, both_orders
+from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.core.home import data_dir
 from playground.data.votes import ARENA_A, ARENA_B, ARENA_TIE
 from playground.models.roles import ModelsConfig, load_causal_lm, load_tokenizer, model_folder
 from playground.models.sources import Kind, classify
-from playground.scoring.encoding import Message
 from playground.scoring.scorer import length_sorted_batches
 from playground.scoring.shared_prompt import split_model
 

@@ -10,9 +10,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from playground.core.chat import voter_name
 from playground.data.exchange import ImportResult, export_rows, import_file
 from playground.data.single_votes import SingleVote
-from playground.data.votes import Binarize, Vote, voter_name
+from playground.data.votes import Binarize, Vote
 from service.state import AppState
 
 

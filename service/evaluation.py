@@ -18,10 +18,10 @@ from evals.kl import EVAL_PROMPTS, KLEstimate, eval_prompts
 from evals.kl import estimate_kl as estimate_role_kl
 from evals.llm_judge import llm_judge
 from evals.ratings import read_battles
+from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import check_models
-from playground.scoring.encoding import Message
-from playground.scoring.generation import GenerationSettings, generate
+from playground.inference.generation import GenerationSettings, generate
 from playground.training.reward_model import load_reward_model
 from service.state import AppState
 from service.training import reward_model_dir, reward_models

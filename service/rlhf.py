@@ -11,8 +11,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
-from playground.scoring.encoding import Message
 from playground.training.loop import Callback
 from playground.training.reward_model import RECORD as REWARD_RECORD
 from playground.training.reward_model import load_reward_model

@@ -20,9 +20,9 @@ from playground.core.access import Access
 from playground.core.errors import PlaygroundError
 from playground.data.db import LockHolder
 from playground.data.store import Store, open_store
+from playground.inference.scheduler import Scheduler, SchedulerConfig
 from playground.models.checkpoints import attach_checkpoint, complete_checkpoints, read_record, serve_checkpoint
 from playground.models.roles import Models, ModelsConfig, Role, load_models
-from playground.scoring.scheduler import Scheduler, SchedulerConfig
 from playground.scoring.scorer import Scorer
 
 if TYPE_CHECKING:  # evals imports the engine, not the other way round

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
+from playground.core.chat import Message
 from playground.data.prompt_sets import PromptSet
 from playground.data.queue import (
     ALL_FLAWED,
@@ -25,8 +26,7 @@ from playground.data.queue import (
 )
 from playground.data.single_votes import SingleVote
 from playground.data.votes import Vote
-from playground.scoring.encoding import Message
-from playground.scoring.generation import Generation, GenerationSettings, stream_generate
+from playground.inference.generation import Generation, GenerationSettings, stream_generate
 from playground.scoring.rounds import Round, battle_models, check_slots, make_single_vote, make_vote, score_round
 from playground.scoring.scorer import check_beta
 from service.pregenerate import fill_prompt

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
+from playground.inference.generation import GenerationSettings, generate
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import adapter_params
-from playground.scoring.generation import GenerationSettings, generate
 from service.state import AppState
 from tests.conftest import generate_call
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from playground.data.rows import PreferenceRow, load_pairs
+from playground.inference.generation import GenerationSettings, generate
+from playground.inference.scheduler import Scheduler
 from playground.models.roles import Models, ModelsConfig, load_models
-from playground.scoring.generation import GenerationSettings, generate
-from playground.scoring.scheduler import Scheduler
 from playground.training.dpo import DPOConfig, train_dpo
 
 pytestmark = pytest.mark.integration

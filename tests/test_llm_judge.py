@@ -10,9 +10,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 import evals.llm_judge as llm
 from evals.judge import make_judge, orders_agree, position_consistency
+from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.models.roles import Models
-from playground.scoring.encoding import Message
 
 CPU = torch.device("cpu")
 # Battles of different lengths, so batches pad; short enough for the tiny model's 256 positions.

@@ -12,7 +12,7 @@ from playground.core.errors import PlaygroundError
 from playground.data.__main__ import build_parser
 from playground.data.prompt_sets import PromptSet, SetPrompt
 from playground.data.queue import next_item, queue_vote
-from playground.scoring.generation import GenerationSettings
+from playground.inference.generation import GenerationSettings
 from service.pregenerate import choose_models, pregenerate
 from service.state import AppState
 

@@ -22,7 +22,7 @@ from playground.data.exchange import import_file
 from playground.data.rows import ROLES, parse_row
 from playground.data.store import Store
 from playground.data.votes import OUTCOMES, Response, Vote
-from playground.scoring.generation import GenerationSettings
+from playground.inference.generation import GenerationSettings
 from playground.scoring.rounds import SCORE_FIELDS, Round, chat_messages, make_vote
 from playground.scoring.scorer import ResponseScore
 

@@ -14,12 +14,12 @@ import torch
 import playground.training.rlhf as rlhf
 from playground.core.errors import PlaygroundError
 from playground.data.rows import PreferenceRow
+from playground.inference.generation import prompt_ids
 from playground.models.checkpoints import CheckpointRecord
 from playground.models.roles import LoraSettings, Models, ModelsConfig, adapter_params, load_models
 from playground.rlhf import DEFAULTS
 from playground.rlhf import parse_args as rlhf_args
 from playground.scoring.encoding import Encoded
-from playground.scoring.generation import prompt_ids
 from playground.scoring.shared_prompt import TokenStats, token_stats
 from playground.training.reward_model import RewardConfig, RewardModel, train_reward_model
 from playground.training.rlhf import RLHFConfig, train_rlhf

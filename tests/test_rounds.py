@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from playground.core.errors import PlaygroundError
+from playground.inference.generation import GenerationSettings, stream_generate
+from playground.inference.scheduler import Scheduler
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import Models, ModelsConfig, adapter_params, load_models
-from playground.scoring.generation import GenerationSettings, stream_generate
 from playground.scoring.rounds import (
     MAX_PROMPT_CHARS,
     Round,
@@ -21,7 +22,6 @@ from playground.scoring.rounds import (
     preference_matrix,
     score_round,
 )
-from playground.scoring.scheduler import Scheduler
 from playground.scoring.scorer import Scorer
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from playground.core.errors import PlaygroundError
+from playground.inference.generation import CUT, STOPPED, GenerationSettings, prompt_ids
+from playground.inference.scheduler import Busy, Request, Scheduler, SchedulerConfig, next_token, row_seed
 from playground.models.checkpoints import attach_checkpoint, serve_checkpoint, write_checkpoint
 from playground.models.roles import Models, ModelsConfig, Role, load_models
-from playground.scoring.generation import CUT, STOPPED, GenerationSettings, prompt_ids
-from playground.scoring.scheduler import Busy, Request, Scheduler, SchedulerConfig, next_token, row_seed
 from tests.test_models import perturb_adapter, perturbed_policy
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)
@@ -217,7 +217,7 @@ def test_next_token_applies_penalty_temperature_top_k_top_p_in_transformers_orde
 
 
 def test_a_reader_that_leaves_early_frees_its_rows(models: Models) -> None:
-    from playground.scoring.generation import stream_generate
+    from playground.inference.generation import stream_generate
 
     scheduler = Scheduler(models)
     scheduler.end_ids = set()

@@ -11,10 +11,10 @@ import torch
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS
+from playground.inference.generation import CUT, ENDED, STOPPED, Generation, GenerationSettings, stream_generate
+from playground.inference.scheduler import Scheduler
 from playground.models.roles import Models, ModelsConfig, load_models
-from playground.scoring.generation import CUT, ENDED, STOPPED, Generation, GenerationSettings, stream_generate
 from playground.scoring.rounds import Round, chat_messages, score_round
-from playground.scoring.scheduler import Scheduler
 from playground.scoring.scorer import Scorer
 from playground.training.dpo import DPOConfig
 from tests.test_models import perturbed_policy

@@ -1,6 +1,6 @@
 """How many of an event's handlers run at once, for events that generate.
 
-Generation itself is batched across sessions by the scheduler (`playground.scoring.scheduler`), so
+Generation itself is batched across sessions by the scheduler (`playground.inference.scheduler`), so
 Gradio may run many generating handlers at once: each mostly waits for its rows' next tokens. As
 many handlers as the batch has rows is enough to keep it full (a round has k ≥ 2 rows); more would
 only wait inside the scheduler while holding a worker thread, so they wait in Gradio's queue

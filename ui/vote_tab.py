@@ -11,10 +11,10 @@ import random
 
 import gradio as gr
 
+from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_RESPONSES
 from playground.data.queue import QueueItem, VoterProgress
-from playground.scoring.encoding import Message
 from service import prompt_sets
 from service.state import AppState
 from service.voting import ALL_FLAWED_ANSWER, QueueTurn, StoredSingleVote, StoredVote, next_queue_item, queue_progress

@@ -18,8 +18,8 @@ def main() -> None:
     args = parser.parse_args()
 
     models = load_default_models()
-    from playground.scoring.generation import GenerationSettings, generate
-    from playground.scoring.scheduler import Scheduler
+    from playground.inference.generation import GenerationSettings, generate
+    from playground.inference.scheduler import Scheduler
 
     scheduler = Scheduler(models)
     scheduler.end_ids = set()  # EOS never ends a row early, so every path generates exactly new_tokens per response

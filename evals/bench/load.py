@@ -100,8 +100,8 @@ class VoteCheck:
 @contextmanager
 def serve(model_dir: Path, home: Path, serial: bool = False) -> Iterator[tuple[Any, str]]:  # -> (AppState, URL)
     """The app on `model_dir` with its data in `home`, served in this process on a free port."""
+    from playground.inference.scheduler import SchedulerConfig
     from playground.models.roles import ModelsConfig
-    from playground.scoring.scheduler import SchedulerConfig
     from service.state import build_state
     from ui.app import build_demo, launch_kwargs
 

@@ -175,9 +175,9 @@ def run_floor(steps: int, model: str | None) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, DynamicCache
 
     from playground.core.home import data_dir
+    from playground.inference.generation import prompt_ids
     from playground.models.gguf_convert import ensure_default_model
     from playground.models.roles import ModelsConfig, load_models
-    from playground.scoring.generation import prompt_ids
     from playground.scoring.shared_prompt import prompt_cache
 
     models = load_models(ModelsConfig(sft=model, models_dir=data_dir() / "models"))

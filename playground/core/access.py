@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from playground.core.chat import voter_name
 from playground.core.errors import PlaygroundError
-from playground.data.votes import voter_name
 
 ADMIN = "admin"
 MIN_PASSWORD_LEN = 8

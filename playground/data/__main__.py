@@ -64,7 +64,7 @@ def _pregenerate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from playground.core.home import data_dir
-    from playground.scoring.generation import GenerationSettings
+    from playground.inference.generation import GenerationSettings
     from service.pregenerate import choose_models, pregenerate
     from service.state import build_state
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from playground.core.chat import Message, Text
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_PROMPT_CHARS, MAX_PROMPTS, MAX_RESPONSES, MIN_RESPONSES
 from playground.data.rows import RowError, check_messages, load_pairs, read_records
-from playground.scoring.encoding import Message, Text
 
 MAX_NAME_LEN = 64
 MAX_REF_LEN = 200

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from playground.core.chat import Text
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_FILE_BYTES
-from playground.scoring.encoding import Text
 
 ROLES = ("system", "user", "assistant", "tool")
 FORMATS = (".jsonl", ".json", ".parquet", ".csv")

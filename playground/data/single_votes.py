@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from playground.core.chat import Message, voter_name
 from playground.core.errors import PlaygroundError
 from playground.data.rows import UnpairedRow
-from playground.data.votes import Response, Vote, check_prompt, check_record, voter_name
-from playground.scoring.encoding import Message
+from playground.data.votes import Response, Vote, check_prompt, check_record
 
 THUMBS = {"up": True, "down": False}  # the API's words for a single vote, and the label each stores
 

@@ -21,13 +21,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from playground.core.chat import voter_name
 from playground.core.errors import PlaygroundError
 from playground.core.home import data_dir
 from playground.data.db import Connection, IntegrityError, Row, TrainingLock, open_database
 from playground.data.prompt_sets import PromptSet, SetPrompt, SetResponse
 from playground.data.rows import PreferenceRow, UnpairedRow
 from playground.data.single_votes import SingleVote, unpaired_rows
-from playground.data.votes import Binarize, Response, Vote, to_trl_rows, voter_name
+from playground.data.votes import Binarize, Response, Vote, to_trl_rows
 
 DB_NAME = "votes.sqlite"
 DB_URL_ENV = "PLAYGROUND_DB_URL"  # a database URL (or path) used when no --db is given

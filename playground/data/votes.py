@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from playground.core.chat import Message, require_text, voter_name
 from playground.core.errors import PlaygroundError
-from playground.core.limits import MAX_RESPONSES, MAX_VOTER_LEN, MIN_RESPONSES
+from playground.core.limits import MAX_RESPONSES, MIN_RESPONSES
 from playground.data.rows import ROLES
-from playground.scoring.encoding import Message
 
 PAIR_OUTCOMES = ("a", "b", "tie", "both_bad")  # only for k = 2
 OUTCOMES = (*PAIR_OUTCOMES, "ranking")
@@ -41,28 +41,6 @@ def win_score(winner: str) -> float:
         return _WIN_SCORE[winner]
     except KeyError:
         raise PlaygroundError(f"winner {winner!r} is not one of {', '.join(ARENA_WINNERS)}") from None
-
-
-def voter_name(name: str) -> str:
-    """The voter name as stored: surrounding spaces dropped, so "ana " and "ana" are one voter
-    (undo and the per-voter counts match on it)."""
-    if not isinstance(name, str) or not name.strip():
-        raise PlaygroundError("the voter name is empty; enter a name to vote under")
-    name = name.strip()
-    if len(name) > MAX_VOTER_LEN:
-        raise PlaygroundError(f"the voter name is {len(name)} characters long; at most {MAX_VOTER_LEN} allowed")
-    if not name.isprintable():
-        raise PlaygroundError("the voter name contains control characters (a newline or tab?)")
-    return name
-
-
-def require_text(value: str, what: str) -> None:
-    """Refuse a lone surrogate (half a character, as a JSON \\udXXX escape from a browser can spell
-    it): no UTF-8 file, database text or tokenizer accepts one."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PlaygroundError(f"{what} holds a lone surrogate (half a character), which is not text") from None
 
 
 def _is_number(value: Any) -> bool:

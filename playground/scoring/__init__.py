@@ -1,1 +1,1 @@
-"""Inference: token encoding as TRL does it, generation, per-sequence log-probs, playground rounds."""
+"""Scoring: token encoding as TRL does it, per-sequence log-probs, pairs, and a playground round's scores and vote."""

@@ -11,13 +11,13 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from playground.core.chat import Message, Text, is_conversational
 
 if TYPE_CHECKING:  # importing transformers costs ~0.6 s; the CLIs that only read rows don't need it
     from transformers import PreTrainedTokenizerBase
 
-Message = dict[str, str]
-Text = str | list[Message]  # a plain string, or chat messages
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,6 @@ class Encoded:
     @property
     def input_ids(self) -> tuple[int, ...]:
         return self.prompt_ids + self.completion_ids
-
-
-def is_conversational(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

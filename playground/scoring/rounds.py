@@ -11,14 +11,15 @@ from typing import Any
 
 import torch
 
+from playground.core.chat import Message, require_text
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_PROMPT_CHARS, MAX_RESPONSES, MAX_SYSTEM_CHARS, MIN_RESPONSES
 from playground.data.single_votes import SingleVote, thumb_label
-from playground.data.votes import Response, Vote, require_text
+from playground.data.votes import Response, Vote
+from playground.inference.generation import ENDED, Generation, GenerationSettings
 from playground.models.roles import Role
 from playground.objectives import preference_probability
-from playground.scoring.encoding import Encoded, Message
-from playground.scoring.generation import ENDED, Generation, GenerationSettings
+from playground.scoring.encoding import Encoded
 from playground.scoring.scorer import ResponseScore, Scorer
 
 

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import torch
 
+from playground.core.chat import Text
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS
 from playground.models.roles import Models, Role
 from playground.objectives import dpo_loss, implicit_reward, preference_probability, sequence_kl_estimate
-from playground.scoring.encoding import Encoded, Text, encode, truncate
+from playground.scoring.encoding import Encoded, encode, truncate
 from playground.scoring.shared_prompt import completion_logps, split_model
 
 Progress = Callable[[int], None]  # called with the number of rows just finished

@@ -68,6 +68,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from playground.core.atomic import new_folder
+from playground.core.chat import Text, is_conversational
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS
 from playground.data.rows import PreferenceRow
@@ -75,7 +76,7 @@ from playground.models.checkpoints import HeldOut, pairs_sha256
 from playground.models.devices import resolve_device, resolve_dtype
 from playground.models.roles import POLICY_ADAPTER, LoraSettings, load_causal_lm
 from playground.objectives import dpo_loss, reward_accuracy
-from playground.scoring.encoding import Encoded, Text, encode, is_conversational
+from playground.scoring.encoding import Encoded, encode
 from playground.scoring.pairs import EncodedPair, encode_pairs
 from playground.scoring.scorer import length_sorted_batches, prompt_sorted_batches
 from playground.scoring.shared_prompt import last_token_hidden

@@ -93,8 +93,10 @@ from peft import PeftModel
 from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 
+from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_NEW_TOKENS, MAX_SEQUENCE_TOKENS, MAX_TRAIN_STEPS
+from playground.inference.generation import GenerationSettings, eos_ids, prompt_ids
 from playground.models.checkpoints import publish_trained
 from playground.models.roles import POLICY_ADAPTER, LoraSettings, Models, adapter_params
 from playground.objectives import (
@@ -109,8 +111,7 @@ from playground.objectives import (
     rloo_advantages,
     whiten,
 )
-from playground.scoring.encoding import Encoded, Message
-from playground.scoring.generation import GenerationSettings, eos_ids, prompt_ids
+from playground.scoring.encoding import Encoded
 from playground.scoring.shared_prompt import prompt_cache, split_model, token_stats
 from playground.training.dpo import (
     batch_schedule,

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_NEW_TOKENS
 from playground.models.roles import Models, Role
-from playground.scoring.encoding import Message
 
 if TYPE_CHECKING:  # the scheduler imports this module's settings and endings
-    from playground.scoring.scheduler import Scheduler
+    from playground.inference.scheduler import Scheduler
 
 # How a response ended: by itself (an end-of-turn token was sampled), cut at max new tokens, or by Stop.
 ENDED, CUT, STOPPED = "end of turn", "cut at max new tokens", "stopped"

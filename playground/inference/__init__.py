@@ -1,0 +1,1 @@
+"""Inference: chat generation for response slots, and the one continuous batch every generation in the app runs in."""
