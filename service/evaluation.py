@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from evals.dashboard import Report, build_report, write_tables, zip_tables
-from evals.judge import Judge, make_judge
+from evals.judge import Judge
+from evals.judges import make_judge
 from evals.kl import EVAL_PROMPTS, KLEstimate, eval_prompts
 from evals.kl import estimate_kl as estimate_role_kl
 from evals.llm_judge import llm_judge
@@ -21,7 +22,8 @@ from evals.ratings import read_battles
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import check_models
-from playground.inference.generation import GenerationSettings, generate
+from playground.inference.generation import generate
+from playground.inference.settings import GenerationSettings
 from playground.training.reward_model import load_reward_model
 from service.state import AppState
 from service.training import reward_model_dir, reward_models

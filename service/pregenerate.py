@@ -20,7 +20,8 @@ from typing import Any
 
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import PromptSet, SetPrompt, SetResponse, check_models
-from playground.inference.generation import GenerationSettings, generate
+from playground.inference.generation import generate
+from playground.inference.settings import GenerationSettings
 from playground.scoring.rounds import SCORE_FIELDS
 from service.state import AppState
 

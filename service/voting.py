@@ -26,7 +26,8 @@ from playground.data.queue import (
 )
 from playground.data.single_votes import SingleVote
 from playground.data.votes import Vote
-from playground.inference.generation import Generation, GenerationSettings, stream_generate
+from playground.inference.generation import Generation, stream_generate
+from playground.inference.settings import GenerationSettings
 from playground.scoring.rounds import Round, battle_models, check_slots, make_single_vote, make_vote, score_round
 from playground.scoring.scorer import check_beta
 from service.pregenerate import fill_prompt

@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny random Llama (fast unit tests), the real packaged model (integration), a
-vote store, and `make_vote`, the one way tests build a Vote."""
+"""Shared fixtures: a tiny random Llama (fast unit tests; `playground.models.tiny`), the real packaged
+model (integration), a vote store, and `make_vote`, the one way tests build a Vote."""
 
 from __future__ import annotations
 
@@ -22,21 +22,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.pop("PLAYGROUND_DB_URL", None)  # a developer's team database is never the tests'
 
-SMOL_CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-CORPUS = [
-    "The capital of France is Paris. The capital of Germany is Berlin.",
-    "Say hi. Hello! How are you today? I am fine, thank you.",
-    "Two plus two is four. Numbers: 0 1 2 3 4 5 6 7 8 9.",
-    "Write a short poem about the sea, the wind and the sky.",
-    "Yes no maybe. Good answer, bad answer, short answer, long answer.",
-]
-
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the real model and in a real browser are slow by nature: `-m "not slow"` leaves them
@@ -45,39 +30,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("integration") or item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.slow)
 
-def build_tiny_model(folder: Path) -> Path:
-    """A 2-layer random Llama with a real byte-level BPE tokenizer and SmolLM2's chat template."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-    )
-    tokenizer.chat_template = SMOL_CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from playground.models.tiny import build_tiny_model
+
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 

@@ -94,7 +94,7 @@ def test_the_app_reads_every_secret_source(tmp_path: Path, monkeypatch: pytest.M
                                            capsys: pytest.CaptureFixture[str]) -> None:
     """app.py's accounts from files, from the environment, and from the command line (with a warning
     for each flag that holds a password, and never the password itself)."""
-    from app import load_app_access, parse_args
+    from cli.serve import load_app_access, parse_args
 
     team, admin = tmp_path / "team.txt", tmp_path / "admin.txt"
     team.write_text("ana:ana-secret-1\n", encoding="utf-8")

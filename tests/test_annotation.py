@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from cli.data import build_parser
 from evals.agreement import wilson_interval
 from evals.annotation import agreement_report
-from playground.data.__main__ import build_parser
 from playground.data.exchange import PARQUET_META_KEY, export_rows, meta_path
 from playground.data.merge import merge_votes, vote_judgements
 from playground.data.queue import next_item, queue_vote

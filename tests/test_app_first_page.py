@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
-from playground.inference.generation import GenerationSettings, generate
+from playground.inference.generation import generate
+from playground.inference.settings import GenerationSettings
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import adapter_params
 from service.state import AppState

@@ -64,7 +64,7 @@ def test_report_from_votes_and_judge_battles(state: AppState, tmp_path: Path) ->
 def test_kl_is_zero_for_the_fresh_adapter_and_matches_the_exact_value(state: AppState) -> None:
     import torch
 
-    from playground.inference.generation import prompt_ids
+    from playground.inference.settings import prompt_ids
 
     prompts = eval_prompts()[:3]
     fresh = estimate_kl(state.scheduler, state.scorer, state.models.policy, prompts, samples=2, max_new_tokens=8)

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cli.data import build_parser
 from evals.ratings import battles_from_rows, read_battles
 from playground.core.errors import PlaygroundError
-from playground.data.__main__ import build_parser
 from playground.data.exchange import export_rows, import_file
 from playground.data.rows import PreferenceRow
 from playground.data.store import Store, default_path
@@ -55,7 +55,7 @@ def write_records(records: list[dict[str, Any]], path: Path) -> Path:
 
 def run_data(*args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in a fresh process; PLAYGROUND_HOME comes from the `home` fixture's environment."""
-    return subprocess.run([sys.executable, "-m", "playground.data", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", "data", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
 
 

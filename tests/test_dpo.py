@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import playground.training.dpo as dpo
-from playground.cli import run_cli
+from cli.common import run_cli
+from cli.train import main as train_main
+from cli.train import parse_args as train_args
 from playground.core.errors import PlaygroundError
 from playground.data.rows import PreferenceRow
 from playground.models import checkpoints
@@ -17,8 +19,6 @@ from playground.models.roles import LoraSettings, Models, ModelsConfig, adapter_
 from playground.scoring.encoding import encode
 from playground.scoring.pairs import EncodedPair, encode_pairs, pair_logps
 from playground.scoring.scorer import completion_token_logps
-from playground.train import main as train_main
-from playground.train import parse_args as train_args
 from playground.training.dpo import LOSSES, DPOConfig, heldout_count, train_dpo
 
 QUESTIONS = ["Say hi.", "Two plus two?", "The capital of France?", "Write a poem.", "Numbers please.",

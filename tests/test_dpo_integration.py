@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from playground.data.rows import PreferenceRow, load_pairs
-from playground.inference.generation import GenerationSettings, generate
+from playground.inference.generation import generate
 from playground.inference.scheduler import Scheduler
+from playground.inference.settings import GenerationSettings
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.training.dpo import DPOConfig, train_dpo
 

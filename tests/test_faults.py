@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from evals.bench.load import connect, generate_round, submit_vote
+from bench.load import connect, generate_round, submit_vote
 from playground.data.store import Store
 from playground.models.checkpoints import complete_checkpoints
 from playground.models.roles import ModelsConfig

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from playground.inference.generation import GenerationSettings, generate
+from playground.inference.generation import generate
 from playground.inference.scheduler import Scheduler
+from playground.inference.settings import GenerationSettings
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.scoring.scorer import Scorer
 from tests.test_models import plain_completion_logp

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from cli.judge import main as judge_main
 from evals.battles import HUMAN, collect_battles, human_battles
 from evals.judge import Judge, Verdict, both_orders, position_consistency, reward_model_judge, rule_judge
-from evals.judge import main as judge_main
 from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
-from playground.inference.generation import GenerationSettings
+from playground.inference.settings import GenerationSettings
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import ModelsConfig, adapter_params, load_models
 from playground.training.reward_model import RewardConfig, train_reward_model

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 import evals.llm_judge as llm
-from evals.judge import make_judge, orders_agree, position_consistency
+from evals.judge import orders_agree, position_consistency
+from evals.judges import make_judge
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.models.roles import Models

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.bench.load import OUTCOMES, LoadResult, VoterResult, check_votes, run_voters, serve, voter_name
+from bench.load import OUTCOMES, LoadResult, VoterResult, check_votes, run_voters, serve, voter_name
 from playground.data.store import Store
 from tests.conftest import make_vote
 

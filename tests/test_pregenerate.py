@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 import service.pregenerate as pregenerate_module
+from cli.data import build_parser
 from playground.core.errors import PlaygroundError
-from playground.data.__main__ import build_parser
 from playground.data.prompt_sets import PromptSet, SetPrompt
 from playground.data.queue import next_item, queue_vote
-from playground.inference.generation import GenerationSettings
+from playground.inference.settings import GenerationSettings
 from service.pregenerate import choose_models, pregenerate
 from service.state import AppState
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cli.data import build_parser
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_PROMPT_CHARS
-from playground.data.__main__ import build_parser
 from playground.data.exchange import import_prompts
 from playground.data.prompt_sets import MAX_PROMPTS, load_prompt_file, prompts_from_preference_file
 from playground.data.store import Store, default_path

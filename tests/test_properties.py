@@ -16,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from evals.bench.load import generate_round, submit_vote
+from bench.load import generate_round, submit_vote
 from playground.core.errors import PlaygroundError
 from playground.data.exchange import import_file
 from playground.data.rows import ROLES, parse_row
 from playground.data.store import Store
 from playground.data.votes import OUTCOMES, Response, Vote
-from playground.inference.generation import GenerationSettings
+from playground.inference.settings import GenerationSettings
 from playground.scoring.rounds import SCORE_FIELDS, Round, chat_messages, make_vote
 from playground.scoring.scorer import ResponseScore
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cli.ratings import main
 from evals.ratings import (
     ANCHOR_RATING,
     ELO_PER_LOGIT,
@@ -26,7 +27,6 @@ from evals.ratings import (
     compute_ratings,
     fit_log_strengths,
     fit_style_strengths,
-    main,
     online_elo,
     read_battles,
     style_data,
@@ -417,7 +417,7 @@ def test_cli_bad_input_exits_1_with_one_error_line(tmp_path: Path) -> None:
     src = tmp_path / "battles.jsonl"
     src.write_text('{"model_a": "a", "model_b": "b", "winner": "model_a"}\n{"model_a": "a", "model_b": "b"}\n')
     out = tmp_path / "out.json"
-    done = subprocess.run([sys.executable, "-m", "evals.ratings", "--battles", str(src), "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "cli", "ratings", "--battles", str(src), "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr.strip() == f"error: {src}: line 2: missing winner; a battle needs model_a, model_b, winner"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evals.bench.load import connect, generate_round, submit_vote
+from bench.load import connect, generate_round, submit_vote
 from playground.core.errors import PlaygroundError
 from playground.data.store import Store
 from playground.models.roles import ModelsConfig, adapter_params

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 import playground.training.rlhf as rlhf
+from cli.rlhf import DEFAULTS
+from cli.rlhf import parse_args as rlhf_args
 from playground.core.errors import PlaygroundError
 from playground.data.rows import PreferenceRow
-from playground.inference.generation import prompt_ids
+from playground.inference.settings import prompt_ids
 from playground.models.checkpoints import CheckpointRecord
 from playground.models.roles import LoraSettings, Models, ModelsConfig, adapter_params, load_models
-from playground.rlhf import DEFAULTS
-from playground.rlhf import parse_args as rlhf_args
 from playground.scoring.encoding import Encoded
 from playground.scoring.shared_prompt import TokenStats, token_stats
 from playground.training.reward_model import RewardConfig, RewardModel, train_reward_model
@@ -28,6 +28,8 @@ PROMPTS = [[{"role": "user", "content": f"Say {word}."}] for word in ("hi", "yes
 FAST = {"lr": 1e-2, "steps": 2, "batch_size": 2, "samples_per_prompt": 3, "max_new_tokens": 6}
 BETA = 0.1
 TOL = 1e-5
+
+PLAYGROUND = str(Path(sys.executable).parent / "playground")  # the console script `make` installs
 
 
 def preference_pairs(n: int = 6) -> list[PreferenceRow]:
@@ -512,12 +514,12 @@ def test_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, home: Path) -> Non
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p[0]["content"]}) + "\n" for p in PROMPTS))
     env = {"PLAYGROUND_HOME": str(home), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    run = lambda *args: subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,  # noqa: E731
+    run = lambda *args: subprocess.run([PLAYGROUND, *args], capture_output=True, text=True,  # noqa: E731
                                        env=env, timeout=300)
-    rm = run("playground.reward_model", "--sft", str(tiny_model_dir), "--pairs", str(pairs), "--out",
+    rm = run("reward-model", "--sft", str(tiny_model_dir), "--pairs", str(pairs), "--out",
              str(tmp_path / "rm"), "--steps", "2", "--heldout", "0")
     assert rm.returncode == 0, rm.stderr
-    done = run("playground.rlhf", "--sft", str(tiny_model_dir), "--reward-model", str(tmp_path / "rm"), "--prompts",
+    done = run("rlhf", "--sft", str(tiny_model_dir), "--reward-model", str(tmp_path / "rm"), "--prompts",
                str(prompts), "--out", str(tmp_path / "ckpt"), "--method", "grpo", "--steps", "2", "--batch-size", "2",
                "--samples-per-prompt", "2", "--max-new-tokens", "4")
     assert done.returncode == 0, done.stderr
@@ -525,7 +527,7 @@ def test_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, home: Path) -> Non
     (folder,) = (tmp_path / "ckpt").iterdir()
     record = json.loads((folder / "record.json").read_text())
     assert record["method"] == "grpo" and len(record["steps"]) == 2
-    bad = run("playground.rlhf", "--sft", str(tiny_model_dir), "--reward-model", str(tmp_path / "rm"), "--prompts",
+    bad = run("rlhf", "--sft", str(tiny_model_dir), "--reward-model", str(tmp_path / "rm"), "--prompts",
               str(prompts), "--out", str(tmp_path / "bad"), "--samples-per-prompt", "1", "--beta", "0")
     assert bad.returncode == 1
     assert bad.stderr.strip().startswith("error: beta must be > 0; samples per prompt must be ≥ 2")

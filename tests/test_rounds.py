@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from playground.core.errors import PlaygroundError
-from playground.inference.generation import GenerationSettings, stream_generate
+from playground.inference.generation import stream_generate
 from playground.inference.scheduler import Scheduler
+from playground.inference.settings import GenerationSettings
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import Models, ModelsConfig, adapter_params, load_models
 from playground.scoring.rounds import (

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from playground.core.errors import PlaygroundError
-from playground.inference.generation import CUT, STOPPED, GenerationSettings, prompt_ids
 from playground.inference.scheduler import Busy, Request, Scheduler, SchedulerConfig, next_token, row_seed
+from playground.inference.settings import CUT, STOPPED, GenerationSettings, prompt_ids
 from playground.models.checkpoints import attach_checkpoint, serve_checkpoint, write_checkpoint
 from playground.models.roles import Models, ModelsConfig, Role, load_models
 from tests.test_models import perturb_adapter, perturbed_policy

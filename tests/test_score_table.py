@@ -11,8 +11,9 @@ import torch
 
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS
-from playground.inference.generation import CUT, ENDED, STOPPED, Generation, GenerationSettings, stream_generate
+from playground.inference.generation import Generation, stream_generate
 from playground.inference.scheduler import Scheduler
+from playground.inference.settings import CUT, ENDED, STOPPED, GenerationSettings
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.scoring.rounds import Round, chat_messages, score_round
 from playground.scoring.scorer import Scorer

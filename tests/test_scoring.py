@@ -138,7 +138,7 @@ def test_reference_cache_saves_the_reference_pass(models: Models, monkeypatch: p
 
 
 def run_score(tiny: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "playground.score", "--sft", str(tiny), *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cli", "score", "--sft", str(tiny), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
                           env={"PLAYGROUND_HOME": str(home), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
 

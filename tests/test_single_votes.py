@@ -14,7 +14,7 @@ from playground.core.errors import PlaygroundError
 from playground.data.single_votes import SingleVote, unpaired_rows
 from playground.data.store import Store
 from playground.data.votes import Response
-from playground.inference.generation import GenerationSettings
+from playground.inference.settings import GenerationSettings
 from playground.scoring.rounds import chat_messages
 from service.prompt_sets import load_example_set
 from service.state import AppState

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from playground.cli import run_cli
+from cli.common import run_cli
+from cli.train import main as train_main
 from playground.core.errors import PlaygroundError
 from playground.models.checkpoints import CheckpointRecord, attach_checkpoint, pairs_sha256, read_record
 from playground.models.roles import ModelsConfig, adapter_params, load_models
-from playground.train import main as train_main
 from playground.training.dpo import DPOConfig
 from playground.training.trl_engine import check_loss, require_deepspeed_if_asked, require_trl, train_with_trl
 from tests.test_dpo import separable_pairs
@@ -142,7 +142,7 @@ def free_port() -> int:
 
 
 def run_train(launcher: list[str], flags: list[str], env: dict[str, str], out: Path) -> dict:
-    done = subprocess.run([*launcher, "-m", "playground.train", "--engine", "trl", *flags, "--out", str(out)],
+    done = subprocess.run([*launcher, "-m", "cli", "train", "--engine", "trl", *flags, "--out", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     (folder,) = out.iterdir()
@@ -181,7 +181,7 @@ def test_deepspeed_launch_without_deepspeed_is_one_line(tiny_model_dir: Path, tm
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r.as_trl()) + "\n" for r in separable_pairs()))
     env = {**os.environ, "ACCELERATE_USE_DEEPSPEED": "true", "PLAYGROUND_HOME": str(tmp_path / "home")}
-    done = subprocess.run([sys.executable, "-m", "playground.train", "--engine", "trl", "--pairs", str(data),
+    done = subprocess.run([sys.executable, "-m", "cli", "train", "--engine", "trl", "--pairs", str(data),
                            "--out", str(tmp_path / "ckpts"), "--sft", str(tiny_model_dir)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1

@@ -179,7 +179,7 @@ def test_keyboard_votes_in_the_vote_tab(tiny_model_dir: Path, home: Path, tmp_pa
     from playwright.sync_api import sync_playwright
 
     from playground.data.exchange import import_prompts
-    from playground.inference.generation import GenerationSettings
+    from playground.inference.settings import GenerationSettings
     from service.pregenerate import choose_models, pregenerate
     from tests.test_browser import CHROMIUM_ARGS
     from ui.app import build_demo, launch_kwargs

@@ -13,7 +13,7 @@ from evals.ratings import battles_from_rows
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import SetPrompt
 from playground.data.rows import parse_row
-from playground.inference.generation import STOPPED, GenerationSettings
+from playground.inference.settings import STOPPED, GenerationSettings
 from playground.models.roles import ModelsConfig
 from playground.scoring.rounds import chat_messages
 from playground.training.dpo import DPOConfig

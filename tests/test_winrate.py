@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evals.winrate import fit_length_model, length_controlled_table, length_controlled_win_rate, main
+from cli.winrate import main
+from evals.winrate import fit_length_model, length_controlled_table, length_controlled_win_rate
 from playground.core.errors import PlaygroundError
 
 EXTRA = 0.15  # the longer answer wins with probability ½ + EXTRA, whoever wrote it

@@ -26,7 +26,7 @@ from evals.dashboard import (
     win_rate_display,
 )
 from playground.core.errors import PlaygroundError
-from playground.inference.generation import GenerationSettings
+from playground.inference.settings import GenerationSettings
 from playground.training.reward_model import RewardConfig
 from service import evaluation, training
 from service.state import AppState

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import gradio as gr
 
 from playground.core.limits import MAX_RESPONSES
-from playground.inference.generation import STOPPED, GenerationSettings
+from playground.inference.settings import STOPPED, GenerationSettings
 from playground.scoring.rounds import Round, chat_messages, preference_matrix, token_pieces
 from service import voting
 from service.state import AppState

@@ -13,7 +13,7 @@ from playground.data.exchange import EXPORT_FORMATS
 from playground.data.merge import TIE_POLICIES
 from playground.data.prompt_sets import PromptSet
 from playground.data.queue import SetProgress
-from playground.inference.generation import GenerationSettings
+from playground.inference.settings import GenerationSettings
 from service import data, prompt_sets
 from service.pregenerate import choose_models, pregenerate_steps
 from service.state import AppState

@@ -36,7 +36,7 @@ from peft import PeftModel
 from transformers import DynamicCache
 
 from playground.core.errors import PlaygroundError
-from playground.inference.generation import CUT, ENDED, STOPPED, GenerationSettings, eos_ids
+from playground.inference.settings import CUT, ENDED, STOPPED, GenerationSettings, eos_ids
 from playground.models.roles import POLICY_ADAPTER, Models, Role
 
 BASE = "__base__"  # peft's name, in a mixed-adapter batch, for a row with adapters off

@@ -113,18 +113,3 @@ def ensure_default_model(models_dir: Path) -> Path:
     if not is_converted(dest):
         log.warning("converting the packaged %s into %s (once, about 30 s)", gguf.name, dest)
     return convert_gguf(gguf, dest)
-
-
-def main() -> None:
-    """`python -m playground.models.gguf_convert`: make sure the default model is converted; print its folder."""
-    from playground.core.home import data_dir
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        print(ensure_default_model(data_dir() / "models"))
-    except PlaygroundError as exc:
-        raise SystemExit(f"error: {exc}") from None
-
-
-if __name__ == "__main__":
-    main()

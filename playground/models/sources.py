@@ -73,3 +73,15 @@ def set_hub_access(enabled: bool) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our own progress and errors: no per-weight loading bars, no library
+    deprecation notices aimed at library authors. Imports transformers: call after `set_hub_access`."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")

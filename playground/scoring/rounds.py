@@ -16,7 +16,8 @@ from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_PROMPT_CHARS, MAX_RESPONSES, MAX_SYSTEM_CHARS, MIN_RESPONSES
 from playground.data.single_votes import SingleVote, thumb_label
 from playground.data.votes import Response, Vote
-from playground.inference.generation import ENDED, Generation, GenerationSettings
+from playground.inference.generation import Generation
+from playground.inference.settings import ENDED, GenerationSettings
 from playground.models.roles import Role
 from playground.objectives import preference_probability
 from playground.scoring.encoding import Encoded

@@ -96,7 +96,7 @@ from peft.tuners.lora import LoraLayer
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_NEW_TOKENS, MAX_SEQUENCE_TOKENS, MAX_TRAIN_STEPS
-from playground.inference.generation import GenerationSettings, eos_ids, prompt_ids
+from playground.inference.settings import GenerationSettings, eos_ids, prompt_ids
 from playground.models.checkpoints import publish_trained
 from playground.models.roles import POLICY_ADAPTER, LoraSettings, Models, adapter_params
 from playground.objectives import (

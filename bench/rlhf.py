@@ -1,6 +1,6 @@
 """RLHF speed and memory: our RLOO and GRPO against TRL 1.16's RLOOTrainer and GRPOTrainer at equal settings.
 
-`python -m evals.bench.rlhf [--steps N] [--model FOLDER]`. Every variant runs on the packaged
+`playground bench rlhf [--steps N] [--model FOLDER]`. Every variant runs on the packaged
 SmolLM2-135M-Instruct (or the HF folder --model) in float32 with a fresh LoRA adapter (r=16,
 alpha=32 on q/k/v/o), the prompts of docs/examples/short-answers.jsonl, P = 4 prompts × K = 4
 samples per step, at most 32 new tokens sampled at T = 1 (no top-k/top-p), β 0.05, lr 1e-4, one
@@ -47,10 +47,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evals.bench.common import median, report
-from evals.bench.dpo import PeakMemory
+from bench.common import median, report
+from bench.dpo import PeakMemory
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT / "docs" / "examples" / "short-answers.jsonl"
 P, K, MAX_NEW, BETA, LR = 4, 4, 32, 0.05, 1e-4
 FLOOR = "generation-floor"
@@ -175,7 +175,7 @@ def run_floor(steps: int, model: str | None) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, DynamicCache
 
     from playground.core.home import data_dir
-    from playground.inference.generation import prompt_ids
+    from playground.inference.settings import prompt_ids
     from playground.models.gguf_convert import ensure_default_model
     from playground.models.roles import ModelsConfig, load_models
     from playground.scoring.shared_prompt import prompt_cache
@@ -207,7 +207,7 @@ def run_floor(steps: int, model: str | None) -> dict[str, Any]:
 
 
 def child(variant: str, steps: int, model: str | None, reward_dir: Path) -> dict[str, Any]:
-    from playground.cli import quiet_libraries
+    from playground.models.sources import quiet_libraries
 
     quiet_libraries()
     if variant == FLOOR:
@@ -234,7 +234,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_reward_model(folder: Path, model: str | None) -> None:
-    from playground.cli import quiet_libraries
+    from playground.models.sources import quiet_libraries
 
     quiet_libraries()
     from playground.core.home import data_dir
@@ -250,13 +250,14 @@ def train_reward_model(folder: Path, model: str | None) -> None:
     result.model.save(folder)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="playground bench rlhf", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4, help="rollouts per run (the first is not counted)")
     parser.add_argument("--model", help="an HF model folder to use instead of the packaged SmolLM2")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--reward-model", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.steps, args.model, args.reward_model)))
         return
@@ -266,7 +267,7 @@ def main() -> None:
         train_reward_model(reward_dir, args.model)
         rows = {}
         for variant in VARIANTS:
-            cmd = [sys.executable, "-m", "evals.bench.rlhf", "--child", variant, "--steps", str(args.steps),
+            cmd = [sys.executable, "-m", "cli", "bench", "rlhf", "--child", variant, "--steps", str(args.steps),
                    "--reward-model", str(reward_dir), *(["--model", args.model] if args.model else [])]
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -292,6 +293,3 @@ def main() -> None:
     report("rlhf", list(rows.values()), {"prompts_per_step": P, "samples_per_prompt": K, "beta": BETA, "lr": LR,
                                          **ratios}, load_before)
 
-
-if __name__ == "__main__":
-    main()

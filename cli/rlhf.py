@@ -1,5 +1,5 @@
-"""`python -m playground.rlhf`: RLHF's second half, PPO, RLOO or GRPO on the policy's LoRA adapter against a
-trained reward model (`python -m playground.reward_model`), on a prompt file or a stored prompt set.
+"""`playground rlhf`: RLHF's second half, PPO, RLOO or GRPO on the policy's LoRA adapter against a
+trained reward model (`playground reward-model`), on a prompt file or a stored prompt set.
 
 Writes a new checkpoint folder under --out (adapter + record.json, see `playground.training.rlhf`); pass it
 to --policy of any entry point to use, or train further from, the result.
@@ -11,7 +11,7 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
+from cli.common import HelpFormatter, add_model_args, models_config, prepare_environment
 from playground.core.errors import PlaygroundError
 
 # RLHFConfig's defaults, written out: the engine is imported only after `prepare_environment` (module
@@ -25,7 +25,7 @@ DEFAULTS = {"method": "rloo", "steps": 20, "beta": 0.05, "lr": 1e-4, "samples_pe
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = DEFAULTS
     parser = argparse.ArgumentParser(
-        prog="python -m playground.rlhf",
+        prog="playground rlhf",
         description=textwrap.fill(
             "Optimise the policy's LoRA adapter online for E[r(x, y)] − β·KL(π_θ ‖ π_ref), r a trained reward "
             "model: each step samples K responses per prompt (T = 1), scores them, and takes the method's update "
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--reward-model", required=True, type=Path, metavar="DIR",
-                        help="a reward-model folder (python -m playground.reward_model --out DIR)")
+                        help="a reward-model folder (playground reward-model --out DIR)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompts", type=Path, metavar="FILE", help="prompts: a prompt-set file (JSONL, CSV or "
                         "Parquet, a `prompt` per row) or a TRL preference file (its prompts)")
@@ -137,6 +137,3 @@ def main(argv: list[str] | None = None) -> int:
           f"checkpoint  {result.checkpoint}")
     return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)

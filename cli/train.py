@@ -1,4 +1,4 @@
-"""`python -m playground.train`: one DPO (or IPO, hinge, robust, KTO, SimPO, ORPO) update of the policy's
+"""`playground train`: one DPO (or IPO, hinge, robust, KTO, SimPO, ORPO) update of the policy's
 LoRA adapter from TRL preference pairs, and for KTO also TRL's unpaired rows (prompt, completion, label).
 
 Writes a new checkpoint folder under --out (adapter + record.json, see `playground.models.checkpoints`);
@@ -15,13 +15,12 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-from playground.cli import (
+from cli.common import (
     HelpFormatter,
     add_model_args,
     add_run_args,
     models_config,
     prepare_environment,
-    run_cli,
     run_summary,
     step_bar,
 )
@@ -30,7 +29,7 @@ from playground.core.errors import PlaygroundError
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m playground.train",
+        prog="playground train",
         description=textwrap.fill(
             "Train the policy's LoRA adapter with DPO on preference pairs (TRL rows: prompt/chosen/rejected, strings "
             "or chat messages), against the frozen reference. Loss per pair: −log σ(r_w − r_l), r = β·log(π_θ/π_ref) "
@@ -40,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "writes nothing.", 100) + "\n\n" + textwrap.fill(
             "--engine trl: the same run by TRL's DPOTrainer (peft LoRA; losses sigmoid, ipo, hinge, robust), the same "
             "checkpoint folder. Several processes (GPUs) with accelerate: accelerate launch --config_file "
-            "configs/accelerate/ddp.yaml -m playground.train --engine trl ... (or deepspeed-zero2.yaml; --batch-size "
+            "configs/accelerate/ddp.yaml -m cli train --engine trl ... (or deepspeed-zero2.yaml; --batch-size "
             "is the global batch, split evenly across processes). Needs the dev requirements "
             "(pip install -r requirements-dev.txt).", 100),
         formatter_class=HelpFormatter,
@@ -161,6 +160,3 @@ def main(argv: list[str] | None = None) -> int:
                       f"{logps}{trained_on}checkpoint  {result.checkpoint}"))
     return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)

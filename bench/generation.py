@@ -1,6 +1,6 @@
 """k responses in one batched `generate` versus the same responses one after another.
 
-`python -m evals.bench.generation` — the real SmolLM2 model; the slots alternate policy and
+`playground bench generation` — the real SmolLM2 model; the slots alternate policy and
 reference, so the batched call is a peft mixed-adapter batch. Greedy decoding with a fixed
 number of new tokens (EOS ignored) keeps both paths doing identical work.
 """
@@ -8,18 +8,20 @@ number of new tokens (EOS ignored) keeps both paths doing identical work.
 import argparse
 import time
 
-from evals.bench.common import load_default_models, report
+from bench.common import load_default_models, report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="playground bench generation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--new-tokens", type=int, default=48, help="tokens generated per response")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration (best is kept)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     models = load_default_models()
-    from playground.inference.generation import GenerationSettings, generate
+    from playground.inference.generation import generate
     from playground.inference.scheduler import Scheduler
+    from playground.inference.settings import GenerationSettings
 
     scheduler = Scheduler(models)
     scheduler.end_ids = set()  # EOS never ends a row early, so every path generates exactly new_tokens per response
@@ -46,6 +48,3 @@ def main() -> None:
         ratios[f"k{k}_batched_over_sequential"] = sequential / batched
     report("generation", rows, {"new_tokens": args.new_tokens, "device": str(models.device), **ratios})
 
-
-if __name__ == "__main__":
-    main()

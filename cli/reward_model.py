@@ -1,15 +1,14 @@
-"""`python -m playground.reward_model`: train a Bradley–Terry reward model on TRL preference pairs."""
+"""`playground reward-model`: train a Bradley–Terry reward model on TRL preference pairs."""
 
 import argparse
 import sys
 import textwrap
 
-from playground.cli import (
+from cli.common import (
     HelpFormatter,
     add_run_args,
     models_config,
     prepare_environment,
-    run_cli,
     run_summary,
     step_bar,
 )
@@ -22,7 +21,7 @@ LR, BATCH_SIZE, HELDOUT, MAX_LENGTH = 5e-4, 4, 0.2, 1024
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m playground.reward_model",
+        prog="playground reward-model",
         description=textwrap.fill(
             "Train a Bradley–Terry reward model r(x, y) = w·h_last + b (the SFT model with LoRA and a scalar head) "
             "on preference pairs (TRL rows), loss −log σ(r(x, y⁺) − r(x, y⁻)). A share of the pairs is held out to "
@@ -72,6 +71,3 @@ def main(argv: list[str] | None = None) -> int:
     print(run_summary(result, len(loaded.skipped), f"model       {folder}"))
     return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -1,4 +1,4 @@
-"""`python -m playground.score`: score TRL preference pairs under policy and reference.
+"""`playground score`: score TRL preference pairs under policy and reference.
 
 Every output row keeps the input's fields and adds the columns in `SCORE_COLUMNS`.
 """
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from playground.cli import HelpFormatter, add_model_args, models_config, prepare_environment, run_cli
+from cli.common import HelpFormatter, add_model_args, models_config, prepare_environment
 from playground.core.errors import PlaygroundError
 
 SCORE_COLUMNS = {
@@ -32,7 +32,7 @@ SCORE_COLUMNS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m playground.score",
+        prog="playground score",
         description="Score preference pairs (TRL rows: prompt/chosen/rejected, strings or chat messages)\n"
         "with the policy and reference: log-probs, implicit rewards, Bradley–Terry probability, DPO loss.",
         epilog="Output: every input field, plus\n" + "\n".join(f"  {k}: {v}" for k, v in SCORE_COLUMNS.items()),
@@ -119,6 +119,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)

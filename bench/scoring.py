@@ -1,6 +1,6 @@
 """Reference log-prob pass: ours (batched, one sequence at a time) against TRL 1.16's, same work timed.
 
-`python -m evals.bench.scoring [--pairs 12] [--repeats 5]` — same pairs, same real SmolLM2 weights
+`playground bench scoring [--pairs 12] [--repeats 5]` — same pairs, same real SmolLM2 weights
 (float32 on CPU), same device, same 2×`--batch-pairs` sequences a forward, one process.
 
 The headline compares the reference pass itself, tokenized input in, summed log-probs out:
@@ -30,16 +30,17 @@ from typing import Any
 
 import torch
 
-from evals.bench.common import alternate, load_default_models, median, report
-from evals.bench.synthetic import chat_pairs
+from bench.common import alternate, load_default_models, median, report
+from bench.synthetic import chat_pairs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="playground bench scoring", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=12, help="number of synthetic conversational pairs")
     parser.add_argument("--batch-pairs", type=int, default=8, help="pairs per forward (sequences = 2×)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds of every method (median kept)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     load_before = os.getloadavg()
 
     models = load_default_models()
@@ -136,6 +137,3 @@ def trl_reference_pass(trainer) -> torch.Tensor:
         out.append(torch.stack([chosen.cpu(), rejected.cpu()], dim=1))
     return torch.cat(out)
 
-
-if __name__ == "__main__":
-    main()

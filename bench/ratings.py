@@ -1,6 +1,6 @@
 """Speed of `evals.ratings`: aggregated, batched bootstrap against a naive per-round refit.
 
-`python -m evals.bench.ratings [--battles 100000] [--models 50] [--rounds 1000] [--naive-rounds N]`
+`playground bench ratings [--battles 100000] [--models 50] [--rounds 1000] [--naive-rounds N]`
 
 Simulated battles (ratings ~ N(1000, 150²), random pairs, ties with an expected score still equal
 to the Bradley–Terry probability; each answer has Arena style counts in conv_metadata, and the
@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from evals.bench.common import alternate, median, report
+from bench.common import alternate, median, report
 from evals.ratings import (
     MAX_NEWTON_STEPS,
     MAX_STEP,
@@ -135,8 +135,8 @@ def median_of(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
     return median(times), result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m evals.bench.ratings", description=__doc__,
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="playground bench ratings", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--battles", type=int, default=100_000)
     parser.add_argument("--models", type=int, default=50)
@@ -145,7 +145,7 @@ def main() -> None:
                         "(default: all --rounds, timed whole)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     naive_rounds = args.naive_rounds or args.rounds
     load_before = os.getloadavg()
 
@@ -222,6 +222,3 @@ def main() -> None:
                                       float(boot.std(axis=0, ddof=1)[1:].mean())],
     }, load_before)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""`python -m playground.data`: export the votes as preference data; import preference pairs;
+"""`playground data`: export the votes as preference data; import preference pairs;
 import prompt sets for the voting queue and pre-generate their responses."""
 
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from playground.cli import add_model_args, models_config, prepare_environment, run_cli
+from cli.common import add_model_args, models_config, prepare_environment
 from playground.core.errors import PlaygroundError
 from playground.data.db import parse_location
 from playground.data.exchange import (
@@ -64,7 +64,7 @@ def _pregenerate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from playground.core.home import data_dir
-    from playground.inference.generation import GenerationSettings
+    from playground.inference.settings import GenerationSettings
     from service.pregenerate import choose_models, pregenerate
     from service.state import build_state
 
@@ -96,7 +96,7 @@ def _pregenerate(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m playground.data",
+        prog="playground data",
         description="Export the votes as preference data, import preference pairs to train on, or import a "
                     "prompt set for the voting queue and pre-generate its responses.",
     )
@@ -199,10 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    args = build_parser().parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     args.run(args)
+    return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -1,6 +1,6 @@
 """Cold (with GGUF conversion) versus warm start of the default model roles.
 
-`python -m evals.bench.startup` — each start runs in a fresh subprocess so imports, caches and
+`playground bench startup` — each start runs in a fresh subprocess so imports, caches and
 peak memory are those a user sees; the cold one uses an empty data directory.
 """
 
@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from evals.bench.common import report
+from bench.common import report
 
 CHILD = """
 import json, resource, time
@@ -31,14 +31,15 @@ def start_once(home: Path) -> dict:
     env = {"PLAYGROUND_HOME": str(home), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
            **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
     proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).resolve().parents[2])
+                          cwd=Path(__file__).resolve().parents[1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="playground bench startup", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warm-runs", type=int, default=3, help="warm starts to average")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         cold = start_once(Path(tmp))
         warm = [start_once(Path(tmp)) for _ in range(args.warm_runs)]
@@ -50,6 +51,3 @@ def main() -> None:
     ]
     report("startup", rows, {"cold_over_warm_load": cold["load_s"] / warm_load})
 
-
-if __name__ == "__main__":
-    main()

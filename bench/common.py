@@ -24,7 +24,7 @@ NOISE_MARGIN = 0.5
 
 def load_default_models():  # -> playground.models.roles.Models
     """The packaged SmolLM2 in its default roles, with library chatter off."""
-    from playground.cli import quiet_libraries
+    from playground.models.sources import quiet_libraries
 
     quiet_libraries()
     from playground.core.home import data_dir

@@ -1,4 +1,5 @@
-"""Flags shared by every entry point (app, score, train): which models fill the roles, and where.
+"""What every command shares: the model flags, the training-run flags, progress bars, and how an
+error becomes one `error: …` line.
 
 Kept free of torch imports so `--help` answers instantly and hub access is decided before
 transformers is imported.
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from playground.core.errors import PlaygroundError
-from playground.models.sources import set_hub_access, use_hub
+from playground.models.sources import quiet_libraries, set_hub_access, use_hub
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -103,18 +104,6 @@ def prepare_environment(args: argparse.Namespace) -> None:
     set_hub_access(use_hub(specs, ["sft", "ref", "policy"]))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     quiet_libraries()
-
-
-def quiet_libraries() -> None:
-    """Keep the terminal for our own progress and errors: no per-weight loading bars, no library
-    deprecation notices aimed at library authors."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def models_config(args: argparse.Namespace, data_dir: Path):  # -> ModelsConfig (lazy import keeps --help fast)

@@ -1,7 +1,7 @@
 """The vote store under concurrent writers: votes/s and latency of `Store.add_vote` on SQLite and on
 PostgreSQL, same machine, one run.
 
-`python -m evals.bench.store [--votes 480]` — for 1, 8 and 32 writer threads sharing one `Store`
+`playground bench store [--votes 480]` — for 1, 8 and 32 writer threads sharing one `Store`
 (as Gradio's workers share the app's), each backend gets a fresh database and the threads add
 `--votes` votes between them (a 2-response vote: one `votes` row and two `responses` rows, one
 transaction). Both are durable: SQLite in WAL with synchronous=FULL, PostgreSQL with its defaults
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evals.bench.common import report
+from bench.common import report
 from playground.data.db import POOL_SIZE
 from playground.data.pg_cluster import LocalCluster
 from playground.data.store import Store
@@ -68,10 +68,10 @@ def run(store: Store, writers: int, votes: int) -> dict[str, Any]:
             "max_ms": round(ms[-1], 2)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m evals.bench.store", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="playground bench store", description=__doc__.split("\n\n")[0])
     parser.add_argument("--votes", type=int, default=480, help="votes per backend and writer count (default: 480)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     load_before = os.getloadavg()
     rows = []
     cluster = LocalCluster(durable=True)
@@ -101,6 +101,3 @@ def main() -> None:
                     "on), local cluster over TCP 127.0.0.1; one Store shared by the writer threads",
     }, load_before)
 
-
-if __name__ == "__main__":
-    main()

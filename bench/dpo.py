@@ -1,6 +1,6 @@
 """DPO training speed and memory: ours against TRL's DPOTrainer, same pairs, model, LoRA and steps.
 
-`python -m evals.bench.dpo [--quick] [--model FOLDER]`. Runs on the packaged SmolLM2-135M-Instruct
+`playground bench dpo [--quick] [--model FOLDER]`. Runs on the packaged SmolLM2-135M-Instruct
 (or the HF folder --model: the same architecture with random weights times the same) with a
 fresh LoRA adapter (r=16, alpha=32 on q/k/v/o), batch 4 pairs, lr 5e-4, β 0.1, the same synthetic
 conversational pairs (`synthetic.chat_pairs`), the same number of steps, on the same device:
@@ -51,10 +51,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evals.bench.common import bf16_native, median, report
-from evals.bench.synthetic import chat_pairs
+from bench.common import bf16_native, median, report
+from bench.synthetic import chat_pairs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BATCH, LR, BETA, MAX_WORDS = 4, 5e-4, 0.1, 160
 TRL_TUNED = {"bf16": False, "gradient_checkpointing": False, "precompute_ref_log_probs": True}
 LOSS_VARIANTS = ("ours-kto", "trl-kto", "ours-simpo", "trl-simpo", "ours-orpo", "trl-orpo")  # one round each
@@ -190,7 +190,7 @@ def run_trl(triples: list, steps: int, device: Any, out: Path, model: str | None
 
 def child(variant: str, n_pairs: int, steps: int, model: str | None) -> dict[str, Any]:
     """One run in this process; the parent reads the returned dict as JSON from stdout."""
-    from playground.cli import quiet_libraries
+    from playground.models.sources import quiet_libraries
 
     quiet_libraries()
     from playground.models.devices import resolve_device
@@ -212,7 +212,8 @@ def child(variant: str, n_pairs: int, steps: int, model: str | None) -> dict[str
 
 
 def run_child(variant: str, n_pairs: int, steps: int, model: str | None) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "evals.bench.dpo", "--child", variant, "--pairs", str(n_pairs), "--steps", str(steps)]
+    cmd = [sys.executable, "-m", "cli", "bench", "dpo", "--child", variant, "--pairs", str(n_pairs),
+           "--steps", str(steps)]
     cmd += ["--model", model] if model else []
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -237,8 +238,9 @@ def summarize(variant: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="playground bench dpo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=8, help="synthetic conversational pairs")
     parser.add_argument("--steps", type=int, default=3, help="training steps of 4 pairs, every variant")
     parser.add_argument("--quick", action="store_true", help="4 pairs, 2 steps, one round")
@@ -247,7 +249,7 @@ def main() -> None:
                         help="run the bfloat16 variants even on a CPU without native bfloat16 (very slow)")
     parser.add_argument("--model", help="an HF model folder to use instead of the packaged SmolLM2")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.pairs, args.steps, args.model)))
         return
@@ -289,6 +291,3 @@ def main() -> None:
                     for v in skipped},
     }, load_before)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Many simulated voters against one app: votes/s, time to first token, generate and vote latency,
 how responsive the server stays, and no vote lost — the scheduler against the serialized path.
 
-`python -m evals.bench.load [--voters 100] [--real-voters 20] [--skip-real]` runs, in one go, each
+`playground bench load [--voters 100] [--real-voters 20] [--skip-real]` runs, in one go, each
 scenario twice: the app as it ships (one continuous batch for every session, `playground.scoring.
 scheduler`) and with `--serial` (one request at a time: the path before the scheduler). The app
 runs in a subprocess (`app.py`, a fresh data folder each time), so its event loop shares no GIL
@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.bench.common import report
+from bench.common import report
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 OUTCOMES = ("a", "b", "tie", "both_bad")
 VOTE_ID = re.compile(r"Vote #(\d+)")
 # /generate's sampling settings (the seed is set per voter) — sampled,
@@ -133,7 +133,7 @@ def app_process(model_dir: Path, home: Path, flags: tuple[str, ...] = (), timeou
     env = {**os.environ, "PLAYGROUND_HOME": str(home), "GRADIO_TEMP_DIR": str(home / "gradio"),
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     log = (home / "app.log").open("wb")
-    command = [sys.executable, str(ROOT / "app.py"), "--sft", str(model_dir), "--port", str(port), *flags]
+    command = [sys.executable, "-m", "cli", "serve", "--sft", str(model_dir), "--port", str(port), *flags]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -448,16 +448,17 @@ def ratio(rows: list[dict[str, Any]], scenario: str, key: str) -> float:
     return pick["batched"] / pick["serial"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="playground bench load", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voters", type=int, default=100, help="simulated voters on the tiny model, all at once")
     parser.add_argument("--real-voters", type=int, default=20, help="simulated voters on the packaged SmolLM2")
     parser.add_argument("--skip-real", action="store_true", help="only the tiny-model scenario")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one call may wait")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    from playground.cli import quiet_libraries
-    from tests.conftest import build_tiny_model
+    from playground.models.sources import quiet_libraries
+    from playground.models.tiny import build_tiny_model
 
     quiet_libraries()
     load_before = os.getloadavg()
@@ -508,6 +509,3 @@ def token_counter(model_dir: Path) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-
-if __name__ == "__main__":
-    main()
