@@ -32,9 +32,13 @@ neighbour's load falls on all of them. Each run
 is split into its training steps (each timed alone: ours by `train_dpo`'s per-step `seconds`, TRL
 by a callback from `on_step_begin` to `on_step_end`) and set-up, everything else once the model is
 loaded: tokenization, the reference pass where it is precomputed, trainer construction, and our
-checkpoint write. The headline is the per-step time, the median over all steps but each run's first
-(which pays one-off allocations; it is reported as `first_step_s`), pooled over rounds; set-up and
-end-to-end seconds are medians over rounds. Step counts are equal, so end-to-end pairs/s compare
+checkpoint write. The headline is the per-step time over EVERY step: each run's training time
+(all its steps summed) divided by its steps, the median over rounds. Both sides train the same
+pairs in the same number of steps, but not in the same order (ours buckets batches by length, so
+its first step is its longest; TRL's batches are shuffled), so a median over steps, or one that
+drops the first, would compare different work. The first step is also reported alone
+(`first_step_s`: it pays one-off allocations too); set-up and end-to-end seconds are medians over
+rounds. Step counts are equal, so end-to-end pairs/s compare
 too. Peak memory: on CPU the growth of the resident set over its size after loading, sampled
 every 5 ms by a thread; on a GPU the growth of `torch.cuda.max_memory_allocated` over the
 allocation after loading; the median over rounds.
@@ -222,14 +226,15 @@ def run_child(variant: str, n_pairs: int, steps: int, model: str | None) -> dict
 
 
 def summarize(variant: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One row per variant: medians over its rounds; per-step time pooled over every run's steps but the first."""
-    warm_steps = [t for r in runs for t in r["step_seconds"][1:]] or [t for r in runs for t in r["step_seconds"]]
+    """One row per variant: medians over its rounds; per-step time as each run's steps summed over
+    their number (every step counts: see the module docstring)."""
     setups = [r["seconds"] - sum(r["step_seconds"]) for r in runs]
     seconds = median([r["seconds"] for r in runs])
     first = runs[0]
     return {
         "method": variant, "config": first["config"], "device": first["device"], "pairs": first["pairs"],
-        "steps": first["steps"], "step_s": median(warm_steps),
+        "steps": first["steps"],
+        "step_s": median([sum(r["step_seconds"]) / len(r["step_seconds"]) for r in runs]),
         "first_step_s": median([r["step_seconds"][0] for r in runs]), "setup_s": median(setups),
         "seconds": seconds, "pairs_per_s": first["steps"] * BATCH / seconds,
         "peak_mib": median([r["peak_mib"] for r in runs]), "final_loss": first["final_loss"],
