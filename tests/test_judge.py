@@ -92,15 +92,38 @@ def test_a_judge_run_is_stored_apart_from_votes(state: AppState) -> None:
     assert [(b["model_a"], b["model_b"], b["winner"]) for b in stored] == [
         (b.model_a, b.model_b, b.winner) for b in battles]
     for b in stored:
-        longer = len(b["text_a"].strip()) - len(b["text_b"].strip())
-        expected = "model_a" if longer > 0 else "model_b" if longer < 0 else b["winner"]
-        assert b["winner"] == expected
+        assert b["winner"] == longer_wins(b["text_a"], b["text_b"])
     assert state.store.votes() == []
     assert human_battles(state.store) == [] and len(judge_battles(state.store, ["rule:longer"])) == 3
     with pytest.raises(PlaygroundError, match="the same weights"):  # the reference is the SFT model here
         run_judge(state, prompts, ["policy", "sft", "reference"], rule_judge("longer"), settings)
     with pytest.raises(PlaygroundError, match="unknown model"):
         run_judge(state, prompts, ["policy", "gpt-9"], rule_judge("longer"), settings)
+
+
+def longer_wins(text_a: str, text_b: str) -> str:
+    """The "longer" rule's verdict, written out: the longer stripped answer wins, equal lengths tie,
+    and two empty answers are both bad."""
+    longer = len(text_a.strip()) - len(text_b.strip())
+    if longer:
+        return "model_a" if longer > 0 else "model_b"
+    return "tie" if text_a.strip() else "tie (bothbad)"
+
+
+def test_a_rule_judge_run_ties_equal_lengths(state: AppState, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Scripted answers (policy's, sft's) per prompt: equal lengths once stripped (a judge that counted
+    # the trailing space would not tie), both empty, and one longer.
+    answers = {"Hi?": ["same ", "four"], "Say a word.": ["  ", ""], "Two?": ["a longer one", "no"]}
+    monkeypatch.setattr("service.evaluation.generate",
+                        lambda scheduler, roles, messages, settings: list(answers[messages[-1]["content"]]))
+    prompts = [[{"role": "user", "content": q}] for q in answers]
+    settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6, seed=1)
+    battles = run_judge(state, prompts, ["policy", "sft"], rule_judge("longer"), settings)
+    policy = state.rated_name("policy")
+    assert [b.winner for b in battles[:2]] == ["tie", "tie (bothbad)"]
+    assert battles[2].winner == ("model_a" if battles[2].model_a == policy else "model_b")
+    stored = state.store.judge_battles("rule:longer")
+    assert [b["winner"] for b in stored] == [longer_wins(b["text_a"], b["text_b"]) for b in stored]
 
 
 def test_judge_cli_prints_win_rates(tiny_model_dir: Path, home: Path, tmp_path: Path,
