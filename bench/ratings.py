@@ -7,14 +7,15 @@ to the Bradley–Terry probability; each answer has Arena style counts in conv_m
 longer, more formatted answer gains 0.3 log-odds per typical length difference, 0.1 per list and 0.2 per bold one)
 are timed through each step of `compute_ratings`:
 
-- rows → Battles:  validating the dict rows and indexing the models (`battles_from_rows`)
+- rows → Battle:   checking the dict rows into `Battle` records (`evals.battle.parse_battles`)
+- Battle → index:  numbering models and votes (`index_battles`)
 - aggregate:       cells per unordered pair × outcome (`aggregate`)
 - MLE fit:         Newton on the aggregated counts (`fit_ratings`)
 - bootstrap:       `--rounds` multinomial resamples of the cells, fitted together by batched Newton
                    (`bootstrap_ratings`); the multinomial draws alone are timed too
 - online Elo:      the sequential Elo loop over every battle
-- end to end:      `compute_ratings` on the `Battles` (fit, bootstrap, matrices, online Elo)
-- style control:   the rows' conv_metadata → style features (`style_features`), the style-controlled
+- end to end:      `compute_ratings` on the `IndexedBattles` (fit, bootstrap, matrices, online Elo)
+- style control:   the battles' conv_metadata → style features (`style_features`), the style-controlled
                    point fit, its `--rounds` bootstrap (`bootstrap_style`), and `compute_ratings(...,
                    style=...)` end to end, timed in turns with the plain `compute_ratings` (A B A B,
                    medians): `style_vs_plain` is the ratio the issue asks to keep ≤ 3. The style
@@ -40,26 +41,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from bench.common import alternate, median, report
-from evals.ratings import (
-    MAX_NEWTON_STEPS,
-    MAX_STEP,
-    NEWTON_TOL,
-    RIDGE,
-    Battles,
-    FloatArray,
-    IntArray,
-    aggregate,
-    battles_from_rows,
-    bootstrap_ratings,
-    bootstrap_style,
-    compute_ratings,
-    fit_ratings,
-    fit_style_strengths,
-    online_elo,
-    style_data,
-    style_features,
-    to_elo,
-)
+from evals.battle import parse_battles
+from evals.ratings.bradley_terry import aggregate, bootstrap_ratings, fit_ratings, to_elo
+from evals.ratings.indexed import IndexedBattles, index_battles
+from evals.ratings.newton import MAX_NEWTON_STEPS, MAX_STEP, NEWTON_TOL, RIDGE, FloatArray, IntArray
+from evals.ratings.online_elo import online_elo
+from evals.ratings.results import compute_ratings
+from evals.ratings.style import bootstrap_style, fit_style_strengths, style_data, style_features
+from playground.data.votes import ARENA_TIE
 
 T = TypeVar("T")
 STYLE_EFFECT = np.array([0.3, 0.0, 0.1, 0.2])  # planted log-odds per typical difference: tokens, headers, lists, bold
@@ -86,8 +75,9 @@ def simulate(n_battles: int, n_models: int, seed: int) -> list[dict[str, Any]]:
                      f"header_count_{side}": {"h2": int(headers[k, n])},
                      f"list_count_{side}": {"unordered": int(items[k, n])},
                      f"bold_count_{side}": {"**": int(bold[k, n])}}
-        rows.append({"model_a": names[i], "model_b": names[j], "conv_metadata": meta})
-    logit = (truth[a] - truth[b]) * np.log(10.0) / 400.0 + style_features(rows) @ STYLE_EFFECT
+        # a tie until the outcome is drawn, which needs the style features of every row
+        rows.append({"model_a": names[i], "model_b": names[j], "winner": ARENA_TIE, "conv_metadata": meta})
+    logit = (truth[a] - truth[b]) * np.log(10.0) / 400.0 + style_features(parse_battles(rows)) @ STYLE_EFFECT
     p = 1.0 / (1.0 + np.exp(-logit))
     tie = 0.6 * np.minimum(p, 1.0 - p)
     winner = np.where(rng.random(n_battles) < tie, "tie",
@@ -115,7 +105,7 @@ def naive_fit(a: IntArray, b: IntArray, score: FloatArray, m: int, ridge: float 
     raise RuntimeError("naive Newton did not converge")
 
 
-def naive_bootstrap(battles: Battles, rounds: int, anchor: int, seed: int) -> FloatArray:
+def naive_bootstrap(battles: IndexedBattles, rounds: int, anchor: int, seed: int) -> FloatArray:
     rng = np.random.default_rng(seed)
     m, n = len(battles.models), len(battles)
     out = np.empty((rounds, m))
@@ -150,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
 
     rows = simulate(args.battles, args.models, args.seed)
-    t_rows, battles = median_of(lambda: battles_from_rows(rows), args.repeats)
+    t_rows, records = median_of(lambda: parse_battles(rows), args.repeats)
+    t_index, battles = median_of(lambda: index_battles(records), args.repeats)
     anchor = 0
     t_agg, counts = median_of(lambda: aggregate(battles), args.repeats)
     t_fit, ratings = median_of(lambda: fit_ratings(counts, anchor), args.repeats)
@@ -161,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     t_elo, _ = median_of(lambda: online_elo(battles), args.repeats)
     t_all, _ = median_of(lambda: compute_ratings(battles, bootstrap=args.rounds, seed=args.seed), args.repeats)
 
-    t_features, features = median_of(lambda: style_features(rows), args.repeats)
+    t_features, features = median_of(lambda: style_features(records), args.repeats)
     data = style_data(battles, features)
     t_style_fit, phi = median_of(lambda: fit_style_strengths(data), args.repeats)
     t_style_boot, style_rounds = median_of(lambda: bootstrap_style(data, args.rounds, args.seed, start=phi),
@@ -187,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
 
     low, high = np.percentile(boot, [2.5, 97.5], axis=0)
     rows_out: list[dict[str, Any]] = [
-        {"step": "rows → Battles", "seconds": t_rows},
+        {"step": "rows → Battle records", "seconds": t_rows},
+        {"step": "Battle records → IndexedBattles", "seconds": t_index},
         {"step": "aggregate", "seconds": t_agg},
         {"step": "MLE fit (aggregated)", "seconds": t_fit},
         {"step": f"bootstrap, {args.rounds} rounds (batched)", "seconds": t_boot},
@@ -195,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         {"step": "online Elo", "seconds": t_elo},
         {"step": "compute_ratings end to end", "seconds": t_all},
         {"step": "naive MLE fit (raw battles)", "seconds": t_naive_fit},
-        {"step": "rows → style features", "seconds": t_features},
+        {"step": "Battle records → style features", "seconds": t_features},
         {"step": "style-controlled fit (point)", "seconds": t_style_fit},
         {"step": f"style-controlled bootstrap, {args.rounds} rounds", "seconds": t_style_boot},
         {"step": "compute_ratings plain, in turns", "seconds": t_plain_all},

@@ -1,5 +1,5 @@
 """`playground ratings`: Bradley–Terry ratings with bootstrap intervals from Chatbot Arena battle rows
-(the model and its formulas: `evals.ratings`)."""
+(the model and its formulas: `evals.ratings.bradley_terry` and `evals.ratings.style`)."""
 
 import argparse
 import math
@@ -8,17 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cli.common import HelpFormatter
-from evals.battles import in_category
-from evals.ratings import (
-    DEFAULT_ANCHOR,
-    RIDGE,
-    RatingsResult,
-    battles_from_rows,
-    compute_ratings,
-    read_battles,
-    style_features,
-    to_json,
-)
+from evals.battle import in_category
+from evals.battles import read_battles
+from evals.ratings.indexed import index_battles
+from evals.ratings.newton import RIDGE
+from evals.ratings.results import DEFAULT_ANCHOR, RatingsResult, compute_ratings, to_json
+from evals.ratings.style import style_features
 from playground.core.atomic import write_json
 from playground.core.errors import PlaygroundError
 
@@ -85,11 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.bootstrap < 0:
         raise PlaygroundError(f"--bootstrap must be ≥ 0 (0: no intervals), got {args.bootstrap}")
-    rows = read_battles(args.battles)
+    battles = read_battles(args.battles)
     if args.category is not None:
-        rows = in_category(rows, args.category)
-    style = style_features(rows, f"{args.battles}: ") if args.style_control else None
-    result = compute_ratings(battles_from_rows(rows), bootstrap=args.bootstrap, anchor=args.anchor, seed=args.seed,
+        battles = in_category(battles, args.category)
+    style = style_features(battles, f"{args.battles}: ") if args.style_control else None
+    result = compute_ratings(index_battles(battles), bootstrap=args.bootstrap, anchor=args.anchor, seed=args.seed,
                              ridge=args.ridge, style=style)
     if not args.out.parent.is_dir():
         raise PlaygroundError(f"{args.out.parent}: no such folder")

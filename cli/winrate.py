@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from cli.common import HelpFormatter
-from evals.battles import in_category
-from evals.ratings import read_battles
-from evals.winrate import length_controlled_table, models_in, win_rate_table
+from evals.battle import in_category, models_in
+from evals.battles import read_battles
+from evals.winrate import length_controlled_table, win_rate_table
 from playground.core.atomic import write_json
 from playground.core.errors import PlaygroundError
 
@@ -53,17 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise PlaygroundError(f"--bootstrap must be ≥ 0 (0: no interval), got {args.bootstrap}")
     if not args.out.parent.is_dir():
         raise PlaygroundError(f"{args.out.parent}: no such folder")
-    rows = read_battles(args.battles)
+    battles = read_battles(args.battles)
     if args.category is not None:
-        rows = in_category(rows, args.category)
-    if args.baseline not in models_in(rows):
-        raise PlaygroundError(f"unknown baseline {args.baseline!r}; the models are {', '.join(models_in(rows))}")
+        battles = in_category(battles, args.category)
+    if args.baseline not in models_in(battles):
+        raise PlaygroundError(f"unknown baseline {args.baseline!r}; the models are {', '.join(models_in(battles))}")
     if args.length_controlled:
-        table = length_controlled_table(rows, args.baseline, args.bootstrap, args.seed)
+        table = length_controlled_table(battles, args.baseline, args.bootstrap, args.seed)
         keep = ["n", "n_votes", "win_rate", "ci_low", "ci_high", "lc_win_rate", "lc_ci_low", "lc_ci_high",
                 "length_coefficient", "length_scale"]
     else:
-        table = win_rate_table(rows, args.baseline).rename(columns={"rate": "win_rate"})
+        table = win_rate_table(battles, args.baseline).rename(columns={"rate": "win_rate"})
         keep = ["n", "n_votes", "win_rate", "ci_low", "ci_high", "wins", "losses", "ties"]
     models = {str(r["model"]): {k: _json_number(r[k]) for k in keep} for r in table.to_dict("records")}
     write_json(args.out, {"baseline": args.baseline, "length_controlled": args.length_controlled,

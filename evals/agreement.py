@@ -5,7 +5,8 @@ the human majority (Cohen's κ).
 The inputs are the engine's `Judgement`s (`playground.data.merge`, where the votes of one item are
 also merged for export): a label names the winning response id, "tie" or "both_bad", never a side,
 so agreement is measured on *which response* won. Two voters agree only when they give the same one
-of the four categories "X wins", "Y wins", "tie", "both_bad".
+of the four categories "X wins", "Y wins", "tie", "both_bad". A judge's agreement with the humans
+compares battles (`evals.battle.Battle`) of the same prompt and pair of models instead.
 
 A ranking of k responses is k(k−1)/2 pair judgements that share the vote's id; they are not
 independent. Statistics that count votes per item (α, majority, disputes) take one pair item at a
@@ -22,11 +23,11 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from playground.core.chat import Message
+from evals.battle import Battle
 from playground.data.merge import NO_PREFERENCE, TIE, Judgement, Ranking, check_pair_group, strict_top
-from playground.data.votes import ARENA_A, ARENA_B, Vote, to_arena_rows
+from playground.data.votes import ARENA_A, ARENA_B
 
 # Canonical categories for alpha across items (see `pair_units`): the response with the
 # lexicographically smaller id is "first", whatever side it was shown on.
@@ -383,38 +384,35 @@ class JudgeHumanAgreement:
     no_verdict: int
 
 
-def _unit_labels(rows: Iterable[tuple[Sequence[Message], Mapping[str, Any]]]
-                 ) -> dict[tuple[str, str, str], Counter[str]]:
-    """Arena battle rows (with the prompt they answer) counted by unit (prompt, first model, second
-    model; models sorted, so the side shown does not matter) and label FIRST_WINS, SECOND_WINS or
-    "tie" (both-bad included). Rows of one model against itself say nothing and are skipped."""
+def _unit_labels(battles: Iterable[Battle]) -> dict[tuple[str, str, str], Counter[str]]:
+    """Battles counted by unit (prompt, first model, second model; models sorted, so the side shown
+    does not matter) and label FIRST_WINS, SECOND_WINS or "tie" (both-bad included). A battle
+    without its prompt (from a file) belongs to no unit and is skipped."""
     units: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
-    for prompt, row in rows:
-        model_a, model_b, winner = row["model_a"], row["model_b"], row["winner"]
-        if model_a == model_b:
+    for battle in battles:
+        if battle.prompt is None:
             continue
-        first, second = sorted((model_a, model_b))
-        won = model_a if winner == ARENA_A else model_b if winner == ARENA_B else None
+        first, second = sorted((battle.model_a, battle.model_b))
+        won = battle.model_a if battle.winner == ARENA_A else battle.model_b if battle.winner == ARENA_B else None
         label = TIE if won is None else FIRST_WINS if won == first else SECOND_WINS
-        units[(json.dumps(list(prompt), sort_keys=True), first, second)][label] += 1
+        units[(json.dumps(list(battle.prompt), sort_keys=True), first, second)][label] += 1
     return units
 
 
-def judge_human_agreement(votes: Iterable[Vote], judge_battles: Iterable[Mapping[str, Any]]) -> JudgeHumanAgreement:
+def judge_human_agreement(human: Iterable[Battle], judge: Iterable[Battle]) -> JudgeHumanAgreement:
     """Agreement of a judge with the human majority (`JudgeHumanAgreement`).
 
-    `votes`: stored human votes (`Store.votes()`; a ranking gives each of its pairs); `judge_battles`:
-    one judge's stored battles (`Store.judge_battles(name)`: prompt, model_a, model_b, winner).
-    Models are compared by their rated names, as the leaderboard does. A unit is one prompt (its
-    messages, exactly) and one pair of models; the human verdict is the strict plurality of the
-    humans' labels there, the judge's the strict plurality of its battles there (one per run).
+    `human`: the human votes' battles (`evals.battles.human_battles`: a ranking gives each of its
+    pairs, models by their rated names, as the leaderboard compares them); `judge`: one judge's
+    battles (`evals.battles.judge_battles`). A unit is one prompt (its messages, exactly) and one
+    pair of models; the human verdict is the strict plurality of the humans' labels there, the
+    judge's the strict plurality of its battles there (one per run).
     """
-    human = _unit_labels((vote.prompt, row) for vote in votes for row in to_arena_rows([vote], rated=True))
-    judge = _unit_labels((battle["prompt"], battle) for battle in judge_battles)
+    human_units, judge_units = _unit_labels(human), _unit_labels(judge)
     human_labels, judge_labels, no_verdict = [], [], 0
-    for unit in sorted(human.keys() & judge.keys()):
-        human_label, _ = strict_top(human[unit])
-        judge_label, _ = strict_top(judge[unit])
+    for unit in sorted(human_units.keys() & judge_units.keys()):
+        human_label, _ = strict_top(human_units[unit])
+        judge_label, _ = strict_top(judge_units[unit])
         if human_label is None or judge_label is None:
             no_verdict += 1
             continue

@@ -1,89 +1,112 @@
-"""Battles for the leaderboard, in Chatbot Arena's row format: human votes from the store, judge
-battles (kept apart, flagged with the judge's name) or a file of Arena rows.
+"""Where battles (`evals.battle.Battle`) come from: human votes and judge runs in the store, and files
+of Chatbot Arena rows.
 
-Every row has `model_a`, `model_b`, `winner` (`playground.data.votes.ARENA_WINNERS`: `model_a`,
-`model_b`, `tie`, `tie (bothbad)`), plus `source` ("human" or the judge's name) and, where the texts
-are known, `len_a`/`len_b` (characters). Human rows carry `vote_id`: a ranking of k responses is
-k(k−1)/2 rows of one vote, which intervals must not count as independent (`vote_key`). Rows from
-the store also carry `conv_metadata` (both answers' style counts, `playground.data.style`, for
-style-controlled ratings) and, when their prompt is a set prompt with a category, `category`
-(`in_category` keeps one category's rows).
+Human battles are named as rated (the checkpoint that served as policy) and carry `vote_id`: a
+ranking of k responses is k(k−1)/2 battles of one vote, which intervals must not count as
+independent (`evals.battle.vote_key`). Judge battles are kept apart, their `source` the judge's
+name. Battles from the store also carry `len_a`/`len_b` (characters), `conv_metadata` (both
+answers' style counts, `playground.data.style`, for style-controlled ratings), the prompt, and,
+when their prompt is a set prompt with a category, `category` (`evals.battle.in_category` keeps
+one category's battles). A battle of one model against itself (e.g. SFT against a reference with
+its weights) says nothing about either and is left out.
 """
 
 import itertools
 import json
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from evals.battle import Battle, parse_battle
 from playground.core.errors import PlaygroundError
+from playground.data.rows import RowError, read_records
 from playground.data.store import Store
 from playground.data.style import conv_metadata
-from playground.data.votes import to_arena_rows
+from playground.data.votes import Vote, to_arena_rows
 
 HUMAN = "human"
-
-
-def vote_key(row: Mapping[str, Any]) -> Hashable | None:
-    """The vote a battle row came from, as (source, vote_id): the rows of one ranking share it.
-    None for a row without a vote id (or an empty one, as CSV spells it): a vote of its own. The
-    source keeps equal vote ids from different databases or judges apart."""
-    vote_id = row.get("vote_id")
-    return None if vote_id is None or vote_id == "" else (row.get("source"), vote_id)
 
 
 def _prompt_key(messages: Any) -> str:
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
 
-def human_battles(store: Store) -> list[dict[str, Any]]:
-    """Every stored vote as battles, models named as rated (the checkpoint that served as policy);
-    a queue vote's battles carry its prompt's category."""
-    categories = {item: category for item, (_, category) in store.prompt_categories().items()}
-    rows = []
-    for vote in store.votes():
-        category = {"category": categories[vote.item]} if vote.item in categories else {}
+def vote_battles(votes: Iterable[Vote], categories: Mapping[int, str] | None = None) -> list[Battle]:
+    """The votes as battles, models named as rated; a vote whose `item` has a category in
+    `categories` ({set prompt id: category}) carries it."""
+    known = categories or {}
+    battles = []
+    for vote in votes:
         # to_arena_rows gives a vote's battles for its slot pairs (i < j) in order; a pair vote is (0, 1).
         slot_pairs = itertools.combinations(range(len(vote.responses)), 2)
         for row, (i, j) in zip(to_arena_rows([vote], rated=True), slot_pairs, strict=True):
-            if row["model_a"] == row["model_b"]:  # e.g. SFT against a reference with its weights: no information
+            if row["model_a"] == row["model_b"]:
                 continue
             text_a, text_b = vote.responses[i].text, vote.responses[j].text
-            rows.append({**row, "source": HUMAN, "len_a": len(text_a), "len_b": len(text_b),
-                         "conv_metadata": conv_metadata(text_a, text_b), **category})
-    return rows
+            battles.append(Battle(row["model_a"], row["model_b"], row["winner"], source=HUMAN,
+                                  vote_id=row["vote_id"], tstamp=row["tstamp"], len_a=len(text_a), len_b=len(text_b),
+                                  conv_metadata=conv_metadata(text_a, text_b), category=known.get(vote.item),
+                                  prompt=vote.prompt))
+    return battles
 
 
-def judge_battles(store: Store, judges: Sequence[str]) -> list[dict[str, Any]]:
+def human_battles(store: Store) -> list[Battle]:
+    """Every stored vote as battles (`vote_battles`); a queue vote's battles carry its prompt's category."""
+    return vote_battles(store.votes(), {item: category for item, (_, category) in store.prompt_categories().items()})
+
+
+def judge_battle(judge: str, stored: Mapping[str, Any], category: str | None = None) -> Battle:
+    """One battle of `judge` as `Store.add_judge_battles` takes it (prompt, model_a, model_b, text_a,
+    text_b, winner, details) or `Store.judge_battles` gives it back (with created_at)."""
+    text_a, text_b = stored["text_a"], stored["text_b"]
+    return Battle(stored["model_a"], stored["model_b"], stored["winner"], source=judge,
+                  tstamp=stored.get("created_at"), len_a=len(text_a), len_b=len(text_b),
+                  conv_metadata=conv_metadata(text_a, text_b), category=category, prompt=stored["prompt"],
+                  details=stored.get("details"))
+
+
+def judge_battles(store: Store, judges: Sequence[str]) -> list[Battle]:
     """The stored battles of the named judges, in the order judged; a battle on a set prompt with a
     category (the same messages) carries it."""
     categories = {_prompt_key(messages): category for messages, category in store.prompt_categories().values()}
-    rows = []
-    for judge in judges:
-        for b in store.judge_battles(judge):
-            category = categories.get(_prompt_key(b["prompt"]))
-            rows.append({"model_a": b["model_a"], "model_b": b["model_b"], "winner": b["winner"],
-                         "tstamp": b["created_at"], "source": b["judge"], "len_a": len(b["text_a"]),
-                         "len_b": len(b["text_b"]), "conv_metadata": conv_metadata(b["text_a"], b["text_b"]),
-                         **({"category": category} if category is not None else {})})
-    return rows
+    return [judge_battle(judge, b, categories.get(_prompt_key(b["prompt"])))
+            for judge in judges for b in store.judge_battles(judge) if b["model_a"] != b["model_b"]]
 
 
-def collect_battles(store: Store, human: bool = True, judges: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Human votes (unless `human` is False) and the battles of `judges`."""
-    return (human_battles(store) if human else []) + judge_battles(store, judges)
+def read_battles(path: Path | str) -> list[Battle]:
+    """The battles of a file of Chatbot Arena rows (`evals.battle.parse_battle`): JSON lines (.jsonl,
+    or .json), a .json list, .csv or .parquet; the first bad row raises `PlaygroundError` with its
+    line (JSONL, CSV: as an editor numbers them) or row number (Parquet, JSON list)."""
+    path = Path(path)
+    if _is_json_list(path):
+        records: Iterable[tuple[int, Any]] = _json_list(path)
+        label = "row"
+    else:
+        records = read_records(path)
+        label = "row" if path.suffix.lower() == ".parquet" else "line"
+    battles = []
+    for number, record in records:
+        if isinstance(record, RowError):  # a JSONL line that is not JSON
+            raise PlaygroundError(f"{path}: {record}")
+        battles.append(parse_battle(record, f"{path}: {label} {number}"))
+    if not battles:
+        raise PlaygroundError(f"{path}: no battles (the file holds no rows)")
+    return battles
 
 
-def in_category(rows: Sequence[Mapping[str, Any]], category: str) -> list[Mapping[str, Any]]:
-    """The battle rows whose `category` is `category`; none raises `PlaygroundError` naming the
-    categories there are."""
-    kept = [row for row in rows if row.get("category") == category]
-    if not kept:
-        present = categories(rows)
-        raise PlaygroundError(f"no battles in category {category!r}; "
-                              + (f"the categories are {', '.join(present)}" if present else "no battle has a category"))
-    return kept
+def _is_json_list(path: Path) -> bool:
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    with path.open("rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"[")
 
 
-def categories(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The categories the battle rows carry, sorted (for a filter's choices)."""
-    return sorted({row["category"] for row in rows if row.get("category")})
+def _json_list(path: Path) -> list[tuple[int, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise PlaygroundError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise PlaygroundError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return list(enumerate(data, start=1))

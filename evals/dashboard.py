@@ -10,16 +10,19 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from evals.agreement import judge_human_agreement
-from evals.battles import categories, collect_battles, in_category
+from evals.battle import Battle, categories, in_category, models_in
+from evals.battles import human_battles, judge_battles
 from evals.judge import position_consistency
 from evals.kl import KLEstimate
-from evals.ratings import RatingsResult, battles_from_rows, compute_ratings, style_features, to_json
+from evals.ratings.indexed import index_battles
+from evals.ratings.results import RatingsResult, compute_ratings, to_json
+from evals.ratings.style import style_features
 from evals.winrate import checkpoint_timeline, length_controlled_table, win_rate_table, with_lengths
 from playground.core.atomic import write_file, write_json
 from playground.data.store import Store
@@ -102,16 +105,16 @@ def _interval(low: float | None, high: float | None) -> str:
     return "—" if low is None or high is None else f"{low:.2f} – {high:.2f}"
 
 
-def judge_table(store: Store) -> pd.DataFrame:
+def judge_table(store: Store, humans: Sequence[Battle]) -> pd.DataFrame:
     """One row per stored judge: how often its two orders agreed (position consistency, Wilson
-    interval), and on prompts with human votes for the same pair of models, the share where it
-    agrees with the human majority and Cohen's κ (agreement beyond chance; 0 = chance)."""
-    votes = store.votes()
+    interval), and on prompts with human votes (`humans`: the store's human battles) for the same
+    pair of models, the share where it agrees with the human majority and Cohen's κ (agreement
+    beyond chance; 0 = chance)."""
     rows = []
     for name in store.counts_by_judge():
-        battles = store.judge_battles(name)
+        battles = judge_battles(store, [name])
         consistency = position_consistency(battles)
-        human = judge_human_agreement(votes, battles)
+        human = judge_human_agreement(humans, battles)
         rows.append({
             "judge": name, "battles": len(battles),
             "position consistency": None if consistency.rate is None else round(consistency.rate, 3),
@@ -125,12 +128,12 @@ def judge_table(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=JUDGE_COLUMNS)
 
 
-def with_length_control(table: pd.DataFrame, battles: Sequence[Mapping[str, Any]], baseline: str, bootstrap: int,
+def with_length_control(table: pd.DataFrame, battles: Sequence[Battle], baseline: str, bootstrap: int,
                         seed: int) -> pd.DataFrame:
     """The win-rate table with each model's length-controlled win rate against the baseline and its
     bootstrap interval (`evals.winrate.length_controlled_table`), over the battles that know both
     answers' lengths; None where there are none."""
-    measured = [b for b in with_lengths(battles) if "len_a" in b and "len_b" in b]
+    measured = [b for b in with_lengths(battles) if b.len_a is not None and b.len_b is not None]
     lc = length_controlled_table(measured, baseline, bootstrap, seed) if measured else pd.DataFrame()
     if lc.empty:
         return table.assign(**dict.fromkeys(LC_KEYS, None))
@@ -151,23 +154,24 @@ def style_display(result: RatingsResult | None) -> pd.DataFrame:
 
 def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",
                  anchor: str | None = None, bootstrap: int = 1000, seed: int = 0,
-                 kl: Mapping[str, KLEstimate] | None = None, extra: Sequence[Mapping[str, Any]] = (),
+                 kl: Mapping[str, KLEstimate] | None = None, extra: Sequence[Battle] = (),
                  category: str | None = None, style_control: bool = False) -> Report:
     """Everything the tab shows. `extra`: more battles (rows of a Chatbot Arena file, say);
     `category`: only the battles on prompts of that prompt-set category; `style_control`: ratings
     at equal answer style (Chatbot Arena's style control: length, headers, lists, bold)."""
-    battles = collect_battles(store, human, judges) + [dict(b) for b in extra]
+    humans = human_battles(store)  # also what the judges are compared with
+    battles = (humans if human else []) + judge_battles(store, judges) + list(extra)
     found = categories(battles)
     if category:
         battles = in_category(battles, category)
-    models = sorted({b["model_a"] for b in battles} | {b["model_b"] for b in battles})
+    models = models_in(battles)
     records = checkpoint_records(store, kl or {})
     ratings = None
     message = f"{len(battles)} battles among {len(models)} models" + (f" in category {category!r}" if category else "")
     if len(models) >= 2:
         anchor = anchor if anchor in models else None
         style = style_features(battles) if style_control else None
-        ratings = compute_ratings(battles_from_rows(battles), bootstrap=bootstrap, anchor=anchor, seed=seed,
+        ratings = compute_ratings(index_battles(battles), bootstrap=bootstrap, anchor=anchor, seed=seed,
                                   style=style)
         message += f"; ratings anchored at {ratings.anchor} = 1000, 95% intervals from {bootstrap} bootstrap rounds"
         if style_control:
@@ -183,7 +187,7 @@ def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), b
         leaderboard=leaderboard_table(ratings),
         win_rates=win_rates,
         timeline=checkpoint_timeline(battles, store.checkpoints(), baseline),
-        checkpoints=records, judges=judge_table(store), message=message,
+        checkpoints=records, judges=judge_table(store, humans), message=message,
         style=style_display(ratings), categories=found,
     )
 
@@ -326,7 +330,7 @@ def win_rate_display(table: pd.DataFrame) -> pd.DataFrame:
 
 def write_tables(report: Report, out_dir: Path) -> list[Path]:
     """Every table as CSV and as JSON records (matrices keep their row names), plus the ratings in
-    the `python -m evals.ratings` JSON format."""
+    the `playground ratings` JSON format."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {"leaderboard": report.leaderboard, "win_rates": report.win_rates, "timeline": report.timeline,
               "checkpoints": report.checkpoints, "judges": report.judges, "style": report.style}

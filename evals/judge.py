@@ -33,12 +33,13 @@ the checkpoint it was serving.
 from __future__ import annotations  # the engine's types stay names here: `--help` needs no torch
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evals.agreement import wilson_interval
+from evals.battle import Battle
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.data.votes import ARENA_A, ARENA_B, ARENA_BOTH_BAD, ARENA_TIE
@@ -96,13 +97,13 @@ class PositionConsistency:
     unswapped: int
 
 
-def position_consistency(battles: Iterable[Mapping[str, Any]]) -> PositionConsistency:
-    """Position consistency of stored judge battles (`Store.judge_battles`), recomputed from the two
-    verdicts in each battle's details."""
+def position_consistency(battles: Iterable[Battle]) -> PositionConsistency:
+    """Position consistency of a judge's battles (`evals.battles.judge_battles`), recomputed from the
+    two verdicts in each battle's details."""
     agreed: list[bool] = []
     unswapped = 0
     for battle in battles:
-        details = battle.get("details") or {}
+        details = battle.details or {}
         if "ab" not in details or "ba" not in details:
             unswapped += 1
             continue

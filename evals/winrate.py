@@ -16,27 +16,27 @@ length minus the baseline's and s the standard deviation of Δ over those battle
 
     P(m beats baseline in battle k) = σ(θ + φ · tanh(Δ_k / s)),
 
-fitted by maximum likelihood (ties as half a win, the ridge of `evals.ratings` on θ and φ), and
+fitted by maximum likelihood (ties as half a win, the ridge of `evals.ratings.newton` on θ and φ), and
 the LC win rate is the prediction at zero length difference, σ(θ): the win rate m would have if
 its answers were as long as the baseline's. Its 95% interval is the 2.5 and 97.5 percentiles of
-σ(θ) over `bootstrap` refits on resampled votes (`evals.battles.vote_key`: a ranking's battles
-stay together), seeded. Lengths are the rows' `len_a`/`len_b` (characters, as the store's battles
-carry) or else their conv_metadata token counts (Arena rows): one unit per fit, and the
+σ(θ) over `bootstrap` refits on resampled votes (`evals.battle.vote_key`: a ranking's battles
+stay together), seeded. Lengths are the battles' `len_a`/`len_b` (characters, as the store's
+battles carry) or else their conv_metadata token counts (Arena rows): one unit per fit, and the
 standardisation makes the unit irrelevant.
 
-`python -m evals.winrate --battles FILE --baseline M [--length-controlled] --out OUT.json`.
+`playground winrate --battles FILE --baseline M [--length-controlled] --out OUT.json`.
 """
 
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from evals.agreement import count_votes, dependent_pairs_note, wilson_interval
-from evals.battles import vote_key
-from evals.ratings import MAX_NEWTON_STEPS, MAX_STEP, NEWTON_TOL, RIDGE, FloatArray, sigmoid
+from evals.battle import Battle, models_in, vote_key
+from evals.ratings.newton import MAX_NEWTON_STEPS, MAX_STEP, NEWTON_TOL, RIDGE, FloatArray, sigmoid
 from playground.core.errors import PlaygroundError
 from playground.data.style import style_totals
 from playground.data.votes import win_score
@@ -57,24 +57,25 @@ class WinRate:
     ci_high: float | None
     mean_len: float | None  # the model's mean response length in these battles, characters
     baseline_mean_len: float | None
-    n_votes: int  # the votes the n battles came from (`evals.battles.vote_key`)
+    n_votes: int  # the votes the n battles came from (`evals.battle.vote_key`)
     note: str | None  # set when n_votes < n: the interval is too narrow
 
 
-def win_rate(battles: Sequence[Mapping[str, Any]], model: str, baseline: str) -> WinRate:
-    """`model`'s win rate against `baseline` over their battles (either side)."""
+def win_rate(battles: Sequence[Battle], model: str, baseline: str) -> WinRate:
+    """`model`'s win rate against `baseline` over their battles (either side); mean lengths over
+    the battles that know both answers' lengths."""
     scores: list[float] = []  # the model's score in each battle: 1, ½ or 0
     own, other, vote_ids = [], [], []
     for b in battles:
-        if {b["model_a"], b["model_b"]} != {model, baseline} or model == baseline:
+        if {b.model_a, b.model_b} != {model, baseline}:  # none if model == baseline: a battle is two models
             continue
-        side = "a" if b["model_a"] == model else "b"
-        score = win_score(b["winner"]) if side == "a" else 1.0 - win_score(b["winner"])
-        scores.append(score)
+        side = 0 if b.model_a == model else 1
+        scores.append(win_score(b.winner) if side == 0 else 1.0 - win_score(b.winner))
         vote_ids.append(vote_key(b))
-        if "len_a" in b:
-            own.append(b[f"len_{side}"])
-            other.append(b["len_b" if side == "a" else "len_a"])
+        lengths = _lengths(b)
+        if lengths is not None:
+            own.append(lengths[side])
+            other.append(lengths[1 - side])
     n = len(scores)
     if n == 0:
         return WinRate(model, baseline, 0, 0, 0, 0, None, None, None, None, None, 0, None)
@@ -89,18 +90,14 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def models_in(battles: Sequence[Mapping[str, Any]]) -> list[str]:
-    return sorted({b["model_a"] for b in battles} | {b["model_b"] for b in battles})
-
-
-def win_rate_table(battles: Sequence[Mapping[str, Any]], baseline: str) -> pd.DataFrame:
+def win_rate_table(battles: Sequence[Battle], baseline: str) -> pd.DataFrame:
     """Every other model's win rate against `baseline`, best first."""
     rows = [win_rate(battles, m, baseline) for m in models_in(battles) if m != baseline]
     table = pd.DataFrame([r.__dict__ for r in rows if r.n > 0], columns=list(WinRate.__dataclass_fields__))
     return table.sort_values("rate", ascending=False, ignore_index=True)
 
 
-def checkpoint_timeline(battles: Sequence[Mapping[str, Any]], checkpoints: Sequence[Mapping[str, Any]],
+def checkpoint_timeline(battles: Sequence[Battle], checkpoints: Sequence[Mapping[str, Any]],
                         baseline: str = "sft") -> pd.DataFrame:
     """Each checkpoint's win rate against `baseline`, in the order the checkpoints were made
     (`checkpoints` as `Store.checkpoints()` lists them); checkpoints without battles are left out."""
@@ -129,10 +126,10 @@ class LengthControlled:
     length_scale: float  # s, in the lengths' unit
 
 
-def _lengths(row: Mapping[str, Any]) -> tuple[float, float] | None:
-    if "len_a" in row and "len_b" in row:
-        return float(row["len_a"]), float(row["len_b"])
-    return None
+def _lengths(battle: Battle) -> tuple[float, float] | None:
+    if battle.len_a is None or battle.len_b is None:
+        return None
+    return float(battle.len_a), float(battle.len_b)
 
 
 def fit_length_model(u: FloatArray, y: FloatArray, weights: FloatArray, ridge: float = RIDGE) -> FloatArray:
@@ -154,20 +151,20 @@ def fit_length_model(u: FloatArray, y: FloatArray, weights: FloatArray, ridge: f
     raise RuntimeError(f"Newton's method did not converge in {MAX_NEWTON_STEPS} steps")
 
 
-def length_controlled_win_rate(battles: Sequence[Mapping[str, Any]], model: str, baseline: str,
+def length_controlled_win_rate(battles: Sequence[Battle], model: str, baseline: str,
                                bootstrap: int = 1000, seed: int = 0) -> LengthControlled | None:
     """`model`'s raw and length-controlled win rate against `baseline` (module docstring); None
     when the two never met. Every battle between them needs both answers' lengths."""
     y, own, other, keys = [], [], [], []
     for n, b in enumerate(battles):
-        if {b["model_a"], b["model_b"]} != {model, baseline} or model == baseline:
+        if {b.model_a, b.model_b} != {model, baseline}:  # none if model == baseline: a battle is two models
             continue
         lengths = _lengths(b)
         if lengths is None:
-            raise PlaygroundError(f"battle {n + 1} ({b['model_a']} vs {b['model_b']}): no answer lengths (len_a and "
+            raise PlaygroundError(f"battle {n + 1} ({b.model_a} vs {b.model_b}): no answer lengths (len_a and "
                                   "len_b, or conv_metadata); the length-controlled win rate needs them")
-        side = 0 if b["model_a"] == model else 1
-        y.append(win_score(b["winner"]) if side == 0 else 1.0 - win_score(b["winner"]))
+        side = 0 if b.model_a == model else 1
+        y.append(win_score(b.winner) if side == 0 else 1.0 - win_score(b.winner))
         own.append(lengths[side])
         other.append(lengths[1 - side])
         key = vote_key(b)
@@ -197,17 +194,17 @@ def length_controlled_win_rate(battles: Sequence[Mapping[str, Any]], model: str,
                             low, high, float(phi), scale)
 
 
-def with_lengths(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The rows with `len_a`/`len_b`: as given where every row has them, else from conv_metadata's
-    token counts where every row has those (one unit for all); otherwise unchanged (the fit then
-    names the first battle without lengths)."""
-    if all(_lengths(r) is not None for r in rows) or not all("conv_metadata" in r for r in rows):
-        return list(rows)
-    return [{**r, "len_a": style_totals(r["conv_metadata"], "a", f"battle {n + 1}")[0],
-             "len_b": style_totals(r["conv_metadata"], "b", f"battle {n + 1}")[0]} for n, r in enumerate(rows)]
+def with_lengths(battles: Sequence[Battle]) -> list[Battle]:
+    """The battles with `len_a`/`len_b`: as given where every battle has them, else from
+    conv_metadata's token counts where every battle has those (one unit for all); otherwise
+    unchanged (the fit then names the first battle without lengths)."""
+    if all(_lengths(b) is not None for b in battles) or any(b.conv_metadata is None for b in battles):
+        return list(battles)
+    return [replace(b, len_a=style_totals(b.conv_metadata, "a", f"battle {n + 1}")[0],
+                    len_b=style_totals(b.conv_metadata, "b", f"battle {n + 1}")[0]) for n, b in enumerate(battles)]
 
 
-def length_controlled_table(battles: Sequence[Mapping[str, Any]], baseline: str, bootstrap: int = 1000,
+def length_controlled_table(battles: Sequence[Battle], baseline: str, bootstrap: int = 1000,
                             seed: int = 0) -> pd.DataFrame:
     """Every other model's raw and length-controlled win rate against `baseline`, best LC first;
     columns as `LengthControlled`, plus the raw rate's Wilson interval (ci_low, ci_high)."""

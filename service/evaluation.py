@@ -12,13 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from evals.battle import Battle
+from evals.battles import judge_battle, read_battles
 from evals.dashboard import Report, build_report, write_tables, zip_tables
 from evals.judge import Judge
 from evals.judges import make_judge
 from evals.kl import EVAL_PROMPTS, KLEstimate, eval_prompts
 from evals.kl import estimate_kl as estimate_role_kl
 from evals.llm_judge import llm_judge
-from evals.ratings import read_battles
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import check_models
@@ -101,8 +102,8 @@ def app_judge(state: AppState, kind: str, phrase: str = "", reward_model: Path |
 
 def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Sequence[str], judge: Judge,
               settings: GenerationSettings, progress: Progress | None = None,
-              should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
-    """Generate, judge and store; returns the stored battles (nothing is stored if stopped early).
+              should_stop: Callable[[], bool] | None = None) -> list[Battle]:
+    """Generate, judge and store; returns the battles stored (nothing is stored if stopped early).
 
     Each prompt is answered by every model in one batched generation (seed = `settings.seed` +
     prompt number), each pair of models is one battle per prompt in a seeded random order (so a
@@ -126,7 +127,7 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
             if rng.random() < 0.5:
                 i, j = j, i
             pending.append({"prompt": list(messages), "model_a": rated[i], "model_b": rated[j],
-                            "text_a": texts[i], "text_b": texts[j], "len_a": len(texts[i]), "len_b": len(texts[j])})
+                            "text_a": texts[i], "text_b": texts[j]})
         if progress:
             progress(n + 1, len(prompts), "generating")
     verdicts = judge.decide([b["prompt"] for b in pending], [b["text_a"] for b in pending],
@@ -134,7 +135,7 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
     battles = [{**b, "winner": w, "details": d} for b, (w, d) in zip(pending, verdicts, strict=True)]
     run = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
     state.store.add_judge_battles(judge.name, run, battles)
-    return battles
+    return [judge_battle(judge.name, b) for b in battles]
 
 
 def dashboard_report(state: AppState, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",
@@ -145,7 +146,7 @@ def dashboard_report(state: AppState, human: bool = True, judges: Sequence[str] 
     prompt category's battles only, and style-controlled ratings. Writes nothing."""
     if not 0 <= bootstrap <= MAX_BOOTSTRAP:
         raise PlaygroundError(f"bootstrap rounds must be 0..{MAX_BOOTSTRAP}, got {bootstrap}")
-    extra = [{**b, "source": battles_file.name} for b in read_battles(battles_file)] if battles_file else []
+    extra = [replace(b, source=battles_file.name) for b in read_battles(battles_file)] if battles_file else []
     return build_report(state.store, human, judges, baseline or "sft", anchor or None, bootstrap,
                         kl=state.kl_estimates, extra=extra, category=category or None, style_control=style_control)
 

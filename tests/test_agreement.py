@@ -19,6 +19,8 @@ from evals.agreement import (
     position_bias_stats,
     wilson_interval,
 )
+from evals.battle import Battle
+from evals.battles import vote_battles
 from playground.data.merge import Judgement
 from tests.conftest import make_vote
 from tests.test_merge import vote
@@ -277,8 +279,8 @@ def test_judge_human_agreement_hand_computed() -> None:
     def prompt(n: int) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"Question {n}?"}]
 
-    def fight(n: int, a: str, b: str, winner: str) -> dict:
-        return {"prompt": prompt(n), "model_a": a, "model_b": b, "winner": winner}
+    def fight(n: int, a: str, b: str, winner: str) -> Battle:
+        return Battle(a, b, winner, source="judge", prompt=prompt(n))
 
     votes = [
         make_vote(("x", "y"), "a", prompt=prompt(1)), make_vote(("x", "y"), "a", prompt=prompt(1), voter="bo"),
@@ -288,16 +290,16 @@ def test_judge_human_agreement_hand_computed() -> None:
         make_vote(("x", "y"), "a", prompt=prompt(4)), make_vote(("x", "y"), "b", prompt=prompt(4), voter="bo"),
         make_vote(("x", "y"), "a", prompt=prompt(5)),  # no judge battle here
         make_vote(("x", "y", "z"), "ranking", ranking=(2, 0, 1), prompt=prompt(7)),  # z > x > y
-        make_vote(("policy", "sft"), "a", prompt=prompt(8), rated_as=("sft", "sft")),  # one model twice
+        make_vote(("policy", "sft"), "a", prompt=prompt(8), rated_as=("sft", "sft")),  # one model twice: no battle
     ]
     judge = [
         fight(1, "y", "x", "model_b"), fight(1, "x", "y", "model_a"),  # two runs, both x
         fight(2, "x", "y", "model_a"), fight(3, "y", "x", "tie (bothbad)"), fight(4, "x", "y", "model_a"),
         fight(6, "x", "y", "model_a"),  # no human vote here
         fight(7, "x", "y", "model_a"), fight(7, "z", "x", "model_b"), fight(7, "y", "z", "model_b"),
-        fight(8, "sft", "sft", "model_a"),
+        fight(8, "sft", "x", "model_a"),  # no human battle here: the humans' one was sft against itself
     ]
-    result = judge_human_agreement(votes, judge)
+    result = judge_human_agreement(vote_battles(votes), judge)
     # (judge, human) per unit, F/S = the alphabetically first/second model wins, T = tie (both-bad too):
     # 1 (F, F), 2 (F, T), 3 (T, S), 7 x–y (F, F), 7 x–z (F, S), 7 y–z (S, S); 4 has a 1–1 human split.
     assert (result.n, result.agree, result.no_verdict) == (6, 3, 1)
@@ -308,5 +310,5 @@ def test_judge_human_agreement_hand_computed() -> None:
     assert result.kappa.expected == pytest.approx(1 / 3, abs=1e-12)
     assert result.kappa.kappa == pytest.approx(0.25, abs=1e-12)
     assert (result.kappa.ci_low, result.kappa.ci_high) == pytest.approx((-0.3501, 0.8501), abs=1e-4)
-    empty = judge_human_agreement(votes[:3], judge[5:6])
+    empty = judge_human_agreement(vote_battles(votes[:3]), judge[5:6])
     assert (empty.n, empty.agreement, empty.kappa.kappa) == (0, None, None)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from gradio_client import Client, handle_file
 
+from evals.battle import Battle
 from evals.dashboard import HINT_WIDTH, JUDGE_COLUMNS, build_report, win_rate_display, write_tables, zip_tables
 from evals.kl import estimate_kl, eval_prompts
 from evals.winrate import win_rate_table
@@ -153,9 +154,8 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
 def test_the_win_rate_table_shows_the_votes_behind_its_pairs() -> None:
     """Three battles against the baseline from one ranking vote and one pair vote: four pairs, two votes,
     and the table says the Wilson interval is too narrow."""
-    def row(vote_id: int, winner: str) -> dict:
-        return {"model_a": "dpo-1", "model_b": "sft", "winner": winner, "vote_id": vote_id, "source": "human",
-                "len_a": 10, "len_b": 20}
+    def row(vote_id: int, winner: str) -> Battle:
+        return Battle("dpo-1", "sft", winner, vote_id=vote_id, source="human", len_a=10, len_b=20)
 
     shown = win_rate_display(win_rate_table([row(1, "model_a")] * 3 + [row(2, "model_b")], "sft"))
     [line] = shown.to_dict("records")
@@ -201,6 +201,7 @@ def test_the_dashboard_shows_length_controlled_win_rates_and_style_controlled_ra
 def test_the_judge_table_compares_a_judge_with_the_human_majority(store) -> None:
     """Two prompts voted on by people and judged: the judge agrees on one, disagrees on the other
     (κ = 0 at that split), and one of its four orders disagreed with the other (consistency 1/2)."""
+    from evals.battles import human_battles
     from evals.dashboard import judge_table
     from tests.conftest import make_vote
 
@@ -214,7 +215,7 @@ def test_the_judge_table_compares_a_judge_with_the_human_majority(store) -> None
         {**battle, "prompt": prompts[1], "winner": "tie",  # the first slot both times: the orders disagree
          "details": {"ab": {"winner": "model_a"}, "ba": {"winner": "model_a"}}},
     ])
-    [row] = judge_table(store).to_dict("records")
+    [row] = judge_table(store, human_battles(store)).to_dict("records")
     assert row["judge"] == "rule:longer" and row["battles"] == 2
     assert row["position consistency"] == 0.5
     assert row["pairs with human votes"] == 2 and row["agreement with humans"] == 0.5

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cli.data import build_parser
-from evals.ratings import battles_from_rows, read_battles
+from evals.battles import read_battles
+from evals.ratings.indexed import index_battles
 from playground.core.errors import PlaygroundError
 from playground.data.exchange import export_rows, import_file
 from playground.data.rows import PreferenceRow
@@ -154,7 +155,7 @@ def test_arena_export(store: Store, tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "arena.parquet").to_pylist() == rows
     # The ranking's three battles share its vote_id, so the ratings resample them as one vote.
     assert [r["vote_id"] for r in rows] == [1, 2, 3, 3, 3]
-    assert battles_from_rows(read_battles(tmp_path / "arena.parquet")).n_votes == 3
+    assert index_battles(read_battles(tmp_path / "arena.parquet")).n_votes == 3
 
 
 def test_export_refusals(store: Store, tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from cli.judge import main as judge_main
-from evals.battles import HUMAN, collect_battles, human_battles
+from evals.battle import Battle
+from evals.battles import HUMAN, human_battles, judge_battles
 from evals.judge import Judge, Verdict, both_orders, position_consistency, reward_model_judge, rule_judge
 from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
 from playground.core.chat import Message
@@ -38,8 +39,8 @@ def test_rule_judges() -> None:
             rule_judge(bad)
 
 
-def battle(a: str, b: str, winner: str, len_a: int = 10, len_b: int = 20) -> dict:
-    return {"model_a": a, "model_b": b, "winner": winner, "len_a": len_a, "len_b": len_b}
+def battle(a: str, b: str, winner: str, len_a: int = 10, len_b: int = 20) -> Battle:
+    return Battle(a, b, winner, len_a=len_a, len_b=len_b)
 
 
 def test_win_rate_counts_ties_as_half_with_a_wilson_interval() -> None:
@@ -76,9 +77,9 @@ def test_human_battles_use_rated_names_and_skip_self_battles(state: AppState) ->
     state.store.add_vote(make_vote(("policy", "sft", "reference"), "ranking", texts=("x", "xx", "xxx"),
                                    rated_as=("dpo-2", "sft", "sft"), ranking=(2, 0, 1)))
     rows = human_battles(state.store)
-    assert [(r["model_a"], r["model_b"], r["winner"], r["len_a"], r["len_b"]) for r in rows] == [
+    assert [(r.model_a, r.model_b, r.winner, r.len_a, r.len_b) for r in rows] == [
         ("dpo-1", "sft", "model_a", 1, 2), ("dpo-2", "sft", "model_a", 1, 2), ("dpo-2", "sft", "model_b", 1, 3)]
-    assert {r["source"] for r in rows} == {HUMAN}
+    assert {r.source for r in rows} == {HUMAN}
 
 
 def test_a_judge_run_is_stored_apart_from_votes(state: AppState) -> None:
@@ -86,20 +87,43 @@ def test_a_judge_run_is_stored_apart_from_votes(state: AppState) -> None:
     settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6, seed=1)
     battles = run_judge(state, prompts, ["policy", "sft"], rule_judge("longer"), settings)
     assert len(battles) == 3  # 3 prompts × 1 pair
-    assert {(b["model_a"], b["model_b"]) for b in battles} <= {("policy", "sft"), ("sft", "policy")}
+    assert {(b.model_a, b.model_b) for b in battles} <= {("policy", "sft"), ("sft", "policy")}
     stored = state.store.judge_battles("rule:longer")
     assert [(b["model_a"], b["model_b"], b["winner"]) for b in stored] == [
-        (b["model_a"], b["model_b"], b["winner"]) for b in battles]
+        (b.model_a, b.model_b, b.winner) for b in battles]
     for b in stored:
-        longer = len(b["text_a"].strip()) - len(b["text_b"].strip())
-        expected = "model_a" if longer > 0 else "model_b" if longer < 0 else b["winner"]
-        assert b["winner"] == expected
+        assert b["winner"] == longer_wins(b["text_a"], b["text_b"])
     assert state.store.votes() == []
-    assert collect_battles(state.store) == [] and len(collect_battles(state.store, judges=["rule:longer"])) == 3
+    assert human_battles(state.store) == [] and len(judge_battles(state.store, ["rule:longer"])) == 3
     with pytest.raises(PlaygroundError, match="the same weights"):  # the reference is the SFT model here
         run_judge(state, prompts, ["policy", "sft", "reference"], rule_judge("longer"), settings)
     with pytest.raises(PlaygroundError, match="unknown model"):
         run_judge(state, prompts, ["policy", "gpt-9"], rule_judge("longer"), settings)
+
+
+def longer_wins(text_a: str, text_b: str) -> str:
+    """The "longer" rule's verdict, written out: the longer stripped answer wins, equal lengths tie,
+    and two empty answers are both bad."""
+    longer = len(text_a.strip()) - len(text_b.strip())
+    if longer:
+        return "model_a" if longer > 0 else "model_b"
+    return "tie" if text_a.strip() else "tie (bothbad)"
+
+
+def test_a_rule_judge_run_ties_equal_lengths(state: AppState, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Scripted answers (policy's, sft's) per prompt: equal lengths once stripped (a judge that counted
+    # the trailing space would not tie), both empty, and one longer.
+    answers = {"Hi?": ["same ", "four"], "Say a word.": ["  ", ""], "Two?": ["a longer one", "no"]}
+    monkeypatch.setattr("service.evaluation.generate",
+                        lambda scheduler, roles, messages, settings: list(answers[messages[-1]["content"]]))
+    prompts = [[{"role": "user", "content": q}] for q in answers]
+    settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6, seed=1)
+    battles = run_judge(state, prompts, ["policy", "sft"], rule_judge("longer"), settings)
+    policy = state.rated_name("policy")
+    assert [b.winner for b in battles[:2]] == ["tie", "tie (bothbad)"]
+    assert battles[2].winner == ("model_a" if battles[2].model_a == policy else "model_b")
+    stored = state.store.judge_battles("rule:longer")
+    assert [b["winner"] for b in stored] == [longer_wins(b["text_a"], b["text_b"]) for b in stored]
 
 
 def test_judge_cli_prints_win_rates(tiny_model_dir: Path, home: Path, tmp_path: Path,
@@ -135,7 +159,8 @@ def test_both_orders_win_only_when_they_agree_on_the_model() -> None:
     _, details = verdicts[2]  # both orders' verdicts and numbers are kept; the swapped order saw b first
     assert details["ab"] == {"winner": "model_a", "at": 2, "first": "a2"}
     assert details["ba"] == {"winner": "model_a", "at": 9, "first": "b2"}
-    result = position_consistency([{"details": d} for _, d in verdicts] + [{"details": {"p_a": 0.5}}])
+    result = position_consistency([Battle("x", "y", w, details=d) for w, d in verdicts]
+                                  + [Battle("x", "y", "tie", details={"p_a": 0.5})])
     assert (result.consistent, result.n, result.unswapped) == (4, 7, 1)  # the last was judged in one order only
     assert result.rate == pytest.approx(4 / 7)
     assert (result.ci_low, result.ci_high) == pytest.approx((0.2504, 0.8418), abs=1e-4)  # Wilson, 4 of 7
@@ -149,7 +174,7 @@ def test_rule_judges_are_order_free(state: AppState) -> None:
     prompts = [PROMPT, [{"role": "user", "content": "Say a word."}], [{"role": "user", "content": "Two?"}]]
     run_judge(state, prompts, ["policy", "sft"], rule_judge("shorter"), settings)
     stored = state.store.judge_battles("rule:shorter")
-    result = position_consistency(stored)
+    result = position_consistency(judge_battles(state.store, ["rule:shorter"]))
     assert (result.consistent, result.n, result.rate) == (3, 3, 1.0)
     for b in stored:  # the swapped order's verdict names the same model, in its own terms
         assert b["details"]["ab"]["winner"] == b["winner"]
@@ -163,8 +188,8 @@ def test_a_position_biased_judge_is_never_consistent_and_only_ties(state: AppSta
     prompts = [PROMPT, [{"role": "user", "content": "Say a word."}], [{"role": "user", "content": "Two?"}]]
     settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6, seed=1)
     battles = run_judge(state, prompts, ["policy", "sft"], Judge("biased", both_orders(always_a)), settings)
-    assert [b["winner"] for b in battles] == ["tie"] * 3
-    result = position_consistency(state.store.judge_battles("biased"))
+    assert [b.winner for b in battles] == ["tie"] * 3
+    result = position_consistency(judge_battles(state.store, ["biased"]))
     assert (result.consistent, result.n, result.rate) == (0, 3, 0.0)
     assert (result.ci_low, result.ci_high) == pytest.approx((0.0, 0.5615), abs=1e-4)  # Wilson, 0 of 3
 
@@ -179,7 +204,7 @@ def test_the_reward_model_judge_is_order_free(state: AppState, tiny_model_dir: P
     settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8, seed=4)
     run_judge(state, prompts, ["policy", "sft"], judge, settings)
     stored = state.store.judge_battles("reward-model:rm")
-    result = position_consistency(stored)
+    result = position_consistency(judge_battles(state.store, ["reward-model:rm"]))
     assert (result.consistent, result.n, result.rate) == (4, 4, 1.0)
     for b in stored:
         ab, ba = b["details"]["ab"], b["details"]["ba"]

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 import evals.llm_judge as llm
+from evals.battle import Battle
 from evals.judge import orders_agree, position_consistency
 from evals.judges import make_judge
 from playground.core.chat import Message
@@ -86,7 +87,7 @@ def test_probabilities_are_the_softmax_of_the_label_logits(tiny_model_dir: Path,
     for (_, batched), (_, single) in zip(verdicts, alone.decide(PROMPTS, ANSWERS_A, ANSWERS_B), strict=True):
         assert batched["ab"]["p_a"] == pytest.approx(single["ab"]["p_a"], abs=1e-5)
         assert batched["ba"]["p_tie"] == pytest.approx(single["ba"]["p_tie"], abs=1e-5)
-    assert position_consistency([{"details": d} for _, d in verdicts]).n == 3
+    assert position_consistency([Battle("x", "y", w, details=d) for w, d in verdicts]).n == 3
 
 
 def test_verdict_is_the_likeliest_label_and_an_exact_tie_is_a_tie() -> None:

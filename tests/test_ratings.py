@@ -16,23 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from cli.ratings import main
-from evals.ratings import (
-    ANCHOR_RATING,
-    ELO_PER_LOGIT,
-    STYLE_FEATURES,
-    Battles,
-    aggregate,
-    battles_from_rows,
-    bootstrap_style,
-    compute_ratings,
-    fit_log_strengths,
-    fit_style_strengths,
-    online_elo,
-    read_battles,
-    style_data,
-    style_features,
-    to_json,
-)
+from evals.battle import parse_battles
+from evals.battles import read_battles
+from evals.ratings.bradley_terry import ANCHOR_RATING, ELO_PER_LOGIT, aggregate, fit_log_strengths
+from evals.ratings.indexed import IndexedBattles, index_battles
+from evals.ratings.online_elo import online_elo
+from evals.ratings.results import compute_ratings, to_json
+from evals.ratings.style import STYLE_FEATURES, bootstrap_style, fit_style_strengths, style_data, style_features
 from evals.winrate import win_rate
 from playground.core.errors import PlaygroundError
 from playground.data.votes import ARENA_WINNERS, win_score
@@ -60,6 +50,11 @@ def simulate(true: dict[str, float], n: int, seed: int) -> list[dict[str, str]]:
     return [{"model_a": names[i], "model_b": names[j], "winner": str(w)} for i, j, w in zip(a, b, winner, strict=True)]
 
 
+def indexed(rows: list[dict[str, Any]]) -> IndexedBattles:
+    """Arena rows as the fits read them."""
+    return index_battles(parse_battles(rows))
+
+
 def battles(*spec: tuple[str, str, str, int]) -> list[dict[str, str]]:
     """Rows from (model_a, model_b, winner, how many) tuples."""
     return [{"model_a": a, "model_b": b, "winner": w} for a, b, w, count in spec for _ in range(count)]
@@ -72,7 +67,7 @@ def simulated_rows() -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def simulated(simulated_rows: list[dict[str, str]]) -> Any:
-    return compute_ratings(battles_from_rows(simulated_rows), bootstrap=1000, seed=3)
+    return compute_ratings(indexed(simulated_rows), bootstrap=1000, seed=3)
 
 
 def test_recovers_known_ratings_within_the_intervals(simulated: Any) -> None:
@@ -93,7 +88,7 @@ def test_interval_widths_match_the_sandwich_standard_errors(simulated: Any,
                                                            simulated_rows: list[dict[str, str]]) -> None:
     # Resampling battles estimates Var θ̂ ≈ H⁻¹ J H⁻¹ (H: Fisher information, J: Σ (s − p)² d dᵀ, which
     # ties make smaller than H), so a 95% percentile interval spans ≈ 2 · 1.96 standard errors.
-    b = battles_from_rows(simulated_rows)
+    b = indexed(simulated_rows)
     others = [m for m in b.models if m != "sft"]
     theta = (simulated.leaderboard.loc[list(b.models), "rating"].to_numpy() - 1000.0) * math.log(10) / 400
     d = np.zeros((len(b), len(b.models)))
@@ -110,7 +105,7 @@ def test_two_models_match_the_closed_form() -> None:
     # 30 wins in 40 (or 20 wins + 20 ties: the same 30 points) → R_A − R_B = 400 log10(30/10)
     for rows in (battles(("A", "B", "model_a", 30), ("A", "B", "model_b", 10)),
                  battles(("A", "B", "model_a", 20), ("B", "A", "tie", 10), ("A", "B", "tie (bothbad)", 10))):
-        board = compute_ratings(battles_from_rows(rows), bootstrap=0, anchor="B").leaderboard
+        board = compute_ratings(indexed(rows), bootstrap=0, anchor="B").leaderboard
         assert board.loc["B", "rating"] == 1000.0
         assert board.loc["A", "rating"] - 1000.0 == pytest.approx(400 * math.log10(3), abs=0.05)
         assert board["ci_low"].isna().all() and board["ci_high"].isna().all()
@@ -142,8 +137,8 @@ def test_invariant_to_battle_order_sides_and_order_preserving_names(simulated_ro
     flipped = [{"model_a": r["model_b"], "model_b": r["model_a"], "winner": FLIP[r["winner"]]} if rng.random() < 0.5
                else r for r in shuffled]
     renamed = [{**r, "model_a": "m-" + r["model_a"], "model_b": "m-" + r["model_b"]} for r in flipped]
-    base = compute_ratings(battles_from_rows(simulated_rows), bootstrap=200, seed=5).leaderboard
-    other = compute_ratings(battles_from_rows(renamed), bootstrap=200, seed=5, anchor="m-sft").leaderboard
+    base = compute_ratings(indexed(simulated_rows), bootstrap=200, seed=5).leaderboard
+    other = compute_ratings(indexed(renamed), bootstrap=200, seed=5, anchor="m-sft").leaderboard
     assert list(other.index) == ["m-" + m for m in base.index]
     for column in ("rating", "ci_low", "ci_high"):
         np.testing.assert_allclose(other[column].to_numpy(), base[column].to_numpy(), rtol=0, atol=1e-9)
@@ -153,8 +148,8 @@ def test_invariant_to_battle_order_sides_and_order_preserving_names(simulated_ro
 
 def test_swapping_sides_with_the_winner_flipped_changes_nothing(simulated_rows: list[dict[str, str]]) -> None:
     swapped = [{"model_a": r["model_b"], "model_b": r["model_a"], "winner": FLIP[r["winner"]]} for r in simulated_rows]
-    base = to_json(compute_ratings(battles_from_rows(simulated_rows), bootstrap=100, seed=1))
-    other = to_json(compute_ratings(battles_from_rows(swapped), bootstrap=100, seed=1))
+    base = to_json(compute_ratings(indexed(simulated_rows), bootstrap=100, seed=1))
+    other = to_json(compute_ratings(indexed(swapped), bootstrap=100, seed=1))
     for data in (base, other):  # online Elo follows the battles' order and sides exactly; not compared
         for model in data["models"].values():
             model.pop("online_elo")
@@ -165,14 +160,14 @@ def test_any_renaming_keeps_the_point_ratings(simulated_rows: list[dict[str, str
     # Reversing the alphabetical order changes the bootstrap's cell order (so its draws) but not the fit.
     rename = {m: f"{chr(ord('z') - k)}-{m}" for k, m in enumerate(sorted(TRUE))}
     renamed = [{**r, "model_a": rename[r["model_a"]], "model_b": rename[r["model_b"]]} for r in simulated_rows]
-    base = compute_ratings(battles_from_rows(simulated_rows), bootstrap=0).leaderboard["rating"]
-    other = compute_ratings(battles_from_rows(renamed), bootstrap=0, anchor=rename["sft"]).leaderboard["rating"]
+    base = compute_ratings(indexed(simulated_rows), bootstrap=0).leaderboard["rating"]
+    other = compute_ratings(indexed(renamed), bootstrap=0, anchor=rename["sft"]).leaderboard["rating"]
     for model in TRUE:
         assert other[rename[model]] == pytest.approx(base[model], abs=1e-9)
 
 
 def test_anchor_only_shifts_ratings_and_seed_drives_the_intervals(simulated_rows: list[dict[str, str]]) -> None:
-    b = battles_from_rows(simulated_rows)
+    b = indexed(simulated_rows)
     base = compute_ratings(b, bootstrap=50, seed=0).leaderboard
     shifted = compute_ratings(b, bootstrap=50, seed=0, anchor="eta").leaderboard
     assert shifted.loc["eta", "rating"] == 1000.0
@@ -190,7 +185,7 @@ def test_anchor_only_shifts_ratings_and_seed_drives_the_intervals(simulated_rows
 
 
 def test_batched_newton_equals_one_fit_per_data_set() -> None:
-    counts = aggregate(battles_from_rows(simulate(TRUE, 600, seed=11)))
+    counts = aggregate(indexed(simulate(TRUE, 600, seed=11)))
     rng = np.random.default_rng(2)
     n = rng.integers(0, 30, (5, len(counts.i))).astype(float)
     w = np.floor(rng.random(n.shape) * (2 * n + 1)) / 2  # 0, ½, …, n points
@@ -211,7 +206,7 @@ def test_batched_newton_equals_one_fit_per_data_set() -> None:
 def test_a_model_that_never_loses_gets_a_finite_top_rating() -> None:
     rows = battles(("champ", "sft", "model_a", 12), ("x", "champ", "model_b", 9),
                    ("sft", "x", "model_a", 10), ("sft", "x", "model_b", 7), ("x", "sft", "tie", 5))
-    result = compute_ratings(battles_from_rows(rows), bootstrap=300)
+    result = compute_ratings(indexed(rows), bootstrap=300)
     board = result.leaderboard
     assert board.index[0] == "champ" and board.loc["champ", "losses"] == board.loc["champ", "ties"] == 0
     top = board.loc["champ"]
@@ -223,7 +218,7 @@ def test_a_model_that_never_loses_gets_a_finite_top_rating() -> None:
 
 def test_all_ties_give_everyone_the_anchor_rating() -> None:
     rows = battles(("sft", "a", "tie", 3), ("a", "b", "tie (bothbad)", 4), ("b", "sft", "tie", 2))
-    board = compute_ratings(battles_from_rows(rows), bootstrap=100).leaderboard
+    board = compute_ratings(indexed(rows), bootstrap=100).leaderboard
     np.testing.assert_allclose(board["rating"], 1000.0, atol=1e-9)
     np.testing.assert_allclose(board[["ci_low", "ci_high"]].to_numpy(), 1000.0, atol=1e-9)
     assert list(board["rank"]) == [1, 1, 1] and list(board.index) == ["a", "b", "sft"]
@@ -231,7 +226,7 @@ def test_all_ties_give_everyone_the_anchor_rating() -> None:
 
 def test_disconnected_groups_stay_finite_with_a_warning() -> None:
     rows = battles(("a", "b", "model_a", 6), ("a", "b", "model_b", 2), ("c", "d", "model_a", 3), ("c", "d", "tie", 3))
-    result = compute_ratings(battles_from_rows(rows), bootstrap=50, anchor="a")
+    result = compute_ratings(indexed(rows), bootstrap=50, anchor="a")
     assert np.isfinite(result.leaderboard["rating"]).all()
     assert "2 groups that never met (a, b; c, d)" in result.warnings[0]
     assert math.isnan(result.win_fraction.loc["a", "c"])
@@ -239,10 +234,10 @@ def test_disconnected_groups_stay_finite_with_a_warning() -> None:
 
 
 def test_online_elo() -> None:
-    b = battles_from_rows(battles(("a", "b", "model_a", 1)))
+    b = indexed(battles(("a", "b", "model_a", 1)))
     assert online_elo(b) == {"a": 1002.0, "b": 998.0}  # E = ½, k = 4
     rows = battles(("top", "x", "model_a", 20), ("y", "top", "model_b", 20), ("x", "y", "tie", 10))
-    elo = online_elo(battles_from_rows(rows), k=16)
+    elo = online_elo(indexed(rows), k=16)
     assert elo["top"] > 1000 + 100 and elo["x"] < 1000 and elo["y"] < 1000
     assert sum(elo.values()) == pytest.approx(3000)  # every update is zero-sum
 
@@ -252,7 +247,7 @@ def test_online_elo() -> None:
 
 def widths(rows: list[dict[str, Any]], seed: int = 2) -> pd.Series:
     """Each non-anchor model's 95% interval width (Elo), by model name."""
-    board = compute_ratings(battles_from_rows(rows), bootstrap=1000, seed=seed).leaderboard
+    board = compute_ratings(indexed(rows), bootstrap=1000, seed=seed).leaderboard
     return (board["ci_high"] - board["ci_low"]).drop("sft").sort_index()
 
 
@@ -263,7 +258,7 @@ def without_vote_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_pair_votes_resample_exactly_like_battles(simulated_rows: list[dict[str, str]]) -> None:
     # One battle per vote: the vote patterns are the cells, so the draws, and the intervals, are the same.
     voted = [{**row, "vote_id": 1000 + n} for n, row in enumerate(simulated_rows)]
-    by_vote, by_battle = (compute_ratings(battles_from_rows(rows), bootstrap=300, seed=5)
+    by_vote, by_battle = (compute_ratings(indexed(rows), bootstrap=300, seed=5)
                           for rows in (voted, simulated_rows))
     assert (by_vote.n_votes, by_battle.n_votes, by_vote.n_battles) == (4000, 4000, 4000)
     for column in ("rating", "ci_low", "ci_high"):
@@ -294,18 +289,18 @@ def test_rankings_with_correlated_pairs_widen_the_interval() -> None:
                          "winner": "model_a" if order.index(x) < order.index(y) else "model_b"})
     by_vote, by_battle = widths(rows), widths(without_vote_ids(rows))
     assert by_vote["a"] > 1.35 * by_battle["a"], (by_vote, by_battle)
-    assert compute_ratings(battles_from_rows(rows), bootstrap=0).n_votes == 150
+    assert compute_ratings(indexed(rows), bootstrap=0).n_votes == 150
 
 
 def test_votes_are_told_apart_by_source_and_do_not_depend_on_order(simulated_rows: list[dict[str, str]]) -> None:
     rows = [{**row, "vote_id": n // 3, "source": "human" if n % 2 else "other.jsonl"}
             for n, row in enumerate(simulated_rows[:600])]
-    assert battles_from_rows(rows).n_votes == 200 + 200  # 3 rows per vote id, split between two sources
+    assert indexed(rows).n_votes == 200 + 200  # 3 rows per vote id, split between two sources
     # Patterns are ordered by content: shuffled rows and renumbered votes draw the same rounds.
     shuffled = [{**rows[k], "vote_id": f"v{rows[k]['vote_id']}"} for k in np.random.default_rng(1).permutation(600)]
     assert np.array_equal(widths(rows), widths(shuffled))
     with pytest.raises(PlaygroundError, match="row 1: vote_id must be an integer or a string"):
-        battles_from_rows([{"model_a": "a", "model_b": "b", "winner": "tie", "vote_id": 1.5}])
+        parse_battles([{"model_a": "a", "model_b": "b", "winner": "tie", "vote_id": 1.5}])
 
 
 def test_win_rate_counts_the_votes_behind_its_battles() -> None:
@@ -314,10 +309,10 @@ def test_win_rate_counts_the_votes_behind_its_battles() -> None:
             {"model_a": "sft", "model_b": "ckpt", "winner": "model_b", "vote_id": 7},
             {"model_a": "ckpt", "model_b": "sft", "winner": "tie", "vote_id": 8},
             {"model_a": "sft", "model_b": "ckpt", "winner": "tie (bothbad)"}]
-    r = win_rate(rows, "ckpt", "sft")
+    r = win_rate(parse_battles(rows), "ckpt", "sft")
     assert (r.n, r.wins, r.ties, r.losses, r.rate, r.n_votes) == (4, 2, 2, 0, 0.75, 3)
     assert r.note == "4 pairs from 3 votes: pairs from rankings are not independent; interval too narrow"
-    clean = win_rate(rows[1:], "ckpt", "sft")
+    clean = win_rate(parse_battles(rows[1:]), "ckpt", "sft")
     assert (clean.n, clean.n_votes, clean.note) == (3, 3, None)
 
 
@@ -328,11 +323,11 @@ def test_win_score_is_the_one_tie_rule() -> None:
 
 
 def test_one_model_or_no_battles_is_an_error() -> None:
-    one = Battles(("sft",), np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([]))
+    one = IndexedBattles(("sft",), np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([]))
     with pytest.raises(PlaygroundError, match="at least 2 models"):
         compute_ratings(one)
     with pytest.raises(PlaygroundError, match="no battles"):
-        battles_from_rows([])
+        index_battles([])
 
 
 def write_battles(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -353,7 +348,7 @@ def write_battles(path: Path, rows: list[dict[str, Any]]) -> Path:
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
 def test_read_battles_formats(tmp_path: Path, suffix: str) -> None:
     rows = battles(("a", "b", "model_a", 2), ("b", "c", "tie (bothbad)", 1))
-    assert read_battles(write_battles(tmp_path / f"battles{suffix}", rows)) == rows
+    assert read_battles(write_battles(tmp_path / f"battles{suffix}", rows)) == parse_battles(rows)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
@@ -363,8 +358,8 @@ def test_read_battles_keeps_the_vote_id(tmp_path: Path, suffix: str) -> None:
             {"model_a": "b", "model_b": "c", "winner": "tie", "vote_id": None, "tstamp": 2.0}]
     read = read_battles(write_battles(tmp_path / f"battles{suffix}", rows))
     vote_id = "4" if suffix == ".csv" else 4  # a CSV cell is text; the empty one is no vote id
-    assert [r.get("vote_id") for r in read] == [vote_id, vote_id, None] and "tstamp" not in read[0]
-    assert battles_from_rows(read).n_votes == 2
+    assert [r.vote_id for r in read] == [vote_id, vote_id, None] and read[0].tstamp is None
+    assert index_battles(read).n_votes == 2
 
 
 @pytest.mark.parametrize(("lines", "message"), [
@@ -451,8 +446,8 @@ def simulate_styled(n: int, seed: int) -> list[dict[str, Any]]:
             meta[f"list_count_{side}"] = {"ordered": int(rng.poisson(2.0 if name == "verbose" else 0.8)),
                                           "unordered": int(rng.poisson(1.0))}
             meta[f"bold_count_{side}"] = {"**": int(rng.poisson(bold[name])), "__": 0}
-        rows.append({"model_a": names[a], "model_b": names[b], "winner": "", "conv_metadata": meta})
-    x = style_features(rows)
+        rows.append({"model_a": names[a], "model_b": names[b], "winner": "tie", "conv_metadata": meta})  # drawn below
+    x = style_features(parse_battles(rows))
     logit = np.array([(STYLED_TRUTH[r["model_a"]] - STYLED_TRUTH[r["model_b"]]) / ELO_PER_LOGIT for r in rows])
     wins = rng.random(n) < 1.0 / (1.0 + np.exp(-(logit + x @ PLANTED_BETA)))
     for row, won in zip(rows, wins, strict=True):
@@ -462,8 +457,8 @@ def simulate_styled(n: int, seed: int) -> list[dict[str, Any]]:
 
 def test_style_control_recovers_planted_ratings_that_plain_ratings_miss() -> None:
     rows = simulate_styled(20_000, seed=3)
-    battles = battles_from_rows(rows)
-    styled = compute_ratings(battles, bootstrap=200, seed=1, style=style_features(rows))
+    battles = indexed(rows)
+    styled = compute_ratings(battles, bootstrap=200, seed=1, style=style_features(parse_battles(rows)))
     plain = compute_ratings(battles, bootstrap=0)
     err = {m: styled.leaderboard.loc[m, "rating"] - STYLED_TRUTH[m] for m in STYLED_TRUTH}
     assert max(abs(e) for e in err.values()) < 15.0, err  # within 15 Elo of the planted ratings
@@ -486,7 +481,7 @@ def test_style_control_recovers_planted_ratings_that_plain_ratings_miss() -> Non
 
 def test_style_fit_without_style_is_the_plain_fit() -> None:
     rows = simulate(TRUE, 3000, seed=5)
-    battles = battles_from_rows(rows)
+    battles = indexed(rows)
     theta = fit_style_strengths(style_data(battles, np.zeros((len(battles), 4))))
     counts = aggregate(battles)
     plain = fit_log_strengths(counts.i, counts.j, counts.n[None, :].astype(float), counts.w[None, :], len(TRUE))
@@ -496,13 +491,13 @@ def test_style_fit_without_style_is_the_plain_fit() -> None:
 
 def test_style_features_are_antisymmetric_ratios_scaled_to_unit_rms() -> None:
     rows = simulate_styled(500, seed=0)
-    x = style_features(rows)
+    x = style_features(parse_battles(rows))
     np.testing.assert_allclose(np.sqrt(np.mean(x**2, axis=0)), 1.0)
     swapped = [{**r, "model_a": r["model_b"], "model_b": r["model_a"], "winner": FLIP[r["winner"]],
                 "conv_metadata": {k[:-1] + {"a": "b", "b": "a"}[k[-1]] if k[-1] in "ab" else
                                   k.replace("_a_", "_b_") if "_a_" in k else k.replace("_b_", "_a_"): v
                                   for k, v in r["conv_metadata"].items()}} for r in rows]
-    np.testing.assert_allclose(style_features(swapped), -x)
+    np.testing.assert_allclose(style_features(parse_battles(swapped)), -x)
     meta = rows[0]["conv_metadata"]
     tokens = meta["sum_assistant_a_tokens"], meta["sum_assistant_b_tokens"]
     raw = (tokens[0] - tokens[1]) / (tokens[0] + tokens[1] + 1)
@@ -511,7 +506,7 @@ def test_style_features_are_antisymmetric_ratios_scaled_to_unit_rms() -> None:
                            + 1) for r in rows])
     assert x[0, 0] == pytest.approx(raw / np.sqrt(np.mean(all_raw**2)))
     with pytest.raises(PlaygroundError, match="battle 2: no conv_metadata"):
-        style_features([rows[0], {"model_a": "x", "model_b": "y", "winner": "tie"}])
+        style_features(parse_battles([rows[0], {"model_a": "x", "model_b": "y", "winner": "tie"}]))
 
 
 def test_style_bootstrap_round_is_the_weighted_refit() -> None:
@@ -520,16 +515,16 @@ def test_style_bootstrap_round_is_the_weighted_refit() -> None:
     rows = simulate_styled(3000, seed=8)
     for n, row in enumerate(rows):
         row["vote_id"] = n // 3  # votes of three battles: a round keeps them together
-    battles = battles_from_rows(rows)
-    data = style_data(battles, style_features(rows))
+    battles = indexed(rows)
+    data = style_data(battles, style_features(parse_battles(rows)))
     start = fit_style_strengths(data)
     rounds = bootstrap_style(data, 2, seed=11, start=start)
     rng = np.random.default_rng(11)
     n_votes = int(data.vote.max()) + 1
     weight = np.bincount(rng.integers(0, n_votes, n_votes), minlength=n_votes)[data.vote]
     picked = np.repeat(np.arange(len(data.y)), weight)
-    expanded = Battles(battles.models, np.repeat(data.i, data.sizes)[picked], np.repeat(data.j, data.sizes)[picked],
-                       data.y[picked])
+    expanded = IndexedBattles(battles.models, np.repeat(data.i, data.sizes)[picked],
+                              np.repeat(data.j, data.sizes)[picked], data.y[picked])
     refit = fit_style_strengths(style_data(expanded, data.x[picked]))
     np.testing.assert_allclose(rounds[0], refit[0], atol=2e-5)
     assert np.abs(rounds[0] - start[0]).max() > 1e-3  # a real resample, not the start returned
@@ -557,7 +552,8 @@ def test_cli_style_control_and_category(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_store_battles_carry_category_and_style_counts(tmp_path: Path) -> None:
-    from evals.battles import categories, collect_battles, in_category
+    from evals.battle import categories, in_category
+    from evals.battles import human_battles, judge_battles
     from playground.data.prompt_sets import SetPrompt
     from playground.data.store import Store
     from playground.data.style import conv_metadata
@@ -575,11 +571,11 @@ def test_store_battles_carry_category_and_style_counts(tmp_path: Path) -> None:
         store.add_judge_battles("rule:shorter", "r1", [
             {"prompt": p, "model_a": "sft", "model_b": "policy", "text_a": "x", "text_b": "yy", "winner": "model_a"}
             for p in (code, chat)])
-        rows = collect_battles(store, judges=["rule:shorter"])
-    assert [r.get("category") for r in rows] == ["code", None, None, "code", None]
-    assert all(r["conv_metadata"] == conv_metadata("**for** i in x", "- a\n- b") for r in rows[:3])
-    assert rows[3]["conv_metadata"] == conv_metadata("x", "yy")
+        rows = human_battles(store) + judge_battles(store, ["rule:shorter"])
+    assert [r.category for r in rows] == ["code", None, None, "code", None]
+    assert all(r.conv_metadata == conv_metadata("**for** i in x", "- a\n- b") for r in rows[:3])
+    assert rows[3].conv_metadata == conv_metadata("x", "yy")
     assert categories(rows) == ["code"]
-    assert [r["source"] for r in in_category(rows, "code")] == ["human", "rule:shorter"]
+    assert [r.source for r in in_category(rows, "code")] == ["human", "rule:shorter"]
     with pytest.raises(PlaygroundError, match="no battles in category 'chat'; the categories are code"):
         in_category(rows, "chat")

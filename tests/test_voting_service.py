@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from evals.battles import collect_battles
-from evals.ratings import battles_from_rows
+from evals.battles import human_battles
+from evals.ratings.indexed import index_battles
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import SetPrompt
 from playground.data.rows import parse_row
@@ -90,10 +90,10 @@ def test_pregenerated_responses_are_rated_as_the_checkpoint_that_generated_them(
         assert rated == {"policy": first, "reference": "sft"}  # a reference with the SFT weights is sft
     assert next_queue_item(state, "eval", "ana").item is None
 
-    battles = collect_battles(state.store)
+    battles = human_battles(state.store)
     assert len(battles) == 3
-    assert {b["model_a"] for b in battles} | {b["model_b"] for b in battles} == {first, "sft"}
-    assert battles_from_rows(battles).models == tuple(sorted([first, "sft"]))  # the leaderboard's models
+    assert {b.model_a for b in battles} | {b.model_b for b in battles} == {first, "sft"}
+    assert index_battles(battles).models == tuple(sorted([first, "sft"]))  # the leaderboard's models
     assert all(v.settings.get("rated_as") is None for v in state.store.votes())  # a field, not a setting
 
 
@@ -114,7 +114,7 @@ def test_a_fresh_policy_is_rated_sft_and_never_battles_sft(state: AppState, tiny
         start_round(state, chat_messages("Hi?"), None, SAMPLED, 0.1)  # only the SFT weights are loaded
     stored = playground_vote(state, ["policy", "reference"])
     assert [r.rated_as for r in stored.vote.responses] == ["sft", "sft"]
-    assert collect_battles(state.store) == []  # SFT against itself tells the leaderboard nothing
+    assert human_battles(state.store) == []  # SFT against itself tells the leaderboard nothing
 
     name = train(state)
     assert not state.models.policy_is_sft and state.rated_name("policy") == name

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cli.winrate import main
+from evals.battle import parse_battles
 from evals.winrate import fit_length_model, length_controlled_table, length_controlled_win_rate
 from playground.core.errors import PlaygroundError
 
@@ -36,7 +37,7 @@ def simulate_length_bias(n: int, seed: int, longer_share: float = 0.8) -> list[d
 
 
 def test_length_controlled_rate_sees_through_a_length_bias_the_raw_rate_does_not() -> None:
-    rows = simulate_length_bias(3000, seed=0)
+    rows = parse_battles(simulate_length_bias(3000, seed=0))
     lc = length_controlled_win_rate(rows, "policy", "sft", bootstrap=500, seed=1)
     assert lc is not None and (lc.n, lc.n_votes) == (3000, 3000)
     # raw: ½ + EXTRA (0.8 − 0.2) = 0.59 expected; its Wilson interval is far from ½
@@ -54,8 +55,8 @@ def test_length_controlled_rate_sees_through_a_length_bias_the_raw_rate_does_not
 
 
 def test_without_a_length_difference_lc_equals_the_raw_rate() -> None:
-    rows = [{"model_a": "policy", "model_b": "sft", "winner": w, "len_a": 100, "len_b": 100}
-            for w in ["model_a"] * 30 + ["model_b"] * 10 + ["tie"] * 10]
+    rows = parse_battles({"model_a": "policy", "model_b": "sft", "winner": w, "len_a": 100, "len_b": 100}
+                         for w in ["model_a"] * 30 + ["model_b"] * 10 + ["tie"] * 10)
     lc = length_controlled_win_rate(rows, "policy", "sft", bootstrap=0)
     assert lc is not None and lc.win_rate == pytest.approx(0.7)
     assert lc.lc_win_rate == pytest.approx(0.7, abs=1e-4)  # only the ridge separates them
@@ -85,10 +86,10 @@ def test_rankings_are_resampled_as_whole_votes_and_lengths_are_required() -> Non
     rows = simulate_length_bias(600, seed=4)
     for k, row in enumerate(rows):
         row["vote_id"] = k // 3
-    lc = length_controlled_win_rate(rows, "policy", "sft", bootstrap=50)
+    lc = length_controlled_win_rate(parse_battles(rows), "policy", "sft", bootstrap=50)
     assert lc is not None and (lc.n, lc.n_votes) == (600, 200)
     with pytest.raises(PlaygroundError, match=r"battle 2 \(policy vs sft\): no answer lengths"):
-        length_controlled_win_rate([rows[1], {"model_a": "policy", "model_b": "sft", "winner": "tie"}],
+        length_controlled_win_rate(parse_battles([rows[1], {"model_a": "policy", "model_b": "sft", "winner": "tie"}]),
                                    "policy", "sft")
 
 

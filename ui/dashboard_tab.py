@@ -222,7 +222,7 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
             state, evaluation.judge_prompts(state, source), models_v or [], judged,
             GenerationSettings(max_new_tokens=int(max_new_v)),
             progress=lambda done, total, what: progress((done, total), desc=what, unit="prompts"))
-        consistent = sum(bool(b["details"].get("consistent")) for b in battles)
+        consistent = sum(bool((b.details or {}).get("consistent")) for b in battles)
         return {judge_status: f"{len(battles)} battles judged by `{judged.name}` in both orders and stored; the "
                               f"orders agreed on {consistent} of {len(battles)}. Tick it above to include them "
                               "in the leaderboard.",
