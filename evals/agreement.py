@@ -403,8 +403,8 @@ def _unit_labels(rows: Iterable[tuple[Sequence[Message], Mapping[str, Any]]]
 def judge_human_agreement(votes: Iterable[Vote], judge_battles: Iterable[Mapping[str, Any]]) -> JudgeHumanAgreement:
     """Agreement of a judge with the human majority (`JudgeHumanAgreement`).
 
-    `votes`: stored human votes (`Store.votes()`; a ranking gives each of its pairs); `judge_battles`:
-    one judge's stored battles (`Store.judge_battles(name)`: prompt, model_a, model_b, winner).
+    `votes`: stored human votes (`store.votes.list()`; a ranking gives each of its pairs); `judge_battles`:
+    one judge's stored battles as rows (`store.judges.list(name)`, as dicts: prompt, model_a, model_b, winner).
     Models are compared by their rated names, as the leaderboard does. A unit is one prompt (its
     messages, exactly) and one pair of models; the human verdict is the strict plurality of the
     humans' labels there, the judge's the strict plurality of its battles there (one per run).

@@ -38,9 +38,9 @@ def _prompt_key(messages: Any) -> str:
 def human_battles(store: Store) -> list[dict[str, Any]]:
     """Every stored vote as battles, models named as rated (the checkpoint that served as policy);
     a queue vote's battles carry its prompt's category."""
-    categories = {item: category for item, (_, category) in store.prompt_categories().items()}
+    categories = {item: category for item, (_, category) in store.prompt_sets.categories().items()}
     rows = []
-    for vote in store.votes():
+    for vote in store.votes.list():
         category = {"category": categories[vote.item]} if vote.item in categories else {}
         # to_arena_rows gives a vote's battles for its slot pairs (i < j) in order; a pair vote is (0, 1).
         slot_pairs = itertools.combinations(range(len(vote.responses)), 2)
@@ -56,14 +56,14 @@ def human_battles(store: Store) -> list[dict[str, Any]]:
 def judge_battles(store: Store, judges: Sequence[str]) -> list[dict[str, Any]]:
     """The stored battles of the named judges, in the order judged; a battle on a set prompt with a
     category (the same messages) carries it."""
-    categories = {_prompt_key(messages): category for messages, category in store.prompt_categories().values()}
+    categories = {_prompt_key(messages): category for messages, category in store.prompt_sets.categories().values()}
     rows = []
     for judge in judges:
-        for b in store.judge_battles(judge):
-            category = categories.get(_prompt_key(b["prompt"]))
-            rows.append({"model_a": b["model_a"], "model_b": b["model_b"], "winner": b["winner"],
-                         "tstamp": b["created_at"], "source": b["judge"], "len_a": len(b["text_a"]),
-                         "len_b": len(b["text_b"]), "conv_metadata": conv_metadata(b["text_a"], b["text_b"]),
+        for b in store.judges.list(judge):
+            category = categories.get(_prompt_key(b.prompt))
+            rows.append({"model_a": b.model_a, "model_b": b.model_b, "winner": b.winner,
+                         "tstamp": b.created_at, "source": b.judge, "len_a": len(b.text_a),
+                         "len_b": len(b.text_b), "conv_metadata": conv_metadata(b.text_a, b.text_b),
                          **({"category": category} if category is not None else {})})
     return rows
 

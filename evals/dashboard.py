@@ -8,7 +8,7 @@ import math
 import textwrap
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -73,7 +73,7 @@ def leaderboard_table(result: RatingsResult | None) -> pd.DataFrame:
 def checkpoint_records(store: Store, kl: Mapping[str, KLEstimate]) -> pd.DataFrame:
     """One row per checkpoint, oldest first: its training record's held-out metrics and the KL estimate."""
     rows = []
-    for c in store.checkpoints():
+    for c in store.checkpoints.list():
         rec = CheckpointRecord.registered(c)
         before, after = rec.heldout_before, rec.heldout_after
         estimate = kl.get(rec.id)
@@ -106,10 +106,10 @@ def judge_table(store: Store) -> pd.DataFrame:
     """One row per stored judge: how often its two orders agreed (position consistency, Wilson
     interval), and on prompts with human votes for the same pair of models, the share where it
     agrees with the human majority and Cohen's κ (agreement beyond chance; 0 = chance)."""
-    votes = store.votes()
+    votes = store.votes.list()
     rows = []
-    for name in store.counts_by_judge():
-        battles = store.judge_battles(name)
+    for name in store.judges.counts_by_judge():
+        battles = [asdict(b) for b in store.judges.list(name)]  # the battle rows the evals functions read
         consistency = position_consistency(battles)
         human = judge_human_agreement(votes, battles)
         rows.append({
@@ -182,7 +182,7 @@ def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), b
         n_battles=len(battles), ratings=ratings,
         leaderboard=leaderboard_table(ratings),
         win_rates=win_rates,
-        timeline=checkpoint_timeline(battles, store.checkpoints(), baseline),
+        timeline=checkpoint_timeline(battles, store.checkpoints.list(), baseline),
         checkpoints=records, judges=judge_table(store), message=message,
         style=style_display(ratings), categories=found,
     )

@@ -97,7 +97,7 @@ class PositionConsistency:
 
 
 def position_consistency(battles: Iterable[Mapping[str, Any]]) -> PositionConsistency:
-    """Position consistency of stored judge battles (`Store.judge_battles`), recomputed from the two
+    """Position consistency of stored judge battles (`store.judges.list`, as dicts), recomputed from the two
     verdicts in each battle's details."""
     agreed: list[bool] = []
     unswapped = 0

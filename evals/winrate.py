@@ -38,6 +38,7 @@ from evals.agreement import count_votes, dependent_pairs_note, wilson_interval
 from evals.battles import vote_key
 from evals.ratings import MAX_NEWTON_STEPS, MAX_STEP, NEWTON_TOL, RIDGE, FloatArray, sigmoid
 from playground.core.errors import PlaygroundError
+from playground.data.store.checkpoints import RegisteredCheckpoint
 from playground.data.style import style_totals
 from playground.data.votes import win_score
 
@@ -100,15 +101,15 @@ def win_rate_table(battles: Sequence[Mapping[str, Any]], baseline: str) -> pd.Da
     return table.sort_values("rate", ascending=False, ignore_index=True)
 
 
-def checkpoint_timeline(battles: Sequence[Mapping[str, Any]], checkpoints: Sequence[Mapping[str, Any]],
+def checkpoint_timeline(battles: Sequence[Mapping[str, Any]], checkpoints: Sequence[RegisteredCheckpoint],
                         baseline: str = "sft") -> pd.DataFrame:
     """Each checkpoint's win rate against `baseline`, in the order the checkpoints were made
-    (`checkpoints` as `Store.checkpoints()` lists them); checkpoints without battles are left out."""
+    (`checkpoints` as `store.checkpoints.list()` lists them); checkpoints without battles are left out."""
     rows = []
     for c in checkpoints:
-        r = win_rate(battles, c["id"], baseline)
+        r = win_rate(battles, c.id, baseline)
         if r.n:
-            rows.append({"checkpoint": c["id"], "created_at": c["created_at"], **r.__dict__})
+            rows.append({"checkpoint": c.id, "created_at": c.created_at, **r.__dict__})
     return pd.DataFrame(rows, columns=["checkpoint", "created_at", *WinRate.__dataclass_fields__])
 
 

@@ -1,5 +1,6 @@
 """Judges, judge runs, win rates against a baseline and the battles the leaderboard reads."""
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from evals.judge import Judge, Verdict, both_orders, position_consistency, rewar
 from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
+from playground.data.store.checkpoints import RegisteredCheckpoint
 from playground.inference.settings import GenerationSettings
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import ModelsConfig, adapter_params, load_models
@@ -54,7 +56,8 @@ def test_win_rate_counts_ties_as_half_with_a_wilson_interval() -> None:
     assert win_rate(battles, "x", "sft").rate is None
     table = win_rate_table(battles, "sft")
     assert list(table["model"]) == ["p"]
-    timeline = checkpoint_timeline(battles, [{"id": "p", "created_at": 5.0}, {"id": "q", "created_at": 6.0}])
+    registered = [RegisteredCheckpoint(name, Path(name), None, at, {}) for name, at in (("p", 5.0), ("q", 6.0))]
+    timeline = checkpoint_timeline(battles, registered)
     assert list(timeline["checkpoint"]) == ["p"] and timeline["rate"][0] == pytest.approx(0.7)
 
 
@@ -70,11 +73,11 @@ def state(tiny_state: AppState) -> AppState:
 
 def test_human_battles_use_rated_names_and_skip_self_battles(state: AppState) -> None:
     # Response i is i + 1 characters long.
-    state.store.add_vote(make_vote(("policy", "sft"), "a", texts=("x", "xx"), rated_as=("dpo-1", "sft")))
-    state.store.add_vote(make_vote(("sft", "reference"), "b", texts=("x", "xx"),
-                                   rated_as=("sft", "sft")))  # one model twice: no battle
-    state.store.add_vote(make_vote(("policy", "sft", "reference"), "ranking", texts=("x", "xx", "xxx"),
-                                   rated_as=("dpo-2", "sft", "sft"), ranking=(2, 0, 1)))
+    state.store.votes.add(make_vote(("policy", "sft"), "a", texts=("x", "xx"), rated_as=("dpo-1", "sft")))
+    state.store.votes.add(make_vote(("sft", "reference"), "b", texts=("x", "xx"),
+                                    rated_as=("sft", "sft")))  # one model twice: no battle
+    state.store.votes.add(make_vote(("policy", "sft", "reference"), "ranking", texts=("x", "xx", "xxx"),
+                                    rated_as=("dpo-2", "sft", "sft"), ranking=(2, 0, 1)))
     rows = human_battles(state.store)
     assert [(r["model_a"], r["model_b"], r["winner"], r["len_a"], r["len_b"]) for r in rows] == [
         ("dpo-1", "sft", "model_a", 1, 2), ("dpo-2", "sft", "model_a", 1, 2), ("dpo-2", "sft", "model_b", 1, 3)]
@@ -87,14 +90,15 @@ def test_a_judge_run_is_stored_apart_from_votes(state: AppState) -> None:
     battles = run_judge(state, prompts, ["policy", "sft"], rule_judge("longer"), settings)
     assert len(battles) == 3  # 3 prompts × 1 pair
     assert {(b["model_a"], b["model_b"]) for b in battles} <= {("policy", "sft"), ("sft", "policy")}
-    stored = state.store.judge_battles("rule:longer")
-    assert [(b["model_a"], b["model_b"], b["winner"]) for b in stored] == [
-        (b["model_a"], b["model_b"], b["winner"]) for b in battles]
-    for b in stored:
-        longer = len(b["text_a"].strip()) - len(b["text_b"].strip())
-        expected = "model_a" if longer > 0 else "model_b" if longer < 0 else b["winner"]
-        assert b["winner"] == expected
-    assert state.store.votes() == []
+    stored = state.store.judges.list("rule:longer")
+    assert [(s.judge, s.model_a, s.model_b, s.winner, s.text_a, s.prompt) for s in stored] == [
+        ("rule:longer", b["model_a"], b["model_b"], b["winner"], b["text_a"], b["prompt"]) for b in battles]
+    assert len({s.run for s in stored}) == 1 and len({s.id for s in stored}) == 3  # one run, three battles
+    for s in stored:
+        longer = len(s.text_a.strip()) - len(s.text_b.strip())
+        expected = "model_a" if longer > 0 else "model_b" if longer < 0 else s.winner
+        assert s.winner == expected
+    assert state.store.votes.list() == []
     assert collect_battles(state.store) == [] and len(collect_battles(state.store, judges=["rule:longer"])) == 3
     with pytest.raises(PlaygroundError, match="the same weights"):  # the reference is the SFT model here
         run_judge(state, prompts, ["policy", "sft", "reference"], rule_judge("longer"), settings)
@@ -148,12 +152,12 @@ def test_rule_judges_are_order_free(state: AppState) -> None:
     settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6, seed=2)
     prompts = [PROMPT, [{"role": "user", "content": "Say a word."}], [{"role": "user", "content": "Two?"}]]
     run_judge(state, prompts, ["policy", "sft"], rule_judge("shorter"), settings)
-    stored = state.store.judge_battles("rule:shorter")
-    result = position_consistency(stored)
+    stored = state.store.judges.list("rule:shorter")
+    result = position_consistency([asdict(b) for b in stored])
     assert (result.consistent, result.n, result.rate) == (3, 3, 1.0)
     for b in stored:  # the swapped order's verdict names the same model, in its own terms
-        assert b["details"]["ab"]["winner"] == b["winner"]
-        assert b["details"]["ba"]["score_a"] == b["details"]["ab"]["score_b"]
+        assert b.details["ab"]["winner"] == b.winner
+        assert b.details["ba"]["score_a"] == b.details["ab"]["score_b"]
 
 
 def test_a_position_biased_judge_is_never_consistent_and_only_ties(state: AppState) -> None:
@@ -164,7 +168,7 @@ def test_a_position_biased_judge_is_never_consistent_and_only_ties(state: AppSta
     settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6, seed=1)
     battles = run_judge(state, prompts, ["policy", "sft"], Judge("biased", both_orders(always_a)), settings)
     assert [b["winner"] for b in battles] == ["tie"] * 3
-    result = position_consistency(state.store.judge_battles("biased"))
+    result = position_consistency([asdict(b) for b in state.store.judges.list("biased")])
     assert (result.consistent, result.n, result.rate) == (0, 3, 0.0)
     assert (result.ci_low, result.ci_high) == pytest.approx((0.0, 0.5615), abs=1e-4)  # Wilson, 0 of 3
 
@@ -178,13 +182,13 @@ def test_the_reward_model_judge_is_order_free(state: AppState, tiny_model_dir: P
     prompts: list[list[Message]] = [[{"role": "user", "content": q}] for q in ("Hi?", "Say a word.", "Two?", "Sea?")]
     settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8, seed=4)
     run_judge(state, prompts, ["policy", "sft"], judge, settings)
-    stored = state.store.judge_battles("reward-model:rm")
-    result = position_consistency(stored)
+    stored = state.store.judges.list("reward-model:rm")
+    result = position_consistency([asdict(b) for b in stored])
     assert (result.consistent, result.n, result.rate) == (4, 4, 1.0)
     for b in stored:
-        ab, ba = b["details"]["ab"], b["details"]["ba"]
+        ab, ba = b.details["ab"], b.details["ba"]
         assert (ba["reward_a"], ba["reward_b"]) == (ab["reward_b"], ab["reward_a"])  # the same rewards, swapped
         assert ab["p_a"] + ba["p_a"] == pytest.approx(1.0)
         margin = ab["reward_a"] - ab["reward_b"]
-        assert b["winner"] == ("model_a" if margin > 0 else "model_b" if margin < 0 else "tie")
-    assert any(b["winner"] != "tie" for b in stored)  # decided battles, not only ties
+        assert b.winner == ("model_a" if margin > 0 else "model_b" if margin < 0 else "tie")
+    assert any(b.winner != "tie" for b in stored)  # decided battles, not only ties
