@@ -201,11 +201,6 @@ class AppState:
             return None
         return name if isinstance(name, str) else None
 
-    def remembered_serving(self) -> str | None:
-        """The checkpoint last recorded as serving, if it is still a complete, attached checkpoint."""
-        name = self.recorded_serving()
-        return name if name in self.checkpoints else None
-
     def sync_checkpoints(self, max_age: float = 0.0) -> list[str]:
         """Catch up with the other replicas on the store: attach every registered checkpoint not
         attached yet whose folder is complete (the registered path, else this replica's checkpoint

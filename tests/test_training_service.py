@@ -73,7 +73,7 @@ def test_a_run_streams_one_event_per_step_registers_and_serves(state: AppState) 
     assert list(run.events()) == []  # drained: a second iteration ends at once
     name = result.checkpoint.name
     assert [c.id for c in state.store.checkpoints.list()] == [name] and name in state.checkpoints
-    assert state.models.policy.source == str(result.checkpoint) and state.remembered_serving() == name
+    assert state.models.policy.source == str(result.checkpoint) and state.recorded_serving() == name
     assert not state.training.locked()
 
     [record] = training.checkpoint_records(state)
@@ -140,7 +140,7 @@ def test_a_failure_to_register_puts_the_served_policy_back(state: AppState, monk
         run.result(timeout=60)
     assert_served_is(state, before)
     assert state.models.policy.source == source
-    assert not any(state.checkpoint_dir.iterdir()) and state.remembered_serving() is None
+    assert not any(state.checkpoint_dir.iterdir()) and state.recorded_serving() is None
     assert not state.training.locked()
 
 
