@@ -277,7 +277,7 @@ def check_votes(store: Any, result: LoadResult,  # store: playground.data.store.
     """Compare the database with what the voters were told: each acknowledged vote stored once,
     under its id, with its voter and outcome, and no vote that nobody was told about (votes whose
     id is in `exclude`, stored by an earlier run, aside)."""
-    stored = [v for v in store.votes() if v.id not in (exclude or set())]
+    stored = [v for v in store.votes.list() if v.id not in (exclude or set())]
     by_id = {v.id: v for v in stored}
     ids = Counter(v.id for v in stored)
     per_voter = Counter(v.voter for v in stored)
@@ -408,7 +408,7 @@ def run_scenario(scenario: Scenario, serial: bool, timeout: float, count_tokens:
                  alone_first: bool = False) -> list[dict[str, Any]]:
     """The scenario against a fresh app (serial or batched): optionally one voter alone first,
     then all voters at once; one row per run."""
-    from playground.data.store import Store
+    from playground.data.store import open_store
 
     mode = "serial" if serial else "batched"
     rows = []
@@ -417,11 +417,11 @@ def run_scenario(scenario: Scenario, serial: bool, timeout: float, count_tokens:
         with app_process(scenario.model_dir, home, ("--serial",) if serial else ()) as url:
             runs = [(f"{mode}, 1 voter alone", 1)] if alone_first else []
             for label, n in [*runs, (mode, scenario.voters)]:
-                with Store(home / "votes.sqlite") as store:
-                    before = {v.id for v in store.votes()}
+                with open_store(home / "votes.sqlite") as store:
+                    before = {v.id for v in store.votes.list()}
                 with Prober(url) as prober:
                     result = run_voters(url, n, timeout, scenario.settings, prober.begin)
-                with Store(home / "votes.sqlite") as store:
+                with open_store(home / "votes.sqlite") as store:
                     check = check_votes(store, result, exclude=before)
                 rows.append(scenario_row(replace_voters(scenario, n), label, result, check, prober, count_tokens))
                 if result.errors:

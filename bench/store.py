@@ -1,4 +1,4 @@
-"""The vote store under concurrent writers: votes/s and latency of `Store.add_vote` on SQLite and on
+"""The vote store under concurrent writers: votes/s and latency of `store.votes.add` on SQLite and on
 PostgreSQL, same machine, one run.
 
 `playground bench store [--votes 480]` — for 1, 8 and 32 writer threads sharing one `Store`
@@ -25,7 +25,7 @@ from typing import Any
 from bench.common import report
 from playground.data.db import POOL_SIZE
 from playground.data.pg_cluster import LocalCluster
-from playground.data.store import Store
+from playground.data.store import Store, open_store
 from playground.data.votes import Response, Vote
 
 WRITERS = (1, 8, 32)
@@ -49,7 +49,7 @@ def run(store: Store, writers: int, votes: int) -> dict[str, Any]:
         start.wait()
         for i in range(per_writer):
             t0 = time.perf_counter()
-            store.add_vote(a_vote(n, i))
+            store.votes.add(a_vote(n, i))
             latencies[n].append((time.perf_counter() - t0) * 1000)
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
@@ -61,7 +61,7 @@ def run(store: Store, writers: int, votes: int) -> dict[str, Any]:
         t.join()
     wall = time.perf_counter() - t0
     ms = sorted(itertools.chain.from_iterable(latencies))
-    stored = store.counts_by_voter()
+    stored = store.votes.counts_by_voter()
     assert stored == {f"voter-{n}": per_writer for n in range(writers)}, stored  # none lost, none twice
     return {"writers": writers, "votes": len(ms), "votes_per_s": round(len(ms) / wall, 1),
             "p50_ms": round(statistics.median(ms), 2), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2),
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
                     else:
                         cluster.admin(f"CREATE DATABASE bench_{writers}")
                         location = cluster.url(f"bench_{writers}")
-                    with Store(location) as store:
-                        store.add_vote(a_vote(-1, 0))  # warm: connections open, statements prepared
+                    with open_store(location) as store:
+                        store.votes.add(a_vote(-1, 0))  # warm: connections open, statements prepared
                         store.undo_last_vote("voter--1")
                         rows.append({"backend": backend, **run(store, writers, args.votes)})
                     print(rows[-1], flush=True)

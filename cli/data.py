@@ -48,7 +48,7 @@ def _import(args: argparse.Namespace) -> None:
 def _prompts(args: argparse.Namespace) -> None:
     with open_store(db_location(args.db)) as store:
         pset = import_prompts(store, args.file, args.name, args.overlap, args.from_preferences)
-        n = len(store.set_prompts(pset.id))
+        n = len(store.prompt_sets.prompts(pset.id))
     print(f"imported prompt set {pset.name!r}: {n} prompts from {args.file}, {pset.overlap} vote(s) per prompt")
 
 
@@ -71,7 +71,7 @@ def _pregenerate(args: argparse.Namespace) -> None:
     home = data_dir()
     state = build_state(models_config(args, home), home, db_path=db_location(args.db, home), beta=args.beta)
     try:
-        pset = state.store.prompt_set(args.set)
+        pset = state.store.prompt_sets.get(args.set)
         given = {k: getattr(args, k) for k in GENERATION_FLAGS if getattr(args, k) is not None}
         if args.models or given or not pset.models:
             if not args.models and not pset.models:

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress=lambda done, _total, _what: bar.update(done - bar.n))
     bar.close()
     baseline = state.rated_name(models[-1])
-    print(f"{len(battles)} battles judged by {judge.name} in both orders; stored in {state.store.location}")
+    print(f"{len(battles)} battles judged by {judge.name} in both orders; stored in {state.store.database.location}")
     consistency = position_consistency(battles)
     print(f"position consistency {consistency.rate:.3f}  [{consistency.ci_low:.3f}, {consistency.ci_high:.3f}]  "
           f"({consistency.consistent} of {consistency.n} pairs judged alike in both orders)\n")

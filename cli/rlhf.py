@@ -95,7 +95,7 @@ def load_prompts(args: argparse.Namespace) -> list:  # -> list[Prompt]
     if path is not None and not path.is_file():  # a server says itself what is wrong
         raise PlaygroundError(f"{path}: no vote database there (import the set first, or a wrong --db?)")
     with open_store(db) as store:
-        return [list(p.messages) for p in store.set_prompts(store.prompt_set(args.set).id)]
+        return [list(p.messages) for p in store.prompt_sets.prompts(store.prompt_sets.get(args.set).id)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from evals.battle import Battle, parse_battle
 from playground.core.errors import PlaygroundError
 from playground.data.rows import RowError, read_records
 from playground.data.store import Store
+from playground.data.store.judges import JudgeBattle
 from playground.data.style import conv_metadata
 from playground.data.votes import Vote, to_arena_rows
 
@@ -52,25 +53,24 @@ def vote_battles(votes: Iterable[Vote], categories: Mapping[int, str] | None = N
 
 def human_battles(store: Store) -> list[Battle]:
     """Every stored vote as battles (`vote_battles`); a queue vote's battles carry its prompt's category."""
-    return vote_battles(store.votes(), {item: category for item, (_, category) in store.prompt_categories().items()})
+    categories = {item: category for item, (_, category) in store.prompt_sets.categories().items()}
+    return vote_battles(store.votes.list(), categories)
 
 
-def judge_battle(judge: str, stored: Mapping[str, Any], category: str | None = None) -> Battle:
-    """One battle of `judge` as `Store.add_judge_battles` takes it (prompt, model_a, model_b, text_a,
-    text_b, winner, details) or `Store.judge_battles` gives it back (with created_at)."""
-    text_a, text_b = stored["text_a"], stored["text_b"]
-    return Battle(stored["model_a"], stored["model_b"], stored["winner"], source=judge,
-                  tstamp=stored.get("created_at"), len_a=len(text_a), len_b=len(text_b),
-                  conv_metadata=conv_metadata(text_a, text_b), category=category, prompt=stored["prompt"],
-                  details=stored.get("details"))
+def judge_battle(stored: JudgeBattle, category: str | None = None) -> Battle:
+    """One stored judge battle (`store.judges.list`) as a battle, its judge the source."""
+    text_a, text_b = stored.text_a, stored.text_b
+    return Battle(stored.model_a, stored.model_b, stored.winner, source=stored.judge, tstamp=stored.created_at,
+                  len_a=len(text_a), len_b=len(text_b), conv_metadata=conv_metadata(text_a, text_b),
+                  category=category, prompt=stored.prompt, details=stored.details)
 
 
 def judge_battles(store: Store, judges: Sequence[str]) -> list[Battle]:
     """The stored battles of the named judges, in the order judged; a battle on a set prompt with a
     category (the same messages) carries it."""
-    categories = {_prompt_key(messages): category for messages, category in store.prompt_categories().values()}
-    return [judge_battle(judge, b, categories.get(_prompt_key(b["prompt"])))
-            for judge in judges for b in store.judge_battles(judge) if b["model_a"] != b["model_b"]]
+    categories = {_prompt_key(messages): category for messages, category in store.prompt_sets.categories().values()}
+    return [judge_battle(b, categories.get(_prompt_key(b.prompt)))
+            for judge in judges for b in store.judges.list(judge) if b.model_a != b.model_b]
 
 
 def read_battles(path: Path | str) -> list[Battle]:

@@ -76,7 +76,7 @@ def leaderboard_table(result: RatingsResult | None) -> pd.DataFrame:
 def checkpoint_records(store: Store, kl: Mapping[str, KLEstimate]) -> pd.DataFrame:
     """One row per checkpoint, oldest first: its training record's held-out metrics and the KL estimate."""
     rows = []
-    for c in store.checkpoints():
+    for c in store.checkpoints.list():
         rec = CheckpointRecord.registered(c)
         before, after = rec.heldout_before, rec.heldout_after
         estimate = kl.get(rec.id)
@@ -111,7 +111,7 @@ def judge_table(store: Store, humans: Sequence[Battle]) -> pd.DataFrame:
     pair of models, the share where it agrees with the human majority and Cohen's κ (agreement
     beyond chance; 0 = chance)."""
     rows = []
-    for name in store.counts_by_judge():
+    for name in store.judges.counts_by_judge():
         battles = judge_battles(store, [name])
         consistency = position_consistency(battles)
         human = judge_human_agreement(humans, battles)
@@ -186,7 +186,7 @@ def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), b
         n_battles=len(battles), ratings=ratings,
         leaderboard=leaderboard_table(ratings),
         win_rates=win_rates,
-        timeline=checkpoint_timeline(battles, store.checkpoints(), baseline),
+        timeline=checkpoint_timeline(battles, store.checkpoints.list(), baseline),
         checkpoints=records, judges=judge_table(store, humans), message=message,
         style=style_display(ratings), categories=found,
     )

@@ -100,12 +100,12 @@ def win_rate_table(battles: Sequence[Battle], baseline: str) -> pd.DataFrame:
 def checkpoint_timeline(battles: Sequence[Battle], checkpoints: Sequence[Mapping[str, Any]],
                         baseline: str = "sft") -> pd.DataFrame:
     """Each checkpoint's win rate against `baseline`, in the order the checkpoints were made
-    (`checkpoints` as `Store.checkpoints()` lists them); checkpoints without battles are left out."""
+    (`checkpoints` as `store.checkpoints.list()` lists them); checkpoints without battles are left out."""
     rows = []
     for c in checkpoints:
-        r = win_rate(battles, c["id"], baseline)
+        r = win_rate(battles, c.id, baseline)
         if r.n:
-            rows.append({"checkpoint": c["id"], "created_at": c["created_at"], **r.__dict__})
+            rows.append({"checkpoint": c.id, "created_at": c.created_at, **r.__dict__})
     return pd.DataFrame(rows, columns=["checkpoint", "created_at", *WinRate.__dataclass_fields__])
 
 

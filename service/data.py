@@ -41,22 +41,22 @@ def visible_votes(state: AppState, user: str | None, voter: str | None = None, m
     voter = voter.strip() if voter and voter.strip() else None
     model = model.strip() if model and model.strip() else None
     if sees_all_votes(state, user):
-        return state.store.votes(voter=voter, model=model)
+        return state.store.votes.list(voter=voter, model=model)
     own = voter_name(user or "")
     if voter is not None and voter_name(voter) != own:
         return []  # another voter's votes: not visible, so none match
-    return state.store.votes(voter=own, model=model)
+    return state.store.votes.list(voter=own, model=model)
 
 
 def vote_counts(state: AppState, user: str | None) -> VoteCounts:
     """Votes per voter, responses per model and single votes per voter, over the votes `user` may see."""
     if sees_all_votes(state, user):
-        return VoteCounts(state.store.counts_by_voter(), state.store.counts_by_model(),
-                          state.store.single_counts_by_voter())
+        return VoteCounts(state.store.votes.counts_by_voter(), state.store.votes.counts_by_model(),
+                          state.store.single_votes.counts_by_voter())
     own = voter_name(user or "")
     votes = visible_votes(state, user)
     by_model = Counter(r.model for v in votes for r in v.responses)
-    thumbs = state.store.single_counts_by_voter()
+    thumbs = state.store.single_votes.counts_by_voter()
     return VoteCounts({own: len(votes)} if votes else {}, dict(sorted(by_model.items())),
                       {own: thumbs[own]} if own in thumbs else {})
 

@@ -68,20 +68,20 @@ def estimate_kl(state: AppState, progress: Progress | None = None, samples: int 
 
 def judge_sources(state: AppState) -> list[str]:
     """Where judge prompts can come from: the built-in set, then the stored prompt sets by name."""
-    return [BUILT_IN_PROMPTS, *(s.name for s in state.store.prompt_sets())]
+    return [BUILT_IN_PROMPTS, *(s.name for s in state.store.prompt_sets.list())]
 
 
 def judge_prompts(state: AppState, source: str | None = None, path: Path | None = None) -> list[list[Message]]:
     """The prompts of a stored prompt set named `source`, of the prompt file `path`, or (neither,
     or `BUILT_IN_PROMPTS`) the shipped eval prompts."""
     if source and source != BUILT_IN_PROMPTS:
-        return [list(p.messages) for p in state.store.set_prompts(state.store.prompt_set(source).id)]
+        return [list(p.messages) for p in state.store.prompt_sets.prompts(state.store.prompt_sets.get(source).id)]
     return eval_prompts(path or EVAL_PROMPTS)
 
 
 def judge_names(state: AppState) -> list[str]:
     """Judges whose battles are stored (each can join the leaderboard)."""
-    return list(state.store.counts_by_judge())
+    return list(state.store.judges.counts_by_judge())
 
 
 def app_judge(state: AppState, kind: str, phrase: str = "", reward_model: Path | None = None,
@@ -134,8 +134,8 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
                             [b["text_b"] for b in pending])
     battles = [{**b, "winner": w, "details": d} for b, (w, d) in zip(pending, verdicts, strict=True)]
     run = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
-    state.store.add_judge_battles(judge.name, run, battles)
-    return [judge_battle(judge.name, b) for b in battles]
+    state.store.judges.add(judge.name, run, battles)
+    return [judge_battle(b) for b in state.store.judges.list(judge.name, run=run)]
 
 
 def dashboard_report(state: AppState, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",

@@ -52,11 +52,11 @@ def choose_models(state: AppState, pset: PromptSet, models: Sequence[str], setti
     """
     names = check_models(models, state.slot_catalog())
     settings.validate()
-    if names != pset.models and pset.models and state.store.item_voters(pset.id):
+    if names != pset.models and pset.models and state.store.votes.voters_by_item(pset.id):
         raise PlaygroundError(f"prompt set {pset.name!r} already has votes on {', '.join(pset.models)}; its models "
                               "cannot change (import the prompts again as a new set to compare others)")
-    state.store.set_queue_models(pset.id, names, asdict(settings))
-    return state.store.prompt_set(pset.name)
+    state.store.prompt_sets.set_queue_models(pset.id, names, asdict(settings))
+    return state.store.prompt_sets.get(pset.name)
 
 
 def prompt_seed(base: int, ref: str) -> int:
@@ -81,7 +81,7 @@ def fill_prompt(state: AppState, pset: PromptSet, prompt: SetPrompt, models: Seq
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     scores = state.scorer.score_responses(prompt.messages, completions, state.beta)
     record: dict[str, Any] = {**asdict(settings), "beta": state.beta, "batch": list(models)}
-    return state.store.add_set_responses([
+    return state.store.prompt_sets.add_responses([
         SetResponse(prompt.id, m, t, {f: float(getattr(s, f)) for f in SCORE_FIELDS}, record, r)
         for m, t, s, r in zip(models, texts, scores, rated, strict=True)
     ])
@@ -94,15 +94,15 @@ def pregenerate_steps(state: AppState, pset: PromptSet) -> Iterator[Step]:
     """
     if not pset.models:
         raise PlaygroundError(f"prompt set {pset.name!r} has no models to generate with; choose them first")
-    prompts = state.store.set_prompts(pset.id)
-    have = state.store.response_models(pset.id)
+    prompts = state.store.prompt_sets.prompts(pset.id)
+    have = state.store.prompt_sets.response_models(pset.id)
     todo = [p for p in prompts if not set(pset.models) <= have.get(p.id or 0, set())]
     done, generated = len(prompts) - len(todo), 0
     yield Step(done, len(prompts), generated)
     for prompt in todo:
         assert prompt.id is not None
         # Looked up again: a voter's live generation may have filled it since the job started.
-        missing = [m for m in pset.models if m not in state.store.set_responses(prompt.id)]
+        missing = [m for m in pset.models if m not in state.store.prompt_sets.responses(prompt.id)]
         if missing:
             generated += fill_prompt(state, pset, prompt, missing)
         done += 1

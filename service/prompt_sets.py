@@ -24,12 +24,12 @@ class Imported:
 
 def set_names(state: AppState) -> list[str]:
     """Every prompt set's name, oldest first."""
-    return [s.name for s in state.store.prompt_sets()]
+    return [s.name for s in state.store.prompt_sets.list()]
 
 
 def prompt_set(state: AppState, name: str | None) -> PromptSet:
     """The set called `name`; a `PlaygroundError` naming the sets there are if none (or no name)."""
-    return state.store.prompt_set(name or "")
+    return state.store.prompt_sets.get(name or "")
 
 
 def import_prompt_set(state: AppState, path: Path, name: str, overlap: int = 1, from_preferences: bool = False,
@@ -37,7 +37,7 @@ def import_prompt_set(state: AppState, path: Path, name: str, overlap: int = 1, 
     """Import a prompt-set file (or a TRL preference file's prompts) as the new set `name`, whole or
     not at all; `source` names the file as people know it (an upload's temporary name means nothing)."""
     pset = import_prompts(state.store, path, name, overlap, from_preferences, source=source)
-    return Imported(pset, len(state.store.set_prompts(pset.id)))
+    return Imported(pset, len(state.store.prompt_sets.prompts(pset.id)))
 
 
 def load_example_set(state: AppState) -> Imported:
@@ -45,21 +45,21 @@ def load_example_set(state: AppState) -> Imported:
     first-time admin starts from. Once imported, it is returned as it is."""
     if EXAMPLE_SET in set_names(state):
         pset = prompt_set(state, EXAMPLE_SET)
-        return Imported(pset, len(state.store.set_prompts(pset.id)))
+        return Imported(pset, len(state.store.prompt_sets.prompts(pset.id)))
     return import_prompt_set(state, EXAMPLE_FILE, EXAMPLE_SET, source=EXAMPLE_FILE.name)
 
 
 def set_guidelines(state: AppState, name: str | None, text: str) -> PromptSet:
     """Replace the Markdown guidelines shown above the set's queue; returns the set as stored."""
     pset = prompt_set(state, name)
-    state.store.set_guidelines(pset.id, check_guidelines(text))
+    state.store.prompt_sets.set_guidelines(pset.id, check_guidelines(text))
     return prompt_set(state, pset.name)
 
 
 def set_overlap(state: AppState, name: str | None, overlap: float | int) -> PromptSet:
     """How many votes a prompt of the set needs before it leaves the queue; returns the set as stored."""
     pset = prompt_set(state, name)
-    state.store.set_overlap(pset.id, check_overlap(overlap))
+    state.store.prompt_sets.set_overlap(pset.id, check_overlap(overlap))
     return prompt_set(state, pset.name)
 
 
@@ -72,5 +72,5 @@ def agreement(state: AppState, name: str | None) -> AgreementReport:
     """Agreement between the set's voters (Krippendorff's α, agreement with the majority, position
     bias, the most disputed prompts)."""
     pset = prompt_set(state, name)
-    refs = {p.id: p.ref for p in state.store.set_prompts(pset.id) if p.id is not None}
-    return agreement_report(state.store.set_votes(pset.id), refs)
+    refs = {p.id: p.ref for p in state.store.prompt_sets.prompts(pset.id) if p.id is not None}
+    return agreement_report(state.store.votes.in_set(pset.id), refs)

@@ -42,7 +42,7 @@ def reward_model_folder(state: AppState, reward_model: str | Path) -> Path:
 
 def prompt_set_prompts(state: AppState, name: str) -> list[list[Message]]:
     """The stored prompt set `name`'s prompts as chat messages, in file order."""
-    return [list(p.messages) for p in state.store.set_prompts(state.store.prompt_set(name).id)]
+    return [list(p.messages) for p in state.store.prompt_sets.prompts(state.store.prompt_sets.get(name).id)]
 
 
 def start_rlhf(state: AppState, cfg: RLHFConfig, prompts: list[list[Message]], reward_model: str | Path) -> RLHFRun:

@@ -69,7 +69,7 @@ class RunLock:
 
     def __init__(self, store: Store) -> None:
         self._here = threading.Lock()
-        self._database = store.training_lock()
+        self._database = store.database.training_lock()
 
     def acquire(self, blocking: bool = False) -> bool:
         if not self._here.acquire(blocking):
@@ -187,12 +187,12 @@ class AppState:
         """Record in the store which checkpoint serves as the policy (only for a checkpoint that is
         complete and registered), so a restart, even after kill -9, serves it again, and the other
         replicas serve it from their next round."""
-        self.store.set_serving(name)
+        self.store.checkpoints.set_serving(name)
         self.serving_seen = name
 
     def recorded_serving(self) -> str | None:
         """The checkpoint recorded as serving: the store's record, else an older data dir's serving.json."""
-        name = self.store.serving()
+        name = self.store.checkpoints.serving()
         if name is not None:
             return name
         try:
@@ -200,11 +200,6 @@ class AppState:
         except (OSError, ValueError, AttributeError):
             return None
         return name if isinstance(name, str) else None
-
-    def remembered_serving(self) -> str | None:
-        """The checkpoint last recorded as serving, if it is still a complete, attached checkpoint."""
-        name = self.recorded_serving()
-        return name if name in self.checkpoints else None
 
     def sync_checkpoints(self, max_age: float = 0.0) -> list[str]:
         """Catch up with the other replicas on the store: attach every registered checkpoint not
@@ -220,7 +215,7 @@ class AppState:
                 return []
             self._synced_at = time.monotonic()
             attached = []
-            for ckpt, registered in self.store.checkpoint_folders().items():
+            for ckpt, registered in self.store.checkpoints.folders().items():
                 if ckpt in self.checkpoints:
                     continue
                 folder = next((f for f in (registered, self.checkpoint_dir / ckpt)
@@ -257,7 +252,7 @@ class AppState:
         """Register a finished checkpoint in the store (again, harmlessly, at every start: a run
         killed between writing and registering is picked up) and make it selectable in the slots."""
         record = read_record(folder) or {}
-        self.store.register_checkpoint(folder.name, folder, (record.get("parent") or {}).get("id"), record)
+        self.store.checkpoints.register(folder.name, folder, (record.get("parent") or {}).get("id"), record)
         role = attach_checkpoint(self.models, folder)
         self.checkpoints[role.name] = role
         return role

@@ -96,7 +96,7 @@ def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> Trai
     try:
         state.cancel_training.clear()  # a Cancel left from an earlier run; one pressed from now on counts
         cfg.validate()
-        votes = merge_votes(state.store.votes()).votes if merge else None
+        votes = merge_votes(state.store.votes.list()).votes if merge else None
         pairs = state.store.training_pairs("all_pairs", cfg.seed, votes)
         # KTO also learns from answers judged alone: single votes, both sides of a both-bad vote.
         unpaired = state.store.unpaired_rows(votes) if cfg.loss == "kto" else []
@@ -166,7 +166,7 @@ def serve_checkpoint(state: AppState, name: str) -> None:
 def checkpoint_records(state: AppState) -> list[CheckpointRecord]:
     """Every registered checkpoint's record, oldest first (those other replicas registered attached first)."""
     state.sync_checkpoints()
-    return [CheckpointRecord.registered(c) for c in state.store.checkpoints()]
+    return [CheckpointRecord.registered(c) for c in state.store.checkpoints.list()]
 
 
 def checkpoint_table(state: AppState) -> pd.DataFrame:

@@ -118,10 +118,10 @@ def record_vote(state: AppState, target: Round | QueueItem, outcome: str, voter:
     `votes.OUTCOMES`, or `ALL_FLAWED_ANSWER` for a queue item; `ranking` lists slots best first."""
     if isinstance(target, Round):
         vote = make_vote(_rated(state, target), outcome, voter, ranking)
-        vote_id = state.store.add_vote(vote)
+        vote_id = state.store.votes.add(vote)
     else:
         vote = queue_vote(target, ALL_FLAWED if outcome == ALL_FLAWED_ANSWER else outcome, voter, ranking)
-        vote_id = state.store.add_queue_vote(vote)
+        vote_id = state.store.votes.add_queue_vote(vote)
     return StoredVote(vote_id, replace(vote, id=vote_id))
 
 
@@ -134,7 +134,7 @@ def record_single_vote(state: AppState, target: Round | QueueItem, slot: int, th
         vote = make_single_vote(_rated(state, target), slot, thumb, voter)
     else:
         vote = queue_single_vote(target, slot, thumb, voter)
-    vote_id = state.store.add_single_vote(vote)
+    vote_id = state.store.single_votes.add(vote)
     return StoredSingleVote(vote_id, replace(vote, id=vote_id))
 
 

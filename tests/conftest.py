@@ -64,9 +64,9 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Store]:
     """An empty vote store of its own for one test: SQLite at `db_path`, or PostgreSQL (tests/postgres.py)."""
-    from playground.data.store import Store
+    from playground.data.store import open_store
 
-    with Store(request.getfixturevalue("pg_url") if getattr(request, "param", "") == "postgres" else db_path) as s:
+    with open_store(request.getfixturevalue("pg_url") if getattr(request, "param", "") == "postgres" else db_path) as s:
         yield s
 
 

@@ -152,9 +152,9 @@ def test_a_voter_votes_under_their_login_and_cannot_do_admin_work(locked_state: 
     with running_app(state, auth=VOTER) as client:
         client.predict(**generate_call("Hi"))
         client.predict("a", [], "mallory", api_name="/vote")  # the typed name is ignored
-        assert [v.voter for v in state.store.votes()] == ["ana"]
+        assert [v.voter for v in state.store.votes.list()] == ["ana"]
         client.predict("B", "down", "mallory", api_name="/rate")  # a single vote too
-        assert [v.voter for v in state.store.single_votes()] == ["ana"]
+        assert [v.voter for v in state.store.single_votes.list()] == ["ana"]
         for api_name, args in [("/export", ("trl", "all_pairs", ".jsonl", False)),
                                ("/train", (1, 0.1, 5e-4, 2, "sigmoid", 0.0, 0.0, 0)),
                                ("/train_rlhf", ("example", "rm-1", "rloo")),
@@ -163,11 +163,11 @@ def test_a_voter_votes_under_their_login_and_cannot_do_admin_work(locked_state: 
             with pytest.raises(Exception, match="needs the admin role"):
                 client.predict(*args, api_name=api_name)
         assert not (state.data_dir / "exports").exists()
-        assert state.store.checkpoints() == []
+        assert state.store.checkpoints.list() == []
         message = client.predict("mallory", "", "", api_name="/undo")[0]  # own last vote, whatever is typed
-        assert "Removed single vote" in message and state.store.single_votes() == []  # the latest first
+        assert "Removed single vote" in message and state.store.single_votes.list() == []  # the latest first
         message = client.predict("mallory", "", "", api_name="/undo")[0]
-        assert "Removed vote" in message and state.store.votes() == []
+        assert "Removed vote" in message and state.store.votes.list() == []
 
 
 def test_the_admin_may_export_and_a_wrong_password_gets_no_session(locked_state: AppState) -> None:
@@ -176,7 +176,7 @@ def test_the_admin_may_export_and_a_wrong_password_gets_no_session(locked_state:
         client.predict(**generate_call("Hi"))
         client.predict("b", [], "", api_name="/vote")
         path, _ = client.predict("trl", "all_pairs", ".jsonl", False, api_name="/export")
-        assert len(Path(path).read_text().splitlines()) == 1 and state.store.votes()[0].voter == ADMIN
+        assert len(Path(path).read_text().splitlines()) == 1 and state.store.votes.list()[0].voter == ADMIN
         with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its own error types for a failed login
             Client(client.src, verbose=False, auth=("ana", "not-her-password"))
 
@@ -207,8 +207,8 @@ def test_a_voter_is_refused_every_prompt_set_admin_endpoint(locked_state: AppSta
         for api_name, args in calls:
             with pytest.raises(Exception, match="needs the admin role"):
                 client.predict(*args, api_name=api_name)
-        after = state.store.prompt_set("team")
-        assert [s.name for s in state.store.prompt_sets()] == ["team"]
+        after = state.store.prompt_sets.get("team")
+        assert [s.name for s in state.store.prompt_sets.list()] == ["team"]
         assert (after.overlap, after.guidelines, after.models) == (pset.overlap, pset.guidelines, pset.models)
         assert not (state.data_dir / "exports").exists()
 

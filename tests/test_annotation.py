@@ -47,7 +47,7 @@ def rank_vote(item: int, voter: str, order: Sequence[str] | None, shown: Sequenc
 
 
 def item_ids(store: Store, name: str) -> list[int]:
-    return [p.id or 0 for p in store.set_prompts(store.prompt_set(name).id)]
+    return [p.id or 0 for p in store.prompt_sets.prompts(store.prompt_sets.get(name).id)]
 
 
 def test_perfect_agreement_is_alpha_one_whatever_side_the_responses_were_on(store: Store) -> None:
@@ -55,8 +55,8 @@ def test_perfect_agreement_is_alpha_one_whatever_side_the_responses_were_on(stor
     q = item_ids(store, "eval")
     for voter, left_first in (("ana", True), ("bo", False), ("cy", True)):
         for item, label in zip(q, ("policy", "sft", "tie"), strict=True):
-            store.add_queue_vote(pair_vote(item, voter, label, left_first))
-    report = agreement_report(store.set_votes(pset.id))
+            store.votes.add_queue_vote(pair_vote(item, voter, label, left_first))
+    report = agreement_report(store.votes.in_set(pset.id))
     assert report.alpha.alpha == 1.0 and report.alpha.n_items == 3 and report.votes == 9
     assert report.by_voter == {"ana": (3, 3), "bo": (3, 3), "cy": (3, 3)}
     assert all(d.disagreement == 0 for d in report.disputed)
@@ -71,9 +71,9 @@ def test_a_hand_computed_alpha(store: Store) -> None:
     for item, labels in zip(q, [("policy", "policy"), ("policy", "sft"), ("sft", "sft"), ("tie", "tie")],
                             strict=True):
         for voter, label in zip(("ana", "bo"), labels, strict=True):
-            store.add_queue_vote(pair_vote(item, voter, label))
-    refs = {p.id or 0: p.ref for p in store.set_prompts(pset.id)}
-    report = agreement_report(store.set_votes(pset.id), refs)
+            store.votes.add_queue_vote(pair_vote(item, voter, label))
+    refs = {p.id or 0: p.ref for p in store.prompt_sets.prompts(pset.id)}
+    report = agreement_report(store.votes.in_set(pset.id), refs)
     assert report.alpha.alpha == pytest.approx(2 / 3) and report.alpha.n_items == 4
     assert report.disputed[0].item == "q1" and report.disputed[0].disagreement == 0.5
 
@@ -82,8 +82,8 @@ def test_agreement_with_the_majority_of_the_others(store: Store) -> None:
     pset = make_set(store, n=1, overlap=4)
     [item] = item_ids(store, "eval")
     for voter, label in (("ana", "policy"), ("bo", "policy"), ("cy", "policy"), ("dee", "sft")):
-        store.add_queue_vote(pair_vote(item, voter, label, left_first=voter != "bo"))
-    report = agreement_report(store.set_votes(pset.id))
+        store.votes.add_queue_vote(pair_vote(item, voter, label, left_first=voter != "bo"))
+    report = agreement_report(store.votes.in_set(pset.id))
     assert report.by_voter == {"ana": (1, 1), "bo": (1, 1), "cy": (1, 1), "dee": (0, 1)}
 
 
@@ -100,8 +100,8 @@ def test_position_bias_of_simulated_voters(store: Store) -> None:
                 policy_left += item.models[0] == "policy"
             else:
                 outcome = "tie"
-            store.add_queue_vote(queue_vote(item, outcome, voter))
-    bias = agreement_report(store.set_votes(pset.id)).position
+            store.votes.add_queue_vote(queue_vote(item, outcome, voter))
+    bias = agreement_report(store.votes.in_set(pset.id)).position
     lefty, fan, neutral = (bias.by_voter[v] for v in ("lefty", "fan", "neutral"))
     assert (lefty.left_wins, lefty.decided, lefty.rate) == (60, 60, 1.0) and lefty.ci_high == pytest.approx(1.0)
     assert lefty.ci_low == pytest.approx(wilson_interval(60, 60)[0]) and lefty.ci_low > 0.9
@@ -126,11 +126,11 @@ def test_position_bias_says_when_pairs_come_from_rankings(store: Store) -> None:
     first, second = item_ids(store, "eval")
     # Rankings shown (policy, reference, sft): ana ranks in shown order (left wins all 3 pairs), bo in
     # reverse (right wins all 3); cy calls the second prompt all flawed (no pair decided).
-    store.add_queue_vote(rank_vote(first, "ana", TRIPLE))
-    store.add_queue_vote(rank_vote(first, "bo", TRIPLE[::-1]))
-    store.add_queue_vote(rank_vote(second, "ana", TRIPLE))
-    store.add_queue_vote(rank_vote(second, "cy", None))
-    bias = agreement_report(store.set_votes(pset.id)).position
+    store.votes.add_queue_vote(rank_vote(first, "ana", TRIPLE))
+    store.votes.add_queue_vote(rank_vote(first, "bo", TRIPLE[::-1]))
+    store.votes.add_queue_vote(rank_vote(second, "ana", TRIPLE))
+    store.votes.add_queue_vote(rank_vote(second, "cy", None))
+    bias = agreement_report(store.votes.in_set(pset.id)).position
     assert (bias.overall.left_wins, bias.overall.decided, bias.overall.n_votes) == (6, 9, 3)
     assert bias.overall.note == "9 pairs from 3 votes: pairs from rankings are not independent; interval too narrow"
     ana = bias.by_voter["ana"]
@@ -148,7 +148,7 @@ def voted(store: Store) -> Store:
     make_set(store, n=2, overlap=3, models=TRIPLE, name="ranks")
     p0, p1, p2 = item_ids(store, "pairs")
     r0, r1 = item_ids(store, "ranks")
-    store.add_vote(hello_vote(PAIR, "b", "solo"))
+    store.votes.add(hello_vote(PAIR, "b", "solo"))
     for vote in [
         pair_vote(p0, "ana", "policy"), pair_vote(p0, "bo", "policy", left_first=False), pair_vote(p0, "cy", "tie"),
         pair_vote(p1, "ana", "policy"), pair_vote(p1, "bo", "sft"),
@@ -159,7 +159,7 @@ def voted(store: Store) -> Store:
         rank_vote(r0, "cy", ("sft", "policy", "reference"), shown=("sft", "reference", "policy")),
         rank_vote(r1, "ana", None), rank_vote(r1, "bo", None), rank_vote(r1, "cy", TRIPLE),
     ]:
-        store.add_queue_vote(vote)
+        store.votes.add_queue_vote(vote)
     return store
 
 
@@ -189,7 +189,7 @@ def test_merged_arena_export_keeps_ties_when_asked(voted: Store, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "battles.parquet"
     args = build_parser().parse_args(["export", "--format", "arena", "--out", str(out), "--merge", "majority",
-                                      "--ties", "keep", "--db", str(voted.path)])
+                                      "--ties", "keep", "--db", str(voted.database.path)])
     args.run(args)
     assert "merged by majority" in capsys.readouterr().out
     table = pq.read_table(out)
@@ -212,11 +212,11 @@ def test_training_on_merged_votes_gives_one_pair_per_prompt(store: Store) -> Non
     make_set(store, n=2, overlap=3)
     first, second = item_ids(store, "eval")
     for voter, label in (("ana", "policy"), ("bo", "policy"), ("cy", "sft")):  # 2:1 for policy
-        store.add_queue_vote(pair_vote(first, voter, label, left_first=voter != "bo"))
+        store.votes.add_queue_vote(pair_vote(first, voter, label, left_first=voter != "bo"))
     for voter, label in (("ana", "policy"), ("bo", "sft")):  # a split: no majority
-        store.add_queue_vote(pair_vote(second, voter, label))
+        store.votes.add_queue_vote(pair_vote(second, voter, label))
     assert len(store.training_pairs()) == 5  # every voter's vote
-    merged = store.training_pairs(votes=merge_votes(store.votes()).votes)
+    merged = store.training_pairs(votes=merge_votes(store.votes.list()).votes)
     [pair] = merged
     assert pair.chosen == [{"role": "assistant", "content": "policy says hello"}]
     assert pair.rejected == [{"role": "assistant", "content": "sft says hello"}]

@@ -36,7 +36,7 @@ def test_generate_streams_the_engines_reply_then_a_vote_is_stored(app: tuple[App
 
     result = client.predict("b", [], "ana", api_name="/vote")
     assert "stored" in str(result)
-    [vote] = state.store.votes()
+    [vote] = state.store.votes.list()
     assert vote.outcome == "b" and vote.voter == "ana"
     assert [r.model for r in vote.responses] == ["policy", "reference"]
     assert [r.text for r in vote.responses] == expected
@@ -45,7 +45,7 @@ def test_generate_streams_the_engines_reply_then_a_vote_is_stored(app: tuple[App
 
     with pytest.raises(Exception, match="already has a vote"):
         client.predict("a", [], "ana", api_name="/vote")
-    db = sqlite3.connect(state.store.path)
+    db = sqlite3.connect(state.store.database.path)
     assert db.execute("SELECT COUNT(*) FROM votes").fetchone() == (1,)
 
 
@@ -57,7 +57,7 @@ def test_ranking_votes_anonymous_refusal_export_import_and_undo(app: tuple[AppSt
     with pytest.raises(Exception, match="Rank all 3 responses"):
         client.predict("ranking", ["B", "A"], "bo", api_name="/vote")
     client.predict("ranking", ["C", "A", "B"], "bo", api_name="/vote")
-    [vote] = state.store.votes()
+    [vote] = state.store.votes.list()
     assert vote.ranking == (2, 0, 1) and [r.model for r in vote.responses] == ["policy", "reference", "sft"]
     assert vote.prompt[0] == {"role": "system", "content": "Be short."}
 
@@ -75,7 +75,7 @@ def test_ranking_votes_anonymous_refusal_export_import_and_undo(app: tuple[AppSt
     after = client.predict("tie", [], "bo", api_name="/vote")
     revealed = " ".join(after[1:3])
     assert "policy" in revealed and ("sft" in revealed or "reference" in revealed)
-    battle = state.store.votes()[-1]
+    battle = state.store.votes.list()[-1]
     assert battle.anonymous and {r.model for r in battle.responses} & {"policy"}
     state.store.undo_last_vote("bo")
 
@@ -83,13 +83,13 @@ def test_ranking_votes_anonymous_refusal_export_import_and_undo(app: tuple[AppSt
     lines = Path(exported).read_text().splitlines()
     assert len(lines) == 3  # a full ranking of 3 gives 3 preference pairs
     client.predict(handle_file(exported), api_name="/import")
-    assert len(state.store.imported_pairs()) == 3
+    assert len(state.store.imports.pairs()) == 3
 
     table = client.predict("", "", api_name="/votes")[0]
     assert [row[2] for row in table["data"]] == ["bo"]
     message = client.predict("bo", "", "", api_name="/undo")[0]
     assert f"Removed vote #{vote.id}" in message
-    assert state.store.votes() == []
+    assert state.store.votes.list() == []
 
 
 def test_two_sessions_keep_their_own_rounds(app: tuple[AppState, Client]) -> None:
@@ -103,7 +103,7 @@ def test_two_sessions_keep_their_own_rounds(app: tuple[AppState, Client]) -> Non
         other.predict("b", [], "bo", api_name="/vote")
     finally:
         other.close()
-    votes = {v.voter: v for v in state.store.votes()}
+    votes = {v.voter: v for v in state.store.votes.list()}
     assert votes["ana"].prompt[-1]["content"] == "First?" and votes["ana"].outcome == "a"
     assert votes["bo"].prompt[-1]["content"] == "Second?" and votes["bo"].outcome == "b"
 

@@ -57,7 +57,7 @@ def test_click_through_a_vote(tiny_model_dir: Path, home: Path, tmp_path: Path, 
         page.get_by_text("stored as b by carol").wait_for(timeout=30_000)
         assert page.locator("#vote-a").is_disabled()  # locked until the next round
         page.screenshot(path=str(tmp_path / "vote.png"), full_page=True)
-        [vote] = state.store.votes()
+        [vote] = state.store.votes.list()
     assert (vote.voter, vote.outcome) == ("carol", "b")
     assert (tmp_path / "vote.png").stat().st_size > 10_000
 
@@ -79,7 +79,7 @@ def test_a_logged_in_voter_votes_under_the_login(tiny_model_dir: Path, home: Pat
         generate(page)
         page.locator("#vote-a").click()  # a mouse click: the button's handler must see the login
         page.get_by_text("stored as a by dana").wait_for(timeout=30_000)
-        [vote] = state.store.votes()
+        [vote] = state.store.votes.list()
     assert (vote.voter, vote.outcome) == ("dana", "a")
 
 
@@ -134,10 +134,10 @@ def test_every_tab_shows_its_data_when_opened_without_refresh(tiny_state: AppSta
 
     state = tiny_state
     add_votes(state)
-    state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
-    pset = state.store.add_prompt_set("greetings", "greetings.jsonl", [SetPrompt("1", [{"role": "user",
-                                                                                          "content": "Hi?"}])])
-    state.store.set_guidelines(pset.id, "Prefer the friendlier answer.")
+    state.store.imports.add_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
+    pset = state.store.prompt_sets.add("greetings", "greetings.jsonl", [SetPrompt("1", [{"role": "user",
+                                                                                         "content": "Hi?"}])])
+    state.store.prompt_sets.set_guidelines(pset.id, "Prefer the friendlier answer.")
     with browser_page(state) as (page, url):
         client = Client(url, verbose=False)
         try:

@@ -31,9 +31,9 @@ def state(tiny_state: AppState) -> AppState:
 
 def test_report_from_votes_and_judge_battles(state: AppState, tmp_path: Path) -> None:
     for outcome in ["a"] * 6 + ["b"] * 2 + ["tie"]:  # policy 6.5 of 9 against sft
-        state.store.add_vote(make_vote(("policy", "sft"), outcome, texts=("short", "a longer answer"),
-                                       rated_as=("policy", "sft"), prompt=PROMPT))
-    state.store.add_judge_battles("rule:shorter", "r1", [
+        state.store.votes.add(make_vote(("policy", "sft"), outcome, texts=("short", "a longer answer"),
+                                        rated_as=("policy", "sft"), prompt=PROMPT))
+    state.store.judges.add("rule:shorter", "r1", [
         {"prompt": PROMPT, "model_a": "x", "model_b": "sft", "text_a": "1", "text_b": "22", "winner": "model_a"}])
     report = build_report(state.store, bootstrap=200)
     assert report.n_battles == 9 and list(report.leaderboard["model"]) == ["policy", "sft"]
@@ -89,7 +89,7 @@ def test_kl_is_zero_for_the_fresh_adapter_and_matches_the_exact_value(state: App
 def app(state: AppState) -> Iterator[tuple[AppState, Client]]:
     from playground.data.rows import parse_row
 
-    state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
+    state.store.imports.add_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
     with running_app(state) as client:
         yield state, client
 
@@ -101,8 +101,8 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
     message, _ = client.predict(["policy", "sft"], "built-in eval prompts (eval-prompts.jsonl)", 8,
                                 "longer wins", "", None, api_name="/run_judge")
     assert "16 battles judged by `rule:longer`" in message
-    stored = state.store.judge_battles("rule:longer")
-    assert {b["model_a"] for b in stored} | {b["model_b"] for b in stored} == {ckpt, "sft"}  # policy rated as ckpt
+    stored = state.store.judges.list("rule:longer")
+    assert {b.model_a for b in stored} | {b.model_b for b in stored} == {ckpt, "sft"}  # policy rated as ckpt
 
     rm_message, rm_update, rm_table = client.predict(4, 1e-3, 0.0, api_name="/train_reward_model")
     assert [row[0] for row in rm_table["data"]] == [rm_update["value"]]
@@ -110,8 +110,8 @@ def test_train_judge_and_rate_through_the_api(app: tuple[AppState, Client]) -> N
     assert "Trained `rm-" in rm_message and (state.data_dir / "reward-models" / rm_name).is_dir()
     client.predict(["policy", "sft"], "built-in eval prompts (eval-prompts.jsonl)", 8, "reward model", "", rm_name,
                    api_name="/run_judge")
-    rm_battles = state.store.judge_battles(f"reward-model:{rm_name}")
-    assert len(rm_battles) == 16 and all({"reward_a", "reward_b", "p_a"} <= set(b["details"]["ab"]) for b in rm_battles)
+    rm_battles = state.store.judges.list(f"reward-model:{rm_name}")
+    assert len(rm_battles) == 16 and all({"reward_a", "reward_b", "p_a"} <= set(b.details["ab"]) for b in rm_battles)
 
     arena = state.data_dir / "arena.jsonl"  # an Arena battle file joins the votes and judge battles
     arena.write_text('{"model_a": "gpt-x", "model_b": "sft", "winner": "model_a"}\n' * 3)
@@ -182,7 +182,7 @@ def test_the_dashboard_shows_length_controlled_win_rates_and_style_controlled_ra
         a_text, b_text = (long, short) if verbose_is_a == verbose_longer else (short, long)
         a_wins = rng.random() < (0.7 if len(a_text) > len(b_text) else 0.3)  # …and length alone wins
         models = ("verbose", "sft") if verbose_is_a else ("sft", "verbose")
-        store.add_vote(make_vote(models, "a" if a_wins else "b", texts=[a_text, b_text]))
+        store.votes.add(make_vote(models, "a" if a_wins else "b", texts=[a_text, b_text]))
     report = build_report(store, baseline="sft", bootstrap=200)
     [line] = win_rate_display(report.win_rates).to_dict("records")
     low, high = (float(x) for x in line["LC 95% CI"].split(" – "))
@@ -207,9 +207,9 @@ def test_the_judge_table_compares_a_judge_with_the_human_majority(store) -> None
 
     prompts = [[{"role": "user", "content": f"Q{i}?"}] for i in range(2)]
     for prompt in prompts:
-        store.add_vote(make_vote(("sft", "policy"), "a", prompt=prompt))
+        store.votes.add(make_vote(("sft", "policy"), "a", prompt=prompt))
     battle = {"model_a": "sft", "model_b": "policy", "text_a": "x", "text_b": "y"}
-    store.add_judge_battles("rule:longer", "run-1", [
+    store.judges.add("rule:longer", "run-1", [
         {**battle, "prompt": prompts[0], "winner": "model_a",
          "details": {"ab": {"winner": "model_a"}, "ba": {"winner": "model_b"}}},  # sft both times
         {**battle, "prompt": prompts[1], "winner": "tie",  # the first slot both times: the orders disagree
@@ -235,14 +235,14 @@ def test_an_llm_judge_runs_from_the_dashboard(app: tuple[AppState, Client], tiny
                                 "LLM judge (a local model)", "", None, str(judge_dir), api_name="/run_judge")
     name = "llm:tiny-judge"
     assert f"16 battles judged by `{name}` in both orders" in message
-    battles = state.store.judge_battles(name)
+    battles = state.store.judges.list(name)
     for b in battles:  # each order's constrained probabilities of "A", "B", "tie"
         for order in ("ab", "ba"):
-            assert sum(b["details"][order][k] for k in ("p_a", "p_b", "p_tie")) == pytest.approx(1, abs=1e-5)
+            assert sum(b.details[order][k] for k in ("p_a", "p_b", "p_tie")) == pytest.approx(1, abs=1e-5)
     with pytest.raises(Exception, match=r"judge\.gguf: no such file or folder"):
         client.predict(["policy", "sft"], "built-in eval prompts (eval-prompts.jsonl)", 8,
                        "LLM judge (a local model)", "", None, "/nowhere/judge.gguf", api_name="/run_judge")
-    assert state.store.counts_by_judge() == {name: 16}
+    assert state.store.judges.counts_by_judge() == {name: 16}
 
 
 def test_the_reward_vs_kl_figure_groups_checkpoints_by_how_they_trained() -> None:

@@ -17,7 +17,7 @@ from evals.ratings.indexed import index_battles
 from playground.core.errors import PlaygroundError
 from playground.data.exchange import export_rows, import_file
 from playground.data.rows import PreferenceRow
-from playground.data.store import Store, default_path
+from playground.data.store import Store, open_store
 from playground.data.votes import to_arena_rows
 from tests.conftest import make_vote
 
@@ -66,8 +66,8 @@ def add_votes(store: Store) -> None:
                            (("sft", "policy"), {"outcome": "tie", "voter": "bob", "created_at": 20.0}),
                            (("sft", "policy", "ckpt-0001"),
                             {"outcome": "ranking", "ranking": (2, 0, 1), "anonymous": True, "created_at": 30.0})]:
-        store.add_vote(make_vote(models, texts=[f"{m}: {'green' if i else 'blue'}" for i, m in enumerate(models)],
-                                 scores=[{"reward": float(i)} for i in range(len(models))], prompt=PROMPT, **fields))
+        store.votes.add(make_vote(models, texts=[f"{m}: {'green' if i else 'blue'}" for i, m in enumerate(models)],
+                                  scores=[{"reward": float(i)} for i in range(len(models))], prompt=PROMPT, **fields))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -80,7 +80,7 @@ def test_import_each_format_and_kind(store: Store, tmp_path: Path, kind: str, su
     path = write_records(RECORDS[kind], tmp_path / f"{kind}{suffix}")
     result = import_file(store, path)
     assert (result.imported, result.skipped) == (len(EXPECTED[kind]), [])
-    assert store.imported_pairs() == EXPECTED[kind]
+    assert store.imports.pairs() == EXPECTED[kind]
 
 
 def test_import_is_all_or_nothing_and_names_the_line(store: Store, tmp_path: Path) -> None:
@@ -91,12 +91,12 @@ def test_import_is_all_or_nothing_and_names_the_line(store: Store, tmp_path: Pat
     assert "2 invalid row(s), nothing was read" in str(caught.value)
     assert "line 2: missing 'rejected'" in str(caught.value)
     assert "line 3: not valid JSON" in str(caught.value)
-    assert store.imported_pairs() == []
+    assert store.imports.pairs() == []
 
     result = import_file(store, path, skip_invalid=True)
     assert result.imported == 1
     assert [e.line for e in result.skipped] == [2, 3]
-    assert store.imported_pairs() == [PreferenceRow("a", "b", "c")]
+    assert store.imports.pairs() == [PreferenceRow("a", "b", "c")]
 
 
 def test_import_of_only_invalid_rows_is_an_error_even_when_skipping(store: Store, tmp_path: Path) -> None:
@@ -126,9 +126,9 @@ def test_trl_export_loads_with_datasets(store: Store, tmp_path: Path, suffix: st
     assert not list(tmp_path.glob(".*.tmp"))
 
     # And the file imports back as the same pairs.
-    with Store(tmp_path / "again.sqlite") as again:
+    with open_store(tmp_path / "again.sqlite") as again:
         assert import_file(again, out).imported == 4
-        assert again.imported_pairs() == store.training_pairs("all_pairs", 0)
+        assert again.imports.pairs() == store.training_pairs("all_pairs", 0)
 
 
 def test_best_vs_random_export(store: Store, tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_arena_export(store: Store, tmp_path: Path) -> None:
     add_votes(store)
     assert export_rows(store, "arena", tmp_path / "arena.jsonl") == 5
     rows = read_jsonl(tmp_path / "arena.jsonl")
-    assert [{k: v for k, v in r.items() if k != "conv_metadata"} for r in rows] == to_arena_rows(store.votes())
+    assert [{k: v for k, v in r.items() if k != "conv_metadata"} for r in rows] == to_arena_rows(store.votes.list())
     assert [(r["model_a"], r["model_b"], r["winner"]) for r in rows] == [
         ("sft", "policy", "model_b"), ("sft", "policy", "tie"),
         ("sft", "policy", "model_a"), ("sft", "ckpt-0001", "model_b"), ("policy", "ckpt-0001", "model_b"),
@@ -168,7 +168,7 @@ def test_export_refusals(store: Store, tmp_path: Path) -> None:
         export_rows(store, "trl", tmp_path / "missing" / "out.jsonl")
     with pytest.raises(PlaygroundError, match="only be exported in trl format"):
         export_rows(store, "arena", tmp_path / "out.jsonl", include_imported=True)
-    store.import_pairs(EXPECTED["standard"], "plain.jsonl")
+    store.imports.add_pairs(EXPECTED["standard"], "plain.jsonl")
     with pytest.raises(PlaygroundError, match="mix plain-text and chat-message prompts"):
         export_rows(store, "trl", tmp_path / "out.jsonl", include_imported=True)
     assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".*.tmp"))
@@ -176,8 +176,8 @@ def test_export_refusals(store: Store, tmp_path: Path) -> None:
 
 def test_failed_export_leaves_the_old_file(store: Store, tmp_path: Path) -> None:
     # Two imported pairs whose "score" is a number in one and text in the other fit no Parquet column.
-    store.import_pairs([PreferenceRow("q", "y", "n", {"score": 0.5}), PreferenceRow("q", "y", "n", {"score": "high"})],
-                       "mixed.jsonl")
+    store.imports.add_pairs(
+        [PreferenceRow("q", "y", "n", {"score": 0.5}), PreferenceRow("q", "y", "n", {"score": "high"})], "mixed.jsonl")
     out = tmp_path / "out.parquet"
     out.write_bytes(b"previous export")
     with pytest.raises(PlaygroundError, match="do not fit one Parquet schema"):
@@ -199,9 +199,9 @@ def test_help_explains_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.slow  # a subprocess CLI
 def test_cli_export_then_import_round_trip(home: Path, tmp_path: Path) -> None:
-    with Store(default_path()) as s:
+    with open_store(home / "votes.sqlite") as s:
         add_votes(s)
-        s.import_pairs(EXPECTED["conversational"], "extra.jsonl")
+        s.imports.add_pairs(EXPECTED["conversational"], "extra.jsonl")
         expected = s.training_pairs("all_pairs", 0)
     out = tmp_path / "export.jsonl"
 
@@ -214,8 +214,8 @@ def test_cli_export_then_import_round_trip(home: Path, tmp_path: Path) -> None:
     done = run_data("import", str(out), "--db", str(other))
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"imported 5 preference rows from {out}\n"
-    with Store(other) as s:
-        assert s.imported_pairs() == expected
+    with open_store(other) as s:
+        assert s.imports.pairs() == expected
 
 
 @pytest.mark.slow  # a subprocess CLI
@@ -228,8 +228,8 @@ def test_cli_import_of_a_bad_file_writes_nothing(home: Path, tmp_path: Path) -> 
     assert done.stderr.startswith(f"error: {path}: 1 invalid row(s), nothing was read")
     assert "line 2: 'chosen' is empty" in done.stderr
     assert "Traceback" not in done.stderr
-    with Store(default_path()) as s:
-        assert s.imported_pairs() == []
+    with open_store(home / "votes.sqlite") as s:
+        assert s.imports.pairs() == []
 
 
 @pytest.mark.slow  # a subprocess CLI

@@ -31,8 +31,8 @@ def test_voters_see_only_their_own_votes_and_the_admin_sees_all(tiny_model_dir: 
                         access=load_access([":".join(ANA), ":".join(BO)], None, ADMIN_PASSWORD))
     add_votes(state)  # ana 3 votes, bo 1; each shows policy and sft
     for label in (True, True, False):  # and three single votes of carol's, not a login: seen by the admin only
-        state.store.add_single_vote(SingleVote(prompt=PROMPT, response=Response("policy", "Hi."), label=label,
-                                               slot=0, voter="carol"))
+        state.store.single_votes.add(SingleVote(prompt=PROMPT, response=Response("policy", "Hi."), label=label,
+                                                slot=0, voter="carol"))
     with running_app(state, auth=ANA) as ana:
         bo = Client(ana.src, verbose=False, auth=BO)
         admin = Client(ana.src, verbose=False, auth=("admin", ADMIN_PASSWORD))
@@ -55,7 +55,7 @@ def test_voters_see_only_their_own_votes_and_the_admin_sees_all(tiny_model_dir: 
 
             # Undo takes back the caller's own vote, whatever name is typed.
             message = bo.predict("ana", "", "", api_name="/undo")[0]
-            assert "Removed vote #4" in message and [v.voter for v in state.store.votes()] == ["ana"] * 3
+            assert "Removed vote #4" in message and [v.voter for v in state.store.votes.list()] == ["ana"] * 3
 
             state.votes_visible_to_all = True  # app.py --votes-visible-to-all
             table, by_voter, _, _ = bo.predict("", "", api_name="/votes")
@@ -94,6 +94,6 @@ def test_a_voter_is_refused_every_admin_action_of_the_data_and_dashboard_tabs(lo
                 client.predict(*args, api_name=api_name)
         # Dashboard tables are aggregates: anyone may download them.
         assert Path(client.predict(True, [], "sft", "sft", 0, None, api_name="/dashboard_tables")).stat().st_size
-        assert state.store.imported_pairs() == [] and state.store.judge_battles() == []
+        assert state.store.imports.pairs() == [] and state.store.judges.list() == []
     assert not (state.data_dir / "reward-models").exists() and state.kl_estimates == {}
     assert [p.name.split("-2")[0] for p in state.export_dir.iterdir()] == ["dashboard"]

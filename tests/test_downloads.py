@@ -26,8 +26,8 @@ VOTES = [("ana", "a"), ("ana", "b"), ("ana", "tie"), ("bo", "a")]
 
 def add_votes(state: AppState, votes: list[tuple[str, str]] = VOTES) -> None:
     for voter, outcome in votes:
-        state.store.add_vote(make_vote(("policy", "sft"), outcome, texts=("short", "longer"),
-                                       rated_as=("policy", "sft"), prompt=PROMPT, voter=voter))
+        state.store.votes.add(make_vote(("policy", "sft"), outcome, texts=("short", "longer"),
+                                        rated_as=("policy", "sft"), prompt=PROMPT, voter=voter))
 
 
 @pytest.fixture

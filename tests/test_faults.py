@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from bench.load import connect, generate_round, submit_vote
-from playground.data.store import Store
+from playground.data.store import open_store
 from playground.models.checkpoints import complete_checkpoints
 from playground.models.roles import ModelsConfig
 from service.state import SERVING, build_state
@@ -174,9 +174,9 @@ def _dropdown_choices(url: str, label: str) -> list[str]:
 def test_the_store_syncs_every_commit_to_disk(tmp_path: Path) -> None:
     """Power-loss durability rests on WAL with synchronous=FULL (every commit fsynced); a process kill
     (the test below) cannot tell FULL from NORMAL, so the setting itself is checked on the live connection."""
-    with Store(tmp_path / "votes.sqlite") as store:
-        assert tuple(store._database.connection.execute("PRAGMA synchronous").fetchone()) == (2,)  # 2 = FULL
-        assert tuple(store._database.connection.execute("PRAGMA journal_mode").fetchone()) == ("wal",)
+    with open_store(tmp_path / "votes.sqlite") as store:
+        assert tuple(store.database._backend.connection.execute("PRAGMA synchronous").fetchone()) == (2,)  # 2 = FULL
+        assert tuple(store.database._backend.connection.execute("PRAGMA journal_mode").fetchone()) == ("wal",)
 
 
 @pytest.mark.slow
@@ -262,10 +262,10 @@ def test_kill_9_during_training_serves_the_last_good_checkpoint(tiny_model_dir: 
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
     try:
         assert list(state.checkpoints) == [finished.name]
-        assert [c["id"] for c in state.store.checkpoints()] == [finished.name]
+        assert [c.id for c in state.store.checkpoints.list()] == [finished.name]
         # The last good checkpoint serves again as the policy (the killed run never replaced it).
         assert Path(state.models.policy.source) == finished and state.rated_name("policy") == finished.name
-        assert state.store.votes()[-1].responses[0].model == finished.name
+        assert state.store.votes.list()[-1].responses[0].model == finished.name
     finally:
         state.store.close()
     assert leftover.is_dir()  # left alone (not deleted, not registered): only ever ignored
@@ -327,7 +327,7 @@ def test_a_full_disk_refuses_the_vote_and_stores_nothing(tiny_model_dir: Path, h
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
 
     def counts() -> tuple[int, int]:
-        db = sqlite3.connect(state.store.path)
+        db = sqlite3.connect(state.store.database.path)
         try:
             return (db.execute("SELECT COUNT(*) FROM votes").fetchone()[0],
                     db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
@@ -336,17 +336,17 @@ def test_a_full_disk_refuses_the_vote_and_stores_nothing(tiny_model_dir: Path, h
 
     with running_app(state) as client:
         generate_round(client, seed=0, timeout=60)
-        real = state.store._database.connection
+        real = state.store.database._backend.connection
         # The vote row is written, then the disk fills: on its responses, or at the commit.
         for fails_on in ("INSERT INTO RESPONSES", "COMMIT"):
-            monkeypatch.setattr(state.store._database, "connection", DiskFull(real, fails_on))
+            monkeypatch.setattr(state.store.database._backend, "connection", DiskFull(real, fails_on))
             with pytest.raises(Exception, match="database or disk is full"):
                 client.predict("a", [], "ana", api_name="/vote")
-            monkeypatch.setattr(state.store._database, "connection", real)
+            monkeypatch.setattr(state.store.database._backend, "connection", real)
             assert not real.in_transaction  # nothing left open to be committed later
             assert counts() == (0, 0)
         # Space again: the same round can still be voted on, and is stored once.
         vote_id = submit_vote(client, "a", "ana", timeout=60)
         assert vote_id is not None
         assert counts() == (1, 2)
-        assert [v.id for v in state.store.votes()] == [vote_id]
+        assert [v.id for v in state.store.votes.list()] == [vote_id]

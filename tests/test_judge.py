@@ -11,6 +11,7 @@ from evals.judge import Judge, Verdict, both_orders, position_consistency, rewar
 from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
+from playground.data.store.checkpoints import RegisteredCheckpoint
 from playground.inference.settings import GenerationSettings
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import ModelsConfig, adapter_params, load_models
@@ -55,7 +56,8 @@ def test_win_rate_counts_ties_as_half_with_a_wilson_interval() -> None:
     assert win_rate(battles, "x", "sft").rate is None
     table = win_rate_table(battles, "sft")
     assert list(table["model"]) == ["p"]
-    timeline = checkpoint_timeline(battles, [{"id": "p", "created_at": 5.0}, {"id": "q", "created_at": 6.0}])
+    registered = [RegisteredCheckpoint(name, Path(name), None, at, {}) for name, at in (("p", 5.0), ("q", 6.0))]
+    timeline = checkpoint_timeline(battles, registered)
     assert list(timeline["checkpoint"]) == ["p"] and timeline["rate"][0] == pytest.approx(0.7)
 
 
@@ -71,11 +73,11 @@ def state(tiny_state: AppState) -> AppState:
 
 def test_human_battles_use_rated_names_and_skip_self_battles(state: AppState) -> None:
     # Response i is i + 1 characters long.
-    state.store.add_vote(make_vote(("policy", "sft"), "a", texts=("x", "xx"), rated_as=("dpo-1", "sft")))
-    state.store.add_vote(make_vote(("sft", "reference"), "b", texts=("x", "xx"),
-                                   rated_as=("sft", "sft")))  # one model twice: no battle
-    state.store.add_vote(make_vote(("policy", "sft", "reference"), "ranking", texts=("x", "xx", "xxx"),
-                                   rated_as=("dpo-2", "sft", "sft"), ranking=(2, 0, 1)))
+    state.store.votes.add(make_vote(("policy", "sft"), "a", texts=("x", "xx"), rated_as=("dpo-1", "sft")))
+    state.store.votes.add(make_vote(("sft", "reference"), "b", texts=("x", "xx"),
+                                    rated_as=("sft", "sft")))  # one model twice: no battle
+    state.store.votes.add(make_vote(("policy", "sft", "reference"), "ranking", texts=("x", "xx", "xxx"),
+                                    rated_as=("dpo-2", "sft", "sft"), ranking=(2, 0, 1)))
     rows = human_battles(state.store)
     assert [(r.model_a, r.model_b, r.winner, r.len_a, r.len_b) for r in rows] == [
         ("dpo-1", "sft", "model_a", 1, 2), ("dpo-2", "sft", "model_a", 1, 2), ("dpo-2", "sft", "model_b", 1, 3)]
@@ -88,12 +90,12 @@ def test_a_judge_run_is_stored_apart_from_votes(state: AppState) -> None:
     battles = run_judge(state, prompts, ["policy", "sft"], rule_judge("longer"), settings)
     assert len(battles) == 3  # 3 prompts × 1 pair
     assert {(b.model_a, b.model_b) for b in battles} <= {("policy", "sft"), ("sft", "policy")}
-    stored = state.store.judge_battles("rule:longer")
-    assert [(b["model_a"], b["model_b"], b["winner"]) for b in stored] == [
-        (b.model_a, b.model_b, b.winner) for b in battles]
+    stored = state.store.judges.list("rule:longer")
+    assert [(b.model_a, b.model_b, b.winner) for b in stored] == [(b.model_a, b.model_b, b.winner) for b in battles]
+    assert len({b.run for b in stored}) == 1 and len({b.id for b in stored}) == 3  # one run, three battles
     for b in stored:
-        assert b["winner"] == longer_wins(b["text_a"], b["text_b"])
-    assert state.store.votes() == []
+        assert b.winner == longer_wins(b.text_a, b.text_b)
+    assert state.store.votes.list() == []
     assert human_battles(state.store) == [] and len(judge_battles(state.store, ["rule:longer"])) == 3
     with pytest.raises(PlaygroundError, match="the same weights"):  # the reference is the SFT model here
         run_judge(state, prompts, ["policy", "sft", "reference"], rule_judge("longer"), settings)
@@ -122,8 +124,8 @@ def test_a_rule_judge_run_ties_equal_lengths(state: AppState, monkeypatch: pytes
     policy = state.rated_name("policy")
     assert [b.winner for b in battles[:2]] == ["tie", "tie (bothbad)"]
     assert battles[2].winner == ("model_a" if battles[2].model_a == policy else "model_b")
-    stored = state.store.judge_battles("rule:longer")
-    assert [b["winner"] for b in stored] == [longer_wins(b["text_a"], b["text_b"]) for b in stored]
+    stored = state.store.judges.list("rule:longer")
+    assert [b.winner for b in stored] == [longer_wins(b.text_a, b.text_b) for b in stored]
 
 
 def test_judge_cli_prints_win_rates(tiny_model_dir: Path, home: Path, tmp_path: Path,
@@ -173,12 +175,12 @@ def test_rule_judges_are_order_free(state: AppState) -> None:
     settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6, seed=2)
     prompts = [PROMPT, [{"role": "user", "content": "Say a word."}], [{"role": "user", "content": "Two?"}]]
     run_judge(state, prompts, ["policy", "sft"], rule_judge("shorter"), settings)
-    stored = state.store.judge_battles("rule:shorter")
+    stored = state.store.judges.list("rule:shorter")
     result = position_consistency(judge_battles(state.store, ["rule:shorter"]))
     assert (result.consistent, result.n, result.rate) == (3, 3, 1.0)
     for b in stored:  # the swapped order's verdict names the same model, in its own terms
-        assert b["details"]["ab"]["winner"] == b["winner"]
-        assert b["details"]["ba"]["score_a"] == b["details"]["ab"]["score_b"]
+        assert b.details["ab"]["winner"] == b.winner
+        assert b.details["ba"]["score_a"] == b.details["ab"]["score_b"]
 
 
 def test_a_position_biased_judge_is_never_consistent_and_only_ties(state: AppState) -> None:
@@ -203,13 +205,13 @@ def test_the_reward_model_judge_is_order_free(state: AppState, tiny_model_dir: P
     prompts: list[list[Message]] = [[{"role": "user", "content": q}] for q in ("Hi?", "Say a word.", "Two?", "Sea?")]
     settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8, seed=4)
     run_judge(state, prompts, ["policy", "sft"], judge, settings)
-    stored = state.store.judge_battles("reward-model:rm")
+    stored = state.store.judges.list("reward-model:rm")
     result = position_consistency(judge_battles(state.store, ["reward-model:rm"]))
     assert (result.consistent, result.n, result.rate) == (4, 4, 1.0)
     for b in stored:
-        ab, ba = b["details"]["ab"], b["details"]["ba"]
+        ab, ba = b.details["ab"], b.details["ba"]
         assert (ba["reward_a"], ba["reward_b"]) == (ab["reward_b"], ab["reward_a"])  # the same rewards, swapped
         assert ab["p_a"] + ba["p_a"] == pytest.approx(1.0)
         margin = ab["reward_a"] - ab["reward_b"]
-        assert b["winner"] == ("model_a" if margin > 0 else "model_b" if margin < 0 else "tie")
-    assert any(b["winner"] != "tie" for b in stored)  # decided battles, not only ties
+        assert b.winner == ("model_a" if margin > 0 else "model_b" if margin < 0 else "tie")
+    assert any(b.winner != "tie" for b in stored)  # decided battles, not only ties

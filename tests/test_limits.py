@@ -35,4 +35,4 @@ def test_limits_answer_through_the_api(app: tuple[AppState, Client], tmp_path: P
             client.predict(handle_file(str(big)), api_name="/import")
     finally:
         rows.MAX_FILE_BYTES = saved
-    assert state.store.votes() == [] and state.store.imported_pairs() == [] and state.store.checkpoints() == []
+    assert state.store.votes.list() == [] and state.store.imports.pairs() == [] and state.store.checkpoints.list() == []

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.load import OUTCOMES, LoadResult, VoterResult, check_votes, run_voters, serve, voter_name
-from playground.data.store import Store
+from playground.data.store import open_store
 from tests.conftest import make_vote
 
 VOTERS = 20
@@ -22,7 +22,7 @@ def test_twenty_simultaneous_voters_lose_and_duplicate_nothing(tiny_model_dir: P
     with serve(tiny_model_dir, home) as (state, url):
         result = run_voters(url, VOTERS, timeout=300)
         check = check_votes(state.store, result)
-        stored = state.store.votes()
+        stored = state.store.votes.list()
 
     assert result.errors == []
     assert len(result.acknowledged) == VOTERS
@@ -41,9 +41,9 @@ def test_twenty_simultaneous_voters_lose_and_duplicate_nothing(tiny_model_dir: P
 
 def test_the_vote_check_notices_lost_extra_and_altered_votes(tmp_path: Path) -> None:
     """The check above can fail: it compares the database with what the voters were told."""
-    with Store(tmp_path / "votes.sqlite") as store:
+    with open_store(tmp_path / "votes.sqlite") as store:
         def cast(i: int, outcome: str) -> int:
-            return store.add_vote(make_vote(("policy", "sft"), outcome, voter=voter_name(i)))
+            return store.votes.add(make_vote(("policy", "sft"), outcome, voter=voter_name(i)))
 
         told = [VoterResult(voter_name(i), OUTCOMES[i], vote_id=cast(i, OUTCOMES[i])) for i in range(3)]
         result = LoadResult(told, seconds=1.0)

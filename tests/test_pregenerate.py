@@ -28,12 +28,12 @@ def state(tiny_state: AppState) -> AppState:
 
 def new_set(state: AppState, name: str, n: int = 5) -> PromptSet:
     prompts = [SetPrompt(f"q{i}", [{"role": "user", "content": f"Say hi {i}."}]) for i in range(n)]
-    return choose_models(state, state.store.add_prompt_set(name, "test", prompts), MODELS, SETTINGS)
+    return choose_models(state, state.store.prompt_sets.add(name, "test", prompts), MODELS, SETTINGS)
 
 
 def stored(state: AppState) -> list[tuple[str, str, str]]:
     """(set, ref, model) of every stored response, by set name and ref."""
-    db = sqlite3.connect(state.store.path)
+    db = sqlite3.connect(state.store.database.path)
     rows = db.execute("SELECT s.name, p.ref, r.model FROM set_responses r JOIN set_prompts p ON p.id = r.prompt_id "
                       "JOIN prompt_sets s ON s.id = p.set_id ORDER BY s.name, p.ref, r.model").fetchall()
     db.close()
@@ -41,8 +41,8 @@ def stored(state: AppState) -> list[tuple[str, str, str]]:
 
 
 def texts(state: AppState, pset: PromptSet) -> dict[tuple[str, str], str]:
-    return {(p.ref, m): r.text for p in state.store.set_prompts(pset.id)
-            for m, r in state.store.set_responses(p.id or 0).items()}
+    return {(p.ref, m): r.text for p in state.store.prompt_sets.prompts(pset.id)
+            for m, r in state.store.prompt_sets.responses(p.id or 0).items()}
 
 
 def test_stopped_crashed_and_resumed_gives_every_response_once(state: AppState,
@@ -83,7 +83,7 @@ def test_stopped_crashed_and_resumed_gives_every_response_once(state: AppState,
     again = new_set(state, "again")
     pregenerate(state, again)
     assert texts(state, again) == texts(state, pset) and any(t.strip() for t in texts(state, pset).values())
-    response = state.store.set_responses(state.store.set_prompts(pset.id)[0].id or 0)["policy"]
+    response = state.store.prompt_sets.responses(state.store.prompt_sets.prompts(pset.id)[0].id or 0)["policy"]
     assert response.settings["batch"] == MODELS and response.settings["max_new_tokens"] == 4
     assert response.scores["reward"] == 0.0  # a fresh adapter: policy = reference
 
@@ -97,7 +97,7 @@ def test_models_are_fixed_once_a_set_has_votes(state: AppState) -> None:
     pregenerate(state, pset)
     item = next_item(state.store, pset, "ana", random.Random(0))
     assert item is not None
-    state.store.add_queue_vote(queue_vote(item, "a", "ana"))
+    state.store.votes.add_queue_vote(queue_vote(item, "a", "ana"))
     with pytest.raises(PlaygroundError, match="cannot change"):
         choose_models(state, pset, ["policy", "reference"], SETTINGS)
     choose_models(state, pset, MODELS, GenerationSettings(max_new_tokens=8))  # settings may change
@@ -108,7 +108,7 @@ def test_cli_resumes_a_set(state: AppState, tiny_model_dir: Path, capsys: pytest
     pregenerate(state, pset, should_stop=lambda: True)  # stopped before the first prompt
     assert stored(state) == []
     args = build_parser().parse_args(["pregenerate", "--set", "eval", "--sft", str(tiny_model_dir),
-                                      "--db", str(state.store.path)])
+                                      "--db", str(state.store.database.path)])
     args.run(args)
     assert "6 responses generated from policy, sft; 3 prompts, 0 were already done" in capsys.readouterr().out
     assert len(stored(state)) == 6

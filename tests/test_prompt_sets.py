@@ -14,7 +14,7 @@ from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_PROMPT_CHARS
 from playground.data.exchange import import_prompts
 from playground.data.prompt_sets import MAX_PROMPTS, load_prompt_file, prompts_from_preference_file
-from playground.data.store import Store, default_path
+from playground.data.store import open_store
 from tests.test_data_cli import run_data
 
 ROWS: list[dict[str, Any]] = [
@@ -80,10 +80,10 @@ def test_every_bad_line_is_listed_and_nothing_is_imported(home: Path, tmp_path: 
                      f"line 7: the prompt is {MAX_PROMPT_CHARS + 1} characters", "line 8: prompt[0] has role 'wizard'",
                      "line 9: 'id' must be a string or a whole number"]:
         assert expected in message
-    with Store(default_path()) as store, pytest.raises(PlaygroundError, match="invalid row"):
+    with open_store(home / "votes.sqlite") as store, pytest.raises(PlaygroundError, match="invalid row"):
         import_prompts(store, path, "bad")
-    with Store(default_path()) as store:
-        assert store.prompt_sets() == []
+    with open_store(home / "votes.sqlite") as store:
+        assert store.prompt_sets.list() == []
 
 
 def test_too_many_prompts_are_refused(tmp_path: Path) -> None:
@@ -108,10 +108,10 @@ def test_prompts_from_a_preference_file_are_deduplicated(tmp_path: Path) -> None
 
 def test_store_keeps_order_and_refuses_a_second_set_of_the_same_name(tmp_path: Path) -> None:
     path = write(ROWS, tmp_path / "set.jsonl")
-    with Store(tmp_path / "votes.sqlite") as store:
+    with open_store(tmp_path / "votes.sqlite") as store:
         pset = import_prompts(store, path, "  first ", overlap=3)
         assert (pset.name, pset.source, pset.overlap, pset.guidelines, pset.models) == ("first", "set.jsonl", 3, "", ())
-        stored = store.set_prompts(pset.id)
+        stored = store.prompt_sets.prompts(pset.id)
         assert [(p.position, p.ref, p.messages) for p in stored] == [(0, "p1", MESSAGES[0]), (1, "2", MESSAGES[1]),
                                                                      (2, "7", MESSAGES[2])]
         with pytest.raises(PlaygroundError, match="exists already"):
@@ -120,9 +120,9 @@ def test_store_keeps_order_and_refuses_a_second_set_of_the_same_name(tmp_path: P
             import_prompts(store, path, "second", overlap=0)
         with pytest.raises(PlaygroundError, match="needs a name"):
             import_prompts(store, path, " ")
-        assert [s.name for s in store.prompt_sets()] == ["first"]
+        assert [s.name for s in store.prompt_sets.list()] == ["first"]
         with pytest.raises(PlaygroundError, match="no prompt set named 'nope'; there are: first"):
-            store.prompt_set("nope")
+            store.prompt_sets.get("nope")
 
 
 def test_cli_imports_a_set_and_reports_bad_lines(home: Path, tmp_path: Path,
@@ -144,5 +144,5 @@ def test_cli_imports_a_set_and_reports_bad_lines(home: Path, tmp_path: Path,
     prefs.write_text('{"prompt": "2+2?", "chosen": "4", "rejected": "5"}\n')
     cli("prompts", str(prefs), "--name", "from-prefs", "--from-preferences")
     assert "imported prompt set 'from-prefs': 1 prompts" in capsys.readouterr().out
-    with Store(default_path()) as store:
-        assert [s.name for s in store.prompt_sets()] == ["eval-1", "from-prefs"]
+    with open_store(home / "votes.sqlite") as store:
+        assert [s.name for s in store.prompt_sets.list()] == ["eval-1", "from-prefs"]

@@ -20,7 +20,7 @@ from bench.load import generate_round, submit_vote
 from playground.core.errors import PlaygroundError
 from playground.data.exchange import import_file
 from playground.data.rows import ROLES, parse_row
-from playground.data.store import Store
+from playground.data.store import Store, open_store
 from playground.data.votes import OUTCOMES, Response, Vote
 from playground.inference.settings import GenerationSettings
 from playground.scoring.rounds import SCORE_FIELDS, Round, chat_messages, make_vote
@@ -99,12 +99,12 @@ def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """One database for the whole module, unlike conftest's `store` (one per test): hypothesis runs
     many examples inside one test call and refuses function-scoped fixtures there, and refused
     imports must not add to what the examples before them stored."""
-    with Store(tmp_path_factory.mktemp("props") / "votes.sqlite") as s:
+    with open_store(tmp_path_factory.mktemp("props") / "votes.sqlite") as s:
         yield s
 
 
 def _pair_count(store: Store) -> int:
-    db = sqlite3.connect(store.path)
+    db = sqlite3.connect(store.database.path)
     try:
         return db.execute("SELECT COUNT(*) FROM imported_pairs").fetchone()[0]
     finally:
@@ -149,7 +149,7 @@ def test_importing_any_file_imports_all_valid_rows_or_nothing(
     assert len(result.skipped) == len(rows) - len(valid)
     if not skip_invalid:
         assert result.skipped == []
-    stored = shared_store.imported_pairs()[before:]
+    stored = shared_store.imports.pairs()[before:]
     assert [r.as_trl() for r in stored] == [parse_row(json.loads(t), 1).as_trl() for t in valid]
     for row in stored:  # whatever was let in can be exported (a UTF-8 file) and tokenized
         json.dumps(row.as_trl(), ensure_ascii=False, default=str).encode("utf-8")
@@ -259,8 +259,8 @@ def outcome_and_ranking(data: st.DataObject, k: int) -> tuple[Any, Any]:
 
 
 def _round_trips(store: Store, vote: Vote) -> None:
-    vote_id = store.add_vote(vote)
-    assert store.get_vote(vote_id) == replace(vote, id=vote_id)
+    vote_id = store.votes.add(vote)
+    assert store.votes.list()[-1] == replace(vote, id=vote_id)  # the newest: this one
 
 
 @PROPERTY
@@ -318,11 +318,11 @@ def test_a_lone_surrogate_in_a_response_is_refused_not_a_crash(shared_store: Sto
     """Python strings can hold lone surrogates (from a JSON "\\ud800" escape, say); SQLite TEXT
     cannot. A vote holding one must be refused with a message, not fail inside the store."""
     bad = {"model": "policy", "text": "fine", where: "broken \ud800 text"}
-    before = len(shared_store.votes())
+    before = len(shared_store.votes.list())
     with pytest.raises(PlaygroundError, match="holds a lone surrogate"):
-        shared_store.add_vote(Vote(prompt=[{"role": "user", "content": "Hi"}], outcome="a", voter="ana",
-                                   responses=(Response(**bad), Response("sft", "ok"))))
-    assert len(shared_store.votes()) == before
+        shared_store.votes.add(Vote(prompt=[{"role": "user", "content": "Hi"}], outcome="a", voter="ana",
+                                    responses=(Response(**bad), Response("sft", "ok"))))
+    assert len(shared_store.votes.list()) == before
 
 
 @pytest.mark.parametrize(("prompt", "system"), [("hi \ud800", ""), ("hi", "be \udfff brief")],
@@ -399,7 +399,7 @@ def test_hostile_votes_through_the_api_are_refused_with_a_message_and_store_noth
         with pytest.raises(Exception) as refused:
             client.predict(outcome_, ranked, name, api_name="/vote")
         assert says in str(refused.value), (outcome_[:20], ranked, name, str(refused.value)[:300])
-        assert state.store.votes() == []
+        assert state.store.votes.list() == []
     # The round survived all of that: a proper vote is stored, once.
     vote_id = submit_vote(client, "b", "ana", timeout=60)
-    assert [(v.id, v.outcome, v.voter) for v in state.store.votes()] == [(vote_id, "b", "ana")]
+    assert [(v.id, v.outcome, v.voter) for v in state.store.votes.list()] == [(vote_id, "b", "ana")]

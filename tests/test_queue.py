@@ -26,19 +26,19 @@ MODELS = ("policy", "sft")
 
 def add_responses(store: Store, prompt: SetPrompt, models: Sequence[str]) -> None:
     assert prompt.id is not None
-    store.add_set_responses([SetResponse(prompt.id, m, f"{m} answers {prompt.ref}", {"reward": 0.0}, {"seed": 1})
-                             for m in models])
+    store.prompt_sets.add_responses(
+        [SetResponse(prompt.id, m, f"{m} answers {prompt.ref}", {"reward": 0.0}, {"seed": 1}) for m in models])
 
 
 def make_set(store: Store, n: int = 3, models: Sequence[str] = MODELS, overlap: int = 1, ready: int | None = None,
              name: str = "eval") -> PromptSet:
     """A set of n prompts q0.. comparing `models`, the first `ready` (default all) with their responses."""
     prompts = [SetPrompt(f"q{i}", [{"role": "user", "content": f"Question {i}?"}]) for i in range(n)]
-    pset = store.add_prompt_set(name, f"{name}.jsonl", prompts, overlap)
-    store.set_queue_models(pset.id, models, {})
-    for prompt in store.set_prompts(pset.id)[:ready]:
+    pset = store.prompt_sets.add(name, f"{name}.jsonl", prompts, overlap)
+    store.prompt_sets.set_queue_models(pset.id, models, {})
+    for prompt in store.prompt_sets.prompts(pset.id)[:ready]:
         add_responses(store, prompt, models)
-    return store.prompt_set(name)
+    return store.prompt_sets.get(name)
 
 
 def cast(store: Store, pset: PromptSet, voter: str, rng: random.Random, outcome: str = "a",
@@ -46,7 +46,7 @@ def cast(store: Store, pset: PromptSet, voter: str, rng: random.Random, outcome:
     """Take the voter's next item and vote on it; None when the queue has nothing for them."""
     item = next_item(store, pset, voter, rng, skipped)
     if item is not None:
-        store.add_queue_vote(queue_vote(item, outcome, voter))
+        store.votes.add_queue_vote(queue_vote(item, outcome, voter))
     return item
 
 
@@ -61,7 +61,7 @@ def test_fewest_votes_first_then_file_order_and_overlap_ends_the_queue(store: St
             break
         served += [(v, item.prompt.ref) for v, item in items if item is not None]
     assert served == [("ana", "q0"), ("bo", "q1"), ("cy", "q2"), ("ana", "q1"), ("bo", "q0"), ("ana", "q2")]
-    voters = store.item_voters(pset.id)
+    voters = store.votes.voters_by_item(pset.id)
     assert sorted(len(v) for v in voters.values()) == [2, 2, 2]  # every prompt exactly `overlap` votes
     assert all(len(set(v)) == len(v) for v in voters.values())  # nobody twice on a prompt
     assert all(next_item(store, pset, v, rng) is None for v in ("ana", "bo", "cy", "dee"))
@@ -73,12 +73,12 @@ def test_a_voter_cannot_vote_twice_but_a_late_vote_past_the_overlap_is_kept(stor
     # Two voters ask at the same moment: both get the only prompt, and both votes count.
     first, second = next_item(store, pset, "ana", rng), next_item(store, pset, "bo", rng)
     assert first is not None and second is not None and first.prompt.id == second.prompt.id
-    store.add_queue_vote(queue_vote(first, "a", "ana"))
-    store.add_queue_vote(queue_vote(second, "tie", "bo"))
-    assert store.item_voters(pset.id) == {first.prompt.id: ["ana", "bo"]}
+    store.votes.add_queue_vote(queue_vote(first, "a", "ana"))
+    store.votes.add_queue_vote(queue_vote(second, "tie", "bo"))
+    assert store.votes.voters_by_item(pset.id) == {first.prompt.id: ["ana", "bo"]}
     with pytest.raises(PlaygroundError, match="ana has already voted on this prompt"):
-        store.add_queue_vote(queue_vote(first, "b", " ana "))
-    assert len(store.set_votes(pset.id)) == 2
+        store.votes.add_queue_vote(queue_vote(first, "b", " ana "))
+    assert len(store.votes.in_set(pset.id)) == 2
 
 
 def test_skips_hold_for_the_session_that_made_them(store: Store) -> None:
@@ -100,9 +100,9 @@ def test_the_random_order_is_drawn_from_the_callers_generator_and_stored(store: 
     rng = random.Random(3)
     lefts = Counter()
     while (item := next_item(store, pset, "ana", rng)) is not None:
-        vote_id = store.add_queue_vote(queue_vote(item, "ranking", "ana", ranking=(2, 0, 1)))
-        stored = store.get_vote(vote_id)
-        assert stored is not None and stored.item == item.prompt.id and stored.anonymous
+        vote_id = store.votes.add_queue_vote(queue_vote(item, "ranking", "ana", ranking=(2, 0, 1)))
+        stored = store.votes.list()[-1]
+        assert stored.id == vote_id and stored.item == item.prompt.id and stored.anonymous
         assert tuple(r.model for r in stored.responses) == item.models  # slot 0 = A = left, as shown
         assert [r.text for r in stored.responses] == [f"{m} answers {item.prompt.ref}" for m in item.models]
         assert stored.settings["prompt_set"] == "eval" and stored.settings["prompt_ref"] == item.prompt.ref
@@ -126,7 +126,7 @@ def test_only_ready_prompts_unless_the_caller_generates_live(store: Store) -> No
     assert item is not None and item.prompt.ref == "q1" and asked == [("q1", ["policy", "sft"])]
     # A ready prompt is served before one that would make the voter wait, whatever its votes.
     pset2 = make_set(store, n=2, ready=0, name="later")
-    add_responses(store, store.set_prompts(pset2.id)[1], MODELS)
+    add_responses(store, store.prompt_sets.prompts(pset2.id)[1], MODELS)
     assert [p.ref for p in open_prompts(store, pset2, "ana")] == ["q1", "q0"]
 
 
@@ -146,6 +146,6 @@ def test_progress_per_voter_and_overall(store: Store) -> None:
 
 
 def test_a_set_without_models_says_so(store: Store) -> None:
-    pset = store.add_prompt_set("bare", "bare.jsonl", [SetPrompt("1", [{"role": "user", "content": "hi"}])])
+    pset = store.prompt_sets.add("bare", "bare.jsonl", [SetPrompt("1", [{"role": "user", "content": "hi"}])])
     with pytest.raises(PlaygroundError, match="no models to compare yet"):
         next_item(store, pset, "ana", random.Random(0))

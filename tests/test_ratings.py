@@ -555,20 +555,20 @@ def test_store_battles_carry_category_and_style_counts(tmp_path: Path) -> None:
     from evals.battle import categories, in_category
     from evals.battles import human_battles, judge_battles
     from playground.data.prompt_sets import SetPrompt
-    from playground.data.store import Store
+    from playground.data.store import open_store
     from playground.data.style import conv_metadata
     from playground.data.votes import Response, Vote
 
     code = [{"role": "user", "content": "Write a loop."}]
     chat = [{"role": "user", "content": "Hi!"}]
-    with Store(tmp_path / "votes.db") as store:
-        prompt_set = store.add_prompt_set("s", "s.jsonl", [SetPrompt("1", code, "code"), SetPrompt("2", chat, None)])
-        ids = [p.id for p in store.set_prompts(prompt_set.id)]
+    with open_store(tmp_path / "votes.db") as store:
+        prompt_set = store.prompt_sets.add("s", "s.jsonl", [SetPrompt("1", code, "code"), SetPrompt("2", chat, None)])
+        ids = [p.id for p in store.prompt_sets.prompts(prompt_set.id)]
         answers = [Response("sft", "**for** i in x"), Response("policy", "- a\n- b")]
         for item, prompt in zip(ids, (code, chat), strict=True):
-            store.add_queue_vote(Vote(prompt=prompt, responses=answers, outcome="a", voter="ana", item=item))
-        store.add_vote(Vote(prompt=chat, responses=answers, outcome="b", voter="bo"))  # playground vote: no item
-        store.add_judge_battles("rule:shorter", "r1", [
+            store.votes.add_queue_vote(Vote(prompt=prompt, responses=answers, outcome="a", voter="ana", item=item))
+        store.votes.add(Vote(prompt=chat, responses=answers, outcome="b", voter="bo"))  # playground vote: no item
+        store.judges.add("rule:shorter", "r1", [
             {"prompt": p, "model_a": "sft", "model_b": "policy", "text_a": "x", "text_b": "yy", "winner": "model_a"}
             for p in (code, chat)])
         rows = human_battles(store) + judge_battles(store, ["rule:shorter"])

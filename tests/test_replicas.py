@@ -18,7 +18,7 @@ import torch
 
 from bench.load import connect, generate_round, submit_vote
 from playground.core.errors import PlaygroundError
-from playground.data.store import Store
+from playground.data.store import open_store
 from playground.models.roles import ModelsConfig, adapter_params
 from playground.training.dpo import DPOConfig
 from service import training
@@ -31,8 +31,8 @@ REFUSED = r"training refused: replica {host}:{pid} has been training since \d\d:
 # Takes the training lock on the database named by argv[1], says so, and holds it until killed.
 HOLDER = """
 import sys
-from playground.data.store import Store
-lock = Store(sys.argv[1]).training_lock()
+from playground.data.store import open_store
+lock = open_store(sys.argv[1]).database.training_lock()
 assert lock.acquire()
 print("held", flush=True)
 sys.stdin.read()
@@ -65,11 +65,11 @@ def same_weights(a: AppState, b: AppState) -> bool:
 def test_two_replicas_share_votes_checkpoints_and_what_serves(
         replicas: tuple[AppState, AppState], caplog: pytest.LogCaptureFixture) -> None:
     a, b = replicas
-    ids = [a.store.add_vote(make_vote(voter="ana")) for _ in range(3)]
-    ids += [b.store.add_vote(make_vote(voter="bo", outcome="b")) for _ in range(3)]
+    ids = [a.store.votes.add(make_vote(voter="ana")) for _ in range(3)]
+    ids += [b.store.votes.add(make_vote(voter="bo", outcome="b")) for _ in range(3)]
     assert len(set(ids)) == 6
-    assert [v.id for v in a.store.votes()] == [v.id for v in b.store.votes()] == sorted(ids)
-    assert b.store.counts_by_voter() == {"ana": 3, "bo": 3}
+    assert [v.id for v in a.store.votes.list()] == [v.id for v in b.store.votes.list()] == sorted(ids)
+    assert b.store.votes.counts_by_voter() == {"ana": 3, "bo": 3}
 
     first = training.start_training(a, FAST).result(timeout=300).checkpoint
     assert first is not None and first.name not in b.checkpoints
@@ -94,8 +94,8 @@ def test_two_replicas_share_votes_checkpoints_and_what_serves(
     assert b.sync_checkpoints() == [] and b.rated_name("policy") == first.name and same_weights(a, b)
 
     # A checkpoint registered where this replica cannot see its folder is never attached or served.
-    a.store.register_checkpoint("dpo-elsewhere", Path("/nowhere/dpo-elsewhere"), None, {})
-    a.store.set_serving("dpo-elsewhere")
+    a.store.checkpoints.register("dpo-elsewhere", Path("/nowhere/dpo-elsewhere"), None, {})
+    a.store.checkpoints.set_serving("dpo-elsewhere")
     with caplog.at_level(logging.WARNING, logger="service.state"):
         assert b.sync_checkpoints() == [] and b.sync_checkpoints() == []
     assert "dpo-elsewhere" not in b.checkpoints and b.rated_name("policy") == first.name
@@ -109,7 +109,7 @@ def test_a_replica_started_later_serves_what_the_others_serve(replicas: tuple[Ap
                                                               pg_url: str) -> None:
     a, _ = replicas
     for outcome in "ab":
-        a.store.add_vote(make_vote(outcome=outcome))
+        a.store.votes.add(make_vote(outcome=outcome))
     trained = training.start_training(a, FAST).result(timeout=300).checkpoint
     assert trained is not None
     late = build_state(ModelsConfig(sft=str(tiny_model_dir)), tmp_path / "elsewhere", db_path=pg_url)
@@ -120,7 +120,7 @@ def test_a_replica_started_later_serves_what_the_others_serve(replicas: tuple[Ap
 
 
 def test_one_training_run_at_a_time_over_two_handles_on_one_database(location: str) -> None:
-    with Store(location) as one, Store(location) as two:
+    with open_store(location) as one, open_store(location) as two:
         first, second = RunLock(one), RunLock(two)
         assert first.holder() is None
         before = time.time()
@@ -142,8 +142,8 @@ def test_the_training_lock_is_let_go_when_its_holder_is_killed(location: str) ->
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        with Store(location) as store:
-            lock = store.training_lock()
+        with open_store(location) as store:
+            lock = store.database.training_lock()
             assert not lock.acquire()
             held_by = lock.holder()
             assert held_by is not None and held_by.pid == holder.pid
@@ -188,8 +188,8 @@ def test_kill_9_of_one_replica_mid_burst_loses_no_acknowledged_vote(tiny_model_d
     assert late is not None
     assert sum(map(len, acknowledged.values())) >= 8, "the burst never got going"
 
-    with Store(pg_url) as store:
-        votes = store.votes()
+    with open_store(pg_url) as store:
+        votes = store.votes.list()
     stored = Counter(v.voter for v in votes)
     assert all(len(v.responses) == 2 for v in votes)  # no half-written vote
     acked = {vote_id for ids in acknowledged.values() for vote_id in ids}

@@ -489,7 +489,7 @@ def test_start_rlhf_registers_and_serves(tiny_state, reward_model: RewardModel) 
     result = run.result(timeout=120)
     assert [e.step for e in events] == [1, 2] and "reward" in events[0].metrics
     assert result.checkpoint is not None and result.checkpoint.name in tiny_state.checkpoints
-    assert tiny_state.remembered_serving() == result.checkpoint.name
+    assert tiny_state.recorded_serving() == result.checkpoint.name
     table = checkpoint_table(tiny_state)
     assert table["loss"].tolist() == ["rloo"] and table["serving"].tolist() == ["●"]
     assert not tiny_state.training.locked()

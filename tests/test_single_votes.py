@@ -12,7 +12,7 @@ from gradio_client import Client
 
 from playground.core.errors import PlaygroundError
 from playground.data.single_votes import SingleVote, unpaired_rows
-from playground.data.store import Store
+from playground.data.store import Store, open_store
 from playground.data.votes import Response
 from playground.inference.settings import GenerationSettings
 from playground.scoring.rounds import chat_messages
@@ -39,18 +39,19 @@ def single(label: bool = True, voter: str = "ana", text: str = "Yes.", **fields)
 
 @on_both_backends
 def test_single_votes_are_stored_apart_from_battles_and_undone_in_order(store: Store) -> None:
-    pair_id = store.add_vote(make_vote(created_at=100.0))
-    up_id = store.add_single_vote(single(True, created_at=200.0))
-    store.add_single_vote(single(False, voter="bo", created_at=150.0))
-    (up, down) = store.single_votes()
+    pair_id = store.votes.add(make_vote(created_at=100.0))
+    up_id = store.single_votes.add(single(True, created_at=200.0))
+    store.single_votes.add(single(False, voter="bo", created_at=150.0))
+    (up, down) = store.single_votes.list()
     assert up == single(True, created_at=200.0, id=up_id)  # every field read back as written
     assert (up.thumb, down.thumb, down.voter) == ("up", "down", "bo")
-    assert [v.id for v in store.votes()] == [pair_id]  # no battle from a single vote
-    assert store.counts_by_voter() == {"ana": 1} and store.single_counts_by_voter() == {"ana": (1, 0), "bo": (0, 1)}
+    assert [v.id for v in store.votes.list()] == [pair_id]  # no battle from a single vote
+    assert store.votes.counts_by_voter() == {"ana": 1}
+    assert store.single_votes.counts_by_voter() == {"ana": (1, 0), "bo": (0, 1)}
     # Undo takes the voter's latest, single or pairwise, by the time it was cast.
     assert store.undo_last_vote("ana") == up
     assert store.undo_last_vote("ana").id == pair_id  # type: ignore[union-attr]
-    assert store.undo_last_vote("ana") is None and len(store.single_votes()) == 1
+    assert store.undo_last_vote("ana") is None and len(store.single_votes.list()) == 1
 
 
 def test_a_single_vote_is_checked_before_it_is_stored(store: Store) -> None:
@@ -60,11 +61,11 @@ def test_a_single_vote_is_checked_before_it_is_stored(store: Store) -> None:
         SingleVote(prompt=PROMPT, response=Response("policy", "x"), label=True, slot=-1, voter="ana")
     with pytest.raises(PlaygroundError, match="prompt must be a non-empty list"):
         SingleVote(prompt=[], response=Response("policy", "x"), label=True, slot=0, voter="ana")
-    raw = sqlite3.connect(store.path)  # the database refuses what the class would: a label of 2
+    raw = sqlite3.connect(store.database.path)  # the database refuses what the class would: a label of 2
     with pytest.raises(sqlite3.IntegrityError):
         raw.execute("INSERT INTO single_votes (prompt, model, text, scores, slot, label, voter, settings, anonymous, "
                     "created_at) VALUES ('[]', 'm', 't', '{}', 0, 2, 'v', '{}', 0, 0)")
-    assert store.single_votes() == []
+    assert store.single_votes.list() == []
 
 
 def test_unpaired_rows_are_the_thumbs_and_both_sides_of_both_bad() -> None:
@@ -90,8 +91,8 @@ def test_a_playground_round_takes_a_thumb_per_response_beside_its_vote(tiny_stat
     with pytest.raises(PlaygroundError, match="already has your 👍/👎"):
         record_single_vote(tiny_state, replace(scored, thumbs=(0,)), 0, "down", "ana")
     record_vote(tiny_state, scored, "b", "ana")  # the pairwise vote is separate
-    assert [(v.label, v.slot) for v in tiny_state.store.single_votes()] == [(True, 0)]
-    assert [v.outcome for v in tiny_state.store.votes()] == ["b"]
+    assert [(v.label, v.slot) for v in tiny_state.store.single_votes.list()] == [(True, 0)]
+    assert [v.outcome for v in tiny_state.store.votes.list()] == ["b"]
 
 
 def test_queue_thumbs_once_per_response(tiny_state: AppState) -> None:
@@ -119,13 +120,13 @@ def test_rate_endpoints(tiny_app: tuple[AppState, Client], tmp_path: Path) -> No
     with pytest.raises(Exception, match="already has your"):
         client.predict("A", "down", "ana", api_name="/rate")
     assert "👎 bad on B by ana" in client.predict("B", "down", "ana", api_name="/rate")
-    assert [(v.slot, v.label) for v in state.store.single_votes()] == [(0, True), (1, False)]
+    assert [(v.slot, v.label) for v in state.store.single_votes.list()] == [(0, True), (1, False)]
     # The queue: 👎 on B before the pairwise vote.
     client.predict(api_name="/load_example_set")
     client.predict("example", ["policy", "sft"], 1.0, 4, 0, api_name="/live_models")
     client.predict("example", "ana", api_name="/next_item")
     assert "👎 bad on B by ana" in client.predict("B", "down", "ana", api_name="/queue_rate")
-    assert [v.item is not None for v in state.store.single_votes()] == [False, False, True]
+    assert [v.item is not None for v in state.store.single_votes.list()] == [False, False, True]
 
 
 @on_both_backends
@@ -134,10 +135,10 @@ def test_unpaired_export_reads_as_a_kto_dataset_and_imports_back(store: Store, t
 
     from playground.data.exchange import export_rows, import_file
 
-    store.add_vote(make_vote(outcome="a", texts=["Short.", "A long answer."]))
-    store.add_vote(make_vote(outcome="both_bad", texts=["Bad.", "Worse."]))
-    store.add_vote(make_vote(outcome="tie"))  # no pair, not both bad: no row
-    store.add_single_vote(single(True, text="Good."))
+    store.votes.add(make_vote(outcome="a", texts=["Short.", "A long answer."]))
+    store.votes.add(make_vote(outcome="both_bad", texts=["Bad.", "Worse."]))
+    store.votes.add(make_vote(outcome="tie"))  # no pair, not both bad: no row
+    store.single_votes.add(single(True, text="Good."))
     out = tmp_path / "kto.parquet"
     assert export_rows(store, "unpaired", out) == 5
     table = datasets.load_dataset("parquet", data_files=str(out), split="train")
@@ -145,16 +146,16 @@ def test_unpaired_export_reads_as_a_kto_dataset_and_imports_back(store: Store, t
         ("Short.", True), ("A long answer.", False), ("Bad.", False), ("Worse.", False), ("Good.", True)]
     assert table[0]["prompt"] == PROMPT and table[0]["chosen_model"] == "sft"
     export_rows(store, "unpaired", tmp_path / "kto.jsonl")
-    with Store(tmp_path / "other.sqlite") as other:
+    with open_store(tmp_path / "other.sqlite") as other:
         result = import_file(other, tmp_path / "kto.jsonl")
         assert (result.kind, result.imported) == ("unpaired", 5)
-        assert [(r.completion, r.label) for r in other.imported_unpaired()] == [
+        assert [(r.completion, r.label) for r in other.imports.unpaired()] == [
             (r["completion"], r["label"]) for r in table]
-        assert other.imported_pairs() == []  # unpaired rows are not pairs
+        assert other.imports.pairs() == []  # unpaired rows are not pairs
         assert len(other.unpaired_rows()) == 5  # and KTO trains on them
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "Q?", "completion": "A.", "label": true}\n{"prompt": "Q?", "completion": "B.", '
                    '"label": "maybe"}\n')
     with pytest.raises(PlaygroundError, match="line 2: 'label' must be true"):
         import_file(store, bad)
-    assert store.imported_unpaired() == []  # all or nothing
+    assert store.imports.unpaired() == []  # all or nothing

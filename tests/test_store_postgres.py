@@ -13,11 +13,10 @@ import pytest
 
 from playground.core.errors import PlaygroundError
 from playground.data import db as db_module
-from playground.data import store as store_module
 from playground.data.db import parse_location
 from playground.data.pg_cluster import LocalCluster, free_port
 from playground.data.prompt_sets import SetPrompt
-from playground.data.store import DB_URL_ENV, Store, db_location
+from playground.data.store import DB_URL_ENV, Store, db_location, migrations, open_store
 from tests.conftest import make_vote
 
 PASSWORD = "hunter2-Secret"  # the test server trusts local connections: a password is accepted and ignored
@@ -54,26 +53,26 @@ def test_urls_and_paths_name_their_backend_and_show_no_password(tmp_path: Path) 
     ("sqlite:", "sqlite:: names no file"),
 ])
 def test_a_malformed_url_is_one_clear_error(url: str, says: str) -> None:
-    message = refused(lambda: Store(url))
+    message = refused(lambda: open_store(url))
     assert message.startswith(says) and "postgresql://USER" in message  # the forms it takes
 
 
 def test_a_refused_connection_names_host_and_port() -> None:
     port = free_port()  # nothing listens there
-    message = refused(lambda: Store(f"postgresql://playground:{PASSWORD}@127.0.0.1:{port}/votes"))
+    message = refused(lambda: open_store(f"postgresql://playground:{PASSWORD}@127.0.0.1:{port}/votes"))
     assert message.startswith(f"postgresql://playground@127.0.0.1:{port}/votes: cannot open the vote database (")
     assert "Connection refused" in message
 
 
 def test_a_missing_database_is_named(postgres_cluster: LocalCluster) -> None:
     url = with_password(postgres_cluster.url("no_such_db"))
-    message = refused(lambda: Store(url))
+    message = refused(lambda: open_store(url))
     assert message.startswith(f"postgresql://playground@127.0.0.1:{postgres_cluster.port}/no_such_db: cannot open")
     assert 'database "no_such_db" does not exist' in message
 
 
 def count(store: Store, table: str) -> int:
-    with store._transaction() as db:
+    with store.database.transaction() as db:
         return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
@@ -82,18 +81,18 @@ def test_a_server_that_goes_away_refuses_the_vote_and_the_store_continues_when_i
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)  # every library's log lines, psycopg's pool included
     monkeypatch.setattr(db_module, "POOL_TIMEOUT_S", 2.0)  # how long a vote waits for the server
-    with Store(with_password(pg_url)) as store:
-        assert PASSWORD not in store.location
-        first = store.add_vote(make_vote(voter="ana"))
+    with open_store(with_password(pg_url)) as store:
+        assert PASSWORD not in store.database.location
+        first = store.votes.add(make_vote(voter="ana"))
         postgres_cluster.stop()
         try:
-            message = refused(lambda: store.add_vote(make_vote(voter="bo")))
+            message = refused(lambda: store.votes.add(make_vote(voter="bo")))
         finally:
             postgres_cluster.start()
         assert message.startswith(f"postgresql://playground@127.0.0.1:{postgres_cluster.port}/")
         assert "unreachable; nothing was stored" in message and "Connection refused" in message
-        second = store.add_vote(make_vote(voter="cy"))  # the pool reconnects by itself
-        assert [(v.id, v.voter) for v in store.votes()] == [(first, "ana"), (second, "cy")]
+        second = store.votes.add(make_vote(voter="cy"))  # the pool reconnects by itself
+        assert [(v.id, v.voter) for v in store.votes.list()] == [(first, "ana"), (second, "cy")]
         assert count(store, "responses") == 4
     assert caplog.records and PASSWORD not in caplog.text
 
@@ -111,36 +110,36 @@ def test_a_connection_lost_mid_vote_stores_nothing_of_it(postgres_cluster: Local
             monkeypatch.setattr(db_module.Connection, "executemany", real)
         return real(self, sql, rows)
 
-    with Store(with_password(pg_url)) as store:
+    with open_store(with_password(pg_url)) as store:
         monkeypatch.setattr(db_module.Connection, "executemany", killed_first)
-        message = refused(lambda: store.add_vote(make_vote(voter="ana")))
+        message = refused(lambda: store.votes.add(make_vote(voter="ana")))
         assert "lost the connection to the vote database; nothing of this change was stored" in message
         assert (count(store, "votes"), count(store, "responses")) == (0, 0)
-        vote_id = store.add_vote(make_vote(voter="ana"))
-        assert [v.id for v in store.votes()] == [vote_id] and count(store, "responses") == 2
+        vote_id = store.votes.add(make_vote(voter="ana"))
+        assert [v.id for v in store.votes.list()] == [vote_id] and count(store, "responses") == 2
 
 
 def test_a_new_database_gets_the_current_schema_and_a_newer_one_is_refused(pg_url: str) -> None:
-    with Store(pg_url) as store, store._transaction() as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(len(store_module.MIGRATIONS),)]
+    with open_store(pg_url) as store, store.database.transaction() as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(len(migrations.MIGRATIONS),)]
         db.execute("UPDATE schema_version SET version = 99")
-    message = refused(lambda: Store(pg_url))
+    message = refused(lambda: open_store(pg_url))
     assert "schema version 99, newer than this playground knows (7)" in message
 
 
 def test_two_stores_on_one_database_share_votes_and_a_queue_vote_is_stored_once(pg_url: str) -> None:
     """Two app replicas: what one stores the other reads; eight simultaneous casts of one voter's
     queue vote on one prompt, from both, store exactly one."""
-    with Store(pg_url) as one, Store(pg_url) as two:
-        pset = one.add_prompt_set("s", "f.jsonl", [SetPrompt("q0", [{"role": "user", "content": "Hi?"}])])
-        item = one.set_prompts(pset.id)[0].id
+    with open_store(pg_url) as one, open_store(pg_url) as two:
+        pset = one.prompt_sets.add("s", "f.jsonl", [SetPrompt("q0", [{"role": "user", "content": "Hi?"}])])
+        item = one.prompt_sets.prompts(pset.id)[0].id
         outcomes: list[str] = []
         start = threading.Barrier(8)
 
         def cast(store: Store) -> None:
             start.wait()
             try:
-                store.add_queue_vote(make_vote(voter="ana", item=item))
+                store.votes.add_queue_vote(make_vote(voter="ana", item=item))
                 outcomes.append("stored")
             except PlaygroundError as exc:
                 outcomes.append(str(exc))
@@ -151,9 +150,9 @@ def test_two_stores_on_one_database_share_votes_and_a_queue_vote_is_stored_once(
         for t in threads:
             t.join()
         assert sorted(outcomes) == ["ana has already voted on this prompt; take the next one"] * 7 + ["stored"]
-        assert [v.item for v in two.votes()] == [item]
-        one.register_checkpoint("ckpt-1", Path("/ckpt/ckpt-1"), None, {"steps": []})
-        assert [c["id"] for c in two.checkpoints()] == ["ckpt-1"]
+        assert [v.item for v in two.votes.list()] == [item]
+        one.checkpoints.register("ckpt-1", Path("/ckpt/ckpt-1"), None, {"steps": []})
+        assert [c.id for c in two.checkpoints.list()] == ["ckpt-1"]
 
 
 def test_the_db_flag_beats_the_environment_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -169,9 +168,9 @@ def test_the_app_state_opens_a_postgres_store(tiny_model_dir: Path, home: Path, 
 
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home, db_path=with_password(pg_url))
     try:
-        assert state.store.dialect == "postgresql" and state.store.path is None
-        assert PASSWORD not in state.store.location and not (home / "votes.sqlite").exists()
-        state.store.add_vote(make_vote())
-        assert state.store.counts_by_voter() == {"ana": 1}
+        assert state.store.database.dialect == "postgresql" and state.store.database.path is None
+        assert PASSWORD not in state.store.database.location and not (home / "votes.sqlite").exists()
+        state.store.votes.add(make_vote())
+        assert state.store.votes.counts_by_voter() == {"ana": 1}
     finally:
         state.store.close()

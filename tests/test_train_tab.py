@@ -24,7 +24,7 @@ TRAIN = (3, 0.1, 5e-3, 2, "sigmoid", 0.0, 0.2, 0)
 
 @pytest.fixture
 def app(tiny_state: AppState) -> Iterator[tuple[AppState, Client]]:
-    tiny_state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
+    tiny_state.store.imports.add_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
     with running_app(tiny_state) as client:
         yield tiny_state, client
 
@@ -37,29 +37,29 @@ def test_train_publishes_registers_and_serves_checkpoints(app: tuple[AppState, C
     job.result(timeout=300)
     final = job.outputs()[-1]
     assert "is now serving as `policy`" in final[1]
-    [ckpt] = state.store.checkpoints()
-    folder = Path(ckpt["path"])
+    [ckpt] = state.store.checkpoints.list()
+    folder = ckpt.path
     assert folder.parent == home / "checkpoints" and (folder / "adapter_model.safetensors").is_file()
     assert json.loads((folder / "record.json").read_text())["pairs"]["count"] == 6
     assert state.models.policy.source == str(folder)
     after = adapter_params(state.models.policy.model)
     assert any(not (after[n] == before[n]).all() for n in before)  # the served adapter changed
-    assert ckpt["id"] in state.slot_catalog()  # selectable in the response slots
+    assert ckpt.id in state.slot_catalog()  # selectable in the response slots
 
     # A second run from the new policy, then one click serves the first checkpoint again.
     client.submit(*TRAIN, api_name="/train").result(timeout=300)
-    assert len(state.store.checkpoints()) == 2
-    assert state.store.checkpoints()[1]["parent"] == ckpt["id"]
-    client.predict(ckpt["id"], api_name="/serve_checkpoint")
+    assert len(state.store.checkpoints.list()) == 2
+    assert state.store.checkpoints.list()[1].parent == ckpt.id
+    client.predict(ckpt.id, api_name="/serve_checkpoint")
     assert state.models.policy.source == str(folder)
     served = adapter_params(state.models.policy.model)
-    first = adapter_params(state.checkpoints[ckpt["id"]].model)
+    first = adapter_params(state.checkpoints[ckpt.id].model)
     for n, p in served.items():
         assert (p == dict(first)[n]).all()
 
     # A restart finds both checkpoints and lists them again.
     state2 = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
-    assert set(state2.checkpoints) == {c["id"] for c in state.store.checkpoints()}
+    assert set(state2.checkpoints) == {c.id for c in state.store.checkpoints.list()}
     state2.store.close()
 
 
@@ -73,7 +73,7 @@ def test_bad_settings_are_refused_and_nothing_changes(app: tuple[AppState, Clien
         client.predict(3, 0.1, 5e-3, 2, "kto", 0.0, 0.2, 0, False, 0.5, 0.1, 0.0, 1.0, api_name="/train")
     with pytest.raises(Exception, match="KTO needs a batch size ≥ 2"):
         client.predict(3, 0.1, 5e-3, 1, "kto", 0.0, 0.2, 0, api_name="/train")
-    assert state.store.checkpoints() == []
+    assert state.store.checkpoints.list() == []
     assert not state.training.locked()
 
 
@@ -82,7 +82,7 @@ def test_a_second_run_while_one_trains_is_refused(app: tuple[AppState, Client]) 
     # Holding the lock stands in for a run in progress.
     with state.training, pytest.raises(Exception, match="already in progress"):
         client.predict(*TRAIN, api_name="/train")
-    assert state.store.checkpoints() == []
+    assert state.store.checkpoints.list() == []
 
 
 def test_before_any_run_the_plot_and_table_say_what_they_will_show(tiny_app: tuple[AppState, Client]) -> None:
@@ -105,14 +105,14 @@ def test_kto_trains_on_the_single_votes_and_simpo_says_it_is_reference_free(app:
 
     state, client = app
     for i, (text, label) in enumerate([("Yes.", True), ("No, a long and wrong answer.", False), ("Sure.", True)]):
-        state.store.add_single_vote(SingleVote(prompt=PAIRS[i]["prompt"], response=Response("policy", text),
-                                               label=label, slot=0, voter="ana"))
+        state.store.single_votes.add(SingleVote(prompt=PAIRS[i]["prompt"], response=Response("policy", text),
+                                                label=label, slot=0, voter="ana"))
     # steps, β, lr, batch, loss, ε, held-out, seed, merge, γ, ORPO λ, λ_D, λ_U (ε and γ belong to other losses:
     # hidden on the page, and not this run's settings)
     job = client.submit(3, 0.1, 5e-3, 2, "kto", 0.3, 0.2, 0, False, 9.0, 0.1, 1.5, 1.0, api_name="/train")
     job.result(timeout=300)
     assert "and 3 unpaired rows" in job.outputs()[-1][1]
-    kto = json.loads((Path(state.store.checkpoints()[0]["path"]) / "record.json").read_text())
+    kto = json.loads((state.store.checkpoints.list()[0].path / "record.json").read_text())
     assert kto["unpaired"]["count"] == 3 and kto["hyperparameters"]["kto_desirable_weight"] == 1.5
     assert kto["hyperparameters"]["label_smoothing"] == 0.0 and kto["reference_free"] is False
     assert all("kl" in step for step in kto["steps"])  # KTO's reference point z₀, logged per step
@@ -122,7 +122,7 @@ def test_kto_trains_on_the_single_votes_and_simpo_says_it_is_reference_free(app:
     job = client.submit(2, 2.0, 5e-3, 2, "simpo", 0.0, 0.2, 0, False, 0.7, 0.1, 1.0, 1.0, api_name="/train")
     job.result(timeout=300)
     assert "(trained reference-free)" in job.outputs()[-1][1]
-    simpo = json.loads((Path(state.store.checkpoints()[1]["path"]) / "record.json").read_text())
+    simpo = json.loads((state.store.checkpoints.list()[1].path / "record.json").read_text())
     assert simpo["reference_free"] is True and simpo["hyperparameters"]["simpo_gamma"] == 0.7
     assert simpo["unpaired"]["count"] == 0  # the single votes train KTO only
     assert list(checkpoint_table(state)["loss"]) == ["simpo (reference-free)", "kto"]
@@ -144,14 +144,14 @@ def test_rlhf_from_the_train_tab(app: tuple[AppState, Client]) -> None:
     job.result(timeout=300)
     final = job.outputs()[-1][1]
     assert "Trained 2 steps on" in final and "is now serving as `policy`" in final
-    [ckpt] = state.store.checkpoints()
-    record = json.loads((Path(ckpt["path"]) / "record.json").read_text())
+    [ckpt] = state.store.checkpoints.list()
+    record = json.loads((ckpt.path / "record.json").read_text())
     assert record["method"] == "rloo" and record["reward_model"] and len(record["steps"]) == 2
-    assert state.models.policy.source == ckpt["path"]  # serving
+    assert state.models.policy.source == str(ckpt.path)  # serving
     assert list(checkpoint_table(state)["loss"]) == ["rloo"]
     names = {t.name for t in rlhf_figure(record["steps"], "rloo").data}
     assert {"reward r_φ", "KL (nats)", "entropy (nats/token)", "clip fraction"} <= names
     assert "value loss (PPO)" not in names  # RLOO has no value head
     with pytest.raises(Exception, match="samples per prompt must be ≥ 2"):
         client.predict("example", rm["value"], "grpo", 2, 0.05, 1e-3, 1, 2, 4, 0.2, 0, 0.2, 0, api_name="/train_rlhf")
-    assert len(state.store.checkpoints()) == 1 and not state.training.locked()
+    assert len(state.store.checkpoints.list()) == 1 and not state.training.locked()

@@ -35,8 +35,8 @@ def assert_served_is(state: AppState, before: dict[str, torch.Tensor]) -> None:
 def state(tiny_state: AppState) -> AppState:
     """The tiny state with 6 votes, each for policy's short answer over sft's long wrong one."""
     for i in range(6):
-        tiny_state.store.add_vote(make_vote(("policy", "sft"), texts=("Yes.", "No, a long wrong answer."),
-                                            prompt=[{"role": "user", "content": f"Question {i}?"}]))
+        tiny_state.store.votes.add(make_vote(("policy", "sft"), texts=("Yes.", "No, a long wrong answer."),
+                                             prompt=[{"role": "user", "content": f"Question {i}?"}]))
     return tiny_state
 
 
@@ -72,8 +72,8 @@ def test_a_run_streams_one_event_per_step_registers_and_serves(state: AppState) 
     assert [e.metrics["loss"] for e in events] == [m["loss"] for m in result.steps]
     assert list(run.events()) == []  # drained: a second iteration ends at once
     name = result.checkpoint.name
-    assert [c["id"] for c in state.store.checkpoints()] == [name] and name in state.checkpoints
-    assert state.models.policy.source == str(result.checkpoint) and state.remembered_serving() == name
+    assert [c.id for c in state.store.checkpoints.list()] == [name] and name in state.checkpoints
+    assert state.models.policy.source == str(result.checkpoint) and state.recorded_serving() == name
     assert not state.training.locked()
 
     [record] = training.checkpoint_records(state)
@@ -99,7 +99,7 @@ def test_merged_run_trains_on_one_vote_per_prompt(state: AppState) -> None:
 def test_bad_settings_start_nothing(state: AppState) -> None:
     with pytest.raises(PlaygroundError, match="beta must be > 0"):
         training.start_training(state, DPOConfig(beta=0))
-    assert not state.training.locked() and state.store.checkpoints() == []
+    assert not state.training.locked() and state.store.checkpoints.list() == []
 
 
 def test_second_start_refused_and_cancel_changes_nothing(state: AppState,
@@ -117,7 +117,7 @@ def test_second_start_refused_and_cancel_changes_nothing(state: AppState,
     assert [e.step for e in run.events()] == [1]
     result = run.result(timeout=60)
     assert result.cancelled and result.checkpoint is None and len(result.steps) == 1
-    assert state.store.checkpoints() == [] and not state.checkpoints
+    assert state.store.checkpoints.list() == [] and not state.checkpoints
     assert not state.checkpoint_dir.exists() or not any(state.checkpoint_dir.iterdir())
     assert_served_is(state, before)
     assert state.models.policy.source == source
@@ -140,7 +140,7 @@ def test_a_failure_to_register_puts_the_served_policy_back(state: AppState, monk
         run.result(timeout=60)
     assert_served_is(state, before)
     assert state.models.policy.source == source
-    assert not any(state.checkpoint_dir.iterdir()) and state.remembered_serving() is None
+    assert not any(state.checkpoint_dir.iterdir()) and state.recorded_serving() is None
     assert not state.training.locked()
 
 

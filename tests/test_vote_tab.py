@@ -46,7 +46,7 @@ def test_voters_share_a_set_with_overlap_two(app: tuple[AppState, Client], tmp_p
     assert "4 of 4 prompts have every response; 8 generated" in done
     assert "after 2 vote(s)" in admin.predict("eval", 2, api_name="/set_overlap")
     admin.predict("eval", "# Guidelines\nPrefer the **shorter** answer.", api_name="/guidelines")
-    assert "shorter" in state.store.prompt_set("eval").guidelines
+    assert "shorter" in state.store.prompt_sets.get("eval").guidelines
 
     names = ["ana", "bo", "cy"]
     voters = {name: Client(admin.src, verbose=False) for name in names}
@@ -76,7 +76,7 @@ def test_voters_share_a_set_with_overlap_two(app: tuple[AppState, Client], tmp_p
         for client in voters.values():
             client.close()
 
-    votes = state.store.votes()
+    votes = state.store.votes.list()
     per_prompt = Counter(v.item for v in votes)
     assert sorted(per_prompt.values()) == [2, 2, 2, 2]  # every prompt exactly `overlap` votes
     assert len({(v.item, v.voter) for v in votes}) == len(votes) == 8  # nobody twice on a prompt
@@ -106,7 +106,7 @@ def test_three_responses_are_ranked_or_all_flawed(app: tuple[AppState, Client], 
     client.predict("ranking", ["C", "A", "B"], "ana", api_name="/queue_vote")
     client.predict("ranks", "ana", api_name="/next_item")
     client.predict("all_flawed", [], "ana", api_name="/queue_vote")
-    ranked, flawed = state.store.votes()
+    ranked, flawed = state.store.votes.list()
     assert ranked.ranking == (2, 0, 1) and len(ranked.responses) == 3
     assert flawed.outcome == "both_bad" and len(flawed.responses) == 3
     assert DONE in client.predict("ranks", "ana", api_name="/next_item")[STATUS]
@@ -124,7 +124,7 @@ def test_voters_vote_under_their_login_and_cannot_run_the_set(locked_state: AppS
                                ("/export_merged", ("trl", "drop"))]:
             with pytest.raises(Exception, match="needs the admin role"):
                 client.predict(*args, api_name=api_name)
-        assert state.store.prompt_sets() == []
+        assert state.store.prompt_sets.list() == []
 
         admin = Client(client.src, verbose=False, auth=(ADMIN, ADMIN_PASSWORD))
         try:
@@ -136,10 +136,10 @@ def test_voters_vote_under_their_login_and_cannot_run_the_set(locked_state: AppS
         shown = client.predict("eval", "mallory", api_name="/next_item")  # the typed name is ignored
         assert "**ana** in **eval**: 0 voted · 2 remaining" in shown[PROGRESS]
         client.predict("b", [], "mallory", api_name="/queue_vote")
-        [vote] = state.store.votes()
-        first = state.store.set_prompts(state.store.prompt_set("eval").id)[0]
+        [vote] = state.store.votes.list()
+        first = state.store.prompt_sets.prompts(state.store.prompt_sets.get("eval").id)[0]
         assert (vote.voter, vote.outcome, vote.item) == ("ana", "b", first.id)
-        assert len(state.store.set_responses(first.id or 0)) == 2  # generated live, kept for the next voter
+        assert len(state.store.prompt_sets.responses(first.id or 0)) == 2  # generated live, kept for the next voter
 
 
 def test_both_tabs_vote_through_one_handler_and_the_example_set_loads_in_one_call(
@@ -157,7 +157,7 @@ def test_both_tabs_vote_through_one_handler_and_the_example_set_loads_in_one_cal
     monkeypatch.setattr(ui.voting, "record_vote", counted)
     loaded = client.predict(api_name="/load_example_set")
     assert "Loaded **example** (16 prompts)" in loaded[-1]
-    assert [s.name for s in state.store.prompt_sets()] == ["example"]
+    assert [s.name for s in state.store.prompt_sets.list()] == ["example"]
     client.predict("example", ["policy", "sft"], 1.0, 4, 0, api_name="/live_models")
     client.predict("example", "ana", api_name="/next_item")
     assert "stored as **a** by ana" in client.predict("a", [], "ana", api_name="/queue_vote")[-2]
@@ -167,7 +167,7 @@ def test_both_tabs_vote_through_one_handler_and_the_example_set_loads_in_one_cal
     assert list(revealed[1:3]) == ["### Response A · `policy` (rated as `sft`)",
                                    "### Response B · `reference` (rated as `sft`)"]
     assert cast == ["QueueItem", "Round"]
-    queue, playground = state.store.votes()
+    queue, playground = state.store.votes.list()
     assert queue.item is not None and playground.item is None
     # The fresh policy, the SFT model and the reference with its weights: all one model, rated sft.
     assert [r.rated_as for v in (queue, playground) for r in v.responses] == ["sft"] * 4
@@ -187,7 +187,7 @@ def test_keyboard_votes_in_the_vote_tab(tiny_model_dir: Path, home: Path, tmp_pa
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
     pset = import_prompts(state.store, prompt_file(tmp_path, 3), "eval")
-    state.store.set_guidelines(pset.id, "Prefer the **shorter** answer.")
+    state.store.prompt_sets.set_guidelines(pset.id, "Prefer the **shorter** answer.")
     pset = choose_models(state, pset, ["policy", "sft"], GenerationSettings(temperature=1.0, max_new_tokens=4))
     pregenerate(state, pset)
     demo = build_demo(state)
@@ -217,9 +217,9 @@ def test_keyboard_votes_in_the_vote_tab(tiny_model_dir: Path, home: Path, tmp_pa
             page.keyboard.press("3")
             page.get_by_text("stored as tie by dana").wait_for(timeout=30_000)
             browser.close()
-        assert [(v.voter, v.outcome, v.prompt[-1]["content"]) for v in state.store.votes()] == [
+        assert [(v.voter, v.outcome, v.prompt[-1]["content"]) for v in state.store.votes.list()] == [
             ("dana", "b", "Say hi 0."), ("dana", "tie", "Say hi 2.")]
-        assert [(v.voter, v.slot, v.label, v.prompt[-1]["content"]) for v in state.store.single_votes()] == [
+        assert [(v.voter, v.slot, v.label, v.prompt[-1]["content"]) for v in state.store.single_votes.list()] == [
             ("dana", 0, True, "Say hi 0."), ("dana", 1, False, "Say hi 0.")]
     finally:
         demo.close()
@@ -242,10 +242,10 @@ def test_the_first_hour_of_the_vote_tab(tiny_state: AppState, tmp_path: Path) ->
         page.get_by_text("Loaded example (16 prompts)").wait_for(timeout=30_000)
         assert not page.get_by_text("No prompt set yet.").is_visible()
 
-        state.store.add_prompt_set("later", "later.jsonl", [SetPrompt("1", [{"role": "user", "content": "Hi?"}])])
+        state.store.prompt_sets.add("later", "later.jsonl", [SetPrompt("1", [{"role": "user", "content": "Hi?"}])])
         page.get_by_role("tab", name="Playground").click()
         page.get_by_role("tab", name="Vote").click()
         page.locator("#queue-set input").click()
         page.get_by_role("option", name="later", exact=True).wait_for(timeout=30_000)
         assert page.locator(".toast-body").all_inner_texts() == []
-        assert [s.name for s in state.store.prompt_sets()] == ["example", "later"]
+        assert [s.name for s in state.store.prompt_sets.list()] == ["example", "later"]

@@ -40,7 +40,7 @@ PAIRS = [{"prompt": f"Question {i}?", "chosen": "Yes.", "rejected": "No, a long 
 @pytest.fixture
 def state(tiny_state: AppState) -> AppState:
     # Imported pairs to train on: no votes of their own, so the leaderboard holds only the test's votes.
-    tiny_state.store.import_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
+    tiny_state.store.imports.add_pairs([parse_row(p, i + 1) for i, p in enumerate(PAIRS)], "pairs.jsonl")
     return tiny_state
 
 
@@ -77,7 +77,7 @@ def test_a_round_from_a_script_streams_scores_and_stops(state: AppState) -> None
 def test_pregenerated_responses_are_rated_as_the_checkpoint_that_generated_them(state: AppState) -> None:
     first = train(state)  # serving while the set is pre-generated
     prompts = [SetPrompt(f"q{i}", [{"role": "user", "content": f"Say hi {i}."}]) for i in range(3)]
-    pset = choose_models(state, state.store.add_prompt_set("eval", "test", prompts), ["policy", "reference"], SAMPLED)
+    pset = choose_models(state, state.store.prompt_sets.add("eval", "test", prompts), ["policy", "reference"], SAMPLED)
     assert pregenerate(state, pset).generated == 6
     second = train(state)  # serves from now on: the votes below must not be rated as it
     assert state.rated_name("policy") == second != first
@@ -94,17 +94,17 @@ def test_pregenerated_responses_are_rated_as_the_checkpoint_that_generated_them(
     assert len(battles) == 3
     assert {b.model_a for b in battles} | {b.model_b for b in battles} == {first, "sft"}
     assert index_battles(battles).models == tuple(sorted([first, "sft"]))  # the leaderboard's models
-    assert all(v.settings.get("rated_as") is None for v in state.store.votes())  # a field, not a setting
+    assert all(v.settings.get("rated_as") is None for v in state.store.votes.list())  # a field, not a setting
 
 
 def test_live_queue_generation_is_rated_as_the_policy_serving_then(state: AppState) -> None:
-    pset = state.store.add_prompt_set("live", "test", [SetPrompt("q0", [{"role": "user", "content": "Hi?"}])])
+    pset = state.store.prompt_sets.add("live", "test", [SetPrompt("q0", [{"role": "user", "content": "Hi?"}])])
     choose_models(state, pset, ["policy", "sft"], SAMPLED)
     name = train(state)
     turn = next_queue_item(state, "live", "bo")  # generated now, by checkpoint `name`
     assert turn.item is not None and {r.rated_as for r in turn.item.responses} == {name, "sft"}
     stored = record_vote(state, turn.item, "tie", "bo")
-    assert state.store.votes()[0].responses == stored.vote.responses
+    assert state.store.votes.list()[0].responses == stored.vote.responses
 
 
 def test_a_fresh_policy_is_rated_sft_and_never_battles_sft(state: AppState, tiny_model_dir: Path) -> None:
@@ -120,7 +120,7 @@ def test_a_fresh_policy_is_rated_sft_and_never_battles_sft(state: AppState, tiny
     assert not state.models.policy_is_sft and state.rated_name("policy") == name
     assert dict((v, label) for label, v in slot_choices(state))["policy"] == "policy"
     # Restarted without the trained policy serving: the fresh adapter is SFT again, the checkpoint a slot.
-    state.store.set_serving(None)
+    state.store.checkpoints.set_serving(None)
     state.store.close()
     restarted = build_state(ModelsConfig(sft=str(tiny_model_dir)), state.data_dir)
     try:
@@ -146,4 +146,4 @@ def test_the_example_set_loads_once(state: AppState) -> None:
     first = load_example_set(state)
     assert first.pset.name == EXAMPLE_SET and first.prompts == 16
     assert load_example_set(state).pset.id == first.pset.id  # a second click imports nothing
-    assert [s.name for s in state.store.prompt_sets()] == [EXAMPLE_SET]
+    assert [s.name for s in state.store.prompt_sets.list()] == [EXAMPLE_SET]

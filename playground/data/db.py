@@ -1,14 +1,14 @@
 """Connections to the vote database: a SQLite file or a PostgreSQL server, behind one interface.
 
-`open_database(location)` takes a file path (or `sqlite:PATH`) or a `postgresql://USER@HOST:PORT/DB`
+`open_backend(location)` takes a file path (or `sqlite:PATH`) or a `postgresql://USER@HOST:PORT/DB`
 URL. Both backends hand out a `Connection` per transaction that speaks `?` placeholders and returns
-rows readable by position or column name, so `store.py` writes each query once (it keeps every
-query and the few dialect differences of the schema). This module only opens connections, runs
-transactions and turns each backend's failures into one `PlaygroundError` line naming the database:
-its path, or its URL without the password. It also hands out the training lock (one training run at
-a time over every process on one database, see `TrainingLock`).
+rows readable by position or column name, so the store (`playground.data.store`) writes each query
+once (it keeps every query and the few dialect differences of the schema). This module only opens
+connections, runs transactions and turns each backend's failures into one `PlaygroundError` line
+naming the database: its path, or its URL without the password. It also hands out the training lock
+(one training run at a time over every process on one database, see `TrainingLock`).
 
-Threads: Gradio's workers share one `Store`. SQLite: one connection and a lock around every
+Threads: Gradio's workers share one store. SQLite: one connection and a lock around every
 transaction (SQLite writes one transaction at a time anyway; one connection means its pragmas are
 set once). PostgreSQL: a psycopg pool of up to `POOL_SIZE` connections, each checked before use, so
 a server that restarted is reconnected to instead of failing every later vote.
@@ -84,7 +84,7 @@ def _pg_placeholders(sql: str) -> str:
 
 class Connection:
     """One transaction's connection: `?` placeholders, rows by position or column name. `dialect`
-    tells store.py which of its few dialect-specific statements to use."""
+    tells the store which of its few dialect-specific statements to use."""
 
     def __init__(self, raw: Any, dialect: Dialect, integrity: type[Exception]) -> None:
         self.raw = raw  # sqlite3.Connection or psycopg.Connection
@@ -115,7 +115,9 @@ class Connection:
             raise IntegrityError(str(exc)) from exc
 
 
-class Database(Protocol):
+class Backend(Protocol):
+    """An open SQLite file or PostgreSQL pool: transactions, the training lock, close."""
+
     dialect: Dialect
     location: str  # a path, or the URL without its password: safe to print
     path: Path | None  # the SQLite file; None on a server
@@ -165,12 +167,12 @@ def parse_location(location: str | Path) -> Location:
     return Location("postgresql", None, text, shown)
 
 
-def open_database(location: str | Path) -> Database:
+def open_backend(location: str | Path) -> Backend:
     loc = parse_location(location)
-    return SqliteDatabase(loc) if loc.dialect == "sqlite" else PostgresDatabase(loc)
+    return SqliteBackend(loc) if loc.dialect == "sqlite" else PostgresBackend(loc)
 
 
-class SqliteDatabase:
+class SqliteBackend:
     dialect: Dialect = "sqlite"
     errors = (sqlite3.DatabaseError,)
 
@@ -229,7 +231,7 @@ def _one_line(exc: BaseException, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
-class PostgresDatabase:
+class PostgresBackend:
     dialect: Dialect = "postgresql"
     path: Path | None = None
 
@@ -278,7 +280,7 @@ class PostgresDatabase:
     def transaction(self, write: bool = False) -> Iterator[Connection]:
         """One transaction on a pooled connection: committed at the end, rolled back on any error
         (a lost connection included, so a change is stored whole or not at all). PostgreSQL runs
-        writers side by side; store.py serializes the few check-then-write changes itself."""
+        writers side by side; the store serializes the few check-then-write changes itself."""
         from psycopg_pool import PoolTimeout
 
         psycopg = self._psycopg
@@ -325,7 +327,7 @@ def _this_process() -> LockHolder:
 
 
 class TrainingLock(Protocol):
-    """A database's training lock as one `Database.training_lock()` object sees it: `acquire` takes
+    """A database's training lock as one `Backend.training_lock()` object sees it: `acquire` takes
     it for this object (any other object, in this process or another, is then refused), `release`
     lets it go, `locked` says whether this object holds it, `holder` who holds it (None: nobody)."""
 
@@ -399,7 +401,7 @@ class AdvisoryTrainingLock:
     would hand the session to other work), held open for the run. The server ends the session, and
     the lock, when the connection dies. Who holds it: the lock's session in pg_stat_activity."""
 
-    def __init__(self, database: "PostgresDatabase") -> None:
+    def __init__(self, database: "PostgresBackend") -> None:
         self._database = database
         self._connection: psycopg.Connection[Any] | None = None
 

@@ -56,7 +56,7 @@ def export_rows(
     if merge not in MERGES or ties not in TIE_POLICIES:
         raise PlaygroundError(f"merge {merge!r} / ties {ties!r}: expected merge one of {', '.join(MERGES)} and "
                               f"ties one of {', '.join(TIE_POLICIES)}")
-    votes, metadata = store.votes(), None
+    votes, metadata = store.votes.list(), None
     if merge == "majority":
         merged = merge_votes(votes, "keep" if ties == "keep" else "drop")
         votes = merged.votes
@@ -66,7 +66,7 @@ def export_rows(
             rows = [row.as_trl() for row in store.training_pairs(binarize, seed)]
         else:
             rows = to_trl_rows(votes, binarize, seed)
-            rows += [row.as_trl() for row in store.imported_pairs()] if include_imported else []
+            rows += [row.as_trl() for row in store.imports.pairs()] if include_imported else []
     elif fmt == "unpaired":
         pairs = store.training_pairs(binarize, seed, votes, include_imported)
         unpaired = unpair(pairs) + store.unpaired_rows(votes, include_imported)
@@ -140,7 +140,7 @@ def import_file(store: Store, path: Path, skip_invalid: bool = False) -> ImportR
         path, skip_invalid=skip_invalid)
     if not loaded.rows:
         raise PlaygroundError(f"{path}: no valid rows to import ({len(loaded.skipped)} invalid)")
-    add = store.import_unpaired if kind == "unpaired" else store.import_pairs
+    add = store.imports.add_unpaired if kind == "unpaired" else store.imports.add_pairs
     return ImportResult(add(loaded.rows, path.name), loaded.skipped, kind)  # type: ignore[arg-type]
 
 
@@ -159,4 +159,4 @@ def import_prompts(store: Store, path: Path, name: str, overlap: int = 1, from_p
     as people know it (an upload's temporary name means nothing)."""
     name, overlap = set_name(name), check_overlap(overlap)
     prompts = prompts_from_preference_file(path) if from_preferences else load_prompt_file(path)
-    return store.add_prompt_set(name, source or path.name, prompts, overlap)
+    return store.prompt_sets.add(name, source or path.name, prompts, overlap)

@@ -17,7 +17,7 @@ Rules:
 
 Concurrency: nothing is reserved. Two voters asking at once may get the same prompt, and both
 votes are stored even when that takes it past `overlap` (a judgement someone made is never thrown
-away). One voter cannot vote twice on a prompt: `Store.add_queue_vote` refuses it.
+away). One voter cannot vote twice on a prompt: `store.votes.add_queue_vote` refuses it.
 """
 
 import random
@@ -81,11 +81,11 @@ def open_prompts(store: Store, pset: PromptSet, voter: str, skipped: Collection[
                  ready_only: bool = False) -> list[SetPrompt]:
     """The prompts open to `voter`, in queue order (see the module docstring)."""
     _require_models(pset)
-    voters = store.item_voters(pset.id)
-    have = store.response_models(pset.id)
+    voters = store.votes.voters_by_item(pset.id)
+    have = store.prompt_sets.response_models(pset.id)
     needed = set(pset.models)
     candidates = []
-    for prompt in _open_to(voter, store.set_prompts(pset.id), voters, pset.overlap):
+    for prompt in _open_to(voter, store.prompt_sets.prompts(pset.id), voters, pset.overlap):
         assert prompt.id is not None and prompt.position is not None  # stored prompts have both
         if prompt.id in skipped:
             continue
@@ -104,7 +104,7 @@ def _open_to(voter: str, prompts: list[SetPrompt], voters: dict[int, list[str]],
 def present(store: Store, pset: PromptSet, prompt: SetPrompt, rng: random.Random) -> QueueItem:
     """The prompt with the set's models' responses in a random order drawn from `rng`."""
     assert prompt.id is not None
-    stored = store.set_responses(prompt.id)
+    stored = store.prompt_sets.responses(prompt.id)
     missing = [m for m in pset.models if m not in stored]
     if missing:
         raise PlaygroundError(f"prompt {prompt.ref!r} has no response from {', '.join(missing)} yet")
@@ -130,7 +130,7 @@ def next_item(store: Store, pset: PromptSet, voter: str, rng: random.Random, ski
     prompt = prompts[0]
     if generate_missing is not None:
         assert prompt.id is not None
-        missing = [m for m in pset.models if m not in store.set_responses(prompt.id)]
+        missing = [m for m in pset.models if m not in store.prompt_sets.responses(prompt.id)]
         if missing:
             generate_missing(prompt, missing)
     return present(store, pset, prompt, rng)
@@ -161,15 +161,15 @@ def queue_single_vote(item: QueueItem, slot: int, thumb: str, voter: str) -> Sin
 
 
 def voter_progress(store: Store, pset: PromptSet, voter: str) -> VoterProgress:
-    voters = store.item_voters(pset.id)
+    voters = store.votes.voters_by_item(pset.id)
     voted = sum(votes.count(voter) for votes in voters.values())
-    return VoterProgress(voted, len(_open_to(voter, store.set_prompts(pset.id), voters, pset.overlap)))
+    return VoterProgress(voted, len(_open_to(voter, store.prompt_sets.prompts(pset.id), voters, pset.overlap)))
 
 
 def set_progress(store: Store, pset: PromptSet) -> SetProgress:
-    voters = store.item_voters(pset.id)
-    have = store.response_models(pset.id)
-    prompts = store.set_prompts(pset.id)
+    voters = store.votes.voters_by_item(pset.id)
+    have = store.prompt_sets.response_models(pset.id)
+    prompts = store.prompt_sets.prompts(pset.id)
     by_voter: dict[str, int] = {}
     for votes in voters.values():
         for name in votes:

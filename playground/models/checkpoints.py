@@ -25,6 +25,7 @@ from peft import PeftModel
 from playground.core.atomic import new_folder
 from playground.core.errors import PlaygroundError
 from playground.data.rows import PreferenceRow
+from playground.data.store.checkpoints import RegisteredCheckpoint
 from playground.models.roles import POLICY_ADAPTER, Models, Role, adapter_params, require_safetensors_adapter
 
 RECORD = "record.json"
@@ -65,10 +66,10 @@ class CheckpointRecord:
         return self.created.astimezone().strftime("%Y-%m-%d %H:%M") if self.created else ""
 
     @classmethod
-    def registered(cls, row: Mapping[str, Any]) -> "CheckpointRecord":
-        """From a row of the store's checkpoint registry (`Store.checkpoints()`): its record, under
-        the id it was registered as."""
-        return cls.parse({**row["record"], "id": row["id"]})
+    def registered(cls, checkpoint: RegisteredCheckpoint) -> "CheckpointRecord":
+        """From the store's checkpoint registry (`store.checkpoints.list()`): its record, under the
+        id it was registered as."""
+        return cls.parse({**checkpoint.record, "id": checkpoint.id})
 
     @classmethod
     def parse(cls, record: Mapping[str, Any]) -> "CheckpointRecord":
