@@ -10,8 +10,18 @@ then `/vote` as the page does. Scenarios:
 
 - tiny: N voters (default 100) on a tiny random Llama: the numbers are about the server, the queue
   and the database, not the model; 16 new tokens, sampled.
-- real: M voters (default 20) on the packaged SmolLM2-135M, 32 new tokens, even voters greedy and
-  odd ones at T = 0.7; first one voter alone, for the tokens/s ratio.
+- best case: M voters (default 20) on the packaged SmolLM2-135M, every voter on one prompt ("Say
+  hi."), 32 new tokens, even voters greedy and odd ones at T = 0.7, against a fresh policy. The most
+  a continuous batch can share: one prompt prefilled once, and a fresh policy (the reference's
+  weights) scored in one pass.
+- team: M voters as a team uses it: each its own prompt (the shipped eval and short-answer prompts,
+  every other one behind a paragraph of context, so prompts run from 10 to ~120 tokens), new-token
+  budgets of 16, 32, 48 and 64 in turn, greedy and T = 0.7 in turn, against a trained policy (a DPO
+  checkpoint that `playground train` makes first, served with `--policy`), so every round is scored
+  in two passes; then a vote each.
+
+Both modes are warmed the same way: in every scenario but tiny, one voter alone runs a round first
+(its row is "1 voter alone"), then all M at once.
 
 Per voter: connect time (errors counted), time to first token (the first streamed update with
 text), time to the end of generation (the "Scoring…" update), time to the full scored response,
@@ -37,7 +47,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +181,11 @@ class Generated:
 
 
 def generate_round(client: Any, seed: int, timeout: float,  # client: gradio_client.Client
-                   settings: dict[str, Any] | None = None) -> Generated:
+                   settings: dict[str, Any] | None = None, prompt: str = "Say hi.") -> Generated:
     """`/generate` as the page calls it: two slots, policy against reference (sampled unless
     `settings` say otherwise), streamed, timed from the call."""
     began, first, generated = time.perf_counter(), None, None
-    job = client.submit(prompt="Say hi.", system="", k=2, mode="Side by side", model_a="policy",
+    job = client.submit(prompt=prompt, system="", k=2, mode="Side by side", model_a="policy",
                         model_b="reference", model_c="sft", model_d="policy", **(settings or SETTINGS), seed=seed,
                         beta=BETA, api_name="/generate")
     # Polled, not iterated: gradio_client's iterator spins on a lock every millisecond, which with
@@ -216,7 +226,7 @@ def yield_cpu() -> None:
 
 
 def _one_voter(url: str, index: int, start: threading.Barrier, timeout: float,
-               settings: dict[str, Any] | None) -> VoterResult:
+               settings: dict[str, Any] | None, prompt: str) -> VoterResult:
     yield_cpu()
     result = VoterResult(voter_name(index), OUTCOMES[index % len(OUTCOMES)])
     client = None
@@ -232,7 +242,7 @@ def _one_voter(url: str, index: int, start: threading.Barrier, timeout: float,
         return result
     try:
         began = time.perf_counter()
-        answer = generate_round(client, index, timeout, settings)
+        answer = generate_round(client, index, timeout, settings, prompt)
         result.first_token_s, result.generated_s, result.texts = answer.first_token_s, answer.generated_s, answer.texts
         generated = time.perf_counter()
         result.generate_s = generated - began
@@ -248,14 +258,17 @@ def _one_voter(url: str, index: int, start: threading.Barrier, timeout: float,
 
 
 def run_voters(url: str, n: int, timeout: float = 600.0, settings: list[dict[str, Any]] | None = None,
-               on_start: Callable[[], None] | None = None) -> LoadResult:
+               on_start: Callable[[], None] | None = None, prompts: list[str] | None = None) -> LoadResult:
     """N voters, each in its own thread and session, all starting `/generate` at once (`on_start`
-    is called then); voter i generates with `settings[i % len(settings)]` (default: `SETTINGS`)."""
+    is called then); voter i generates with `settings[i % len(settings)]` (default: `SETTINGS`) on
+    `prompts[i % len(prompts)]` (default: "Say hi.")."""
     start = threading.Barrier(n + 1)
     results: list[VoterResult | None] = [None] * n
+    prompts = prompts or ["Say hi."]
 
     def work(i: int) -> None:
-        results[i] = _one_voter(url, i, start, timeout, settings[i % len(settings)] if settings else None)
+        results[i] = _one_voter(url, i, start, timeout, settings[i % len(settings)] if settings else None,
+                                prompts[i % len(prompts)])
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
@@ -372,7 +385,10 @@ class Scenario:
     name: str
     model_dir: Path
     voters: int
-    settings: list[dict[str, Any]]
+    settings: list[dict[str, Any]]  # voter i's: settings[i % len(settings)]
+    prompts: tuple[str, ...] = ("Say hi.",)  # voter i's: prompts[i % len(prompts)]
+    flags: tuple[str, ...] = ()  # the app's own, beyond --sft (e.g. --policy CHECKPOINT)
+    alone_first: bool = True  # one voter alone before all of them (the warm-up both modes get)
 
 
 def scenario_row(scenario: Scenario, mode: str, result: LoadResult, check: VoteCheck, prober: Prober,
@@ -404,41 +420,27 @@ def scenario_row(scenario: Scenario, mode: str, result: LoadResult, check: VoteC
     }
 
 
-def run_scenario(scenario: Scenario, serial: bool, timeout: float, count_tokens: Any,
-                 alone_first: bool = False) -> list[dict[str, Any]]:
-    """The scenario against a fresh app (serial or batched): optionally one voter alone first,
-    then all voters at once; one row per run."""
+def run_scenario(scenario: Scenario, serial: bool, timeout: float, count_tokens: Any) -> list[dict[str, Any]]:
+    """The scenario against a fresh app (serial or batched): one voter alone first (unless the
+    scenario says not), then all voters at once; one row per run."""
     from playground.data.store import open_store
 
     mode = "serial" if serial else "batched"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        with app_process(scenario.model_dir, home, ("--serial",) if serial else ()) as url:
-            runs = [(f"{mode}, 1 voter alone", 1)] if alone_first else []
+        with app_process(scenario.model_dir, home, (*scenario.flags, *(("--serial",) if serial else ()))) as url:
+            runs = [(f"{mode}, 1 voter alone", 1)] if scenario.alone_first else []
             for label, n in [*runs, (mode, scenario.voters)]:
                 with open_store(home / "votes.sqlite") as store:
                     before = {v.id for v in store.votes.list()}
                 with Prober(url) as prober:
-                    result = run_voters(url, n, timeout, scenario.settings, prober.begin)
+                    result = run_voters(url, n, timeout, scenario.settings, prober.begin, list(scenario.prompts))
                 with open_store(home / "votes.sqlite") as store:
                     check = check_votes(store, result, exclude=before)
-                rows.append(scenario_row(replace_voters(scenario, n), label, result, check, prober, count_tokens))
+                rows.append(scenario_row(replace(scenario, voters=n), label, result, check, prober, count_tokens))
                 if result.errors:
                     print(f"{scenario.name}/{label}: {len(result.errors)} errors, e.g. {result.errors[:3]}")
-    return rows
-
-
-def replace_voters(scenario: Scenario, n: int) -> Scenario:
-    return Scenario(scenario.name, scenario.model_dir, n, scenario.settings)
-
-
-def summary_rows(result: LoadResult) -> list[dict[str, Any]]:
-    rows = []
-    for name, values in (("generate", [v.generate_s for v in result.voters if v.generate_s is not None]),
-                         ("vote", [v.vote_s for v in result.voters if v.vote_s is not None])):
-        rows.append({"endpoint": f"/{name}", "calls": len(values), "p50_s": percentile(values, 50),
-                     "p95_s": percentile(values, 95), "max_s": max(values, default=float("nan"))})
     return rows
 
 
@@ -446,6 +448,34 @@ def ratio(rows: list[dict[str, Any]], scenario: str, key: str) -> float:
     """batched ÷ serial of `key` in `scenario` (the all-voters runs)."""
     pick = {r["mode"]: r[key] for r in rows if r["scenario"] == scenario}
     return pick["batched"] / pick["serial"]
+
+
+def team_prompts() -> tuple[str, ...]:
+    """Distinct prompts of mixed length: the shipped eval and short-answer prompts, every other one
+    behind a paragraph of context."""
+    from playground.data.prompt_sets import load_prompt_file
+
+    found: dict[str, None] = {}
+    for name in ("eval-prompts.jsonl", "short-answers.jsonl"):
+        for item in load_prompt_file(ROOT / "docs" / "examples" / name):
+            found.setdefault(item.messages[-1]["content"], None)
+    return tuple(f"{CONTEXT}\n\n{p}" if i % 2 else p for i, p in enumerate(found))
+
+
+CONTEXT = ("Context: our team reviews answers written by two assistants and picks the better one. We care "
+           "about answers that are correct, short and to the point, and that say so when they do not know. "
+           "Long introductions, repeated questions and lists where a sentence would do are marked down.")
+
+
+def trained_policy(folder: Path, model_dir: Path) -> Path:
+    """A DPO checkpoint of `model_dir` trained by `playground train` on the shipped short answers (4
+    steps): a policy with weights of its own, as a team serves one after its first training run."""
+    out = folder / "runs"
+    subprocess.run([sys.executable, "-m", "cli", "train", "--sft", str(model_dir), "--pairs",
+                    str(ROOT / "docs" / "examples" / "short-answers.jsonl"), "--out", str(out), "--steps", "4"],
+                   cwd=ROOT, check=True, capture_output=True)
+    (checkpoint,) = out.iterdir()
+    return checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -465,29 +495,36 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tiny = Scenario("tiny", build_tiny_model(Path(tmp) / "tiny-llama"), args.voters,
-                        [{**SETTINGS, "max_new_tokens": 16}])
+                        [{**SETTINGS, "max_new_tokens": 16}], alone_first=False)
         tiny_tokens = token_counter(tiny.model_dir)
         for serial in (True, False):
             rows += run_scenario(tiny, serial, args.timeout, tiny_tokens)
         if not args.skip_real:
+            smol = packaged_model()
             real_settings = {"top_p": 1.0, "top_k": 0, "max_new_tokens": 32, "repetition_penalty": 1.0}
-            real = Scenario("real", packaged_model(), args.real_voters,
+            best = Scenario("best case", smol, args.real_voters,
                             [{**real_settings, "temperature": 0.0}, {**real_settings, "temperature": 0.7}])
-            real_tokens = token_counter(real.model_dir)
-            for serial in (True, False):
-                rows += run_scenario(real, serial, args.timeout, real_tokens, alone_first=not serial)
+            team = Scenario("team", smol, args.real_voters,
+                            [{**real_settings, "max_new_tokens": n, "temperature": t}
+                             for n, t in zip((16, 32, 48, 64), (0.0, 0.7, 0.0, 0.7), strict=True)],
+                            team_prompts(), ("--policy", str(trained_policy(Path(tmp), smol))))
+            real_tokens = token_counter(smol)
+            for scenario in (best, team):
+                for serial in (True, False):
+                    rows += run_scenario(scenario, serial, args.timeout, real_tokens)
     extra: dict[str, Any] = {
         "tiny_generate_p95_batched_over_serial": ratio(rows, "tiny", "generate_p95_s"),
         "tiny_votes_per_s_batched_over_serial": ratio(rows, "tiny", "votes_per_s"),
     }
-    if not args.skip_real:
-        alone = next(r for r in rows if r["mode"] == "batched, 1 voter alone")
-        batched = next(r for r in rows if r["scenario"] == "real" and r["mode"] == "batched")
+    for name in () if args.skip_real else ("best case", "team"):
+        key = name.replace(" ", "_")
+        alone = next(r for r in rows if r["scenario"] == name and r["mode"] == "batched, 1 voter alone")
+        batched = next(r for r in rows if r["scenario"] == name and r["mode"] == "batched")
         extra.update({
-            "real_tokens_per_s_batched_over_serial": ratio(rows, "real", "tokens_per_s"),
-            "real_generation_tokens_per_s_batched_over_serial": ratio(rows, "real", "generation_tokens_per_s"),
-            "real_generate_p95_batched_over_serial": ratio(rows, "real", "generate_p95_s"),
-            "real_tokens_per_s_all_over_one_alone": batched["tokens_per_s"] / alone["tokens_per_s"],
+            f"{key}_tokens_per_s_batched_over_serial": ratio(rows, name, "tokens_per_s"),
+            f"{key}_generation_tokens_per_s_batched_over_serial": ratio(rows, name, "generation_tokens_per_s"),
+            f"{key}_generate_p95_batched_over_serial": ratio(rows, name, "generate_p95_s"),
+            f"{key}_tokens_per_s_all_over_one_alone": batched["tokens_per_s"] / alone["tokens_per_s"],
         })
     report("load", rows, extra, load_before)
     if not all(r["all_acknowledged_stored_once"] for r in rows):
