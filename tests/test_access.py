@@ -254,3 +254,18 @@ def test_every_admin_endpoint_is_refused_to_a_voter_by_some_test() -> None:
     assert {"train", "export", "import", "estimate_kl", "run_judge", "train_reward_model",
             "import_prompts", "load_example_set"} <= admin  # the scan itself finds the known ones
     assert sorted(admin - _endpoints_refused_to_a_voter()) == []
+
+
+def test_serving_beyond_this_machine_says_what_others_can_do() -> None:
+    from cli.serve import exposure_warning
+
+    assert exposure_warning("127.0.0.1", False, False) == exposure_warning("::1", False, True) == ""
+    open_to_all = exposure_warning("0.0.0.0", False, False)
+    assert open_to_all.startswith("warning: serving beyond this machine (--host 0.0.0.0) without logins: anyone "
+                                  "who can reach it is the admin.")
+    for can in ("generate and vote under any name", "train and switch the serving checkpoint", "import data",
+                "export every vote", "delete every vote", "load a model from any path", "--auth-file"):
+        assert can in open_to_all
+    shared = exposure_warning("127.0.0.1", True, True)
+    assert shared.startswith("warning: serving beyond this machine (--host 127.0.0.1 --share); users with a login")
+    assert "only the 'admin' account can train, import, export" in shared and "without logins" not in shared
