@@ -156,3 +156,18 @@ def votes_section() -> VoteControls:
         rank_button = gr.Button("Submit ranking", interactive=False, elem_id="vote-ranking")
     skip = gr.Button("Skip (no vote)", interactive=False, elem_id="skip")
     return VoteControls(pair_row, pair_buttons, rank_row, ranking, rank_button, skip)
+
+
+def slots_view(page: PlaygroundPage, k_value: float, mode_value: str) -> dict:
+    """The columns, model pickers and vote rows for k responses (two in an anonymous battle)."""
+    n = 2 if mode_value == ANONYMOUS else int(k_value)
+    side_by_side = mode_value != ANONYMOUS
+    return {
+        **{c: gr.Column(visible=i < n) for i, c in enumerate(page.views.columns)},
+        **{d: gr.Dropdown(visible=side_by_side and i < n) for i, d in enumerate(page.settings.slot_models)},
+        page.votes.pair_row: gr.Row(visible=n == 2),
+        page.votes.rank_row: gr.Row(visible=n > 2),
+        page.votes.ranking: gr.Dropdown(value=[]),
+        page.settings.k: gr.Slider(interactive=side_by_side),
+    }
+

@@ -164,17 +164,3 @@ def single_voted(page: PlaygroundPage, current: Round, stored: StoredSingleVote)
             page.status: f"Single vote #{stored.id} stored: {THUMB_LABELS[vote.thumb]} on {LETTERS[vote.slot]} by "
                          f"{vote.voter} (trains KTO; the pairwise vote is separate)."}
 
-
-def layout(page: PlaygroundPage, k_value: float, mode_value: str) -> dict:
-    """The columns, model pickers and vote rows for k responses (two in an anonymous battle)."""
-    n = 2 if mode_value == ANONYMOUS else int(k_value)
-    side_by_side = mode_value != ANONYMOUS
-    return {
-        **{c: gr.Column(visible=i < n) for i, c in enumerate(page.views.columns)},
-        **{d: gr.Dropdown(visible=side_by_side and i < n) for i, d in enumerate(page.settings.slot_models)},
-        page.votes.pair_row: gr.Row(visible=n == 2),
-        page.votes.rank_row: gr.Row(visible=n > 2),
-        page.votes.ranking: gr.Dropdown(value=[]),
-        page.settings.k: gr.Slider(interactive=side_by_side),
-    }
-

@@ -19,12 +19,11 @@ from service import voting
 from service.state import AppState
 from service.voting import slot_choices
 from ui.concurrency import generating
-from ui.playground_layout import PlaygroundPage, build_playground_page
+from ui.playground_layout import PlaygroundPage, build_playground_page, slots_view
 from ui.playground_round import (
     buttons_view,
     generate_handler,
     hold_handler,
-    layout,
     round_view,
     single_voted,
     voted,
@@ -51,7 +50,7 @@ def wire_layout(page: PlaygroundPage) -> None:
     s, v = page.settings, page.votes
     outputs = [*page.views.columns, *s.slot_models, v.pair_row, v.rank_row, v.ranking, s.k]
     for control in (s.k, s.mode):
-        control.change(partial(layout, page), [s.k, s.mode], outputs, queue=False, api_visibility="private")
+        control.change(partial(slots_view, page), [s.k, s.mode], outputs, queue=False, api_visibility="private")
 
 
 def follow_round(state: AppState, page: PlaygroundPage, event: Dependency, *, api: bool = False,
