@@ -69,7 +69,8 @@ def test_click_through_a_vote(tiny_model_dir: Path, home: Path, tmp_path: Path, 
         generate(page)
         page.locator("body").press("2")  # keyboard shortcut: B is better
         page.get_by_text("stored as b by carol").wait_for(timeout=30_000)
-        assert page.locator("#vote-a").is_disabled()  # locked until the next round
+        # Locked until the next round (by the event the vote chains, a moment after the status).
+        page.wait_for_function("() => document.querySelector('#vote-a').disabled", timeout=5_000)
         page.screenshot(path=str(tmp_path / "vote.png"), full_page=True)
         [vote] = state.store.votes()
     assert (vote.voter, vote.outcome) == ("carol", "b")

@@ -54,15 +54,26 @@ def wire_layout(page: PlaygroundPage) -> None:
 
 
 def follow_round(state: AppState, page: PlaygroundPage, event: Dependency, *, api: bool = False,
-                 buttons_only: bool = False) -> None:
+                 closed: bool = False, buttons_only: bool = False) -> None:
     """After `event` changed the session's round: the page shown from it (`/round` when `api`), and
-    the votes it leaves open."""
+    the votes it leaves open. In that order for a new round (its votes open once its scores are on
+    screen), the other way round for a `closed` one (a vote locks the buttons at once)."""
     rnd = page.round
-    if not buttons_only:
-        event = event.then(partial(round_view, state, page), rnd, page.views.shown, queue=False,
-                           **({"api_name": "round"} if api else {"api_visibility": "private"}))
-    event.then(partial(buttons_view, page), rnd, [*page.votes.buttons, *page.views.thumb_buttons], queue=False,
-               api_visibility="private")
+
+    def show_buttons(after: Dependency) -> Dependency:
+        return after.then(partial(buttons_view, page), rnd, [*page.votes.buttons, *page.views.thumb_buttons],
+                          queue=False, api_visibility="private")
+
+    def show_round(after: Dependency) -> Dependency:
+        return after.then(partial(round_view, state, page), rnd, page.views.shown, queue=False,
+                          **({"api_name": "round"} if api else {"api_visibility": "private"}))
+
+    if buttons_only:
+        show_buttons(event)
+    elif closed:
+        show_round(show_buttons(event))
+    else:
+        show_buttons(show_round(event))
 
 
 def wire_generation(state: AppState, page: PlaygroundPage) -> None:
@@ -104,7 +115,7 @@ def wire_round_votes(state: AppState, page: PlaygroundPage, voter: gr.Textbox) -
 
     skipped = votes.skip.click(skip_round, rnd, [rnd, status], api_name="skip")
     for event in cast:
-        follow_round(state, page, event)  # the vote reveals the models in the headers
+        follow_round(state, page, event, closed=True)  # the vote reveals the models in the headers
     for event in (*rated, skipped):
         follow_round(state, page, event, buttons_only=True)
 
