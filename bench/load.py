@@ -61,7 +61,7 @@ VOTE_ID = re.compile(r"Vote #(\d+)")
 SETTINGS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 4, "repetition_penalty": 1.0}
 BETA = 0.1
 VOTER_NICENESS = 10  # the simulated voters' threads: the server and the prober come first (yield_cpu)
-STATUS, TEXTS = 0, slice(6, 8)  # /generate's outputs: status, preferences, 4 headers, then the response texts
+STATUS, TEXTS = 0, slice(1, 3)  # /generate's outputs: the status, then the 4 response texts
 
 
 @dataclass

@@ -95,6 +95,22 @@ def load_app_access(args: argparse.Namespace) -> "Access":
     return load_access(args.auth, auth_file, admin, source)
 
 
+def exposure_warning(host: str, share: bool, logins: bool) -> str:
+    """What serving beyond this machine lets others do ("" when it does not): without logins everyone
+    is the admin (`playground.core.access`)."""
+    if host in ("127.0.0.1", "localhost", "::1") and not share:
+        return ""
+    where = f"serving beyond this machine (--host {host}{' --share' if share else ''})"
+    if logins:
+        return (f"warning: {where}; users with a login can generate and vote under their login name; only the "
+                "'admin' account can train, import, export and switch the serving checkpoint")
+    return (f"warning: {where} without logins: anyone who can reach it is the admin. They can generate and vote "
+            "under any name, train and switch the serving checkpoint, import data, export every vote, delete every "
+            "vote (Undo, under each voter's name in turn) and make the server load a model from any path it can "
+            "read (the Dashboard's LLM judge). Turn logins on with --auth-file and --admin-password-file (README, "
+            "Security)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # A server shares its cores with its event loop and any neighbour: OpenMP threads that spin
@@ -105,10 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     prepare_environment(args)
     scheduler = scheduler_config(args).validate()  # before the models load: a bad flag fails at once
     access = load_app_access(args)
-    if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
-        who = "users with a login" if access.enabled else "anyone who can reach it (no logins)"
-        print(f"warning: serving beyond this machine (--host {args.host}{' --share' if args.share else ''}); "
-              f"{who} can use the models and vote", file=sys.stderr)
+    warning = exposure_warning(args.host, args.share, access.enabled)
+    if warning:
+        print(warning, file=sys.stderr)
     from playground.core.home import data_dir
     from playground.data.store import db_location
     from service.state import build_state

@@ -8,7 +8,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ Progress = Callable[[int, int, str], None]  # (done, total, what is being done)
 
 BUILT_IN_PROMPTS = f"built-in eval prompts ({EVAL_PROMPTS.name})"  # the judge's default prompt source
 MAX_BOOTSTRAP = 5000  # rounds: enough for stable 95% intervals, bounded so one request cannot hog the server
+# With logins on, a voter's report: the Dashboard's default. A 5000-round report costs the server
+# five times as much, and a voter can ask for one with every Refresh and every opening of the tab.
+VOTER_MAX_BOOTSTRAP = 1000
 
 
 def estimate_kl(state: AppState, progress: Progress | None = None, samples: int = 2,
@@ -138,22 +141,56 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
     return [judge_battle(b) for b in state.store.judges.list(judge.name, run=run)]
 
 
-def dashboard_report(state: AppState, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",
-                     anchor: str | None = None, bootstrap: int = 1000, battles_file: Path | None = None,
-                     category: str | None = None, style_control: bool = False) -> Report:
-    """What the Dashboard shows (`evals.dashboard.build_report`): human votes and, if named, judge
-    battles, plus the rows of a Chatbot Arena battle file; KL where estimated; optionally one
-    prompt category's battles only, and style-controlled ratings. Writes nothing."""
-    if not 0 <= bootstrap <= MAX_BOOTSTRAP:
-        raise PlaygroundError(f"bootstrap rounds must be 0..{MAX_BOOTSTRAP}, got {bootstrap}")
-    extra = [replace(b, source=battles_file.name) for b in read_battles(battles_file)] if battles_file else []
-    return build_report(state.store, human, judges, baseline or "sft", anchor or None, bootstrap,
-                        kl=state.kl_estimates, extra=extra, category=category or None, style_control=style_control)
+@dataclass(frozen=True)
+class ReportQuery:
+    """What the Dashboard asks for: human votes and/or these judges' battles, plus the rows of a
+    Chatbot Arena battle file; win rates against `baseline`, ratings anchored at `anchor`, intervals
+    from `bootstrap` resamples; optionally one prompt category's battles only, and style control."""
+
+    human: bool = True
+    judges: Sequence[str] = ()
+    baseline: str = "sft"
+    anchor: str | None = None
+    bootstrap: int = 1000
+    battles_file: Path | None = None
+    category: str | None = None
+    style_control: bool = False
 
 
-def dashboard_downloads(state: AppState, report: Report) -> Path:
-    """Every table of `report` as CSV and JSON, and the ratings JSON, in one new zip under exports/
-    (written only when asked for; older ones beyond the last few are pruned by `export_path`)."""
+def bootstrap_limit(state: AppState, user: str | None) -> int:
+    """The most bootstrap rounds `user` (a login name, None without one) may ask for at once:
+    MAX_BOOTSTRAP for the admin (everyone, without logins), VOTER_MAX_BOOTSTRAP for a voter."""
+    return MAX_BOOTSTRAP if state.access.is_admin(user) else VOTER_MAX_BOOTSTRAP
+
+
+def check_bootstrap(state: AppState, query: ReportQuery, user: str | None) -> None:
+    limit = bootstrap_limit(state, user)
+    if not 0 <= query.bootstrap <= limit:
+        raise PlaygroundError(f"bootstrap rounds must be 0..{limit}, got {query.bootstrap}"
+                              + (f" (a voter's limit; the admin may ask for up to {MAX_BOOTSTRAP})"
+                                 if limit < MAX_BOOTSTRAP else ""))
+
+
+def dashboard_report(state: AppState, query: ReportQuery, user: str | None = None) -> Report:
+    """What the Dashboard shows (`evals.dashboard.build_report`) for `query`, with KL where
+    estimated; asked for by `user` (see `bootstrap_limit`). Writes nothing."""
+    check_bootstrap(state, query, user)
+    file = query.battles_file
+    extra = [replace(b, source=file.name) for b in read_battles(file)] if file else []
+    return build_report(state.store, query.human, query.judges, query.baseline or "sft", query.anchor or None,
+                        query.bootstrap, kl=state.kl_estimates, extra=extra, category=query.category or None,
+                        style_control=query.style_control)
+
+
+def dashboard_downloads(state: AppState, query: ReportQuery, user: str | None = None) -> Path:
+    """Every table of `query`'s report as CSV and JSON, and the ratings JSON, in one new zip under
+    exports/ (written only when asked for; older ones beyond the last few are pruned by
+    `export_path`). Asked for by `user`: with logins on, a voter has the voters' bootstrap limit
+    and `state.voter_downloads`' rate (`service.quotas`)."""
+    check_bootstrap(state, query, user)  # a refused query counts no download
+    if not state.access.is_admin(user):
+        state.voter_downloads.take(user or "", "downloading the dashboard tables")
+    report = dashboard_report(state, query, user)
     archive = state.export_path("dashboard", ".zip")
     with tempfile.TemporaryDirectory() as tmp:
         zip_tables(write_tables(report, Path(tmp)), archive)

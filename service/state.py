@@ -24,6 +24,7 @@ from playground.inference.scheduler import Scheduler, SchedulerConfig
 from playground.models.checkpoints import attach_checkpoint, complete_checkpoints, read_record, serve_checkpoint
 from playground.models.roles import Models, ModelsConfig, Role, load_models
 from playground.scoring.scorer import Scorer
+from service.quotas import RateLimit, voter_downloads
 
 if TYPE_CHECKING:  # evals imports the engine, not the other way round
     from evals.kl import KLEstimate
@@ -125,6 +126,8 @@ class AppState:
     kl_estimates: dict[str, "KLEstimate"] = field(default_factory=dict)
     # With logins on, a voter sees only their own votes unless this is set (admin always sees all).
     votes_visible_to_all: bool = False
+    # With logins on, how often each voter may have the Dashboard's tables written (service.quotas).
+    voter_downloads: RateLimit = field(default_factory=voter_downloads)
     # The serving checkpoint recorded in the store when this replica last acted on it (served it, or
     # was told to keep its own --policy): `sync_checkpoints` serves the record only when it changes.
     serving_seen: str | None = field(default=None, init=False)

@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gradio_client import Client
@@ -213,44 +214,65 @@ def test_a_voter_is_refused_every_prompt_set_admin_endpoint(locked_state: AppSta
         assert not (state.data_dir / "exports").exists()
 
 
-def _admin_endpoints() -> set[str]:
-    """The api_name of every event in ui/ whose handler calls `session.require_admin`."""
-    import ast
-
-    names: set[str] = set()
-    for module in sorted((Path(__file__).resolve().parent.parent / "ui").glob("*.py")):
-        tree = ast.parse(module.read_text(encoding="utf-8"))
-        guarded = {f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
-                   and any(isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
-                           and c.func.attr == "require_admin" for c in ast.walk(f))}
-        for call in ast.walk(tree):
-            if not (isinstance(call, ast.Call) and call.args and isinstance(call.args[0], ast.Name)
-                    and call.args[0].id in guarded):
-                continue
-            names |= {k.value.value for k in call.keywords
-                      if k.arg == "api_name" and isinstance(k.value, ast.Constant)}
-    return names
+# What a voter may call with logins on: generate, vote and rate, read the round, the queue, their own
+# votes and the Dashboard (the tables at the voters' rate: service.quotas). Every other endpoint of the
+# app is admin work, and must say so to a voter (`test_every_other_endpoint_is_refused_to_a_voter`).
+VOTER_SAFE = frozenset({"generate", "round", "stop", "vote", "rate", "skip", "next_item", "queue_skip", "queue_vote",
+                        "queue_rate", "votes", "undo", "dashboard", "dashboard_tables"})
 
 
-def _endpoints_refused_to_a_voter() -> set[str]:
-    """The "/name" endpoints of every `for api_name, args in [...]` loop in tests/ whose body expects
-    "needs the admin role" (the pattern each voter test uses)."""
-    import ast
+def api_calls(demo: Any, upload: Path) -> dict[str, list]:
+    """Every endpoint an API client can call (documented or not), by name, with example arguments
+    from the app's own API description (`upload` for a file)."""
+    from gradio_client import handle_file
 
-    refused: set[str] = set()
-    for module in Path(__file__).resolve().parent.glob("test_*.py"):
-        source = module.read_text(encoding="utf-8")
-        for loop in ast.walk(ast.parse(source)):
-            if isinstance(loop, ast.For) and "needs the admin role" in "".join(
-                    ast.get_source_segment(source, statement) or "" for statement in loop.body):
-                refused |= {c.value[1:] for c in ast.walk(loop.iter) if isinstance(c, ast.Constant)
-                            and isinstance(c.value, str) and c.value.startswith("/")}
-    return refused
+    endpoints = demo.get_api_info(all_endpoints=True)["named_endpoints"]
+    return {name.removeprefix("/"): [handle_file(str(upload)) if p["component"] == "File" else p["example_input"]
+                                     for p in endpoint["parameters"]]
+            for name, endpoint in endpoints.items()}
 
 
-def test_every_admin_endpoint_is_refused_to_a_voter_by_some_test() -> None:
-    """A new admin endpoint without a voter test fails here (the ui/ code is the list, not this test)."""
-    admin = _admin_endpoints()
-    assert {"train", "export", "import", "estimate_kl", "run_judge", "train_reward_model",
-            "import_prompts", "load_example_set"} <= admin  # the scan itself finds the known ones
-    assert sorted(admin - _endpoints_refused_to_a_voter()) == []
+def unguarded(client: Client, calls: dict[str, list]) -> list[str]:
+    """The endpoints of `calls` outside VOTER_SAFE that `client` (a voter) is not refused as one."""
+    found = []
+    for name, args in sorted(calls.items()):
+        if name in VOTER_SAFE:
+            continue
+        try:
+            client.predict(*args, api_name=f"/{name}")
+        except Exception as exc:
+            if "needs the admin role" not in str(exc):
+                found.append(f"/{name}: {str(exc)[:200]}")
+        else:
+            found.append(f"/{name}: answered a voter")
+    return found
+
+
+def test_every_other_endpoint_is_refused_to_a_voter(locked_state: AppState, tmp_path: Path) -> None:
+    """The built app is the list: an endpoint added without the admin check (or left out of
+    VOTER_SAFE by mistake) fails here, whatever its handler looks like."""
+    upload = tmp_path / "rows.jsonl"
+    upload.write_text('{"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}\n', encoding="utf-8")
+    with running_app(locked_state, auth=VOTER) as client:
+        from ui.app import build_demo
+
+        calls = api_calls(build_demo(locked_state), upload)
+        assert set(calls) > VOTER_SAFE  # the list names no endpoint that is gone
+        assert {"train", "export", "import", "estimate_kl", "run_judge", "import_prompts"} <= set(calls)
+        assert unguarded(client, calls) == []
+        assert locked_state.store.prompt_sets.list() == [] and locked_state.store.imports.pairs() == []
+
+
+def test_serving_beyond_this_machine_says_what_others_can_do() -> None:
+    from cli.serve import exposure_warning
+
+    assert exposure_warning("127.0.0.1", False, False) == exposure_warning("::1", False, True) == ""
+    open_to_all = exposure_warning("0.0.0.0", False, False)
+    assert open_to_all.startswith("warning: serving beyond this machine (--host 0.0.0.0) without logins: anyone "
+                                  "who can reach it is the admin.")
+    for can in ("generate and vote under any name", "train and switch the serving checkpoint", "import data",
+                "export every vote", "delete every vote", "load a model from any path", "--auth-file"):
+        assert can in open_to_all
+    shared = exposure_warning("127.0.0.1", True, True)
+    assert shared.startswith("warning: serving beyond this machine (--host 127.0.0.1 --share); users with a login")
+    assert "only the 'admin' account can train, import, export" in shared and "without logins" not in shared

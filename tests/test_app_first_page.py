@@ -13,8 +13,10 @@ from playground.models.roles import adapter_params
 from service.state import AppState
 from tests.conftest import generate_call
 
-# prompt, system, k, mode, 4 slot models, temperature, top-p, top-k, max new tokens, repetition, seed, β
 GREEDY = {"temperature": 0.0, "top_p": 0.9, "top_k": 50, "seed": 0}
+# /generate's outputs: the status, then the 4 texts. /round's: 4 headers, 4 texts, 4 score tables,
+# 4 per-token views, the preference table.
+TEXTS, HEADERS, SCORES, PREFERENCES = slice(1, 3), slice(0, 4), slice(8, 12), 16
 
 
 @pytest.fixture
@@ -30,9 +32,15 @@ def test_generate_streams_the_engines_reply_then_a_vote_is_stored(app: tuple[App
     assert len(updates) >= 3  # streamed: a start, token steps, the scored end
     expected = generate(state.scheduler, [state.models.policy, state.models.reference],
                         [{"role": "user", "content": "Say hi."}], GenerationSettings(temperature=0, max_new_tokens=6))
-    final = updates[-1]  # status, preferences, 4 headers, 4 texts, … (state is not part of the API)
-    assert list(final[6:8]) == expected
-    assert "P(row ≻ column)" in final[1]
+    final = updates[-1]  # the status, 4 texts (the round's state is not part of the API)
+    assert list(final[TEXTS]) == expected
+    statuses = [update[0] for update in updates]
+    assert statuses[-2:] == ["Scoring…", "Vote below."] and set(statuses[:-2]) == {"Generating…"}
+    shown = client.predict(api_name="/round")  # what the page shows next, from the scored round
+    assert list(shown[HEADERS]) == ["### Response A · `policy`", "### Response B · `reference`", "### Response C",
+                                    "### Response D"]
+    assert list(shown[4:6]) == expected and "implicit reward" in shown[SCORES][0] and shown[SCORES][2] == ""
+    assert "P(row ≻ column)" in shown[PREFERENCES]
 
     result = client.predict("b", [], "ana", api_name="/vote")
     assert "stored" in str(result)
@@ -71,9 +79,10 @@ def test_ranking_votes_anonymous_refusal_export_import_and_undo(app: tuple[AppSt
     # Names hidden until the vote. SFT and reference share weights, so it is policy vs one of them.
     job = client.submit(**generate_call("Hi", ("sft", "sft"), mode="Anonymous battle", **GREEDY))
     job.result(timeout=120)
-    assert list(job.outputs()[0][2:4]) == ["### Response A", "### Response B"]
-    after = client.predict("tie", [], "bo", api_name="/vote")
-    revealed = " ".join(after[1:3])
+    assert list(client.predict(api_name="/round")[0:2]) == ["### Response A", "### Response B"]
+    after = client.predict("tie", [], "bo", api_name="/vote")  # the status names the models now
+    assert "policy" in after and ("sft" in after or "reference" in after)
+    revealed = " ".join(client.predict(api_name="/round")[0:2])
     assert "policy" in revealed and ("sft" in revealed or "reference" in revealed)
     battle = state.store.votes.list()[-1]
     assert battle.anonymous and {r.model for r in battle.responses} & {"policy"}

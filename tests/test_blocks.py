@@ -1,7 +1,9 @@
-"""ui/blocks.py: a partial update is postprocessed as Gradio would, without rebuilding the
-components it does not name."""
+"""ui/blocks.py: new sessions share each component's configuration, under the tested Gradio only;
+and `/generate` streams updates that Gradio postprocesses without rebuilding a component."""
 
 import asyncio
+import logging
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -10,8 +12,10 @@ from gradio.blocks import BlocksConfig
 from gradio.state_holder import SessionState
 
 from service.state import AppState
+from tests.conftest import SAMPLED
+from ui import blocks
 from ui.app import build_demo
-from ui.blocks import EMPTY_UPDATE, Blocks
+from ui.blocks import TESTED_GRADIO, Blocks, app_blocks
 
 
 @pytest.fixture
@@ -21,47 +25,22 @@ def generate_fn(tiny_state: AppState) -> tuple[Blocks, Any]:  # (the app, /gener
     return demo, next(f for f in demo.fns.values() if f.api_name == "generate")
 
 
-def postprocess(demo: Blocks, fn: Any, predictions: Any, ours: bool) -> tuple[list[Any], SessionState]:
-    """The wire data of `predictions` under ours or Gradio's own postprocessing, and the session after."""
+def test_every_streamed_update_of_generate_is_postprocessed_without_a_rebuild(generate_fn: tuple) -> None:
+    """Gradio rebuilds, for the session, each output an update leaves out (~0.35 ms each): every
+    update /generate yields names all of its outputs but the round's state, which costs nothing."""
+    demo, fn = generate_fn
+    shown = [b for b in fn.outputs if not b.stateful]
+    assert len(fn.outputs) == 6 and len(shown) == 5  # the round, the status, 4 texts
+    settings = {**SAMPLED, "max_new_tokens": 4}
+    updates = list(fn.fn("Say hi.", "", 2, "Side by side", "policy", "reference", "sft", "sft", *settings.values(),
+                         0.1, None))
+    assert len(updates) >= 4  # started, streamed, scoring, scored
     session = SessionState(demo)
-    method = Blocks.postprocess_data if ours else gr.Blocks.postprocess_data
-    return asyncio.run(method(demo, fn, predictions, session)), session
-
-
-def test_a_streamed_update_sends_what_gradio_sends_without_rebuilding_the_rest(generate_fn: tuple) -> None:
-    demo, fn = generate_fn
-    texts = [b for b in fn.outputs if isinstance(b, gr.Textbox)]
-    update = {texts[0]: "Hello", texts[1]: "Hi there"}  # what /generate yields while it streams
-    ours, ours_session = postprocess(demo, fn, dict(update), ours=True)
-    gradios, gradios_session = postprocess(demo, fn, dict(update), ours=False)
-
-    assert len(ours) == len(fn.outputs) == 33
-    for block, mine, theirs in zip(fn.outputs, ours, gradios, strict=True):
-        if block in update:
-            assert mine == theirs and mine in ("Hello", "Hi there")
-        elif isinstance(block, gr.State):
-            assert mine is theirs is None
-        else:  # the page leaves it as it is (Gradio wraps an HTML's in "props")
-            assert mine == EMPTY_UPDATE and theirs["__type__"] == "update"
-            assert set(theirs) - {"props", "__type__"} == set()
-    # Gradio rebuilt all 30 untouched components (33 less 2 texts and the State) for the session;
-    # here they stay the app's own.
-    untouched = [b for b in fn.outputs if b not in update and not b.stateful]
-    assert sum(gradios_session[b._id] is not b for b in untouched) == 30
-    assert all(ours_session[b._id] is b for b in untouched)
-    # The named texts' values reach the session's config (a reload shows them) in both.
-    for session in (ours_session, gradios_session):
-        assert session.config_values[texts[0]._id]["props"]["value"] == "Hello"
-
-
-def test_full_and_invalid_returns_take_gradios_path(generate_fn: tuple) -> None:
-    demo, fn = generate_fn
-    full = ["Generating…" if isinstance(b, gr.Markdown) else gr.skip() for b in fn.outputs]
-    assert postprocess(demo, fn, list(full), ours=True)[0] == postprocess(demo, fn, list(full), ours=False)[0]
-    stranger = gr.Textbox(render=False)  # not an output of /generate
-    for ours in (True, False):
-        with pytest.raises(ValueError, match="Returned component"):
-            postprocess(demo, fn, {fn.outputs[7]: "a", stranger: "b"}, ours)
+    for update in updates:
+        assert set(shown) <= set(update)
+        asyncio.run(gr.Blocks.postprocess_data(demo, fn, update, session))
+        assert all(session[b._id] is b for b in shown)  # the app's own components: none rebuilt
+    assert updates[-1][fn.outputs[1]].startswith("Vote below") and session[fn.outputs[0]._id].scores
 
 
 def test_new_sessions_share_each_components_configuration(generate_fn: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,3 +70,19 @@ def test_new_sessions_share_each_components_configuration(generate_fn: tuple, mo
     first._update_config(text._id)
     assert first.config_values[text._id]["props"]["value"] == "rebuilt"
     assert SessionState(demo).config_values[text._id] == gradios(text._id, [], text)
+
+
+def test_another_gradio_gets_plain_blocks_and_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger=blocks.__name__):
+        assert type(app_blocks()) is Blocks and not caplog.records
+        monkeypatch.setattr(gr, "__version__", "6.32.0")
+        plain = app_blocks()
+    assert type(plain) is gr.Blocks and not isinstance(plain.default_config, blocks.SharedConfig)
+    [warning] = caplog.records
+    assert "Gradio 6.32.0 is not the tested 6.31.0" in warning.getMessage()
+
+
+def test_the_tested_gradio_is_the_pinned_one() -> None:
+    pins = (Path(__file__).resolve().parent.parent / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert f"gradio=={TESTED_GRADIO}" in pins and gr.__version__ == TESTED_GRADIO

@@ -3,6 +3,7 @@ and logged in with a mouse click; downloads every file the app offers from a dat
 the temp folder; and finds each tab's data on opening it, without a Refresh."""
 
 import json
+import re
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,18 @@ def browser_page(state: AppState) -> Iterator:  # yields (playwright Page, the a
         state.store.close()
 
 
+VOTER_BOX = "#voter input, #voter textarea"
+# Gradio's status tracker marks each output of an event that raised with <span class="error">Error</span>.
+ERROR_BADGE = "span.error"
+
+
+def guest_name(page) -> str:
+    """The name the page gave this browser, once it has loaded."""
+    page.wait_for_function(f"() => (document.querySelector('{VOTER_BOX}')?.value || '').startsWith('guest-')",
+                           timeout=30_000)
+    return page.locator(VOTER_BOX).first.input_value()
+
+
 def generate(page) -> None:
     page.locator("#prompt textarea").fill("Say hi.")
     assert page.locator("#vote-a").is_disabled()  # no voting before responses exist
@@ -51,11 +64,13 @@ def test_click_through_a_vote(tiny_model_dir: Path, home: Path, tmp_path: Path, 
     state = build_state(ModelsConfig(sft=str(tiny_model_dir)), home)
     with browser_page(state) as (page, url):
         page.goto(url)
-        page.locator("#voter input, #voter textarea").first.fill("carol")
+        guest_name(page)  # loaded: the name typed now is not replaced by the guest name
+        page.locator(VOTER_BOX).first.fill("carol")
         generate(page)
         page.locator("body").press("2")  # keyboard shortcut: B is better
         page.get_by_text("stored as b by carol").wait_for(timeout=30_000)
-        assert page.locator("#vote-a").is_disabled()  # locked until the next round
+        # Locked until the next round (by the event the vote chains, a moment after the status).
+        page.wait_for_function("() => document.querySelector('#vote-a').disabled", timeout=5_000)
         page.screenshot(path=str(tmp_path / "vote.png"), full_page=True)
         [vote] = state.store.votes.list()
     assert (vote.voter, vote.outcome) == ("carol", "b")
@@ -72,15 +87,67 @@ def test_a_logged_in_voter_votes_under_the_login(tiny_model_dir: Path, home: Pat
         page.get_by_label("username").fill("dana")
         page.get_by_label("password").fill("dana-secret-1")
         page.get_by_role("button", name="Login").click()
-        voter = page.locator("#voter input, #voter textarea").first
-        page.wait_for_function("() => document.querySelector('#voter input, #voter textarea')?.value === 'dana'",
-                               timeout=30_000)
+        voter = page.locator(VOTER_BOX).first
+        page.wait_for_function(f"() => document.querySelector('{VOTER_BOX}')?.value === 'dana'", timeout=30_000)
         assert not voter.is_editable()
         generate(page)
         page.locator("#vote-a").click()  # a mouse click: the button's handler must see the login
         page.get_by_text("stored as a by dana").wait_for(timeout=30_000)
         [vote] = state.store.votes.list()
     assert (vote.voter, vote.outcome) == ("dana", "a")
+
+
+def test_a_first_vote_needs_no_name(tiny_state: AppState, tmp_path: Path) -> None:
+    """A new user types a prompt, generates and presses 1: the vote is stored under the guest name
+    the page shows, which the browser keeps across a reload."""
+    state = tiny_state
+    with browser_page(state) as (page, url):
+        page.goto(url)
+        guest = guest_name(page)
+        assert re.fullmatch(r"guest-[0-9a-f]{8}", guest) and page.locator(VOTER_BOX).first.is_editable()
+        generate(page)
+        page.locator("body").press("1")
+        page.get_by_text(f"stored as a by {guest}: A policy (rated as sft), B reference (rated as sft).").wait_for(
+            timeout=30_000)
+        assert "policy" in page.locator("#header-0").inner_text()
+        page.screenshot(path=str(tmp_path / "first-vote.png"), full_page=True)
+        [vote] = state.store.votes.list()
+        assert (vote.voter, vote.outcome) == (guest, "a")
+        page.reload()
+        assert guest_name(page) == guest
+        assert page.locator(".toast-body").all_inner_texts() == []
+
+
+def test_a_refused_action_leaves_the_round_on_screen(tiny_state: AppState) -> None:
+    """A generate with no prompt and a vote with no name are refused: one warning each, and the
+    responses, scores and status stay as they were, with no error badge over them."""
+    state = tiny_state
+    with browser_page(state) as (page, url):
+        page.goto(url)
+        guest_name(page)
+        generate(page)
+
+        def on_screen() -> tuple:
+            return (tuple(page.locator(f"#response-{i} textarea").input_value() for i in range(2)),
+                    tuple(page.locator(f"#scores-{i}").inner_text() for i in range(2)),
+                    page.locator("#preferences").inner_text(), page.locator("#header-1").inner_text())
+
+        before = on_screen()
+        assert "implicit reward" in before[1][0] and "P(row ≻ column)" in before[2]
+        page.locator("#prompt textarea").fill("")
+        page.get_by_role("button", name="Generate", exact=True).click()
+        page.locator(".toast-body").filter(has_text="the prompt is empty").wait_for(timeout=30_000)
+        page.locator(VOTER_BOX).first.fill(" ")
+        page.locator("#vote-a").click()
+        page.locator(".toast-body").filter(has_text="the voter name is empty").wait_for(timeout=30_000)
+        page.wait_for_timeout(1500)  # what the events chain after a refusal has run by now
+        assert on_screen() == before
+        assert page.get_by_text("Vote below.").is_visible() and not page.locator("#vote-a").is_disabled()
+        assert page.locator(ERROR_BADGE).count() == 0
+        toasts = "\n".join(page.locator(".toast-body").all_inner_texts())  # Gradio groups the two warnings
+        assert toasts.count("the prompt is empty") == toasts.count("the voter name is empty") == 1
+        assert "Warning" in toasts and "Error" not in toasts
+        assert state.store.votes.list() == []
 
 
 def download(page, button: str, link: str) -> Path:

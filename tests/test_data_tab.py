@@ -7,11 +7,20 @@ import pytest
 from gradio_client import Client, handle_file
 
 from evals.dashboard import LEADERBOARD_COLUMNS
-from playground.core.access import load_access
+from playground.core.access import ADMIN, load_access
+from playground.core.errors import PlaygroundError
 from playground.data.single_votes import SingleVote
 from playground.data.votes import Response
 from playground.models.roles import ModelsConfig
-from service.evaluation import BUILT_IN_PROMPTS
+from service.evaluation import (
+    BUILT_IN_PROMPTS,
+    MAX_BOOTSTRAP,
+    VOTER_MAX_BOOTSTRAP,
+    ReportQuery,
+    bootstrap_limit,
+    dashboard_report,
+)
+from service.quotas import VOTER_DOWNLOADS
 from service.state import AppState, build_state
 from tests.conftest import ADMIN_PASSWORD, PROMPT, VOTER, running_app
 from tests.test_downloads import add_votes
@@ -92,8 +101,26 @@ def test_a_voter_is_refused_every_admin_action_of_the_data_and_dashboard_tabs(lo
                                ("/train_reward_model", (2, 1e-3, 0.0))]:
             with pytest.raises(Exception, match="needs the admin role"):
                 client.predict(*args, api_name=api_name)
-        # Dashboard tables are aggregates: anyone may download them.
-        assert Path(client.predict(True, [], "sft", "sft", 0, None, api_name="/dashboard_tables")).stat().st_size
+        # Dashboard tables are aggregates: a voter may download them, at the voters' rate, and the
+        # report's bootstrap only up to the voters' limit.
+        for _ in range(VOTER_DOWNLOADS):
+            assert Path(client.predict(True, [], "sft", "sft", 0, None, api_name="/dashboard_tables")).stat().st_size
+        with pytest.raises(Exception, match=r"at most 2 every 60 s for a voter; try again in \d+ s"):
+            client.predict(True, [], "sft", "sft", 0, None, api_name="/dashboard_tables")
+        with pytest.raises(Exception, match=r"0\.\.1000, got 1001 \(a voter's limit; the admin may ask for up to 5000"):
+            client.predict(True, [], "sft", "sft", VOTER_MAX_BOOTSTRAP + 1, None, api_name="/dashboard")
         assert state.store.imports.pairs() == [] and state.store.judges.list() == []
     assert not (state.data_dir / "reward-models").exists() and state.kl_estimates == {}
-    assert [p.name.split("-2")[0] for p in state.export_dir.iterdir()] == ["dashboard"]
+    assert [p.name.split("-2")[0] for p in state.export_dir.iterdir()] == ["dashboard"] * VOTER_DOWNLOADS
+
+
+def test_the_admin_has_every_bootstrap_round_and_no_download_limit(locked_state: AppState) -> None:
+    state = locked_state
+    assert bootstrap_limit(state, ADMIN) == MAX_BOOTSTRAP and bootstrap_limit(state, VOTER[0]) == VOTER_MAX_BOOTSTRAP
+    assert bootstrap_limit(state, None) == VOTER_MAX_BOOTSTRAP  # with logins on, no login is no admin
+    with pytest.raises(PlaygroundError, match="a voter's limit"):
+        dashboard_report(state, ReportQuery(bootstrap=VOTER_MAX_BOOTSTRAP + 1), VOTER[0])
+    dashboard_report(state, ReportQuery(bootstrap=VOTER_MAX_BOOTSTRAP + 1), ADMIN)
+    with pytest.raises(PlaygroundError, match="got 5001"):
+        dashboard_report(state, ReportQuery(bootstrap=MAX_BOOTSTRAP + 1), ADMIN)
+

@@ -120,30 +120,3 @@ def test_exports_are_pruned_to_the_newest_of_each_kind(tiny_state: AppState) -> 
     assert len(trl) == KEEP_EXPORTS and paths[-1].name in trl  # the newest kept, the old folder and sidecar gone
     assert len(set(paths)) == len(paths)  # two exports in one second get different names
     assert {other.name, "notes.txt"} <= left and "trl-20200101-000000" not in left
-
-
-def test_an_unexpected_error_is_shown_as_its_type_and_first_line() -> None:
-    import gradio as gr
-
-    from playground.core.errors import PlaygroundError
-    from ui.errors import user_errors
-
-    @user_errors
-    def broken(exc: Exception) -> None:
-        raise exc
-
-    @user_errors
-    def broken_stream(exc: Exception) -> Iterator[int]:
-        yield 1
-        raise exc
-
-    shown = []
-    for exc in (KeyError("leaderboard"), OSError("disk full\nmore detail"), PlaygroundError("no votes"),
-                gr.Error("Choose a file")):
-        with pytest.raises(gr.Error) as plain:
-            broken(exc)
-        with pytest.raises(gr.Error) as streamed:
-            list(broken_stream(exc))
-        assert plain.value.message == streamed.value.message
-        shown.append(plain.value.message)
-    assert shown == ["KeyError: 'leaderboard'", "OSError: disk full", "no votes", "Choose a file"]

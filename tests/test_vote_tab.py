@@ -162,10 +162,12 @@ def test_both_tabs_vote_through_one_handler_and_the_example_set_loads_in_one_cal
     client.predict("example", "ana", api_name="/next_item")
     assert "stored as **a** by ana" in client.predict("a", [], "ana", api_name="/queue_vote")[-2]
     client.predict(**generate_call("Say hi.", max_new_tokens=4))
-    revealed = client.predict("b", [], "ana", api_name="/vote")
-    # The headers of slots A and B: a fresh policy, and a reference with the SFT weights, are SFT.
-    assert list(revealed[1:3]) == ["### Response A · `policy` (rated as `sft`)",
-                                   "### Response B · `reference` (rated as `sft`)"]
+    stored = client.predict("b", [], "ana", api_name="/vote")
+    # Slots A and B: a fresh policy, and a reference with the SFT weights, are SFT; in the status,
+    # and in the headers the page shows next.
+    assert stored.endswith("by ana: A `policy` (rated as `sft`), B `reference` (rated as `sft`).")
+    assert list(client.predict(api_name="/round")[0:2]) == ["### Response A · `policy` (rated as `sft`)",
+                                                            "### Response B · `reference` (rated as `sft`)"]
     assert cast == ["QueueItem", "Round"]
     queue, playground = state.store.votes.list()
     assert queue.item is not None and playground.item is None
@@ -199,7 +201,7 @@ def test_keyboard_votes_in_the_vote_tab(tiny_model_dir: Path, home: Path, tmp_pa
             page.goto(demo.local_url)
             page.get_by_role("tab", name="Vote").click()
             page.get_by_text("Prefer the shorter answer.").wait_for(timeout=30_000)  # guidelines on load
-            page.locator("#queue-voter input, #queue-voter textarea").first.fill("dana")
+            page.locator("#voter input, #voter textarea").first.fill("dana")  # the one name box, above the tabs
             page.locator("body").click(position={"x": 5, "y": 5})  # out of the text box: keys count again
             page.keyboard.press("Enter")  # the next prompt
             page.wait_for_function("() => !document.querySelector('#queue-b').disabled", timeout=30_000)

@@ -7,8 +7,7 @@ from starlette.middleware import Middleware
 
 from playground.core.limits import MAX_FILE_BYTES
 from service.state import AppState
-from ui import session
-from ui.blocks import Blocks
+from ui.blocks import app_blocks
 from ui.concurrency import worker_threads
 from ui.dashboard_tab import build_dashboard_tab
 from ui.data_tab import build_data_tab
@@ -16,6 +15,7 @@ from ui.page_cache import PageCache
 from ui.playground_tab import build_playground_tab
 from ui.train_tab import build_train_tab
 from ui.vote_tab import build_vote_tab
+from ui.voter import build_voter_box
 
 # Keys 1–4 vote (A better, B better, tie, both bad / all flawed), A–D give that response a 👍 and
 # Shift+A–D a 👎, S skips, G generates, Enter takes the Vote tab's next prompt; ignored while
@@ -45,27 +45,25 @@ document.addEventListener("keydown", (e) => {
 
 
 def build_demo(state: AppState) -> gr.Blocks:
-    with Blocks(title="Preference Playground") as demo:
-        gr.Markdown(lambda: header(state))  # a callable: read at each page load, so it names the serving policy
+    with app_blocks(title="Preference Playground") as demo:
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=3):
+                title = gr.Markdown(header(state), elem_id="header")
+            with gr.Column(scale=1, min_width=260):
+                voter = build_voter_box(state, demo)  # every tab's votes go under this one name
         # Each builder gets its own Tab so that it can load its data when the tab is opened.
         with gr.Tab("Playground") as tab:
-            handles = build_playground_tab(state, tab)
+            slot_models = build_playground_tab(state, tab, voter)
         with gr.Tab("Vote") as tab:
-            build_vote_tab(state, tab, handles.voter)
+            build_vote_tab(state, tab, voter)
         with gr.Tab("Data") as tab:
-            build_data_tab(state, tab, handles.voter)
+            build_data_tab(state, tab, voter)
         with gr.Tab("Train") as tab:
-            build_train_tab(state, tab, handles.slot_models)
+            build_train_tab(state, tab, slot_models)
         with gr.Tab("Dashboard") as tab:
             build_dashboard_tab(state, tab)
-        if state.access.enabled:
-            def signed_in(request: gr.Request) -> gr.Textbox:
-                """With logins on, votes go under the login name: show it, and do not let it be edited."""
-                name = session.username(request) or ""
-                role = "admin" if state.access.is_admin(name) else "voter"
-                return gr.Textbox(value=name, interactive=False, label=f"Signed in as ({role})")
-
-            demo.load(signed_in, None, handles.voter, api_visibility="private")
+        # Read again at each page load, so it names the policy serving now.
+        demo.load(lambda: header(state), None, title, queue=False, api_visibility="private")
     return demo
 
 

@@ -1,72 +1,49 @@
-"""`gr.Blocks` whose partial updates cost only the components they name, and whose new sessions
-do not recompute the configuration of every component.
-
-A handler that returns or yields a dict names some of its outputs. Gradio fills in every other
-output with an empty update, and for each one rebuilds the session's copy of that component from
-its constructor arguments, signature inspection and config included. That costs ~0.35 ms per
-component on these machines. `/generate` has 33 outputs and streams its 2–4 texts a few times a
-second to each session. Measured on the server's event loop:
-- one streamed update cost 10.9 ms, where 0.3 ms is needed for the texts it carries;
-- at 20 voters this took ~40% of a core, and the GIL from the scheduler thread (evals.bench.load).
-
-Here the named outputs go through Gradio's own postprocessing, and the others are sent as an
-empty update without the rebuild. The session sees no difference: the rebuilt copy would have had
-the same constructor arguments. What Gradio would refuse (keys that are not outputs, batched or
-validator functions, a full dict) still takes Gradio's path, and its error.
+"""`gr.Blocks` whose new sessions do not recompute the configuration of every component, used
+only with the Gradio version it was tested against.
 
 A session's first event makes its `SessionState`, which computes the configuration of each of this
 app's ~360 components (for deep links, which this app has none of): ~20 ms of the event loop per
 new session. When 100 voters press Generate at once that is 2 s of work that pages wait behind
-(a profile of `evals.bench.load`'s first seconds: two thirds of the event loop). Those
-configurations are the same for every session until a session changes a component, so each is
-computed once here and every session gets its own copy of the part it may change (`props`).
+(a profile of `bench.load`'s first seconds: two thirds of the event loop). Those configurations are
+the same for every session until a session changes a component, so each is computed once here and
+every session gets its own copy of the part it may change (`props`).
 
-Both overrides sit on Gradio internals (`postprocess_data`, `BlocksConfig`) of the pinned version
-(requirements.txt); `tests/test_blocks.py` compares their results with Gradio's own, so an upgrade
-that changes those internals fails there first.
+This sits on a Gradio internal (`BlocksConfig.config_for_block`) of the pinned version
+(`TESTED_GRADIO`, the pin in requirements.txt); `tests/test_blocks.py` compares its result with
+Gradio's own. Under any other Gradio, `app_blocks` gives plain `gr.Blocks` and a warning: slower
+new sessions under load, rather than an override of code it was never tested against.
+
+(An earlier override of `Blocks.postprocess_data` made partial updates cheap: Gradio rebuilds every
+output a dict return leaves out, ~0.35 ms each, and `/generate` streamed 2 texts into 33 outputs.
+`/generate` now has only the status and the texts as outputs and names all of them in each update,
+so Gradio's own path costs what the texts cost; see `ui.playground_tab`.)
 """
 
-import copy
+import logging
 from typing import Any
 
 import gradio as gr
-from gradio.blocks import Block, BlockFunction, BlocksConfig
-from gradio.state_holder import SessionState
+from gradio.blocks import Block, BlocksConfig
 
-EMPTY_UPDATE = {"__type__": "update"}  # what the page reads as "leave this component as it is"
+log = logging.getLogger(__name__)
+
+TESTED_GRADIO = "6.31.0"  # requirements.txt pins it; tests/test_blocks.py checks the two agree
+
+
+def app_blocks(**kwargs: Any) -> gr.Blocks:
+    """The app's Blocks: `Blocks` under the tested Gradio, else plain `gr.Blocks` with a warning."""
+    if gr.__version__ != TESTED_GRADIO:
+        log.warning("Gradio %s is not the tested %s (requirements.txt): serving with plain gr.Blocks, without "
+                    "the shared component configurations (new sessions cost more under load)",
+                    gr.__version__, TESTED_GRADIO)
+        return gr.Blocks(**kwargs)
+    return Blocks(**kwargs)
 
 
 class Blocks(gr.Blocks):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.default_config = SharedConfig(self)  # before any component is added
-
-    async def postprocess_data(self, block_fn: BlockFunction, predictions: list | dict,
-                               state: SessionState | None) -> list[Any]:
-        named = named_outputs(block_fn, predictions)
-        if named is None:
-            return await super().postprocess_data(block_fn, predictions, state)
-        assert isinstance(predictions, dict)  # named_outputs says so
-        part = copy.copy(block_fn)
-        part.outputs = [block_fn.outputs[i] for i in named]
-        values = [predictions[block] for block in part.outputs]
-        # One output is a bare value to Gradio, more are a list in the outputs' order.
-        done = dict(zip(named, await super().postprocess_data(part, values if len(values) > 1 else values[0], state),
-                        strict=True))
-        return [done[i] if i in done else (None if block.stateful else dict(EMPTY_UPDATE))
-                for i, block in enumerate(block_fn.outputs)]
-
-
-def named_outputs(block_fn: BlockFunction, predictions: Any) -> list[int] | None:
-    """The indexes of the outputs a dict return names, in order, when it names some but not all
-    of them; None where Gradio's own path must run."""
-    if (not isinstance(predictions, dict) or not predictions or block_fn.batch or block_fn.is_validator_function
-            or len(predictions) >= len(block_fn.outputs)):
-        return None
-    index = {id(block): i for i, block in enumerate(block_fn.outputs)}
-    if not all(id(key) in index for key in predictions):
-        return None
-    return sorted(index[id(key)] for key in predictions)
 
 
 class SharedConfig(BlocksConfig):

@@ -3,6 +3,8 @@ KL to the reference, judges and the reward model. Numbers come from `evals` thro
 application layer (`service.evaluation`, `service.training`); this file only wires. The report is
 computed when the tab is opened and after a KL estimate or a judge run; downloads only on request."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -31,7 +33,7 @@ from playground.training.reward_model import RewardConfig
 from service import evaluation, training
 from service.state import AppState
 from ui import session
-from ui.errors import user_errors
+from ui.errors import refusals
 
 JUDGES = {"shorter wins": "shorter", "longer wins": "longer", "contains the phrase wins": "contains",
           "avoids the phrase wins": "avoids", "reward model": "reward-model", "LLM judge (a local model)": "llm"}
@@ -55,10 +57,100 @@ def rating_figures(report: Report) -> tuple:
             heatmap(r.predicted, PREDICTED_TITLE, ".2f", 0, 1))
 
 
+@dataclass(frozen=True)
+class ReportControls:
+    """What the report is computed from (`/dashboard`'s inputs, in `inputs`' order)."""
+
+    human: gr.Checkbox
+    judges: gr.CheckboxGroup
+    baseline: gr.Dropdown
+    anchor: gr.Dropdown
+    rounds: gr.Number
+    arena_file: gr.File
+    category: gr.Dropdown
+    style_control: gr.Checkbox
+    refresh: gr.Button
+
+    @property
+    def inputs(self) -> list[gr.components.Component]:
+        return [self.human, self.judges, self.baseline, self.anchor, self.rounds, self.arena_file, self.category,
+                self.style_control]
+
+
+@dataclass(frozen=True)
+class ReportViews:
+    summary: gr.Markdown
+    leaderboard: gr.Dataframe
+    rating_plot: gr.Plot
+    timeline_plot: gr.Plot
+    fraction_plot: gr.Plot
+    count_plot: gr.Plot
+    predicted_plot: gr.Plot
+    style_table: gr.Dataframe
+    win_rates: gr.Dataframe
+    records: gr.Dataframe
+    kl_plot: gr.Plot
+    rm_kl_plot: gr.Plot
+
+
+@dataclass(frozen=True)
+class CheckpointTools:
+    """Beside the checkpoints: KL estimates (optionally with a reward model's scores) and the zip."""
+
+    reward_model: gr.Dropdown
+    kl_button: gr.Button
+    kl_status: gr.Markdown
+    tables_button: gr.Button
+    downloads: gr.File
+
+
+@dataclass(frozen=True)
+class JudgeForm:
+    models: gr.Dropdown
+    prompt_source: gr.Dropdown
+    max_new: gr.Slider
+    kind: gr.Dropdown
+    phrase: gr.Textbox
+    reward_model: gr.Dropdown
+    llm_path: gr.Textbox
+    button: gr.Button
+    status: gr.Markdown
+    table: gr.Dataframe
+
+
+@dataclass(frozen=True)
+class RewardModelForm:
+    steps: gr.Number
+    lr: gr.Number
+    heldout: gr.Slider
+    button: gr.Button
+    status: gr.Markdown
+    table: gr.Dataframe
+
+
+@dataclass(frozen=True)
+class DashboardPage:
+    controls: ReportControls
+    views: ReportViews
+    tools: CheckpointTools
+    judge: JudgeForm
+    reward_model: RewardModelForm
+
+
 def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
     gr.Markdown("Ratings from battles: human votes (the policy is rated as the checkpoint it was serving) and, if "
                 "ticked, judge battles. Bradley–Terry maximum likelihood on the Elo scale (400·log₁₀ odds), a tie "
                 "half a win each way, intervals from resampling votes.")
+    controls = controls_section()
+    views, tools = report_section()
+    page = DashboardPage(controls, views, tools, judge_section(state), reward_model_section())
+    show = wire_report(state, tab, page)
+    wire_checkpoint_tools(state, page, show)
+    wire_judge(state, page)
+    wire_reward_model(state, page)
+
+
+def controls_section() -> ReportControls:
     with gr.Row():
         human = gr.Checkbox(value=True, label="Human votes", scale=1)
         judges = gr.CheckboxGroup([], label="Judge battles", scale=3)
@@ -73,16 +165,17 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
         category = gr.Dropdown([ALL_CATEGORIES], value=ALL_CATEGORIES, label="Prompt category", scale=2)
         style_control = gr.Checkbox(value=False, scale=3, label="Style control: rate at equal answer length, headers, "
                                                                 "lists and bold (Chatbot Arena's)")
+    return ReportControls(human, judges, baseline, anchor, rounds, arena_file, category, style_control, refresh)
+
+
+def report_section() -> tuple[ReportViews, CheckpointTools]:
     summary = gr.Markdown(elem_id="dashboard-summary")
     leaderboard = gr.Dataframe(headers=LEADERBOARD_COLUMNS, label="Leaderboard", interactive=False,
                                elem_id="dashboard-leaderboard")
     with gr.Row():
-        rating_plot = gr.Plot(show_label=False)
-        timeline_plot = gr.Plot(show_label=False)
+        rating_plot, timeline_plot = gr.Plot(show_label=False), gr.Plot(show_label=False)
     with gr.Row():
-        fraction_plot = gr.Plot(show_label=False)
-        count_plot = gr.Plot(show_label=False)
-        predicted_plot = gr.Plot(show_label=False)
+        fraction_plot, count_plot, predicted_plot = (gr.Plot(show_label=False) for _ in range(3))
     style_table = gr.Dataframe(headers=STYLE_COLUMNS, interactive=False, elem_id="dashboard-style",
                                label="Style coefficients (with style control): the log-odds of winning, and its Elo, "
                                      "that a typical difference in each element buys; 95% bootstrap interval")
@@ -94,119 +187,162 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
                 "on the fixed prompt set from samples at temperature 1.")
     records = gr.Dataframe(headers=CHECKPOINT_COLUMNS, interactive=False, elem_id="dashboard-checkpoints")
     with gr.Row():
-        kl_plot = gr.Plot(show_label=False, scale=2)
-        rm_kl_plot = gr.Plot(show_label=False, scale=2)
+        kl_plot, rm_kl_plot = gr.Plot(show_label=False, scale=2), gr.Plot(show_label=False, scale=2)
         with gr.Column(scale=1):
-            kl_reward_model = gr.Dropdown([], value=None, allow_custom_value=True,
-                                          label="Score the samples with a reward model (optional)")
-            kl_button = gr.Button("Estimate KL for every checkpoint")
-            kl_status = gr.Markdown()
-            tables_button = gr.Button("Download tables", elem_id="dashboard-download")
-            downloads = gr.File(label="Every table, CSV and JSON (zip)", interactive=False,
-                                elem_id="dashboard-download-file")
+            tools = CheckpointTools(
+                gr.Dropdown([], value=None, allow_custom_value=True,
+                            label="Score the samples with a reward model (optional)"),
+                gr.Button("Estimate KL for every checkpoint"), gr.Markdown(),
+                gr.Button("Download tables", elem_id="dashboard-download"),
+                gr.File(label="Every table, CSV and JSON (zip)", interactive=False, elem_id="dashboard-download-file"))
+    return ReportViews(summary, leaderboard, rating_plot, timeline_plot, fraction_plot, count_plot, predicted_plot,
+                       style_table, win_rates, records, kl_plot, rm_kl_plot), tools
 
+
+def judge_section(state: AppState) -> JudgeForm:
     with gr.Accordion("Automated comparison: let a judge vote", open=False):
         with gr.Row():
-            judge_models = gr.Dropdown(list(state.slot_catalog()), value=["policy", "sft"], multiselect=True,
-                                       label="Models (2 or more)", scale=3)
+            models = gr.Dropdown(list(state.slot_catalog()), value=["policy", "sft"], multiselect=True,
+                                 label="Models (2 or more)", scale=3)
             prompt_source = gr.Dropdown([evaluation.BUILT_IN_PROMPTS], value=evaluation.BUILT_IN_PROMPTS,
                                         label="Prompts", scale=2)
             max_new = gr.Slider(8, 512, value=96, step=8, label="Max new tokens", scale=1)
         with gr.Row():
-            judge_kind = gr.Dropdown(list(JUDGES), value="shorter wins", label="Judge", scale=2)
+            kind = gr.Dropdown(list(JUDGES), value="shorter wins", label="Judge", scale=2)
             phrase = gr.Textbox(label="Phrase (contains / avoids)", scale=2)
-            rm_pick = gr.Dropdown([], label="Reward model", scale=2)
+            reward_model = gr.Dropdown([], label="Reward model", scale=2)
             llm_path = gr.Textbox(value="", label="LLM judge: a local HF model folder or .gguf file (on the server)",
                                   scale=3)
-            judge_button = gr.Button("Run judge", variant="primary", scale=1)
+            button = gr.Button("Run judge", variant="primary", scale=1)
         gr.Markdown("Every judge sees each pair in both orders, (A, B) and (B, A): a battle is a win only when "
                     "both orders pick the same model, a tie otherwise (MT-Bench's rule). The LLM judge answers "
                     "from its next-token probabilities of “A”, “B” and “tie”.")
-        judge_status = gr.Markdown()
-    judge_table = gr.Dataframe(headers=JUDGE_COLUMNS, interactive=False, elem_id="dashboard-judges",
-                               label="Judges: position consistency (share of pairs judged alike in both orders; 1 = no "
-                                     "position bias) and agreement with the human majority on the same prompts and "
-                                     "models, with Cohen's κ (0 = chance, 1 = perfect)")
+        status = gr.Markdown()
+    table = gr.Dataframe(headers=JUDGE_COLUMNS, interactive=False, elem_id="dashboard-judges",
+                         label="Judges: position consistency (share of pairs judged alike in both orders; 1 = no "
+                               "position bias) and agreement with the human majority on the same prompts and "
+                               "models, with Cohen's κ (0 = chance, 1 = perfect)")
+    return JudgeForm(models, prompt_source, max_new, kind, phrase, reward_model, llm_path, button, status, table)
+
+
+def reward_model_section() -> RewardModelForm:
     with gr.Accordion("Reward model: Bradley–Terry on the votes, usable as a judge", open=False):
         gr.Markdown("The SFT model with LoRA and a scalar head, trained with ℓ = −log σ(r(x, y⁺) − r(x, y⁻)) on the "
                     "same pairs DPO uses; held-out pairs are never trained on.")
         with gr.Row():
-            rm_steps = gr.Number(value=0, precision=0, minimum=0, label="Steps (0 = 3 epochs)")
-            rm_lr = gr.Number(value=RewardConfig.lr, minimum=0, label="Learning rate")
-            rm_heldout = gr.Slider(0, 0.5, value=RewardConfig.heldout, step=0.05, label="Held-out fraction")
-            rm_button = gr.Button("Train reward model")
-        rm_status = gr.Markdown()
-        rm_table = gr.Dataframe(headers=REWARD_MODEL_COLUMNS, interactive=False,
-                                label="Reward models: held-out accuracy (ties ½) and margin r⁺ − r⁻")
+            steps = gr.Number(value=0, precision=0, minimum=0, label="Steps (0 = 3 epochs)")
+            lr = gr.Number(value=RewardConfig.lr, minimum=0, label="Learning rate")
+            heldout = gr.Slider(0, 0.5, value=RewardConfig.heldout, step=0.05, label="Held-out fraction")
+            button = gr.Button("Train reward model")
+        status = gr.Markdown()
+        table = gr.Dataframe(headers=REWARD_MODEL_COLUMNS, interactive=False,
+                             label="Reward models: held-out accuracy (ties ½) and margin r⁺ − r⁻")
+    return RewardModelForm(steps, lr, heldout, button, status, table)
 
-    def choices() -> dict:
-        """What the pickers offer now: stored judges, models (new checkpoints), prompt sets, reward models."""
-        return {judges: gr.CheckboxGroup(choices=evaluation.judge_names(state)),
-                judge_models: gr.Dropdown(choices=list(state.slot_catalog())),
-                prompt_source: gr.Dropdown(choices=evaluation.judge_sources(state)),
-                rm_pick: gr.Dropdown(choices=training.reward_models(state)),
-                kl_reward_model: gr.Dropdown(choices=training.reward_models(state)),
-                rm_table: reward_model_table(training.reward_model_folders(state))}
 
-    def report_for(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
-                   file: str | None, category_v: str | None, style_v: bool) -> Report:
-        return evaluation.dashboard_report(state, human_v, judges_v or [], baseline_v or "sft", anchor_v or None,
-                                           int(rounds_v or 0), Path(file) if file else None,
-                                           None if category_v in (None, "", ALL_CATEGORIES) else category_v,
-                                           bool(style_v))
+def report_query(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
+                 file: str | None, category_v: str | None, style_v: bool) -> evaluation.ReportQuery:
+    """The report the controls ask for (every category for the "all" choice)."""
+    return evaluation.ReportQuery(bool(human_v), tuple(judges_v or ()), baseline_v or "sft", anchor_v or None,
+                                  int(rounds_v or 0), Path(file) if file else None,
+                                  None if category_v in (None, "", ALL_CATEGORIES) else category_v, bool(style_v))
 
-    @user_errors
+
+def report_view(state: AppState, page: DashboardPage, report: Report, judges_v: list[str], baseline_v: str) -> dict:
+    """`report` on screen: tables, plots, and the pickers it gives choices to."""
+    v, c = page.views, page.controls
+    models = list(report.ratings.leaderboard.index) if report.ratings else ["sft"]
+    rating, fraction, count, predicted = rating_figures(report)
+    return {
+        v.summary: report.message if report.n_battles else f"**{NO_BATTLES}.**",
+        v.leaderboard: report.leaderboard, v.win_rates: win_rate_display(report.win_rates),
+        v.records: report.checkpoints, v.timeline_plot: timeline_figure(report.timeline, baseline_v or "sft"),
+        page.judge.table: report.judges, v.style_table: report.style,
+        c.category: gr.Dropdown(choices=[ALL_CATEGORIES, *report.categories]),
+        v.kl_plot: reward_kl_figure(report.checkpoints),
+        v.rm_kl_plot: reward_model_kl_figure(report.checkpoints, state.kl_estimates),
+        c.judges: gr.CheckboxGroup(choices=evaluation.judge_names(state), value=judges_v),
+        c.baseline: gr.Dropdown(choices=models), c.anchor: gr.Dropdown(choices=models),
+        v.rating_plot: rating, v.fraction_plot: fraction, v.count_plot: count, v.predicted_plot: predicted,
+    }
+
+
+def report_outputs(page: DashboardPage) -> list[gr.components.Component]:
+    """`/dashboard`'s outputs, in order."""
+    v, c = page.views, page.controls
+    return [v.summary, v.leaderboard, v.win_rates, v.records, v.timeline_plot, v.kl_plot, v.rm_kl_plot, c.judges,
+            c.baseline, c.anchor, v.rating_plot, v.fraction_plot, v.count_plot, v.predicted_plot, page.judge.table,
+            v.style_table, c.category]
+
+
+def choices_view(state: AppState, page: DashboardPage) -> dict:
+    """What the pickers offer now: stored judges, models (new checkpoints), prompt sets, reward models."""
+    return {page.controls.judges: gr.CheckboxGroup(choices=evaluation.judge_names(state)),
+            page.judge.models: gr.Dropdown(choices=list(state.slot_catalog())),
+            page.judge.prompt_source: gr.Dropdown(choices=evaluation.judge_sources(state)),
+            page.judge.reward_model: gr.Dropdown(choices=training.reward_models(state)),
+            page.tools.reward_model: gr.Dropdown(choices=training.reward_models(state)),
+            page.reward_model.table: reward_model_table(training.reward_model_folders(state))}
+
+
+def wire_report(state: AppState, tab: gr.Tab, page: DashboardPage) -> Callable[..., dict]:
+    """`/dashboard` on Refresh and on opening the tab, the pickers' choices at page load; returns the
+    report's handler (a KL estimate shows its result through it)."""
+    @refusals
     def show(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
-             file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False) -> dict:
-        report = report_for(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v)
-        models = list(report.ratings.leaderboard.index) if report.ratings else ["sft"]
-        rating, fraction, count, predicted = rating_figures(report)
-        return {
-            summary: report.message if report.n_battles else f"**{NO_BATTLES}.**",
-            leaderboard: report.leaderboard, win_rates: win_rate_display(report.win_rates),
-            records: report.checkpoints, timeline_plot: timeline_figure(report.timeline, baseline_v or "sft"),
-            judge_table: report.judges, style_table: report.style,
-            category: gr.Dropdown(choices=[ALL_CATEGORIES, *report.categories]),
-            kl_plot: reward_kl_figure(report.checkpoints),
-            rm_kl_plot: reward_model_kl_figure(report.checkpoints, state.kl_estimates),
-            judges: gr.CheckboxGroup(choices=evaluation.judge_names(state), value=judges_v),
-            baseline: gr.Dropdown(choices=models), anchor: gr.Dropdown(choices=models),
-            rating_plot: rating, fraction_plot: fraction, count_plot: count, predicted_plot: predicted,
-        }
+             file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False,
+             request: gr.Request = None) -> dict:
+        query = report_query(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v)
+        report = evaluation.dashboard_report(state, query, session.username(request))
+        return report_view(state, page, report, judges_v, baseline_v)
 
-    inputs = [human, judges, baseline, anchor, rounds, arena_file, category, style_control]
-    outputs = [summary, leaderboard, win_rates, records, timeline_plot, kl_plot, rm_kl_plot, judges, baseline, anchor,
-               rating_plot, fraction_plot, count_plot, predicted_plot, judge_table, style_table, category]
-    refresh.click(show, inputs, outputs, api_name="dashboard")
+    inputs, outputs = page.controls.inputs, report_outputs(page)
+    page.controls.refresh.click(show, inputs, outputs, api_name="dashboard")
     # Opening the tab computes the report (no Refresh needed); the page load only fills the pickers,
     # so a hundred voters loading the page do not each run a bootstrap nobody looks at.
     tab.select(show, inputs, outputs, api_visibility="private")
-    choice_outputs = [judges, judge_models, prompt_source, rm_pick, kl_reward_model, rm_table]
+    choice_outputs = list(choices_view(state, page))
+
+    def choices() -> dict:
+        return choices_view(state, page)
+
     gr.on(None, choices, None, choice_outputs, api_visibility="private")  # no triggers: at page load
     tab.select(choices, None, choice_outputs, api_visibility="private")
+    return show
 
-    @user_errors
+
+def wire_checkpoint_tools(state: AppState, page: DashboardPage, show: Callable[..., dict]) -> None:
+    """`/dashboard_tables` (the zip) and `/estimate_kl` (then the report again, with the estimates)."""
+    tools, inputs = page.tools, page.controls.inputs
+
+    @refusals
     def download(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
-                 file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False) -> str:
-        report = report_for(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v)
-        return str(evaluation.dashboard_downloads(state, report))
+                 file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False,
+                 request: gr.Request = None) -> str:
+        query = report_query(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v)
+        return str(evaluation.dashboard_downloads(state, query, session.username(request)))
 
-    tables_button.click(download, inputs, downloads, api_name="dashboard_tables")
+    tools.tables_button.click(download, inputs, tools.downloads, api_name="dashboard_tables")
 
-    @user_errors
+    @refusals
     def estimate(reward_model: str | None = None, request: gr.Request = None, progress=gr.Progress()) -> str:
         session.require_admin(state, request, "estimating KL")
         found = evaluation.estimate_kl(state, lambda done, total, what: progress((done, total), desc=what),
                                        reward_model=reward_model or None)
         return "\n\n".join(f"`{name}`: KL ≈ {kl.mean:.3f} ± {kl.stderr:.3f} nats ({kl.n} samples)"
-                           + ("" if kl.reward_mean is None else
-                              f", mean reward {kl.reward_mean:+.3f} ± {kl.reward_stderr or 0:.3f}")
-                           for name, kl in found.items())
+                            + ("" if kl.reward_mean is None else
+                               f", mean reward {kl.reward_mean:+.3f} ± {kl.reward_stderr or 0:.3f}")
+                            for name, kl in found.items())
 
-    kl_button.click(estimate, kl_reward_model, kl_status, api_name="estimate_kl", concurrency_id="model").success(
-        show, inputs, outputs, api_visibility="private")
+    tools.kl_button.click(estimate, tools.reward_model, tools.kl_status, api_name="estimate_kl",
+                          concurrency_id="model").success(show, inputs, report_outputs(page), api_visibility="private")
 
-    @user_errors
+
+def wire_judge(state: AppState, page: DashboardPage) -> None:
+    """`/run_judge`: generate on the prompts, let the judge vote in both orders, store the battles."""
+    form = page.judge
+
+    @refusals
     def judge(models_v: list[str], source: str, max_new_v: float, kind: str, phrase_v: str, rm: str | None,
               llm_v: str, request: gr.Request, progress=gr.Progress()) -> dict:
         session.require_admin(state, request, "running a judge")
@@ -223,29 +359,34 @@ def build_dashboard_tab(state: AppState, tab: gr.Tab) -> None:
             GenerationSettings(max_new_tokens=int(max_new_v)),
             progress=lambda done, total, what: progress((done, total), desc=what, unit="prompts"))
         consistent = sum(bool((b.details or {}).get("consistent")) for b in battles)
-        return {judge_status: f"{len(battles)} battles judged by `{judged.name}` in both orders and stored; the "
-                              f"orders agreed on {consistent} of {len(battles)}. Tick it above to include them "
-                              "in the leaderboard.",
-                judges: gr.CheckboxGroup(choices=evaluation.judge_names(state))}
+        return {form.status: f"{len(battles)} battles judged by `{judged.name}` in both orders and stored; the "
+                             f"orders agreed on {consistent} of {len(battles)}. Tick it above to include them "
+                             "in the leaderboard.",
+                page.controls.judges: gr.CheckboxGroup(choices=evaluation.judge_names(state))}
 
-    judge_button.click(judge, [judge_models, prompt_source, max_new, judge_kind, phrase, rm_pick, llm_path],
-                       [judge_status, judges], api_name="run_judge", concurrency_id="model")
+    form.button.click(judge, [form.models, form.prompt_source, form.max_new, form.kind, form.phrase,
+                              form.reward_model, form.llm_path], [form.status, page.controls.judges],
+                      api_name="run_judge", concurrency_id="model")
 
-    @user_errors
+
+def wire_reward_model(state: AppState, page: DashboardPage) -> None:
+    """`/train_reward_model`: Bradley–Terry on the votes; the new model is picked as the judge's."""
+    form = page.reward_model
+
+    @refusals
     def train_rm(steps_v: float, lr_v: float, heldout_v: float, request: gr.Request, progress=gr.Progress()) -> dict:
         session.require_admin(state, request, "training a reward model")
         cfg = RewardConfig(steps=int(steps_v or 0) or None, lr=float(lr_v or 0), heldout=float(heldout_v))
         result = training.train_reward_model(
             state, cfg, lambda step, total, m: progress((step, total), desc=f"loss {m['loss']:.3f}", unit="steps"))
-        folder = result.folder
         before, after = result.heldout_before, result.heldout_after
         held = (f"held-out ({after.pairs} pairs) accuracy **{before.accuracy:.2f} → {after.accuracy:.2f}**"
                 if before and after else "no held-out pairs (fewer than 5)")
-        return {rm_status: f"Trained `{folder.name}`: {len(result.steps)} steps on {result.train_pairs} "
-                           f"pairs, {held}. Pick it as the judge above.",
-                rm_pick: gr.Dropdown(choices=training.reward_models(state),
-                                     value=folder.name),
-                rm_table: reward_model_table(training.reward_model_folders(state))}
+        return {form.status: f"Trained `{result.folder.name}`: {len(result.steps)} steps on {result.train_pairs} "
+                             f"pairs, {held}. Pick it as the judge above.",
+                page.judge.reward_model: gr.Dropdown(choices=training.reward_models(state), value=result.folder.name),
+                form.table: reward_model_table(training.reward_model_folders(state))}
 
-    rm_button.click(train_rm, [rm_steps, rm_lr, rm_heldout], [rm_status, rm_pick, rm_table],
-                    api_name="train_reward_model", concurrency_id="train")
+    form.button.click(train_rm, [form.steps, form.lr, form.heldout],
+                      [form.status, page.judge.reward_model, form.table], api_name="train_reward_model",
+                      concurrency_id="train")

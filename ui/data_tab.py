@@ -2,17 +2,19 @@
 undo, export and import. Loads its tables when the page loads and whenever the tab is opened."""
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
+from playground.core.errors import PlaygroundError
 from playground.data.single_votes import SingleVote
 from playground.data.votes import Vote
 from service import data
 from service.state import AppState
 from ui import session
-from ui.errors import user_errors
+from ui.errors import refusals
 from ui.render import LETTERS
 
 VOTE_COLUMNS = ["id", "time", "voter", "outcome", "winner", "models", "prompt", "anonymous"]
@@ -61,7 +63,50 @@ def empty_hint(votes: list[Vote], filtered: bool, sees_all: bool) -> str:
     return NO_VOTES if sees_all else NO_VOTES.replace("No votes yet", "You have no votes yet")
 
 
+@dataclass(frozen=True)
+class VoteTables:
+    """The votes (filtered), the counts by voter and by model, and what to do while they are empty."""
+
+    voter_filter: gr.Textbox
+    model_filter: gr.Textbox
+    refresh: gr.Button
+    hint: gr.Markdown
+    table: gr.Dataframe
+    by_voter: gr.Dataframe
+    by_model: gr.Dataframe
+
+    @property
+    def shown(self) -> list[gr.components.Component]:
+        """`/votes`' outputs, in order."""
+        return [self.table, self.by_voter, self.by_model, self.hint]
+
+
+@dataclass(frozen=True)
+class ExchangeForm:
+    """Undo, export and import, with their status line."""
+
+    undo: gr.Button
+    status: gr.Markdown
+    fmt: gr.Radio
+    binarize: gr.Radio
+    suffix: gr.Radio
+    include: gr.Checkbox
+    export_button: gr.Button
+    export_file: gr.File
+    upload: gr.File
+    import_button: gr.Button
+
+
 def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
+    """The tab; Undo takes back the last vote of `voter`'s name."""
+    tables = tables_section(state)
+    form = exchange_section()
+    wire_tables(state, tab, tables)
+    wire_undo(state, tables, form, voter)
+    wire_exchange(state, form)
+
+
+def tables_section(state: AppState) -> VoteTables:
     with gr.Row():
         voter_filter = gr.Textbox(label="Filter by voter", scale=1)
         model_filter = gr.Textbox(label="Filter by model", scale=1)
@@ -77,9 +122,13 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
                                 elem_id="data-by-voter")
         by_model = gr.Dataframe(value=counts_table({}, MODEL_COLUMNS), headers=MODEL_COLUMNS,
                                 label="Responses voted on, by model", interactive=False, elem_id="data-by-model")
+    return VoteTables(voter_filter, model_filter, refresh, hint, table, by_voter, by_model)
+
+
+def exchange_section() -> ExchangeForm:
     with gr.Row():
         undo = gr.Button("Undo my last vote", variant="secondary")
-        data_status = gr.Markdown()
+        status = gr.Markdown()
     with gr.Accordion("Export", open=True), gr.Row():
         fmt = gr.Radio([("TRL preference rows", "trl"), ("Chatbot Arena battles", "arena"),
                         ("TRL unpaired rows (KTO)", "unpaired")], value="trl", label="Format")
@@ -93,34 +142,51 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
         upload = gr.File(label="JSONL, Parquet or CSV: prompt/chosen/rejected, or prompt/completion/label (KTO)",
                          file_types=[".jsonl", ".parquet", ".csv"])
         import_button = gr.Button("Import")
+    return ExchangeForm(undo, status, fmt, binarize, suffix, include, export_button, export_file, upload,
+                        import_button)
 
-    @user_errors
+
+def tables_view(state: AppState, tables: VoteTables, voter_value: str, model_value: str,
+                user: str | None) -> dict:
+    """The votes `user` may see (a login name; None without logins), filtered, and the counts."""
+    votes = data.visible_votes(state, user, voter_value, model_value)
+    counts = data.vote_counts(state, user)
+    return {
+        tables.table: vote_table(votes),
+        tables.by_voter: voter_table(counts),
+        tables.by_model: counts_table(counts.by_model, MODEL_COLUMNS),
+        tables.hint: empty_hint(votes, bool((voter_value or "").strip() or (model_value or "").strip()),
+                                data.sees_all_votes(state, user)),
+    }
+
+
+def wire_tables(state: AppState, tab: gr.Tab, tables: VoteTables) -> None:
+    """`/votes` on Refresh; fresh tables without one: when a filter is submitted, the tab opened
+    (after voting elsewhere) and at page load."""
+    filters = [tables.voter_filter, tables.model_filter]
+
+    @refusals
     def show(voter_value: str, model_value: str, request: gr.Request) -> dict:
-        user = session.username(request)
-        votes = data.visible_votes(state, user, voter_value, model_value)
-        counts = data.vote_counts(state, user)
-        return {
-            table: vote_table(votes),
-            by_voter: voter_table(counts),
-            by_model: counts_table(counts.by_model, MODEL_COLUMNS),
-            hint: empty_hint(votes, bool((voter_value or "").strip() or (model_value or "").strip()),
-                             data.sees_all_votes(state, user)),
-        }
+        return tables_view(state, tables, voter_value, model_value, session.username(request))
 
-    show_outputs = [table, by_voter, by_model, hint]
-    refresh.click(show, [voter_filter, model_filter], show_outputs, api_name="votes")
-    # Fresh data without a Refresh: when the tab is opened (after voting elsewhere) and at page load.
-    gr.on([voter_filter.submit, model_filter.submit, tab.select], show, [voter_filter, model_filter], show_outputs,
+    tables.refresh.click(show, filters, tables.shown, api_name="votes")
+    gr.on([tables.voter_filter.submit, tables.model_filter.submit, tab.select], show, filters, tables.shown,
           api_visibility="private")
 
+    @refusals
     def show_all(request: gr.Request) -> dict:
-        return show("", "", request)
+        return tables_view(state, tables, "", "", session.username(request))
 
-    gr.on(None, show_all, None, show_outputs, api_visibility="private")  # no triggers: at page load
+    gr.on(None, show_all, None, tables.shown, api_visibility="private")  # no triggers: at page load
 
-    @user_errors
+
+def wire_undo(state: AppState, tables: VoteTables, form: ExchangeForm, voter: gr.Textbox) -> None:
+    """`/undo`: the last vote of the login (or, without logins, of the name in `voter`) taken back."""
+
+    @refusals
     def undo_last(name: str, voter_value: str, model_value: str, request: gr.Request) -> dict:
-        who, removed = data.undo_last_vote(state, session.username(request), name)
+        user = session.username(request)
+        who, removed = data.undo_last_vote(state, user, name)
         if removed is None:
             message = f"No votes by {who} to undo."
         elif isinstance(removed, SingleVote):
@@ -128,28 +194,35 @@ def build_data_tab(state: AppState, tab: gr.Tab, voter: gr.Textbox) -> None:
             message = f"Removed single vote #{removed.id} ({thumb} on `{removed.response.model}`)."
         else:
             message = f"Removed vote #{removed.id}."
-        return {data_status: message, **show(voter_value, model_value, request)}
+        return {form.status: message, **tables_view(state, tables, voter_value, model_value, user)}
 
-    undo.click(undo_last, [voter, voter_filter, model_filter], [data_status, *show_outputs], api_name="undo")
+    form.undo.click(undo_last, [voter, tables.voter_filter, tables.model_filter], [form.status, *tables.shown],
+                    api_name="undo")
 
-    @user_errors
+
+def wire_exchange(state: AppState, form: ExchangeForm) -> None:
+    """`/export` and `/import`: admin work."""
+
+    @refusals
     def export(fmt_value: str, binarize_value: str, suffix_value: str, include_value: bool,
                request: gr.Request) -> dict:
         session.require_admin(state, request, "exporting")
         done = data.export_votes(state, fmt_value, binarize_value, suffix_value, include_value)
-        return {export_file: str(done.path), data_status: f"Exported {done.rows} {fmt_value} rows to `{done.path}`."}
+        return {form.export_file: str(done.path),
+                form.status: f"Exported {done.rows} {fmt_value} rows to `{done.path}`."}
 
-    export_button.click(export, [fmt, binarize, suffix, include], [export_file, data_status], api_name="export")
+    form.export_button.click(export, [form.fmt, form.binarize, form.suffix, form.include],
+                             [form.export_file, form.status], api_name="export")
 
-    @user_errors
+    @refusals
     def import_upload(file: str | None, request: gr.Request) -> str:
         session.require_admin(state, request, "importing")
         if not file:
-            raise gr.Error("Choose a file to import first.")
+            raise PlaygroundError("Choose a file to import first.")
         result = data.import_votes(state, Path(file))
         if result.kind == "unpaired":
             return (f"Imported {result.imported} unpaired rows from `{Path(file).name}`; KTO trains on them "
                     "(Train tab, loss kto).")
         return f"Imported {result.imported} pairs from `{Path(file).name}`; they are used for training."
 
-    import_button.click(import_upload, upload, data_status, api_name="import")
+    form.import_button.click(import_upload, form.upload, form.status, api_name="import")

@@ -8,11 +8,12 @@ from typing import NamedTuple
 import gradio as gr
 import plotly.graph_objects as go
 
+from playground.core.errors import PlaygroundError
 from playground.training.rlhf import METHODS, RLHFConfig, RLHFResult
 from service import prompt_sets, rlhf, training
 from service.state import AppState
 from ui import session
-from ui.errors import user_errors
+from ui.errors import refusals
 from ui.run_view import step_figure, stream_run
 
 DEFAULTS = RLHFConfig()
@@ -108,15 +109,15 @@ def wire_rlhf_panel(state: AppState, panel: RLHFPanel, status: gr.Markdown, plot
     """`/train_rlhf`: start a run from the panel's settings and stream its metrics into `plot` and
     `status`; `checkpoints()` gives the updates of `shown` (the checkpoint table, every model picker)."""
 
-    @user_errors
+    @refusals
     def train(set_v, rm_v, method_v, steps_v, beta_v, lr_v, samples_v, batch_v, max_new_v, clip_v, kl_target_v,
               heldout_v, seed_v, value_coef_v, gae_lambda_v, gamma_v, epochs_v, request: gr.Request,
               progress=gr.Progress()):
         session.require_admin(state, request, "training")
         if not set_v:
-            raise gr.Error("Choose a prompt set (import one in the Vote tab's admin panel).")
+            raise PlaygroundError("Choose a prompt set (import one in the Vote tab's admin panel).")
         if not rm_v:
-            raise gr.Error("Choose a reward model (train one on the Dashboard).")
+            raise PlaygroundError("Choose a reward model (train one on the Dashboard).")
         # The PPO fields are hidden for the other methods: their values are not this run's settings.
         ppo = {"value_coef": float(value_coef_v or 0), "gae_lambda": float(gae_lambda_v),
                "gamma": float(gamma_v or 0), "ppo_epochs": int(epochs_v or 0)} if method_v == "ppo" else {}

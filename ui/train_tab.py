@@ -2,16 +2,18 @@
 imported rows), live metrics, checkpoints and which one serves. The work is `service.training`'s;
 this file only wires. The checkpoint table loads when the tab is opened and after every run."""
 
+from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+from playground.core.errors import PlaygroundError
 from playground.training.dpo import DEFAULT_EPOCHS, LOSSES, REFERENCE_FREE, DPOConfig, TrainResult
 from service import training, voting
 from service.state import AppState
 from ui import session
-from ui.errors import user_errors
+from ui.errors import refusals
 from ui.rlhf_panel import build_rlhf_panel, rlhf_choices, rlhf_figure, wire_rlhf_panel
 from ui.run_view import step_figure, stream_run
 
@@ -62,9 +64,81 @@ DPO_ROUTE, RLHF_ROUTE = "DPO (or a sibling loss) on the votes", "RLHF on a promp
 ROUTES = (DPO_ROUTE, RLHF_ROUTE)
 
 
+@dataclass(frozen=True)
+class DPOForm:
+    """The DPO route's settings; each loss's own ones are shown only with it (see `loss_settings`)."""
+
+    box: gr.Column
+    steps: gr.Number
+    beta: gr.Number
+    lr: gr.Number
+    batch: gr.Number
+    loss: gr.Dropdown
+    eps: gr.Number
+    heldout: gr.Slider
+    seed: gr.Number
+    gamma: gr.Number
+    orpo_lambda: gr.Number
+    desirable: gr.Number
+    undesirable: gr.Number
+    loss_note: gr.Markdown
+    merge: gr.Checkbox
+    start: gr.Button
+
+    @property
+    def inputs(self) -> list[gr.components.Component]:
+        """`/train`'s inputs, in the order of its parameters."""
+        return [self.steps, self.beta, self.lr, self.batch, self.loss, self.eps, self.heldout, self.seed, self.merge,
+                self.gamma, self.orpo_lambda, self.desirable, self.undesirable]
+
+
+@dataclass(frozen=True)
+class RunPanel:
+    """What every run shows, and the checkpoints it makes: the table and which one serves."""
+
+    cancel: gr.Button
+    status: gr.Markdown
+    plot: gr.Plot
+    hint: gr.Markdown
+    table: gr.Dataframe
+    pick: gr.Dropdown
+    serve: gr.Button
+    slot_models: tuple[gr.Dropdown, ...]  # the Playground's model pickers
+
+    @property
+    def shown(self) -> list[gr.components.Component]:
+        """What `checkpoints_view` updates."""
+        return [self.table, self.hint, self.pick, *self.slot_models]
+
+
 def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]) -> None:
     route = gr.Radio(list(ROUTES), value=DPO_ROUTE, label="Train with", elem_id="train-route")
-    with gr.Column() as dpo_box:
+    form = dpo_section(state)
+    rlhf = build_rlhf_panel()
+    run = run_section(state, slot_models)
+
+    def checkpoints() -> dict:
+        return checkpoints_view(state, run)
+
+    # Loaded whenever the tab is opened (after a run from a script, a restart) and after every run.
+    tab.select(checkpoints, None, run.shown, api_visibility="private")
+    tab.select(lambda: rlhf_choices(state, rlhf), None, [rlhf.prompt_set, rlhf.reward_model],
+               api_visibility="private")
+
+    def show_route(route_v: str) -> dict:
+        on_rlhf = route_v == RLHF_ROUTE
+        return {form.box: gr.Column(visible=not on_rlhf), rlhf.box: gr.Column(visible=on_rlhf),
+                run.plot: rlhf_figure([], "rlhf") if on_rlhf else metrics_figure([])}
+
+    route.change(show_route, route, [form.box, rlhf.box, run.plot], queue=False, api_visibility="private")
+    wire_loss_settings(form)
+    wire_rlhf_panel(state, rlhf, run.status, run.plot, checkpoints, run.shown)
+    wire_dpo(state, form, run)
+    wire_run_controls(state, run)
+
+
+def dpo_section(state: AppState) -> DPOForm:
+    with gr.Column() as box:
         gr.Markdown("DPO (or a sibling loss) on your votes (rankings as all pairs; ties left out, and both-bad too "
                     "except for KTO, which also learns from 👍/👎) and imported rows. Only the policy's LoRA adapter "
                     "is trained; the reference stays frozen. Serving goes on while it trains and switches to the new "
@@ -94,9 +168,13 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
         merge = gr.Checkbox(value=False, label="Voting-queue votes: train on one merged vote per prompt (majority; "
                             "prompts without one are left out) instead of every voter's vote")
         start = gr.Button("Train", variant="primary", elem_id="train")
-    rlhf = build_rlhf_panel()
+    return DPOForm(box, steps, beta, lr, batch, loss, eps, heldout, seed, gamma, orpo_lambda, desirable, undesirable,
+                   loss_note, merge, start)
+
+
+def run_section(state: AppState, slot_models: list[gr.Dropdown]) -> RunPanel:
     cancel = gr.Button("Cancel the run", variant="stop", elem_id="cancel-train")
-    train_status = gr.Markdown()
+    status = gr.Markdown()
     plot = gr.Plot(value=metrics_figure([]), label="Per-step metrics")
     gr.Markdown("### Checkpoints")
     hint = gr.Markdown(elem_id="train-checkpoints-hint")
@@ -105,39 +183,35 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
     with gr.Row():
         pick = gr.Dropdown(list(state.checkpoints), label="Checkpoint", scale=3)
         serve = gr.Button("Serve this checkpoint as the policy", scale=1)
+    return RunPanel(cancel, status, plot, hint, table, pick, serve, tuple(slot_models))
 
+
+def checkpoints_view(state: AppState, run: RunPanel) -> dict:
+    """The table (with what to do while it is empty) and every model picker, as they are now."""
+    names = voting.slot_choices(state)
+    rows = training.checkpoint_table(state)
+    return {**{d: gr.Dropdown(choices=names) for d in run.slot_models},
+            run.pick: gr.Dropdown(choices=list(state.checkpoints)), run.table: rows,
+            run.hint: "" if len(rows) else f"**{training.NO_CHECKPOINTS}.**"}
+
+
+def wire_loss_settings(form: DPOForm) -> None:
     def loss_settings(loss_v: str) -> dict:
-        """Only the chosen loss's own settings are shown (and read: see `train`)."""
-        return {eps: gr.Number(visible=loss_v == "robust"), gamma: gr.Number(visible=loss_v == "simpo"),
-                orpo_lambda: gr.Number(visible=loss_v == "orpo"), desirable: gr.Number(visible=loss_v == "kto"),
-                undesirable: gr.Number(visible=loss_v == "kto"), loss_note: LOSS_NOTES.get(loss_v, "")}
+        """Only the chosen loss's own settings are shown (and read: see `wire_dpo`)."""
+        return {form.eps: gr.Number(visible=loss_v == "robust"), form.gamma: gr.Number(visible=loss_v == "simpo"),
+                form.orpo_lambda: gr.Number(visible=loss_v == "orpo"),
+                form.desirable: gr.Number(visible=loss_v == "kto"),
+                form.undesirable: gr.Number(visible=loss_v == "kto"), form.loss_note: LOSS_NOTES.get(loss_v, "")}
 
-    loss.change(loss_settings, loss, [eps, gamma, orpo_lambda, desirable, undesirable, loss_note], queue=False,
-                api_visibility="private")
+    form.loss.change(loss_settings, form.loss, [form.eps, form.gamma, form.orpo_lambda, form.desirable,
+                                                form.undesirable, form.loss_note],
+                     queue=False, api_visibility="private")
 
-    def checkpoints() -> dict:
-        """The table (with what to do while it is empty) and every model picker, as they are now."""
-        names = voting.slot_choices(state)
-        rows = training.checkpoint_table(state)
-        return {**{d: gr.Dropdown(choices=names) for d in slot_models},
-                pick: gr.Dropdown(choices=list(state.checkpoints)), table: rows,
-                hint: "" if len(rows) else f"**{training.NO_CHECKPOINTS}.**"}
 
-    shown = [table, hint, pick, *slot_models]
-    # Loaded whenever the tab is opened (after a run from a script, a restart) and after every run.
-    tab.select(checkpoints, None, shown, api_visibility="private")
-    tab.select(lambda: rlhf_choices(state, rlhf), None, [rlhf.prompt_set, rlhf.reward_model],
-               api_visibility="private")
+def wire_dpo(state: AppState, form: DPOForm, run: RunPanel) -> None:
+    """`/train`: a DPO (or sibling) run on the votes, its metrics streamed, then the checkpoints."""
 
-    def show_route(route_v: str) -> dict:
-        on_rlhf = route_v == RLHF_ROUTE
-        return {dpo_box: gr.Column(visible=not on_rlhf), rlhf.box: gr.Column(visible=on_rlhf),
-                plot: rlhf_figure([], "rlhf") if on_rlhf else metrics_figure([])}
-
-    route.change(show_route, route, [dpo_box, rlhf.box, plot], queue=False, api_visibility="private")
-    wire_rlhf_panel(state, rlhf, train_status, plot, checkpoints, shown)
-
-    @user_errors
+    @refusals
     def train(steps_v, beta_v, lr_v, batch_v, loss_v, eps_v, heldout_v, seed_v, merge_v, gamma_v, orpo_lambda_v,
               desirable_v, undesirable_v, request: gr.Request, progress=gr.Progress()):
         session.require_admin(state, request, "training")
@@ -150,29 +224,32 @@ def build_train_tab(state: AppState, tab: gr.Tab, slot_models: list[gr.Dropdown]
         cfg = DPOConfig(beta=float(beta_v or 0), lr=float(lr_v or 0), steps=int(steps_v) or None,
                         batch_size=int(batch_v or 0), loss=loss_v, heldout=float(heldout_v), seed=int(seed_v or 0),
                         **own)
-        run = training.start_training(state, cfg, merge=bool(merge_v))
-        yield from stream_run(run, progress, plot, train_status, lambda history: metrics_figure(history, loss_v),
-                              lambda m: f"loss {m['loss']:.4f}", summary, checkpoints)
+        started = training.start_training(state, cfg, merge=bool(merge_v))
+        yield from stream_run(started, progress, run.plot, run.status, lambda history: metrics_figure(history, loss_v),
+                              lambda m: f"loss {m['loss']:.4f}", summary, lambda: checkpoints_view(state, run))
 
-    start.click(train, [steps, beta, lr, batch, loss, eps, heldout, seed, merge, gamma, orpo_lambda, desirable,
-                        undesirable], [plot, train_status, *shown],
-                api_name="train", concurrency_id="train")
+    form.start.click(train, form.inputs, [run.plot, run.status, *run.shown], api_name="train", concurrency_id="train")
 
-    @user_errors
+
+def wire_run_controls(state: AppState, run: RunPanel) -> None:
+    """Cancel (`/cancel_training`) and which checkpoint serves (`/serve_checkpoint`): admin work."""
+
+    @refusals
     def cancel_run(request: gr.Request) -> str:
         session.require_admin(state, request, "cancelling training")
         if not training.cancel_training(state):
             return "No training is running."
         return "Cancelling after the current step…"
 
-    cancel.click(cancel_run, None, train_status, queue=False, api_name="cancel_training")
+    # Queued (a refusal's message reaches only a queued event), but apart from the run it cancels.
+    run.cancel.click(cancel_run, None, run.status, api_name="cancel_training", concurrency_id="cancel")
 
-    @user_errors
+    @refusals
     def serve_picked(name: str | None, request: gr.Request) -> dict:
         session.require_admin(state, request, "switching the serving checkpoint")
         if not name or name not in state.checkpoints:
-            raise gr.Error("Pick a checkpoint first.")
+            raise PlaygroundError("Pick a checkpoint first.")
         training.serve_checkpoint(state, name)
-        return {train_status: f"`{name}` is now serving as `policy`.", **checkpoints()}
+        return {run.status: f"`{name}` is now serving as `policy`.", **checkpoints_view(state, run)}
 
-    serve.click(serve_picked, pick, [train_status, *shown], api_name="serve_checkpoint")
+    run.serve.click(serve_picked, run.pick, [run.status, *run.shown], api_name="serve_checkpoint")

@@ -2,6 +2,7 @@
 overlap, overall progress, agreement between voters, and the merged export. Every action here
 needs the admin role (everyone, when the app runs without logins)."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -9,6 +10,7 @@ import pandas as pd
 
 from evals.agreement import PositionBias
 from evals.annotation import AgreementReport
+from playground.core.errors import PlaygroundError
 from playground.data.exchange import EXPORT_FORMATS
 from playground.data.merge import TIE_POLICIES
 from playground.data.prompt_sets import PromptSet
@@ -18,7 +20,7 @@ from service import data, prompt_sets
 from service.pregenerate import choose_models, pregenerate_steps
 from service.state import AppState
 from ui import session
-from ui.errors import user_errors
+from ui.errors import refusals
 
 
 def progress_markdown(name: str, overlap: int, progress: SetProgress) -> str:
@@ -76,76 +78,146 @@ def bias_table(report: AgreementReport) -> pd.DataFrame:
                                        "note"])
 
 
+@dataclass(frozen=True)
+class ImportForm:
+    upload: gr.File
+    name: gr.Textbox
+    overlap: gr.Number
+    from_preferences: gr.Checkbox
+    button: gr.Button
+
+
+@dataclass(frozen=True)
+class ModelsForm:
+    """The set's models and generation settings, pre-generation or live, and the overlap."""
+
+    models: gr.Dropdown
+    temperature: gr.Number
+    max_new: gr.Number
+    seed: gr.Number
+    pre_button: gr.Button
+    live_button: gr.Button
+    cancel_button: gr.Button
+    overlap: gr.Number
+    overlap_button: gr.Button
+
+    @property
+    def settings(self) -> list[gr.components.Component]:
+        return [self.models, self.temperature, self.max_new, self.seed]
+
+
+@dataclass(frozen=True)
+class Reports:
+    """Overall progress, agreement between voters, and the merged export."""
+
+    progress_button: gr.Button
+    progress_md: gr.Markdown
+    progress_df: gr.Dataframe
+    agreement_button: gr.Button
+    alpha_md: gr.Markdown
+    voters_df: gr.Dataframe
+    bias_df: gr.Dataframe
+    disputed_df: gr.Dataframe
+    merge_format: gr.Radio
+    ties: gr.Radio
+    merge_button: gr.Button
+    merged_file: gr.File
+
+
 def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
+    with gr.Accordion("Admin: prompt sets, pre-generation, progress, agreement", open=False):
+        status = gr.Markdown()
+        form = import_section()
+        models = models_section(state)
+        reports = reports_section()
+    wire_import(state, form, status, set_pick)
+    wire_models(state, models, status, set_pick)
+    wire_reports(state, reports, status, set_pick)
+
+
+def import_section() -> ImportForm:
+    gr.Markdown("#### Import a prompt set\nJSONL, CSV or Parquet: `prompt` (text, or a message list), "
+                "optional `id` and `category`; or the prompts of a TRL preference file.")
+    with gr.Row():
+        upload = gr.File(label="Prompt file", file_types=[".jsonl", ".json", ".csv", ".parquet"], scale=2)
+        with gr.Column(scale=2):
+            name = gr.Textbox(label="Set name")
+            overlap = gr.Number(value=1, precision=0, minimum=1, label="Votes per prompt (overlap)")
+            from_preferences = gr.Checkbox(label="The file is TRL preference data: take its prompts")
+            button = gr.Button("Import prompt set", elem_id="import-prompts")
+    return ImportForm(upload, name, overlap, from_preferences, button)
+
+
+def models_section(state: AppState) -> ModelsForm:
     catalog = list(state.slot_catalog())
     defaults = GenerationSettings()
-    with gr.Accordion("Admin: prompt sets, pre-generation, progress, agreement", open=False):
-        admin_status = gr.Markdown()
-        gr.Markdown("#### Import a prompt set\nJSONL, CSV or Parquet: `prompt` (text, or a message list), "
-                    "optional `id` and `category`; or the prompts of a TRL preference file.")
-        with gr.Row():
-            upload = gr.File(label="Prompt file", file_types=[".jsonl", ".json", ".csv", ".parquet"], scale=2)
-            with gr.Column(scale=2):
-                new_name = gr.Textbox(label="Set name")
-                new_overlap = gr.Number(value=1, precision=0, minimum=1, label="Votes per prompt (overlap)")
-                from_preferences = gr.Checkbox(label="The file is TRL preference data: take its prompts")
-                import_button = gr.Button("Import prompt set", elem_id="import-prompts")
-        gr.Markdown("#### Models and pre-generation\nThe chosen models' responses are what voters compare "
-                    "(k = how many). Pre-generate so voters never wait, or let the queue generate live.")
-        with gr.Row():
-            models = gr.Dropdown(catalog, value=catalog[:2], multiselect=True, label="Models (2–4)", scale=3)
-            temperature = gr.Number(value=defaults.temperature, minimum=0, label="Temperature")
-            max_new = gr.Number(value=defaults.max_new_tokens, precision=0, minimum=1, label="Max new tokens")
-            seed = gr.Number(value=defaults.seed, precision=0, minimum=0, label="Base seed")
-        with gr.Row():
-            pre_button = gr.Button("Pre-generate", variant="primary", elem_id="pregenerate")
-            live_button = gr.Button("Use these models, generate live")
-            cancel_button = gr.Button("Stop pre-generating", variant="stop")
-        with gr.Row():
-            overlap = gr.Number(value=1, precision=0, minimum=1, label="Votes per prompt (overlap)", scale=1)
-            overlap_button = gr.Button("Set overlap", scale=0)
-        gr.Markdown("#### Progress")
-        progress_button = gr.Button("Show overall progress")
-        progress_md = gr.Markdown()
-        progress_df = gr.Dataframe(label="Votes by voter", interactive=False)
-        gr.Markdown("#### Agreement")
-        agreement_button = gr.Button("Compute agreement")
-        alpha_md = gr.Markdown()
-        with gr.Row():
-            voters_df = gr.Dataframe(label="Agreement with the other voters' majority (items with ≥ 2 others)",
-                                     interactive=False)
-            bias_df = gr.Dataframe(label="Position bias: left-win rate (50 % expected under the random order)",
-                                   interactive=False)
-        disputed_df = gr.Dataframe(label="Most disputed items", interactive=False)
-        gr.Markdown("#### Merged export\nThe queue's votes on each prompt merged into one: majority for pairs, "
-                    "ranked pairs for rankings; the rule goes into `<file>.meta.json`.")
-        with gr.Row():
-            merge_format = gr.Radio(list(EXPORT_FORMATS), value="trl", label="Format")
-            ties = gr.Radio(list(TIE_POLICIES), value="drop", label="No majority (ties, splits)")
-            merge_button = gr.Button("Export merged")
-            merged_file = gr.File(label="Download", interactive=False)
+    gr.Markdown("#### Models and pre-generation\nThe chosen models' responses are what voters compare "
+                "(k = how many). Pre-generate so voters never wait, or let the queue generate live.")
+    with gr.Row():
+        models = gr.Dropdown(catalog, value=catalog[:2], multiselect=True, label="Models (2–4)", scale=3)
+        temperature = gr.Number(value=defaults.temperature, minimum=0, label="Temperature")
+        max_new = gr.Number(value=defaults.max_new_tokens, precision=0, minimum=1, label="Max new tokens")
+        seed = gr.Number(value=defaults.seed, precision=0, minimum=0, label="Base seed")
+    with gr.Row():
+        pre_button = gr.Button("Pre-generate", variant="primary", elem_id="pregenerate")
+        live_button = gr.Button("Use these models, generate live")
+        cancel_button = gr.Button("Stop pre-generating", variant="stop")
+    with gr.Row():
+        overlap = gr.Number(value=1, precision=0, minimum=1, label="Votes per prompt (overlap)", scale=1)
+        overlap_button = gr.Button("Set overlap", scale=0)
+    return ModelsForm(models, temperature, max_new, seed, pre_button, live_button, cancel_button, overlap,
+                      overlap_button)
 
-    def chosen_settings(temperature_v: float | None, max_new_v: float | None, seed_v: float | None
-                        ) -> GenerationSettings:
-        return GenerationSettings(temperature=float(temperature_v or 0), max_new_tokens=int(max_new_v or 1),
-                                  seed=int(seed_v or 0)).validate()
 
-    @user_errors
+def reports_section() -> Reports:
+    gr.Markdown("#### Progress")
+    progress_button = gr.Button("Show overall progress")
+    progress_md = gr.Markdown()
+    progress_df = gr.Dataframe(label="Votes by voter", interactive=False)
+    gr.Markdown("#### Agreement")
+    agreement_button = gr.Button("Compute agreement")
+    alpha_md = gr.Markdown()
+    with gr.Row():
+        voters_df = gr.Dataframe(label="Agreement with the other voters' majority (items with ≥ 2 others)",
+                                 interactive=False)
+        bias_df = gr.Dataframe(label="Position bias: left-win rate (50 % expected under the random order)",
+                               interactive=False)
+    disputed_df = gr.Dataframe(label="Most disputed items", interactive=False)
+    gr.Markdown("#### Merged export\nThe queue's votes on each prompt merged into one: majority for pairs, "
+                "ranked pairs for rankings; the rule goes into `<file>.meta.json`.")
+    with gr.Row():
+        merge_format = gr.Radio(list(EXPORT_FORMATS), value="trl", label="Format")
+        ties = gr.Radio(list(TIE_POLICIES), value="drop", label="No majority (ties, splits)")
+        merge_button = gr.Button("Export merged")
+        merged_file = gr.File(label="Download", interactive=False)
+    return Reports(progress_button, progress_md, progress_df, agreement_button, alpha_md, voters_df, bias_df,
+                   disputed_df, merge_format, ties, merge_button, merged_file)
+
+
+def chosen_settings(temperature_v: float | None, max_new_v: float | None, seed_v: float | None) -> GenerationSettings:
+    return GenerationSettings(temperature=float(temperature_v or 0), max_new_tokens=int(max_new_v or 1),
+                              seed=int(seed_v or 0)).validate()
+
+
+def wire_import(state: AppState, form: ImportForm, status: gr.Markdown, set_pick: gr.Dropdown) -> None:
+    @refusals
     def import_set(file: str | None, name: str, overlap_v: float | None, from_prefs: bool,
                    request: gr.Request) -> dict:
         session.require_admin(state, request, "importing a prompt set")
         if not file:
-            raise gr.Error("Choose a prompt file first.")
+            raise PlaygroundError("Choose a prompt file first.")
         imported = prompt_sets.import_prompt_set(state, Path(file), name, int(overlap_v or 0), from_prefs,
                                                  source=Path(file).name)
-        return {admin_status: f"Imported prompt set **{imported.pset.name}** with {imported.prompts} prompts. "
-                              "Choose its models next (pre-generate or live).",
+        return {status: f"Imported prompt set **{imported.pset.name}** with {imported.prompts} prompts. "
+                        "Choose its models next (pre-generate or live).",
                 set_pick: gr.Dropdown(choices=prompt_sets.set_names(state), value=imported.pset.name)}
 
-    import_button.click(import_set, [upload, new_name, new_overlap, from_preferences], [admin_status, set_pick],
-                        api_name="import_prompts")
+    form.button.click(import_set, [form.upload, form.name, form.overlap, form.from_preferences], [status, set_pick],
+                      api_name="import_prompts")
 
-    @user_errors
+
+def wire_models(state: AppState, form: ModelsForm, status: gr.Markdown, set_pick: gr.Dropdown) -> None:
+    @refusals
     def run_pregeneration(set_name: str, names: list[str], temperature_v: float | None, max_new_v: float | None,
                           seed_v: float | None, request: gr.Request, progress=gr.Progress()):
         session.require_admin(state, request, "pre-generating responses")
@@ -155,14 +227,14 @@ def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
         # A generator, so Stop (cancels=) ends it between prompts; each finished prompt is stored.
         for step in pregenerate_steps(state, pset):
             progress((step.done, step.total), desc=f"{step.done}/{step.total} prompts", unit="prompts")
-            yield {admin_status: f"Pre-generating **{pset.name}** ({', '.join(pset.models)}): {step.done} of "
-                                 f"{step.total} prompts have every response; {step.generated} generated now.{note}"}
+            yield {status: f"Pre-generating **{pset.name}** ({', '.join(pset.models)}): {step.done} of "
+                           f"{step.total} prompts have every response; {step.generated} generated now.{note}"}
 
-    pre_event = pre_button.click(run_pregeneration, [set_pick, models, temperature, max_new, seed], admin_status,
-                                 api_name="pregenerate", concurrency_id="model")
-    cancel_button.click(None, None, None, cancels=[pre_event], api_visibility="private")
+    pre_event = form.pre_button.click(run_pregeneration, [set_pick, *form.settings], status, api_name="pregenerate",
+                                      concurrency_id="model")
+    form.cancel_button.click(None, None, None, cancels=[pre_event], api_visibility="private")
 
-    @user_errors
+    @refusals
     def use_live(set_name: str, names: list[str], temperature_v: float | None, max_new_v: float | None,
                  seed_v: float | None, request: gr.Request) -> str:
         session.require_admin(state, request, "choosing a prompt set's models")
@@ -171,40 +243,43 @@ def build_vote_admin(state: AppState, set_pick: gr.Dropdown) -> None:
         return (f"**{pset.name}** compares {', '.join(pset.models)}; prompts without responses are generated "
                 "when a voter reaches them." + same_weights_note(state, pset))
 
-    live_button.click(use_live, [set_pick, models, temperature, max_new, seed], admin_status, api_name="live_models")
+    form.live_button.click(use_live, [set_pick, *form.settings], status, api_name="live_models")
 
-    @user_errors
+    @refusals
     def change_overlap(set_name: str, overlap_v: float | None, request: gr.Request) -> str:
         session.require_admin(state, request, "setting the overlap")
         pset = prompt_sets.set_overlap(state, set_name, overlap_v or 0)
         return f"**{pset.name}**: a prompt now leaves the queue after {pset.overlap} vote(s)."
 
-    overlap_button.click(change_overlap, [set_pick, overlap], admin_status, api_name="set_overlap")
+    form.overlap_button.click(change_overlap, [set_pick, form.overlap], status, api_name="set_overlap")
 
-    @user_errors
+
+def wire_reports(state: AppState, r: Reports, status: gr.Markdown, set_pick: gr.Dropdown) -> None:
+    @refusals
     def overall_progress(set_name: str, request: gr.Request) -> dict:
         session.require_admin(state, request, "the overall progress")
         pset, progress = prompt_sets.overall_progress(state, set_name)
-        return {progress_md: progress_markdown(pset.name, pset.overlap, progress),
-                progress_df: votes_by_voter(progress)}
+        return {r.progress_md: progress_markdown(pset.name, pset.overlap, progress),
+                r.progress_df: votes_by_voter(progress)}
 
-    progress_button.click(overall_progress, set_pick, [progress_md, progress_df], api_name="progress")
+    r.progress_button.click(overall_progress, set_pick, [r.progress_md, r.progress_df], api_name="progress")
 
-    @user_errors
+    @refusals
     def agreement(set_name: str, request: gr.Request) -> dict:
         session.require_admin(state, request, "the agreement report")
         report = prompt_sets.agreement(state, set_name)
-        return {alpha_md: alpha_markdown(report), voters_df: agreement_table(report),
-                bias_df: bias_table(report), disputed_df: disputed_table(report)}
+        return {r.alpha_md: alpha_markdown(report), r.voters_df: agreement_table(report),
+                r.bias_df: bias_table(report), r.disputed_df: disputed_table(report)}
 
-    agreement_button.click(agreement, set_pick, [alpha_md, voters_df, bias_df, disputed_df], api_name="agreement")
+    r.agreement_button.click(agreement, set_pick, [r.alpha_md, r.voters_df, r.bias_df, r.disputed_df],
+                             api_name="agreement")
 
-    @user_errors
+    @refusals
     def export_merged(fmt: str, ties_v: str, request: gr.Request) -> dict:
         session.require_admin(state, request, "exporting")
         export = data.export_merged(state, fmt, ties_v)
-        return {merged_file: str(export.path),
-                admin_status: f"Exported {export.rows} merged {fmt} rows to `{export.path}`; the merge rule "
-                              f"is in `{export.path.name}.meta.json`."}
+        return {r.merged_file: str(export.path),
+                status: f"Exported {export.rows} merged {fmt} rows to `{export.path}`; the merge rule "
+                        f"is in `{export.path.name}.meta.json`."}
 
-    merge_button.click(export_merged, [merge_format, ties], [merged_file, admin_status], api_name="export_merged")
+    r.merge_button.click(export_merged, [r.merge_format, r.ties], [r.merged_file, status], api_name="export_merged")

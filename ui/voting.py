@@ -7,13 +7,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gradio as gr
+from gradio.events import Dependency
 
 from playground.data.queue import QueueItem
 from playground.scoring.rounds import Round
 from service.state import AppState
 from service.voting import StoredSingleVote, StoredVote, record_single_vote, record_vote
 from ui import session
-from ui.errors import user_errors
+from ui.errors import refusals
 from ui.render import LETTERS
 
 PAIR_VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
@@ -38,7 +39,7 @@ def vote_handler(state: AppState, nothing_yet: str, done: Done) -> Callable[...,
     name, the round or queue item on screen, request) -> `done`'s updates. `nothing_yet` is the error
     when there is nothing on screen to vote on."""
 
-    @user_errors
+    @refusals
     def vote(outcome: str, ranked: list[str] | None, name: str, target: Round | QueueItem | None,
              request: gr.Request) -> dict:
         if target is None:
@@ -59,14 +60,15 @@ def vote_as(vote: Callable[..., dict], outcome: str) -> Callable[..., dict]:
 
 
 def wire_votes(vote: Callable[..., dict], buttons: Mapping[str, gr.Button], inputs: list[gr.components.Component],
-               outputs: list[gr.components.Component], api_name: str) -> None:
+               outputs: list[gr.components.Component], api_name: str) -> list[Dependency]:
     """Each button casts its outcome; the API endpoint `api_name` takes (outcome, ranking, voter
-    name), through a hidden button. `inputs`: the ranking, the name box and the round/item state."""
+    name), through a hidden button. `inputs`: the ranking, the name box and the round/item state.
+    Returns the events (the buttons', then the API's), for what follows a vote."""
     outcome_box = gr.Textbox(visible=False)
     api_vote = gr.Button(visible=False)
-    api_vote.click(vote, [outcome_box, *inputs], outputs, api_name=api_name)
-    for outcome, button in buttons.items():
-        button.click(vote_as(vote, outcome), inputs, outputs, api_visibility="private")
+    events = [button.click(vote_as(vote, outcome), inputs, outputs, api_visibility="private")
+              for outcome, button in buttons.items()]
+    return [*events, api_vote.click(vote, [outcome_box, *inputs], outputs, api_name=api_name)]
 
 
 def slot_index(letter: str, k: int) -> int:
@@ -80,7 +82,7 @@ def single_vote_handler(state: AppState, nothing_yet: str, done: SingleDone) -> 
     """The handler of the 👍/👎 buttons and their API endpoint: (response letter, "up" or "down",
     typed name, the round or queue item on screen, request) -> `done`'s updates."""
 
-    @user_errors
+    @refusals
     def rate(letter: str, thumb: str, name: str, target: Round | QueueItem | None, request: gr.Request) -> dict:
         if target is None:
             raise gr.Error(nothing_yet)
@@ -92,15 +94,15 @@ def single_vote_handler(state: AppState, nothing_yet: str, done: SingleDone) -> 
 
 def wire_single_votes(rate: Callable[..., dict], buttons: Sequence[Mapping[str, gr.Button]],
                       inputs: list[gr.components.Component], outputs: list[gr.components.Component],
-                      api_name: str) -> None:
+                      api_name: str) -> list[Dependency]:
     """`buttons[i]` holds slot i's "up" and "down" buttons; the API endpoint `api_name` takes
-    (response letter, "up"/"down", voter name). `inputs`: the name box and the round/item state."""
+    (response letter, "up"/"down", voter name). `inputs`: the name box and the round/item state.
+    Returns the events, as `wire_votes` does."""
     letter_box, thumb_box = gr.Textbox(visible=False), gr.Textbox(visible=False)
     api_rate = gr.Button(visible=False)
-    api_rate.click(rate, [letter_box, thumb_box, *inputs], outputs, api_name=api_name)
-    for letter, pair in zip(LETTERS, buttons, strict=False):
-        for thumb, button in pair.items():
-            button.click(rate_as(rate, letter, thumb), inputs, outputs, api_visibility="private")
+    events = [button.click(rate_as(rate, letter, thumb), inputs, outputs, api_visibility="private")
+              for letter, pair in zip(LETTERS, buttons, strict=False) for thumb, button in pair.items()]
+    return [*events, api_rate.click(rate, [letter_box, thumb_box, *inputs], outputs, api_name=api_name)]
 
 
 def rate_as(rate: Callable[..., dict], letter: str, thumb: str) -> Callable[..., dict]:
