@@ -82,6 +82,40 @@ def test_same_seed_same_text_alone_or_joining_a_running_batch(models: Models, se
     assert [r.ending for r in others.rows] == [CUT, CUT]
 
 
+@pytest.mark.parametrize("settings", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_a_longer_prompt_joining_a_running_batch_pads_the_running_rows_further(
+        models: Models, settings: GenerationSettings) -> None:
+    """A prompt longer than the running rows' whole cache (prompt and every token they may sample)
+    joins their batch: their caches and masks are left-padded further, and every row of both
+    requests samples the tokens it samples alone."""
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()
+    short = ids(models, "a")
+    long = ids(models, " ".join(["The capital of France is Paris, and the sea is wide."] * 3))
+    first = replace(settings, max_new_tokens=20, seed=5)
+    assert len(long) > len(short) + first.max_new_tokens
+    alone = [tokens(run(scheduler, [models.policy, models.reference], [short, short], first)),
+             tokens(run(scheduler, [models.reference, models.policy], [long, long], settings))]
+    decode_rows: list[int] = []
+    hook = models.policy.model.register_forward_pre_hook(
+        lambda _m, _a, kw: decode_rows.append(kw["input_ids"].shape[0]) if kw["input_ids"].shape[1] == 1 else None,
+        with_kwargs=True)
+    try:
+        running = scheduler.submit([models.policy, models.reference], [short, short], first)
+        next(running.progress())
+        with models.lock:  # the worker waits at its next step: the running rows are mid-way
+            assert len(running.rows[0].sampled) < first.max_new_tokens
+            joining = scheduler.submit([models.reference, models.policy], [long, long], settings)
+        for request in (running, joining):
+            for _ in request.progress():
+                pass
+    finally:
+        hook.remove()
+    assert 4 in decode_rows  # the four rows decoded as one batch
+    assert [tokens(running), tokens(joining)] == alone
+    assert all(a[0] != a[1] for a in alone)  # adapter on and off differ: a mix-up of rows would show
+
+
 def test_rows_with_one_prompt_and_adapter_share_one_prefill_and_sample_as_alone(models: Models) -> None:
     """Three requests on one prompt join in one step: their policy rows share one prompt forward,
     the reference rows another (the prefill runs 2 rows, not 6), and each request's tokens are the
