@@ -263,3 +263,43 @@ def test_a_reader_that_leaves_early_frees_its_rows(models: Models) -> None:
         pass
     assert len(first.token_ids[0]) < LONG.max_new_tokens
     assert scheduler.running() == 0  # the abandoned row ended (stopped) instead of running its 40 tokens
+
+
+def tiny_model_like(config, tokenizer_dir: Path, folder: Path) -> Path:
+    """A random causal LM of `config`'s architecture (2 small layers), with the tiny Llama's tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config.vocab_size, config.pad_token_id, config.eos_token_id = len(tokenizer), tokenizer.pad_token_id, \
+        tokenizer.eos_token_id
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 256}
+
+
+@pytest.mark.parametrize("architecture", ["mistral", "gemma2"])
+def test_sliding_window_models_are_refused_at_load(architecture: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Mistral (a window on every layer) and Gemma 2 (every other layer, `layer_types`): their cache
+    keeps a rolling window, which the loop's cache joins would corrupt, so the scheduler refuses them."""
+    from transformers import Gemma2Config, MistralConfig
+
+    config = (MistralConfig(**SMALL, sliding_window=16) if architecture == "mistral"
+              else Gemma2Config(**SMALL, sliding_window=16))
+    folder = tiny_model_like(config, tiny_model_dir, tmp_path / architecture)
+    models = load_models(ModelsConfig(sft=str(folder)))
+    layers = "2 of its 2 layers" if architecture == "mistral" else "1 of its 2 layers"
+    with pytest.raises(PlaygroundError, match=f"{folder}: {layers} keep a window of the past tokens"):
+        Scheduler(models)
+
+
+def test_a_full_attention_model_of_another_architecture_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Qwen2 names a sliding window in its config but attends fully on every layer: it generates."""
+    from transformers import Qwen2Config
+
+    models = load_models(ModelsConfig(sft=str(tiny_model_like(Qwen2Config(**SMALL), tiny_model_dir, tmp_path))))
+    request = run(Scheduler(models), [models.policy], [ids(models, "a")], GREEDY)
+    assert len(request.rows[0].sampled) >= 1

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from playground.core.errors import PlaygroundError
 from playground.inference.settings import CUT, ENDED, STOPPED, GenerationSettings, eos_ids
@@ -63,6 +64,21 @@ class SchedulerConfig:
         if problems:
             raise PlaygroundError("; ".join(problems))
         return self
+
+
+def require_full_attention(role: Role) -> None:
+    """Refuse a model whose KV cache keeps only some of the past positions on a layer (Mistral's and
+    Gemma 2/3's sliding-window attention, chunked or recurrent layers): the loop joins and drops rows
+    by padding, concatenating and cutting every layer's whole cache along the position axis, which
+    such a layer's cache (a window that rolls) does not hold."""
+    layers = DynamicCache(config=role.model.config).layers
+    partial = [i for i, layer in enumerate(layers) if type(layer) is not DynamicLayer]
+    if partial:
+        kinds = sorted({type(layers[i]).__name__ for i in partial})
+        raise PlaygroundError(
+            f"{role.source}: {len(partial)} of its {len(layers)} layers keep a window of the past tokens "
+            f"({', '.join(kinds)}: sliding-window or chunked attention, as in Mistral and Gemma 2/3); the generation "
+            "scheduler joins rows by their whole KV cache and supports only models with full attention on every layer")
 
 
 def row_seed(seed: int, slot: int) -> int:
@@ -147,6 +163,11 @@ class Scheduler:
     def __init__(self, models: Models, cfg: SchedulerConfig | None = None) -> None:
         self.models = models
         self.cfg = (cfg or SchedulerConfig()).validate()
+        modules: dict[int, Role] = {}
+        for role in models.roles().values():  # each module once, under the first role that uses it
+            modules.setdefault(id(role.model), role)
+        for role in modules.values():
+            require_full_attention(role)
         self.end_ids = set(eos_ids(models))
         self._lock = threading.Lock()  # guards _waiting, _active, _thread and _closed
         self._waiting: list[Request] = []
