@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from playground.core.home import data_dir
     from playground.models.roles import load_models
-    from playground.training.dpo import adapter_lora_settings
     from playground.training.reward_model import load_reward_model
     from playground.training.rlhf import RLHFConfig, train_rlhf
+    from playground.training.trainee import adapter_lora_settings
 
     cfg = RLHFConfig(**{name: getattr(args, name) for name in DEFAULTS}).validate()
     if args.out.exists() and not args.out.is_dir():

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     from playground.core.home import data_dir
     from playground.data.rows import holds_unpaired, load_pairs, load_unpaired
     from playground.models.roles import LoraSettings, load_models
-    from playground.training.dpo import DPOConfig, adapter_lora_settings, train_dpo
+    from playground.training.dpo import DPOConfig, train_dpo
+    from playground.training.trainee import adapter_lora_settings
     from playground.training.trl_engine import (
         check_loss,
         process_device,

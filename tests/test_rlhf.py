@@ -253,7 +253,7 @@ def test_token_stats_equal_one_full_forward_per_row(perturbed: Models) -> None:
     entropies, values and LoRA gradients from the shared-prompt forward equal the scorer's plain
     right-padded forward over whole rows (`completion_token_logps`)."""
     from playground.scoring.scorer import completion_token_logps
-    from playground.training.dpo import trainable_copy
+    from playground.training.trainee import trainable_copy
 
     model, pad, device = trainable_copy(perturbed.policy.model), perturbed.tokenizer.pad_token_id, perturbed.device
     prompts = [tuple(prompt_ids(perturbed, [{"role": "user", "content": text}])[0].tolist())
@@ -289,7 +289,7 @@ def test_merged_sampler_is_the_trainee_and_leaves_the_served_model_alone(perturb
     """The merged copy gives the trainee's logits, follows its adapter after an update, samples the
     same tokens (prompt cache included) as the trainee's own generate, and never writes a tensor it
     shares with the trainee or the served model."""
-    from playground.training.dpo import trainable_copy
+    from playground.training.trainee import trainable_copy
 
     served = snapshot(perturbed.policy.model)
     trainee = trainable_copy(perturbed.policy.model)

@@ -113,16 +113,10 @@ from playground.objectives import (
 )
 from playground.scoring.encoding import Encoded
 from playground.scoring.shared_prompt import prompt_cache, split_model, token_stats
-from playground.training.dpo import (
-    batch_schedule,
-    check_policy,
-    heldout_count,
-    parent_record,
-    reference_model,
-    trainable_copy,
-)
+from playground.training.dpo import batch_schedule, heldout_count, parent_record
 from playground.training.loop import Callback, Metrics, abandoned, optimizer_step
 from playground.training.reward_model import RewardModel
+from playground.training.trainee import check_policy, reference_model, trainable_copy
 
 METHODS = ("ppo", "rloo", "grpo")
 KL_PENALTIES = ("reward", "loss")  # where β·KL enters: the reward (the objective above), or GRPO's loss (TRL)

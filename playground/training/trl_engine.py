@@ -44,14 +44,13 @@ from playground.training.dpo import (
     MIN_PAIRS,
     DPOConfig,
     TrainResult,
-    check_policy,
     heldout_metrics,
     margin_metrics,
-    reference_model,
     run_record,
     split_pairs,
 )
 from playground.training.loop import Callback, Metrics
+from playground.training.trainee import check_policy, reference_model
 
 TRL_LOSSES = ("sigmoid", "ipo", "hinge", "robust")  # DPOTrainer's loss_type values that mean what ours do
 INSTALL_HINT = "pip install -r requirements-dev.txt (trl, datasets)"
