@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+from playground.core.beta import DEFAULT_BETA, check_beta
 from playground.core.errors import PlaygroundError
 from playground.models.sources import quiet_libraries, set_hub_access, use_hub
 
@@ -38,6 +39,19 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     g.add_argument("--dtype", default="auto", help="auto (bfloat16 on cuda, float32 elsewhere), float32, "
                    "bfloat16 or float16")
+
+
+def beta_value(text: str) -> float:
+    """`--beta`'s type: the engine's one check of β (`check_beta`), as an argparse error."""
+    try:
+        return check_beta(float(text))
+    except (ValueError, PlaygroundError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_beta_arg(group: argparse.ArgumentParser | argparse._ArgumentGroup, help_text: str) -> None:
+    """`--beta`, defaulting to the engine's `DEFAULT_BETA` and checked as the engine checks it."""
+    group.add_argument("--beta", type=beta_value, default=DEFAULT_BETA, metavar="β", help=help_text)
 
 
 def add_run_args(parser: argparse.ArgumentParser, out_help: str, lr: float, batch_size: int, heldout: float,

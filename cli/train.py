@@ -24,6 +24,7 @@ from cli.common import (
     run_summary,
     step_bar,
 )
+from playground.core.beta import DEFAULT_BETA
 from playground.core.errors import PlaygroundError
 
 
@@ -51,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--engine", default="ours", choices=["ours", "trl"],
                    help="ours: this package's trainer (also what the app runs); trl: TRL's DPOTrainer, the same pairs "
                    "and settings, runnable under accelerate launch (multi-GPU DDP, DeepSpeed)")
-    t.add_argument("--beta", type=float, default=0.1, help="β: KL strength in r = β·log(π_θ/π_ref); > 0")
+    # Checked by DPOConfig.validate with every other setting (the engine's one check of β).
+    t.add_argument("--beta", type=float, default=DEFAULT_BETA, metavar="β",
+                   help="β: KL strength in r = β·log(π_θ/π_ref); > 0")
     t.add_argument("--loss", default="sigmoid", choices=["sigmoid", "ipo", "hinge", "robust", "kto", "simpo", "orpo"],
                    help="sigmoid: DPO −log σ(Δr); ipo: (Δ per-token log-ratio − 1/(2β))²; hinge: max(0, 1 − Δr); "
                    "robust: DPO for labels flipped with probability --label-smoothing; kto: each answer alone, "

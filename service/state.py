@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from playground.core.access import Access
+from playground.core.beta import DEFAULT_BETA
 from playground.core.errors import PlaygroundError
 from playground.data.db import LockHolder
 from playground.data.store import Store, open_store
@@ -111,7 +112,7 @@ class AppState:
     scheduler: Scheduler  # every generation in the app: one continuous batch
     store: Store
     data_dir: Path
-    beta: float = 0.1
+    beta: float = DEFAULT_BETA
     access: Access = field(default_factory=Access)  # no logins: a local single-user app
     # Saved checkpoints, each a named adapter on the policy's PeftModel, by checkpoint id.
     checkpoints: dict[str, Role] = field(default_factory=dict)
@@ -263,7 +264,7 @@ class AppState:
         return role
 
 
-def build_state(cfg: ModelsConfig, data_dir: Path, db_path: str | Path | None = None, beta: float = 0.1,
+def build_state(cfg: ModelsConfig, data_dir: Path, db_path: str | Path | None = None, beta: float = DEFAULT_BETA,
                 access: Access | None = None, votes_visible_to_all: bool = False,
                 scheduler: SchedulerConfig | None = None) -> AppState:
     models = load_models(cfg)

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
+from playground.core.beta import check_beta
 from playground.core.chat import Message
 from playground.data.prompt_sets import PromptSet
 from playground.data.queue import (
@@ -29,7 +30,6 @@ from playground.data.votes import Vote
 from playground.inference.generation import Generation, stream_generate
 from playground.inference.settings import GenerationSettings
 from playground.scoring.rounds import Round, battle_models, check_slots, make_single_vote, make_vote, score_round
-from playground.scoring.scorer import check_beta
 from service.pregenerate import fill_prompt
 from service.prompt_sets import prompt_set
 from service.state import AppState

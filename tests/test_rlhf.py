@@ -65,7 +65,7 @@ def assert_same(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None
 @pytest.mark.parametrize(("changes", "message"), [
     ({"method": "dpo"}, "method must be one of ppo, rloo, grpo"),
     ({"steps": 0}, r"steps must be 1\.\.10000"),
-    ({"beta": 0.0}, "beta must be > 0"),
+    ({"beta": 0.0}, "β must be > 0"),
     ({"lr": float("nan")}, "learning rate must be > 0"),
     ({"samples_per_prompt": 1}, "samples per prompt must be ≥ 2 for rloo and grpo"),
     ({"batch_size": 0}, "batch size"),
@@ -530,7 +530,7 @@ def test_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, home: Path) -> Non
     bad = run("rlhf", "--sft", str(tiny_model_dir), "--reward-model", str(tmp_path / "rm"), "--prompts",
               str(prompts), "--out", str(tmp_path / "bad"), "--samples-per-prompt", "1", "--beta", "0")
     assert bad.returncode == 1
-    assert bad.stderr.strip().startswith("error: beta must be > 0; samples per prompt must be ≥ 2")
+    assert bad.stderr.strip().startswith("error: β must be > 0; samples per prompt must be ≥ 2")
     assert not (tmp_path / "bad").exists()
 
 

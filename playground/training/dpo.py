@@ -79,6 +79,7 @@ import transformers
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
+from playground.core.beta import BETA_RULE, DEFAULT_BETA, beta_ok
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS, MAX_TRAIN_EPOCHS, MAX_TRAIN_STEPS
 from playground.data.rows import PreferenceRow, UnpairedRow, unpair
@@ -124,7 +125,7 @@ class DPOConfig:
     log-prob, its paper uses β ≈ 2); ε is robust DPO's label-flip rate. The loss-specific settings
     default to TRL's and may differ from the default only with their loss."""
 
-    beta: float = 0.1
+    beta: float = DEFAULT_BETA
     lr: float = 5e-4  # LoRA-sized; TRL's 1e-6 default is for full fine-tuning
     steps: int | None = None  # give steps or epochs, not both; neither: DEFAULT_EPOCHS
     epochs: float | None = None
@@ -148,7 +149,7 @@ class DPOConfig:
     def validate(self) -> "DPOConfig":
         """Raise a `PlaygroundError` listing every bad setting; return self."""
         checks = [
-            (math.isfinite(self.beta) and self.beta > 0, "beta must be > 0"),
+            (beta_ok(self.beta), BETA_RULE),
             (math.isfinite(self.lr) and self.lr > 0, "learning rate must be > 0"),
             (self.steps is None or self.epochs is None, "give steps or epochs, not both"),
             (self.steps is None or (isinstance(self.steps, int) and 1 <= self.steps <= MAX_TRAIN_STEPS),
