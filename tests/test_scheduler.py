@@ -11,8 +11,8 @@ import torch
 from playground.core.errors import PlaygroundError
 from playground.inference.scheduler import Busy, Request, Scheduler, SchedulerConfig, next_token, row_seed
 from playground.inference.settings import CUT, STOPPED, GenerationSettings, prompt_ids
-from playground.models.checkpoints import attach_checkpoint, serve_checkpoint, write_checkpoint
-from playground.models.roles import Models, ModelsConfig, Role, load_models
+from playground.models.checkpoints import attach_checkpoint, serve_checkpoint, set_policy_weights, write_checkpoint
+from playground.models.roles import LOADED_POLICY_ADAPTER, Models, ModelsConfig, Role, adapter_params, load_models
 from tests.test_models import perturb_adapter, perturbed_policy
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)
@@ -195,6 +195,35 @@ def test_a_checkpoint_served_mid_batch_serves_new_rows_while_running_rows_finish
     assert tokens(before) == tokens(run(scheduler, [x], [prompt], LONG))
     assert tokens(after) == tokens(run(scheduler, [y], [prompt], LONG))
     assert tokens(before) != tokens(after)
+
+
+def test_rows_of_a_policy_loaded_from_outside_the_checkpoints_finish_on_it_across_a_publish(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`--policy <adapter folder>` that is no attached checkpoint: its rows pin a fixed copy of it,
+    so a publish (training's, which overwrites the served adapter in place) mid-row changes nothing
+    of their text, and rows that join after the publish generate from the new weights."""
+    donor = load_models(ModelsConfig(sft=str(tiny_model_dir)))
+    perturb_adapter(donor.policy.model, seed=4)
+    folder = write_checkpoint(donor.policy.model, tmp_path / "elsewhere", {"engine": "test"})
+    models = load_models(ModelsConfig(sft=str(tiny_model_dir), policy=str(folder)))
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()
+    prompt = ids(models, "Say hi.")
+    alone = tokens(run(scheduler, [models.policy], [prompt], LONG))
+    loaded = models.policy.ident
+
+    before = scheduler.submit([models.policy], [prompt], LONG)
+    next(before.progress())
+    trained = {n: torch.randn(p.shape, generator=torch.Generator().manual_seed(9)) if "lora_B" in n else p.detach()
+               for n, p in adapter_params(models.policy.model).items()}
+    set_policy_weights(models, trained, "trained", f"{models.sft.ident}+trained")  # training's publish
+    after = scheduler.submit([models.policy], [prompt], LONG)
+    for request in (before, after):
+        for _ in request.progress():
+            pass
+    assert before.rows[0].weights == loaded and before.rows[0].adapter == LOADED_POLICY_ADAPTER
+    assert tokens(before) == alone
+    assert after.rows[0].weights == f"{models.sft.ident}+trained" and tokens(after) != alone
 
 
 def test_the_waiting_bound_answers_busy_and_the_waiting_request_runs_later(models: Models) -> None:

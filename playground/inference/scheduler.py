@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from peft import PeftModel
@@ -234,18 +233,19 @@ class Scheduler:
         if isinstance(model, PeftModel):
             adapter = role.adapter or BASE
             if role.adapter == POLICY_ADAPTER:  # the served policy: pin the weights serving right now
-                adapter, weights = self._served_adapter(model), self.models.policy.ident
+                adapter, weights = self._served_adapter(), self.models.policy.ident
         generator = torch.Generator(device="cpu").manual_seed(row_seed(settings.seed, slot))
         return Row(request, slot, prompt, model, adapter, weights, settings, generator)
 
-    def _served_adapter(self, model: PeftModel) -> str:
+    def _served_adapter(self) -> str:
         """An adapter that holds the served policy's weights and that a hot swap does not change:
-        the served checkpoint's own adapter when it is attached, none at all while the policy is a
-        fresh adapter (LoRA B = 0: exactly the SFT model), else the served adapter itself."""
+        none at all while the policy is a fresh adapter (LoRA B = 0: exactly the SFT model), an
+        adapter with the same weights that never changes (the served checkpoint's own, the loaded
+        `--policy` folder's copy: `Models.fixed_adapters`), else the served adapter itself (a run's
+        checkpoint between its publish and its attaching)."""
         if self.models.policy_is_sft:
             return BASE
-        name = Path(self.models.policy.source).name
-        return name if name in model.peft_config and name != POLICY_ADAPTER else POLICY_ADAPTER
+        return self.models.fixed_adapters.get(self.models.policy.ident, POLICY_ADAPTER)
 
     # ----- the worker's side -----
 
