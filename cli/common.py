@@ -8,6 +8,7 @@ transformers is imported.
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,6 +76,37 @@ def add_run_args(parser: argparse.ArgumentParser, out_help: str, lr: float, batc
     t.add_argument("--skip-invalid", action="store_true",
                    help="skip bad rows (reported with their line numbers) instead of failing")
     return t
+
+
+DB_LOCK_HELP = ("vote database whose training lock the run holds, so that it never publishes over an app replica's "
+                "run or another command's: a SQLite file or a postgresql:// URL (default: $PLAYGROUND_DB_URL, else "
+                "$PLAYGROUND_HOME/votes.sqlite)")
+
+
+@contextmanager
+def training_lock(db: str | None, take: bool = True) -> Iterator[None]:
+    """Hold the training lock of the vote database `db` (`--db`, else $PLAYGROUND_DB_URL, else the
+    default location) while the block runs: one run at a time over every app replica and command on
+    that database. Refused as the app refuses while another holds it. `take=False` holds nothing: the
+    other processes of an accelerate launch, whose main process holds it."""
+    if not take:
+        yield
+        return
+    from playground.data.db import LockHolder, open_database
+    from playground.data.store import db_location
+
+    database = open_database(db_location(db))
+    try:
+        lock = database.training_lock()
+        if not lock.acquire(blocking=False):
+            holder = lock.holder() or LockHolder("", 0, time.time())  # let go a moment ago: still refused
+            raise PlaygroundError(holder.refusal())
+        try:
+            yield
+        finally:
+            lock.release()
+    finally:
+        database.close()
 
 
 @contextmanager

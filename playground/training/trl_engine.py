@@ -92,6 +92,13 @@ def process_device(name: str) -> torch.device:
     return device
 
 
+def is_main_process() -> bool:
+    """Whether this is the main process of an `accelerate launch` (or the only process)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def process_count() -> int:
     from accelerate import PartialState
 
