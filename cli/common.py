@@ -8,11 +8,13 @@ transformers is imported.
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+from playground.core.beta import DEFAULT_BETA, check_beta
 from playground.core.errors import PlaygroundError
 from playground.models.sources import quiet_libraries, set_hub_access, use_hub
 
@@ -40,6 +42,19 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                    "bfloat16 or float16")
 
 
+def beta_value(text: str) -> float:
+    """`--beta`'s type: the engine's one check of β (`check_beta`), as an argparse error."""
+    try:
+        return check_beta(float(text))
+    except (ValueError, PlaygroundError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_beta_arg(group: argparse.ArgumentParser | argparse._ArgumentGroup, help_text: str) -> None:
+    """`--beta`, defaulting to the engine's `DEFAULT_BETA` and checked as the engine checks it."""
+    group.add_argument("--beta", type=beta_value, default=DEFAULT_BETA, metavar="β", help=help_text)
+
+
 def add_run_args(parser: argparse.ArgumentParser, out_help: str, lr: float, batch_size: int, heldout: float,
                  max_length: int, seed_help: str) -> argparse._ArgumentGroup:
     """The flags every training CLI shares (pairs in, a folder out, run length, optimizer basics);
@@ -61,6 +76,37 @@ def add_run_args(parser: argparse.ArgumentParser, out_help: str, lr: float, batc
     t.add_argument("--skip-invalid", action="store_true",
                    help="skip bad rows (reported with their line numbers) instead of failing")
     return t
+
+
+DB_LOCK_HELP = ("vote database whose training lock the run holds, so that it never publishes over an app replica's "
+                "run or another command's: a SQLite file or a postgresql:// URL (default: $PLAYGROUND_DB_URL, else "
+                "$PLAYGROUND_HOME/votes.sqlite)")
+
+
+@contextmanager
+def training_lock(db: str | None, take: bool = True) -> Iterator[None]:
+    """Hold the training lock of the vote database `db` (`--db`, else $PLAYGROUND_DB_URL, else the
+    default location) while the block runs: one run at a time over every app replica and command on
+    that database. Refused as the app refuses while another holds it. `take=False` holds nothing: the
+    other processes of an accelerate launch, whose main process holds it."""
+    if not take:
+        yield
+        return
+    from playground.data.db import LockHolder, open_backend
+    from playground.data.store import db_location
+
+    database = open_backend(db_location(db))
+    try:
+        lock = database.training_lock()
+        if not lock.acquire(blocking=False):
+            holder = lock.holder() or LockHolder("", 0, time.time())  # let go a moment ago: still refused
+            raise PlaygroundError(holder.refusal())
+        try:
+            yield
+        finally:
+            lock.release()
+    finally:
+        database.close()
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import add_model_args, models_config, prepare_environment
+from cli.common import add_beta_arg, add_model_args, models_config, prepare_environment
 from playground.core.errors import PlaygroundError
 from playground.data.db import parse_location
 from playground.data.exchange import (
@@ -56,8 +56,6 @@ GENERATION_FLAGS = ("temperature", "top_p", "top_k", "max_new_tokens", "repetiti
 
 
 def _pregenerate(args: argparse.Namespace) -> None:
-    if not args.beta > 0:
-        raise PlaygroundError(f"--beta {args.beta}: must be > 0")
     prepare_environment(args)  # before transformers is imported
     from dataclasses import replace
 
@@ -192,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--repetition-penalty", type=float, help="default: the set's, else 1.0")
     pre.add_argument("--seed", type=int, help="base seed; each prompt's seed derives from it (default: the set's, "
                                               "else 0)")
-    pre.add_argument("--beta", type=float, default=0.1, help="β of the implicit rewards stored with each response")
+    add_beta_arg(pre, "β of the implicit rewards stored with each response")
     pre.add_argument("--db", metavar="PATH|URL", help=db_help)
     add_model_args(pre)
     pre.set_defaults(run=_pregenerate)

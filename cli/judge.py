@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     battles = run_judge(state, prompts, models, judge, settings,
                         progress=lambda done, _total, _what: bar.update(done - bar.n))
     bar.close()
-    baseline = state.rated_name(models[-1])
+    baseline = state.catalog.rated_now(models[-1])
     print(f"{len(battles)} battles judged by {judge.name} in both orders; stored in {state.store.database.location}")
     consistency = position_consistency(battles)
     print(f"position consistency {consistency.rate:.3f}  [{consistency.ci_low:.3f}, {consistency.ci_high:.3f}]  "

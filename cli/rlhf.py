@@ -11,7 +11,7 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-from cli.common import HelpFormatter, add_model_args, models_config, prepare_environment
+from cli.common import HelpFormatter, add_model_args, models_config, prepare_environment, training_lock
 from playground.core.errors import PlaygroundError
 
 # RLHFConfig's defaults, written out: the engine is imported only after `prepare_environment` (module
@@ -42,8 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--prompts", type=Path, metavar="FILE", help="prompts: a prompt-set file (JSONL, CSV or "
                         "Parquet, a `prompt` per row) or a TRL preference file (its prompts)")
     source.add_argument("--set", metavar="NAME", help="prompts: the stored prompt set NAME (see --db)")
-    parser.add_argument("--db", metavar="PATH|URL", help="vote database holding --set: a SQLite file or a "
-                        "postgresql:// URL (default: $PLAYGROUND_DB_URL, else $PLAYGROUND_HOME/votes.sqlite)")
+    parser.add_argument("--db", metavar="PATH|URL", help="vote database holding --set, and whose training lock the "
+                        "run holds (one run at a time with the app's replicas and other commands): a SQLite file or "
+                        "a postgresql:// URL (default: $PLAYGROUND_DB_URL, else $PLAYGROUND_HOME/votes.sqlite)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoints folder; the run adds <out>/<id>/")
     t = parser.add_argument_group("training")
     t.add_argument("--method", default=d["method"], choices=["ppo", "rloo", "grpo"], help="the policy update")
@@ -104,26 +105,27 @@ def main(argv: list[str] | None = None) -> int:
 
     from playground.core.home import data_dir
     from playground.models.roles import load_models
-    from playground.training.dpo import adapter_lora_settings
     from playground.training.reward_model import load_reward_model
     from playground.training.rlhf import RLHFConfig, train_rlhf
+    from playground.training.trainee import adapter_lora_settings
 
     cfg = RLHFConfig(**{name: getattr(args, name) for name in DEFAULTS}).validate()
     if args.out.exists() and not args.out.is_dir():
         raise PlaygroundError(f"--out {args.out}: exists and is not a folder")
     prompts = load_prompts(args)
-    models = load_models(models_config(args, data_dir()))
-    if models.policy.adapter is not None:
-        cfg = replace(cfg, lora=adapter_lora_settings(models.policy.model))
-    reward_model = load_reward_model(args.reward_model, device=models.device, dtype=models.dtype)
 
     def progress(step: int, total: int, m: dict[str, float]) -> None:
         print(f"step {step}/{total}  reward {m['reward']:+.3f}  kl {m['kl']:+.3f}  entropy {m['entropy']:.3f}  "
               f"loss {m['loss']:+.4f}  clip {m['clip_fraction']:.2f}  length {m['response_length']:.1f}  "
               f"({m['seconds']:.1f} s)", file=sys.stderr)
 
-    result = train_rlhf(models, prompts, reward_model, cfg, args.out, callback=progress,
-                        reward_model_path=args.reward_model)
+    with training_lock(args.db):
+        models = load_models(models_config(args, data_dir()))
+        if models.policy.adapter is not None:
+            cfg = replace(cfg, lora=adapter_lora_settings(models.policy.model))
+        reward_model = load_reward_model(args.reward_model, device=models.device, dtype=models.dtype)
+        result = train_rlhf(models, prompts, reward_model, cfg, args.out, callback=progress,
+                            reward_model_path=args.reward_model)
     before, after = result.heldout_before, result.heldout_after
     heldout = "none (fewer than 5 prompts, or --heldout 0)"
     if before and after:

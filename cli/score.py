@@ -4,14 +4,13 @@ Every output row keeps the input's fields and adds the columns in `SCORE_COLUMNS
 """
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cli.common import HelpFormatter, add_model_args, models_config, prepare_environment
+from cli.common import HelpFormatter, add_beta_arg, add_model_args, models_config, prepare_environment
 from playground.core.errors import PlaygroundError
 
 SCORE_COLUMNS = {
@@ -41,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", required=True, type=Path, help="input: JSONL, Parquet or CSV of TRL preference rows")
     parser.add_argument("--out", required=True, type=Path,
                         help="output .jsonl or .parquet (written only if every row is valid)")
-    parser.add_argument("--beta", type=float, default=0.1, help="β in r = β·log(π_θ/π_ref); must be > 0")
+    add_beta_arg(parser, "β in r = β·log(π_θ/π_ref); must be > 0")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (≥ 1)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="truncate prompt+completion to this many tokens (default: the model's context)")
@@ -49,8 +48,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="skip bad rows (reported with their line numbers) instead of failing")
     add_model_args(parser)
     args = parser.parse_args(argv)
-    if not (args.beta > 0 and math.isfinite(args.beta)):
-        parser.error(f"--beta {args.beta}: must be a positive number")
     if args.out.suffix.lower() not in (".jsonl", ".parquet"):
         parser.error(f"--out {args.out}: must end in .jsonl or .parquet, to say which format")
     if args.batch_size < 1:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cli.common import HelpFormatter, add_model_args, models_config, prepare_environment
+from cli.common import HelpFormatter, add_beta_arg, add_model_args, models_config, prepare_environment
 
 if TYPE_CHECKING:  # --help answers without importing the engine
     from playground.core.access import Access
@@ -64,12 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--serial", action="store_true",
                    help="generate one request at a time (the old behaviour; the baseline of evals.bench.load)")
     p = parser.add_argument_group("scores")
-    p.add_argument("--beta", type=float, default=0.1, help="β in the implicit reward β·log(π/π_ref) (> 0)")
+    add_beta_arg(p, "β in the implicit reward β·log(π/π_ref) (> 0)")
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port}: expected 1..65535")
-    if not args.beta > 0:
-        parser.error(f"--beta {args.beta}: must be > 0")
     return args
 
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cli.common import (
+    DB_LOCK_HELP,
     HelpFormatter,
     add_model_args,
     add_run_args,
@@ -23,7 +24,9 @@ from cli.common import (
     prepare_environment,
     run_summary,
     step_bar,
+    training_lock,
 )
+from playground.core.beta import DEFAULT_BETA
 from playground.core.errors import PlaygroundError
 
 
@@ -51,7 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--engine", default="ours", choices=["ours", "trl"],
                    help="ours: this package's trainer (also what the app runs); trl: TRL's DPOTrainer, the same pairs "
                    "and settings, runnable under accelerate launch (multi-GPU DDP, DeepSpeed)")
-    t.add_argument("--beta", type=float, default=0.1, help="β: KL strength in r = β·log(π_θ/π_ref); > 0")
+    # Checked by DPOConfig.validate with every other setting (the engine's one check of β).
+    t.add_argument("--beta", type=float, default=DEFAULT_BETA, metavar="β",
+                   help="β: KL strength in r = β·log(π_θ/π_ref); > 0")
     t.add_argument("--loss", default="sigmoid", choices=["sigmoid", "ipo", "hinge", "robust", "kto", "simpo", "orpo"],
                    help="sigmoid: DPO −log σ(Δr); ipo: (Δ per-token log-ratio − 1/(2β))²; hinge: max(0, 1 − Δr); "
                    "robust: DPO for labels flipped with probability --label-smoothing; kto: each answer alone, "
@@ -73,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="--loss kto only: also train on TRL unpaired rows (prompt, completion, label) from FILE; "
                    "--pairs itself may hold such rows too")
     t.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the adapter's gradient to this L2 norm")
+    t.add_argument("--db", metavar="PATH|URL", help=DB_LOCK_HELP)
     lo = parser.add_argument_group("LoRA (default: the --policy adapter's own settings, else r=16, alpha=2r, "
                                    "q/k/v/o projections)")
     lo.add_argument("--lora-r", type=int, help="LoRA rank r (a fresh adapter gets it; a --policy adapter must "
@@ -91,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     from playground.core.home import data_dir
     from playground.data.rows import holds_unpaired, load_pairs, load_unpaired
     from playground.models.roles import LoraSettings, load_models
-    from playground.training.dpo import DPOConfig, adapter_lora_settings, train_dpo
+    from playground.training.dpo import DPOConfig, train_dpo
+    from playground.training.trainee import adapter_lora_settings
     from playground.training.trl_engine import (
         check_loss,
+        is_main_process,
         process_device,
         require_deepspeed_if_asked,
         require_trl,
@@ -136,20 +144,22 @@ def main(argv: list[str] | None = None) -> int:
     unpaired = [row for part in loaded[int(not unpaired_pairs):] for row in part.rows]
     import torch
 
-    # A fresh adapter's LoRA A is drawn at random: seeding makes a run repeatable, and makes the
-    # processes of an accelerate launch (and a one-process run) start from the same adapter.
-    torch.manual_seed(cfg.seed)
-    models = load_models(replace(models_config(args, data_dir()), lora=lora))
-    if not lora_given and models.policy.adapter is not None:
-        cfg = replace(cfg, lora=adapter_lora_settings(models.policy.model))
+    # Under accelerate launch the main process holds the lock for all of them (and writes the checkpoint).
+    with training_lock(args.db, take=is_main_process() if trl else True):
+        # A fresh adapter's LoRA A is drawn at random: seeding makes a run repeatable, and makes the
+        # processes of an accelerate launch (and a one-process run) start from the same adapter.
+        torch.manual_seed(cfg.seed)
+        models = load_models(replace(models_config(args, data_dir()), lora=lora))
+        if not lora_given and models.policy.adapter is not None:
+            cfg = replace(cfg, lora=adapter_lora_settings(models.policy.model))
 
-    with step_bar("TRL set-up" if trl else "reference pass", "rewards/accuracies", "rewards/margins") as progress:
-        # A KTO step has no accuracy, and no margin without both kinds of answer: the bar shows nan.
-        def on_step(step: int, total: int, m: dict[str, float]) -> None:
-            progress(step, total, {"rewards/accuracies": math.nan, "rewards/margins": math.nan, **m})
+        with step_bar("TRL set-up" if trl else "reference pass", "rewards/accuracies", "rewards/margins") as progress:
+            # A KTO step has no accuracy, and no margin without both kinds of answer: the bar shows nan.
+            def on_step(step: int, total: int, m: dict[str, float]) -> None:
+                progress(step, total, {"rewards/accuracies": math.nan, "rewards/margins": math.nan, **m})
 
-        result = (train_with_trl(models, pairs, cfg, args.out, callback=on_step) if trl
-                  else train_dpo(models, pairs, cfg, args.out, unpaired=unpaired, callback=on_step))
+            result = (train_with_trl(models, pairs, cfg, args.out, callback=on_step) if trl
+                      else train_dpo(models, pairs, cfg, args.out, unpaired=unpaired, callback=on_step))
     if result.checkpoint is None:  # another process of an accelerate launch: the main one reports
         return 0
     before, after = result.heldout_logps_before, result.heldout_logps_after

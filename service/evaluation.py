@@ -23,7 +23,7 @@ from evals.llm_judge import llm_judge
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import check_models
-from playground.inference.generation import generate
+from playground.inference.generation import stream_generate
 from playground.inference.settings import GenerationSettings
 from playground.training.reward_model import load_reward_model
 from service.state import AppState
@@ -110,9 +110,10 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
 
     Each prompt is answered by every model in one batched generation (seed = `settings.seed` +
     prompt number), each pair of models is one battle per prompt in a seeded random order (so a
-    judge's position bias favours no model), and models are stored under their rated names."""
+    judge's position bias favours no model), and models are stored under the names the weights that
+    generated each answer are rated under (`Catalog.rated_name`)."""
     names = check_models(models, state.slot_catalog())  # 2..4 distinct, loaded
-    rated = [state.rated_name(n) for n in names]
+    rated = [state.catalog.rated_now(n) for n in names]
     if len(set(rated)) < len(rated):
         raise PlaygroundError(f"{', '.join(names)} include two names for the same weights ({', '.join(rated)})")
     if not prompts:
@@ -124,8 +125,10 @@ def run_judge(state: AppState, prompts: Sequence[Sequence[Message]], models: Seq
     for n, messages in enumerate(prompts):
         if should_stop and should_stop():
             raise PlaygroundError(f"judging stopped after {n} of {len(prompts)} prompts; nothing was stored")
-        texts = generate(state.scheduler, [catalog[m] for m in names], messages,
-                         replace(settings, seed=settings.seed + n))
+        *_, final = stream_generate(state.scheduler, [catalog[m] for m in names], messages,
+                                    replace(settings, seed=settings.seed + n))
+        texts = final.texts
+        rated = [state.catalog.rated_name(w, m) for w, m in zip(final.weights, names, strict=True)]
         for i, j in itertools.combinations(range(len(names)), 2):
             if rng.random() < 0.5:
                 i, j = j, i

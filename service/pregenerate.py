@@ -20,7 +20,7 @@ from typing import Any
 
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import PromptSet, SetPrompt, SetResponse, check_models
-from playground.inference.generation import generate
+from playground.inference.generation import stream_generate
 from playground.inference.settings import GenerationSettings
 from playground.scoring.rounds import SCORE_FIELDS
 from service.state import AppState
@@ -67,8 +67,9 @@ def prompt_seed(base: int, ref: str) -> int:
 def fill_prompt(state: AppState, pset: PromptSet, prompt: SetPrompt, models: Sequence[str]) -> int:
     """Generate, score and store `models`' responses to one prompt; returns how many were new.
 
-    Each response records the model that generated it as rated (`AppState.rated_name` now: the
-    checkpoint serving as "policy"), so votes cast later rate it right whatever serves then."""
+    Each response records the model that generated it as rated (`Catalog.rated_name` of the weights
+    that generated it: the checkpoint serving as "policy" then), so votes cast later rate it right
+    whatever serves then."""
     assert prompt.id is not None
     catalog = state.slot_catalog()
     unknown = [m for m in models if m not in catalog]
@@ -76,8 +77,9 @@ def fill_prompt(state: AppState, pset: PromptSet, prompt: SetPrompt, models: Seq
         raise PlaygroundError(f"model(s) {', '.join(unknown)} of set {pset.name!r} are not loaded in this app")
     base = GenerationSettings(**pset.generation)
     settings = replace(base, seed=prompt_seed(base.seed, prompt.ref))
-    rated = [state.rated_name(m) for m in models]
-    texts = generate(state.scheduler, [catalog[m] for m in models], prompt.messages, settings)
+    *_, final = stream_generate(state.scheduler, [catalog[m] for m in models], prompt.messages, settings)
+    texts = final.texts
+    rated = [state.catalog.rated_name(w, m) for w, m in zip(final.weights, models, strict=True)]
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     scores = state.scorer.score_responses(prompt.messages, completions, state.beta)
     record: dict[str, Any] = {**asdict(settings), "beta": state.beta, "batch": list(models)}

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from playground.core.access import Access
+from playground.core.beta import DEFAULT_BETA
 from playground.core.errors import PlaygroundError
 from playground.data.db import LockHolder
 from playground.data.store import Store, open_store
 from playground.inference.scheduler import Scheduler, SchedulerConfig
-from playground.models.checkpoints import attach_checkpoint, complete_checkpoints, read_record, serve_checkpoint
+from playground.models.catalog import Catalog
+from playground.models.checkpoints import complete_checkpoints, read_record
 from playground.models.roles import Models, ModelsConfig, Role, load_models
 from playground.scoring.scorer import Scorer
 from service.quotas import RateLimit, voter_downloads
@@ -112,10 +114,10 @@ class AppState:
     scheduler: Scheduler  # every generation in the app: one continuous batch
     store: Store
     data_dir: Path
-    beta: float = 0.1
+    beta: float = DEFAULT_BETA
     access: Access = field(default_factory=Access)  # no logins: a local single-user app
-    # Saved checkpoints, each a named adapter on the policy's PeftModel, by checkpoint id.
-    checkpoints: dict[str, Role] = field(default_factory=dict)
+    # The slots' models (roles and attached checkpoints) and the names their weights are rated under.
+    catalog: Catalog = field(init=False)
     # A Stop press reaches the running generation of its own browser session through this map.
     stop_events: dict[str, threading.Event] = field(default_factory=dict)
     # One training run at a time, over every replica on the store; Cancel sets the event, the run
@@ -137,6 +139,12 @@ class AppState:
 
     def __post_init__(self) -> None:
         self.training = RunLock(self.store)
+        self.catalog = Catalog(self.models)
+
+    @property
+    def checkpoints(self) -> dict[str, Role]:
+        """Saved checkpoints, each a named adapter on the policy's PeftModel, by checkpoint id."""
+        return self.catalog.checkpoints
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -156,23 +164,13 @@ class AppState:
         return self.export_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}{suffix}"
 
     def slot_catalog(self) -> dict[str, Role]:
-        """Models a response slot can take, by the name shown to people."""
-        return {**self.models.roles(), **self.checkpoints}
+        """Models a response slot can take, by the name shown to people (`Catalog.slots`)."""
+        return self.catalog.slots()
 
     def rated_name(self, name: str) -> str:
-        """The name a slot's model is rated under, by its weights at this moment: "sft" for the SFT
-        weights under any name (a reference with them, a fresh policy), a checkpoint's id for the
-        checkpoint it serves (for "policy"), else the catalog name."""
-        role = self.slot_catalog().get(name)
-        if role is None:
-            return name
-        if role.ident == self.models.sft.ident:
-            return "sft"
-        same = [ckpt for ckpt, r in self.checkpoints.items() if r.ident == role.ident]
-        if same:
-            return same[0]
-        served = Path(role.source).name  # `--policy <checkpoint folder>`: loaded under its own identity
-        return served if name == "policy" and served in self.checkpoints else name
+        """The name slot `name` is rated under by its weights at this moment (`Catalog.rated_now`); a
+        generated response's comes from the weights that generated it (`Catalog.rated_name`)."""
+        return self.catalog.rated_now(name)
 
     def stop_event(self, session: str) -> threading.Event:
         event = threading.Event()
@@ -181,9 +179,7 @@ class AppState:
 
     def serve(self, name: str) -> None:
         """Make checkpoint `name` the serving policy, now and after a restart."""
-        if name not in self.checkpoints:
-            raise PlaygroundError(f"unknown checkpoint {name!r}; available: {', '.join(self.checkpoints) or 'none'}")
-        serve_checkpoint(self.models, self.checkpoints[name])
+        self.catalog.serve(name)
         self.remember_serving(name)
 
     def remember_serving(self, name: str) -> None:
@@ -229,16 +225,15 @@ class AppState:
                                           "checkpoint storage?)")
                     continue
                 try:
-                    self.checkpoints[ckpt] = attach_checkpoint(self.models, folder)
+                    self.catalog.attach(folder)
                 except PlaygroundError as exc:
                     self._warn_once(ckpt, f"checkpoint {ckpt}: not attached: {exc}")
                     continue
                 attached.append(ckpt)
             wanted = self.recorded_serving()
             if wanted != self.serving_seen and wanted in self.checkpoints:
-                role = self.checkpoints[wanted]
-                if self.models.policy.ident != role.ident:
-                    serve_checkpoint(self.models, role)
+                if self.models.policy.ident != self.checkpoints[wanted].ident:
+                    self.catalog.serve(wanted)
                     log.info("serving checkpoint %s, as recorded by another replica", wanted)
                 self.serving_seen = wanted
             elif wanted != self.serving_seen and wanted is not None:
@@ -256,12 +251,10 @@ class AppState:
         killed between writing and registering is picked up) and make it selectable in the slots."""
         record = read_record(folder) or {}
         self.store.checkpoints.register(folder.name, folder, (record.get("parent") or {}).get("id"), record)
-        role = attach_checkpoint(self.models, folder)
-        self.checkpoints[role.name] = role
-        return role
+        return self.catalog.attach(folder)
 
 
-def build_state(cfg: ModelsConfig, data_dir: Path, db_path: str | Path | None = None, beta: float = 0.1,
+def build_state(cfg: ModelsConfig, data_dir: Path, db_path: str | Path | None = None, beta: float = DEFAULT_BETA,
                 access: Access | None = None, votes_visible_to_all: bool = False,
                 scheduler: SchedulerConfig | None = None) -> AppState:
     models = load_models(cfg)

@@ -81,7 +81,7 @@ class TrainingRun:
 def busy(state: AppState) -> str:
     """Why a run cannot start: one runs in this app (`BUSY`), or which replica on the store trains."""
     holder = None if state.training.locked() else state.training.holder()
-    return f"training refused: {holder.describe()}; wait for it to finish" if holder else BUSY
+    return holder.refusal() if holder else BUSY
 
 
 def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> TrainingRun:

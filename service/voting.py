@@ -2,10 +2,11 @@
 Playground tab, the Vote tab, a gradio_client user and a Python script call these same functions.
 
 Every vote names each response's model twice: as shown (`Response.model`: "policy", "reference",
-a checkpoint id) and as rated (`Response.rated_as`, what the leaderboard counts), fixed when the
-response was generated (`AppState.rated_name` then): "policy" is the checkpoint that served, and
-the SFT weights under any name (a reference with them, a fresh policy) are "sft". A pre-generated
-response keeps the name of the checkpoint that generated it, whatever serves when the vote is cast.
+a checkpoint id) and as rated (`Response.rated_as`, what the leaderboard counts), decided by the
+weights that generated the response (`Catalog.rated_name` of `Generation.weights`): "policy" is
+the checkpoint that served when its row started, and the SFT weights under any name (a reference
+with them, a fresh policy) are "sft". A pre-generated response keeps the name of the checkpoint
+that generated it, whatever serves when the vote is cast.
 """
 
 import random
@@ -13,6 +14,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
+from playground.core.beta import check_beta
 from playground.core.chat import Message
 from playground.data.prompt_sets import PromptSet
 from playground.data.queue import (
@@ -29,7 +31,6 @@ from playground.data.votes import Vote
 from playground.inference.generation import Generation, stream_generate
 from playground.inference.settings import GenerationSettings
 from playground.scoring.rounds import Round, battle_models, check_slots, make_single_vote, make_vote, score_round
-from playground.scoring.scorer import check_beta
 from service.pregenerate import fill_prompt
 from service.prompt_sets import prompt_set
 from service.state import AppState
@@ -72,15 +73,14 @@ def slot_choices(state: AppState) -> list[tuple[str, str]]:
 def start_round(state: AppState, messages: Sequence[Message], slots: Sequence[str] | None,
                 settings: GenerationSettings, beta: float, rng: random.Random | None = None) -> Round:
     """A new playground round: `slots` are the catalog names of the k models, or None for an
-    anonymous battle (two models with different weights drawn from `rng`). Each slot's rated name is
-    fixed now, with the weights that will generate it."""
+    anonymous battle (two models with different weights drawn from `rng`). The rated names are set
+    when it is scored, from the weights that generated each response (`score_generated`)."""
     state.sync_checkpoints(SYNC_MAX_AGE)  # what other replicas on the store trained or served lately
     settings.validate()
     beta = check_beta(beta)  # before generating: scoring would refuse it only after
     catalog = state.slot_catalog()
     names = battle_models(catalog, rng or random.Random()) if slots is None else check_slots(slots, catalog)
-    return Round(messages=tuple(messages), models=names, settings=settings, beta=beta, anonymous=slots is None,
-                 rated_as=tuple(state.rated_name(n) for n in names))
+    return Round(messages=tuple(messages), models=names, settings=settings, beta=beta, anonymous=slots is None)
 
 
 def generate_round(state: AppState, rnd: Round, session: str, interval: float = 0.0) -> Iterator[Generation]:
@@ -105,10 +105,9 @@ def stop_generation(state: AppState, session: str) -> None:
 
 
 def score_generated(state: AppState, rnd: Round, final: Generation) -> Round:
-    """`rnd` with the scores of its finished generation: log-probs, implicit rewards, and the KL
-    estimate on the sampled ids where the sampling allows one."""
-    catalog = state.slot_catalog()
-    return score_round(state.scorer, rnd, final, [catalog[name] for name in rnd.models])
+    """`rnd` with the scores of its finished generation: log-probs, implicit rewards, the KL
+    estimate on the sampled ids where the sampling and the weights allow one, and the rated names."""
+    return score_round(state.scorer, state.catalog, rnd, final)
 
 
 def record_vote(state: AppState, target: Round | QueueItem, outcome: str, voter: str,

@@ -50,8 +50,8 @@ def models(tiny_model_dir: Path) -> Models:
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"beta": 0}, "beta must be > 0"),
-    ({"beta": float("nan")}, "beta must be > 0"),
+    ({"beta": 0}, "β must be > 0"),
+    ({"beta": float("nan")}, "β must be > 0"),
     ({"lr": -1e-4}, "learning rate must be > 0"),
     ({"steps": 0}, r"steps must be 1\.\.10000"),
     ({"steps": 1_000_000}, r"steps must be 1\.\.10000"),
@@ -319,7 +319,7 @@ def test_cli_trains_and_summarises(tiny_model_dir: Path, tmp_path: Path, capsys:
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--beta", "0"], "error: beta must be > 0"),
+    (["--beta", "0"], "error: β must be > 0"),
     (["--loss", "robust", "--label-smoothing", "0.7"], "error: label smoothing ε must be in [0, 0.5)"),
     (["--pairs", "missing.jsonl"], "error: missing.jsonl: no such file"),
     (["--out", "pairs.jsonl"], "error: --out pairs.jsonl: exists and is not a folder"),

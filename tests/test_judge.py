@@ -12,7 +12,8 @@ from evals.winrate import checkpoint_timeline, win_rate, win_rate_table
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.data.store.checkpoints import RegisteredCheckpoint
-from playground.inference.settings import GenerationSettings
+from playground.inference.generation import Generation
+from playground.inference.settings import ENDED, GenerationSettings
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import ModelsConfig, adapter_params, load_models
 from playground.training.reward_model import RewardConfig, train_reward_model
@@ -116,8 +117,11 @@ def test_a_rule_judge_run_ties_equal_lengths(state: AppState, monkeypatch: pytes
     # Scripted answers (policy's, sft's) per prompt: equal lengths once stripped (a judge that counted
     # the trailing space would not tie), both empty, and one longer.
     answers = {"Hi?": ["same ", "four"], "Say a word.": ["  ", ""], "Two?": ["a longer one", "no"]}
-    monkeypatch.setattr("service.evaluation.generate",
-                        lambda scheduler, roles, messages, settings: list(answers[messages[-1]["content"]]))
+    def scripted(scheduler, roles, messages, settings):  # stream_generate's last yield: the scripted answers
+        texts = tuple(answers[messages[-1]["content"]])
+        yield Generation((), texts, ((),) * len(texts), (ENDED,) * len(texts), tuple(r.ident for r in roles))
+
+    monkeypatch.setattr("service.evaluation.stream_generate", scripted)
     prompts = [[{"role": "user", "content": q}] for q in answers]
     settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6, seed=1)
     battles = run_judge(state, prompts, ["policy", "sft"], rule_judge("longer"), settings)

@@ -213,7 +213,8 @@ def test_cli_defaults_are_the_config_defaults() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("command", "flag"), [("reward-model", "--pairs"), ("train", "--pairs"), ("serve", "--port"),
-                                            ("rlhf", "--reward-model"), ("data", "COMMAND"), ("judge", "--judge")])
+                                            ("rlhf", "--reward-model"), ("data", "COMMAND"), ("judge", "--judge"),
+                                            ("score", "--pairs")])
 def test_cli_help_imports_no_model_library(command: str, flag: str) -> None:
     # Hub access is decided from the flags before transformers is imported (it reads the switch once).
     code = (f"import sys\nfrom cli.main import main\ntry:\n    main(['{command}', '--help'])\nexcept SystemExit:\n"

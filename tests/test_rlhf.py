@@ -65,7 +65,7 @@ def assert_same(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None
 @pytest.mark.parametrize(("changes", "message"), [
     ({"method": "dpo"}, "method must be one of ppo, rloo, grpo"),
     ({"steps": 0}, r"steps must be 1\.\.10000"),
-    ({"beta": 0.0}, "beta must be > 0"),
+    ({"beta": 0.0}, "β must be > 0"),
     ({"lr": float("nan")}, "learning rate must be > 0"),
     ({"samples_per_prompt": 1}, "samples per prompt must be ≥ 2 for rloo and grpo"),
     ({"batch_size": 0}, "batch size"),
@@ -253,7 +253,7 @@ def test_token_stats_equal_one_full_forward_per_row(perturbed: Models) -> None:
     entropies, values and LoRA gradients from the shared-prompt forward equal the scorer's plain
     right-padded forward over whole rows (`completion_token_logps`)."""
     from playground.scoring.scorer import completion_token_logps
-    from playground.training.dpo import trainable_copy
+    from playground.training.trainee import trainable_copy
 
     model, pad, device = trainable_copy(perturbed.policy.model), perturbed.tokenizer.pad_token_id, perturbed.device
     prompts = [tuple(prompt_ids(perturbed, [{"role": "user", "content": text}])[0].tolist())
@@ -289,7 +289,7 @@ def test_merged_sampler_is_the_trainee_and_leaves_the_served_model_alone(perturb
     """The merged copy gives the trainee's logits, follows its adapter after an update, samples the
     same tokens (prompt cache included) as the trainee's own generate, and never writes a tensor it
     shares with the trainee or the served model."""
-    from playground.training.dpo import trainable_copy
+    from playground.training.trainee import trainable_copy
 
     served = snapshot(perturbed.policy.model)
     trainee = trainable_copy(perturbed.policy.model)
@@ -530,7 +530,7 @@ def test_cli_end_to_end(tiny_model_dir: Path, tmp_path: Path, home: Path) -> Non
     bad = run("rlhf", "--sft", str(tiny_model_dir), "--reward-model", str(tmp_path / "rm"), "--prompts",
               str(prompts), "--out", str(tmp_path / "bad"), "--samples-per-prompt", "1", "--beta", "0")
     assert bad.returncode == 1
-    assert bad.stderr.strip().startswith("error: beta must be > 0; samples per prompt must be ≥ 2")
+    assert bad.stderr.strip().startswith("error: β must be > 0; samples per prompt must be ≥ 2")
     assert not (tmp_path / "bad").exists()
 
 

@@ -11,6 +11,7 @@ from playground.core.errors import PlaygroundError
 from playground.inference.generation import stream_generate
 from playground.inference.scheduler import Scheduler
 from playground.inference.settings import GenerationSettings
+from playground.models.catalog import Catalog
 from playground.models.checkpoints import set_policy_weights
 from playground.models.roles import Models, ModelsConfig, adapter_params, load_models
 from playground.scoring.rounds import (
@@ -72,20 +73,20 @@ def test_check_slots() -> None:
 def test_scored_round_becomes_a_vote(tiny_model_dir: Path) -> None:
     models = trained(load_models(ModelsConfig(sft=str(tiny_model_dir))))
     settings = GenerationSettings(temperature=1.0, max_new_tokens=5, seed=7)
-    rnd = Round(messages=tuple(chat_messages("Say hi.")), models=("policy", "sft"), settings=settings, beta=0.5,
-                rated_as=("dpo-1", "sft"))
+    rnd = Round(messages=tuple(chat_messages("Say hi.")), models=("policy", "sft"), settings=settings, beta=0.5)
     with pytest.raises(PlaygroundError, match="generate responses first"):
         make_vote(rnd, "a", "ana")
     slots = [models.policy, models.sft]
     *_, final = stream_generate(Scheduler(models), slots, list(rnd.messages), settings)
-    scored = score_round(Scorer(models), rnd, final, slots)
+    scored = score_round(Scorer(models), Catalog(models), rnd, final)
     matrix = preference_matrix(scored.scores)
     assert matrix[0][1] == pytest.approx(1 - matrix[1][0])
     vote = make_vote(scored, "a", "ana")
     assert [r.text for r in vote.responses] == list(final.texts)
     assert vote.responses[0].scores["reward"] == pytest.approx(scored.scores[0].reward)
     assert vote.settings["seed"] == 7 and vote.settings["beta"] == 0.5
-    assert [r.rated_as for r in vote.responses] == ["dpo-1", "sft"] and "rated_as" not in vote.settings
+    # Rated by the weights that generated each response: trained weights that are no checkpoint keep their slot's name.
+    assert [r.rated_as for r in vote.responses] == ["policy", "sft"] and "rated_as" not in vote.settings
     with pytest.raises(PlaygroundError, match="2 rated models for 3 responses"):
         make_vote(replace(scored, models=("policy", "sft", "sft"), texts=(*scored.texts, "x"),
                           scores=(*scored.scores, scored.scores[0])), "ranking", "ana", (0, 1, 2))

@@ -11,8 +11,8 @@ import torch
 from playground.core.errors import PlaygroundError
 from playground.inference.scheduler import Busy, Request, Scheduler, SchedulerConfig, next_token, row_seed
 from playground.inference.settings import CUT, STOPPED, GenerationSettings, prompt_ids
-from playground.models.checkpoints import attach_checkpoint, serve_checkpoint, write_checkpoint
-from playground.models.roles import Models, ModelsConfig, Role, load_models
+from playground.models.checkpoints import attach_checkpoint, serve_checkpoint, set_policy_weights, write_checkpoint
+from playground.models.roles import LOADED_POLICY_ADAPTER, Models, ModelsConfig, Role, adapter_params, load_models
 from tests.test_models import perturb_adapter, perturbed_policy
 
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)
@@ -80,6 +80,40 @@ def test_same_seed_same_text_alone_or_joining_a_running_batch(models: Models, se
     assert tokens(ours) == alone
     assert alone[0] != alone[1]  # the two slots differ (adapter on/off), so the check is not vacuous
     assert [r.ending for r in others.rows] == [CUT, CUT]
+
+
+@pytest.mark.parametrize("settings", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_a_longer_prompt_joining_a_running_batch_pads_the_running_rows_further(
+        models: Models, settings: GenerationSettings) -> None:
+    """A prompt longer than the running rows' whole cache (prompt and every token they may sample)
+    joins their batch: their caches and masks are left-padded further, and every row of both
+    requests samples the tokens it samples alone."""
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()
+    short = ids(models, "a")
+    long = ids(models, " ".join(["The capital of France is Paris, and the sea is wide."] * 3))
+    first = replace(settings, max_new_tokens=20, seed=5)
+    assert len(long) > len(short) + first.max_new_tokens
+    alone = [tokens(run(scheduler, [models.policy, models.reference], [short, short], first)),
+             tokens(run(scheduler, [models.reference, models.policy], [long, long], settings))]
+    decode_rows: list[int] = []
+    hook = models.policy.model.register_forward_pre_hook(
+        lambda _m, _a, kw: decode_rows.append(kw["input_ids"].shape[0]) if kw["input_ids"].shape[1] == 1 else None,
+        with_kwargs=True)
+    try:
+        running = scheduler.submit([models.policy, models.reference], [short, short], first)
+        next(running.progress())
+        with models.lock:  # the worker waits at its next step: the running rows are mid-way
+            assert len(running.rows[0].sampled) < first.max_new_tokens
+            joining = scheduler.submit([models.reference, models.policy], [long, long], settings)
+        for request in (running, joining):
+            for _ in request.progress():
+                pass
+    finally:
+        hook.remove()
+    assert 4 in decode_rows  # the four rows decoded as one batch
+    assert [tokens(running), tokens(joining)] == alone
+    assert all(a[0] != a[1] for a in alone)  # adapter on and off differ: a mix-up of rows would show
 
 
 def test_rows_with_one_prompt_and_adapter_share_one_prefill_and_sample_as_alone(models: Models) -> None:
@@ -163,6 +197,35 @@ def test_a_checkpoint_served_mid_batch_serves_new_rows_while_running_rows_finish
     assert tokens(before) != tokens(after)
 
 
+def test_rows_of_a_policy_loaded_from_outside_the_checkpoints_finish_on_it_across_a_publish(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`--policy <adapter folder>` that is no attached checkpoint: its rows pin a fixed copy of it,
+    so a publish (training's, which overwrites the served adapter in place) mid-row changes nothing
+    of their text, and rows that join after the publish generate from the new weights."""
+    donor = load_models(ModelsConfig(sft=str(tiny_model_dir)))
+    perturb_adapter(donor.policy.model, seed=4)
+    folder = write_checkpoint(donor.policy.model, tmp_path / "elsewhere", {"engine": "test"})
+    models = load_models(ModelsConfig(sft=str(tiny_model_dir), policy=str(folder)))
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()
+    prompt = ids(models, "Say hi.")
+    alone = tokens(run(scheduler, [models.policy], [prompt], LONG))
+    loaded = models.policy.ident
+
+    before = scheduler.submit([models.policy], [prompt], LONG)
+    next(before.progress())
+    trained = {n: torch.randn(p.shape, generator=torch.Generator().manual_seed(9)) if "lora_B" in n else p.detach()
+               for n, p in adapter_params(models.policy.model).items()}
+    set_policy_weights(models, trained, "trained", f"{models.sft.ident}+trained")  # training's publish
+    after = scheduler.submit([models.policy], [prompt], LONG)
+    for request in (before, after):
+        for _ in request.progress():
+            pass
+    assert before.rows[0].weights == loaded and before.rows[0].adapter == LOADED_POLICY_ADAPTER
+    assert tokens(before) == alone
+    assert after.rows[0].weights == f"{models.sft.ident}+trained" and tokens(after) != alone
+
+
 def test_the_waiting_bound_answers_busy_and_the_waiting_request_runs_later(models: Models) -> None:
     scheduler = Scheduler(models, SchedulerConfig(max_batch=1, max_waiting=2))
     scheduler.end_ids = set()
@@ -229,3 +292,43 @@ def test_a_reader_that_leaves_early_frees_its_rows(models: Models) -> None:
         pass
     assert len(first.token_ids[0]) < LONG.max_new_tokens
     assert scheduler.running() == 0  # the abandoned row ended (stopped) instead of running its 40 tokens
+
+
+def tiny_model_like(config, tokenizer_dir: Path, folder: Path) -> Path:
+    """A random causal LM of `config`'s architecture (2 small layers), with the tiny Llama's tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config.vocab_size, config.pad_token_id, config.eos_token_id = len(tokenizer), tokenizer.pad_token_id, \
+        tokenizer.eos_token_id
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 256}
+
+
+@pytest.mark.parametrize("architecture", ["mistral", "gemma2"])
+def test_sliding_window_models_are_refused_at_load(architecture: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Mistral (a window on every layer) and Gemma 2 (every other layer, `layer_types`): their cache
+    keeps a rolling window, which the loop's cache joins would corrupt, so the scheduler refuses them."""
+    from transformers import Gemma2Config, MistralConfig
+
+    config = (MistralConfig(**SMALL, sliding_window=16) if architecture == "mistral"
+              else Gemma2Config(**SMALL, sliding_window=16))
+    folder = tiny_model_like(config, tiny_model_dir, tmp_path / architecture)
+    models = load_models(ModelsConfig(sft=str(folder)))
+    layers = "2 of its 2 layers" if architecture == "mistral" else "1 of its 2 layers"
+    with pytest.raises(PlaygroundError, match=f"{folder}: {layers} keep a window of the past tokens"):
+        Scheduler(models)
+
+
+def test_a_full_attention_model_of_another_architecture_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Qwen2 names a sliding window in its config but attends fully on every layer: it generates."""
+    from transformers import Qwen2Config
+
+    models = load_models(ModelsConfig(sft=str(tiny_model_like(Qwen2Config(**SMALL), tiny_model_dir, tmp_path))))
+    request = run(Scheduler(models), [models.policy], [ids(models, "a")], GREEDY)
+    assert len(request.rows[0].sampled) >= 1

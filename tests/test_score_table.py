@@ -14,6 +14,7 @@ from playground.core.limits import MAX_SEQUENCE_TOKENS
 from playground.inference.generation import Generation, stream_generate
 from playground.inference.scheduler import Scheduler
 from playground.inference.settings import CUT, ENDED, STOPPED, GenerationSettings
+from playground.models.catalog import Catalog
 from playground.models.roles import Models, ModelsConfig, load_models
 from playground.scoring.rounds import Round, chat_messages, score_round
 from playground.scoring.scorer import Scorer
@@ -41,7 +42,7 @@ def run_round(models: Models, settings: GenerationSettings, scorer: Scorer | Non
         steps.append(step)
         if stop is not None:
             stop.set()  # after the first step: both rows are cut by Stop
-    return score_round(scorer, rnd, steps[-1], slots), steps[-1], scorer
+    return score_round(scorer, Catalog(models), rnd, steps[-1]), steps[-1], scorer
 
 
 def kl_row(table: str) -> str:
@@ -160,6 +161,6 @@ def test_beta_must_be_positive(models: Models, beta: float) -> None:
     with pytest.raises(PlaygroundError, match="β must be > 0"):
         scorer.score_pairs([("Hi", " there", " you")], beta=beta)
     rnd = Round(messages=MESSAGES, models=("policy", "reference"), settings=UNBIASED, beta=beta)
-    generation = Generation((1,), ("a", "b"), ((5,), (6,)), (CUT, CUT))
+    generation = Generation((1,), ("a", "b"), ((5,), (6,)), (CUT, CUT), (models.policy.ident, models.sft.ident))
     with pytest.raises(PlaygroundError, match="β must be > 0"):
-        score_round(scorer, rnd, generation, [models.policy, models.reference])
+        score_round(scorer, Catalog(models), rnd, generation)

@@ -185,7 +185,7 @@ def test_score_cli_bad_flags(tiny_model_dir: Path, tmp_path: Path) -> None:
     proc = run_score(tiny_model_dir, tmp_path, "--pairs", str(tmp_path / "none.jsonl"), "--out", "x.jsonl")
     assert proc.returncode == 1 and "no such file" in proc.stderr
     proc = run_score(tiny_model_dir, tmp_path, "--pairs", "x", "--out", "y", "--beta", "0")
-    assert proc.returncode == 2 and "--beta 0.0: must be a positive number" in proc.stderr
+    assert proc.returncode == 2 and "argument --beta: β must be > 0 (got 0.0)" in proc.stderr
 
 
 def test_rounds_scored_at_the_same_moment_share_one_set_of_forwards(models: Models) -> None:

@@ -97,7 +97,7 @@ def test_merged_run_trains_on_one_vote_per_prompt(state: AppState) -> None:
 
 
 def test_bad_settings_start_nothing(state: AppState) -> None:
-    with pytest.raises(PlaygroundError, match="beta must be > 0"):
+    with pytest.raises(PlaygroundError, match="β must be > 0"):
         training.start_training(state, DPOConfig(beta=0))
     assert not state.training.locked() and state.store.checkpoints.list() == []
 

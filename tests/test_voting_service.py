@@ -13,10 +13,13 @@ from evals.ratings.indexed import index_battles
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import SetPrompt
 from playground.data.rows import parse_row
+from playground.inference.generation import stream_generate
 from playground.inference.settings import STOPPED, GenerationSettings
+from playground.models.checkpoints import write_checkpoint
 from playground.models.roles import ModelsConfig
 from playground.scoring.rounds import chat_messages
 from playground.training.dpo import DPOConfig
+from playground.training.trainee import trainable_copy
 from service import training
 from service.pregenerate import choose_models, pregenerate
 from service.prompt_sets import EXAMPLE_SET, load_example_set
@@ -31,6 +34,7 @@ from service.voting import (
     start_round,
     stop_generation,
 )
+from tests.test_models import perturb_adapter
 
 FAST = DPOConfig(steps=2, lr=5e-3, batch_size=2)
 SAMPLED = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=4, seed=3)
@@ -128,7 +132,7 @@ def test_a_fresh_policy_is_rated_sft_and_never_battles_sft(state: AppState, tiny
         draws = [start_round(restarted, chat_messages("Hi?"), None, SAMPLED, 0.1, random.Random(s))
                  for s in range(30)]
         assert {frozenset(r.models) for r in draws} == {frozenset({"sft", name})}  # never policy vs sft/reference
-        assert all(set(r.rated_as) == {"sft", name} for r in draws)
+        assert {restarted.rated_name(n) for r in draws for n in r.models} == {"sft", name}
         battle = playground_vote(restarted, None, "b", rng=1)
         assert battle.vote.anonymous and {r.rated_as for r in battle.vote.responses} == {"sft", name}
     finally:
@@ -147,3 +151,79 @@ def test_the_example_set_loads_once(state: AppState) -> None:
     assert first.pset.name == EXAMPLE_SET and first.prompts == 16
     assert load_example_set(state).pset.id == first.pset.id  # a second click imports nothing
     assert [s.name for s in state.store.prompt_sets.list()] == [EXAMPLE_SET]
+
+
+def new_checkpoints(state: AppState, seeds: list[int]) -> list[str]:
+    """Checkpoints with random adapters, attached to the slots as a finished run's are; their ids."""
+    names = []
+    for seed in seeds:
+        trainee = trainable_copy(state.models.policy.model)
+        perturb_adapter(trainee, seed=seed)
+        names.append(state.add_checkpoint(write_checkpoint(trainee, state.checkpoint_dir, {"engine": "test"})).name)
+    return names
+
+
+def test_checkpoints_published_mid_round_change_neither_its_rated_names_nor_its_kl_cells(
+        state: AppState, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round starts while checkpoint a serves; b is published after the start but before the rows
+    join (so b generates), c after they joined but before scoring. The vote rates the policy slot as b,
+    and its text, sampled from b, is no sample of the π_θ serving when it is scored (c)."""
+    a, b, c = new_checkpoints(state, [1, 2, 3])
+    state.serve(a)
+    submit = state.scheduler.submit
+
+    def publish_then_submit(*args, **kwargs):  # a publish landing between the round's start and its submit
+        monkeypatch.setattr(state.scheduler, "submit", submit)
+        state.serve(b)
+        return submit(*args, **kwargs)
+
+    unbiased = replace(SAMPLED, max_new_tokens=12)
+    rnd = start_round(state, chat_messages("Say hi."), ["policy", "sft"], unbiased, 0.1)
+    monkeypatch.setattr(state.scheduler, "submit", publish_then_submit)
+    steps = generate_round(state, rnd, "script")
+    next(steps)  # the rows are pinned and decoding
+    state.serve(c)
+    *_, final = steps
+    *_, b_alone = stream_generate(state.scheduler, [state.checkpoints[b]], list(rnd.messages), unbiased)
+    assert final.weights[0] == state.checkpoints[b].ident and final.token_ids[0] == b_alone.token_ids[0]
+
+    scored = score_generated(state, rnd, final)
+    assert not scored.kl[0].from_policy and scored.kl[0].value is None  # sampled from b; c serves
+    stored = record_vote(state, scored, "a", "ana")
+    assert [r.rated_as for r in stored.vote.responses] == [b, "sft"]
+    # Without a publish in between, the same cell is a sample of π_θ.
+    again = start_round(state, chat_messages("Say hi."), ["policy", "sft"], unbiased, 0.1)
+    *_, final = generate_round(state, again, "script")
+    rescored = score_generated(state, again, final)
+    assert rescored.kl[0].from_policy and rescored.rated_as == (c, "sft")
+
+
+def test_pregenerated_and_judged_answers_are_rated_as_the_weights_that_generated_them(
+        state: AppState, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pre-generation and judge runs name each answer by the weights its row was pinned to, also
+    when a checkpoint is published between their choice of models and the rows joining."""
+    from evals.judges import make_judge
+    from service.evaluation import run_judge
+
+    a, b = new_checkpoints(state, [1, 2])
+    submit = state.scheduler.submit
+
+    def serving(name: str) -> None:
+        def publish_then_submit(*args, **kwargs):
+            state.serve(name)
+            return submit(*args, **kwargs)
+        monkeypatch.setattr(state.scheduler, "submit", publish_then_submit)
+
+    state.serve(a)
+    pset = choose_models(state, state.store.prompt_sets.add(
+        "eval", "test", [SetPrompt("q0", [{"role": "user", "content": "Say hi."}])]), ["policy", "sft"], SAMPLED)
+    serving(b)
+    assert pregenerate(state, pset).generated == 2
+    prompt = state.store.prompt_sets.prompts(pset.id)[0]
+    responses = state.store.prompt_sets.responses(prompt.id)
+    assert {m: r.rated_as for m, r in responses.items()} == {"policy": b, "sft": "sft"}
+
+    state.serve(a)
+    battles = run_judge(state, [chat_messages("Say hi.")], ["policy", "sft"], make_judge("shorter", state.models),
+                        SAMPLED)
+    assert {battles[0].model_a, battles[0].model_b} == {b, "sft"}

@@ -321,6 +321,10 @@ class LockHolder:
         who = f"replica {self.host}:{self.pid}" if self.pid else "another replica"
         return f"{who} has been training since {time.strftime('%H:%M', time.localtime(self.since))}"
 
+    def refusal(self) -> str:
+        """Why a run that found this holder's lock does not start: what the app and the commands say."""
+        return f"training refused: {self.describe()}; wait for it to finish"
+
 
 def _this_process() -> LockHolder:
     return LockHolder(socket.gethostname(), os.getpid(), time.time())

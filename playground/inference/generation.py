@@ -23,7 +23,7 @@ class Generation:
     texts: tuple[str, ...]
     token_ids: tuple[tuple[int, ...], ...]  # each slot's sampled ids, its end-of-turn token included
     endings: tuple[str | None, ...]  # ENDED, CUT or STOPPED; None while the slot is still generating
-    weights: tuple[str, ...] = ()  # the identity of the weights each slot generated with (pinned when it joined)
+    weights: tuple[str, ...]  # the identity of the weights each slot generated with (pinned when it joined)
 
 
 def stream_generate(

@@ -29,11 +29,11 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from peft import PeftModel
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from playground.core.errors import PlaygroundError
 from playground.inference.settings import CUT, ENDED, STOPPED, GenerationSettings, eos_ids
@@ -63,6 +63,21 @@ class SchedulerConfig:
         if problems:
             raise PlaygroundError("; ".join(problems))
         return self
+
+
+def require_full_attention(role: Role) -> None:
+    """Refuse a model whose KV cache keeps only some of the past positions on a layer (Mistral's and
+    Gemma 2/3's sliding-window attention, chunked or recurrent layers): the loop joins and drops rows
+    by padding, concatenating and cutting every layer's whole cache along the position axis, which
+    such a layer's cache (a window that rolls) does not hold."""
+    layers = DynamicCache(config=role.model.config).layers
+    partial = [i for i, layer in enumerate(layers) if type(layer) is not DynamicLayer]
+    if partial:
+        kinds = sorted({type(layers[i]).__name__ for i in partial})
+        raise PlaygroundError(
+            f"{role.source}: {len(partial)} of its {len(layers)} layers keep a window of the past tokens "
+            f"({', '.join(kinds)}: sliding-window or chunked attention, as in Mistral and Gemma 2/3); the generation "
+            "scheduler joins rows by their whole KV cache and supports only models with full attention on every layer")
 
 
 def row_seed(seed: int, slot: int) -> int:
@@ -147,6 +162,11 @@ class Scheduler:
     def __init__(self, models: Models, cfg: SchedulerConfig | None = None) -> None:
         self.models = models
         self.cfg = (cfg or SchedulerConfig()).validate()
+        modules: dict[int, Role] = {}
+        for role in models.roles().values():  # each module once, under the first role that uses it
+            modules.setdefault(id(role.model), role)
+        for role in modules.values():
+            require_full_attention(role)
         self.end_ids = set(eos_ids(models))
         self._lock = threading.Lock()  # guards _waiting, _active, _thread and _closed
         self._waiting: list[Request] = []
@@ -213,18 +233,19 @@ class Scheduler:
         if isinstance(model, PeftModel):
             adapter = role.adapter or BASE
             if role.adapter == POLICY_ADAPTER:  # the served policy: pin the weights serving right now
-                adapter, weights = self._served_adapter(model), self.models.policy.ident
+                adapter, weights = self._served_adapter(), self.models.policy.ident
         generator = torch.Generator(device="cpu").manual_seed(row_seed(settings.seed, slot))
         return Row(request, slot, prompt, model, adapter, weights, settings, generator)
 
-    def _served_adapter(self, model: PeftModel) -> str:
+    def _served_adapter(self) -> str:
         """An adapter that holds the served policy's weights and that a hot swap does not change:
-        the served checkpoint's own adapter when it is attached, none at all while the policy is a
-        fresh adapter (LoRA B = 0: exactly the SFT model), else the served adapter itself."""
+        none at all while the policy is a fresh adapter (LoRA B = 0: exactly the SFT model), an
+        adapter with the same weights that never changes (the served checkpoint's own, the loaded
+        `--policy` folder's copy: `Models.fixed_adapters`), else the served adapter itself (a run's
+        checkpoint between its publish and its attaching)."""
         if self.models.policy_is_sft:
             return BASE
-        name = Path(self.models.policy.source).name
-        return name if name in model.peft_config and name != POLICY_ADAPTER else POLICY_ADAPTER
+        return self.models.fixed_adapters.get(self.models.policy.ident, POLICY_ADAPTER)
 
     # ----- the worker's side -----
 

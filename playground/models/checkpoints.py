@@ -155,7 +155,9 @@ def attach_checkpoint(models: Models, folder: Path) -> Role:
             except (OSError, RuntimeError, ValueError, KeyError) as exc:
                 raise PlaygroundError(f"{folder}: not a usable adapter for this SFT model ({exc})") from None
             model.set_adapter(POLICY_ADAPTER, inference_mode=True)  # loading must not change what is served
-    return Role(name, model, name, str(folder), f"{models.sft.ident}+{name}")
+        role = Role(name, model, name, str(folder), f"{models.sft.ident}+{name}")
+        models.fixed_adapters.setdefault(role.ident, name)
+    return role
 
 
 def set_policy_weights(models: Models, weights: dict[str, torch.Tensor], source: str, ident: str) -> None:

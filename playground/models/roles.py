@@ -27,6 +27,9 @@ from playground.models.sources import Kind, Source, classify
 log = logging.getLogger(__name__)
 
 POLICY_ADAPTER = "default"  # peft's own default name; the adapter that training updates
+# A `--policy` adapter folder is loaded twice: as POLICY_ADAPTER (served, and overwritten by a publish)
+# and under this name, fixed, for rows that must finish on it. No checkpoint id starts with "_".
+LOADED_POLICY_ADAPTER = "_loaded_policy"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
@@ -98,6 +101,10 @@ class Models:
     # Held around every use of the models: roles share one PeftModel whose adapter state is toggled
     # per call, and training publishes new adapter weights under it.
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Adapters on the policy's PeftModel whose weights never change (attached checkpoints, the loaded
+    # `--policy` folder), by the identity of those weights: a row generating from the served policy
+    # pins one of them, since a publish overwrites POLICY_ADAPTER in place.
+    fixed_adapters: dict[str, str] = field(default_factory=dict)
 
     def roles(self) -> dict[str, Role]:
         return {"sft": self.sft, "reference": self.reference, "policy": self.policy}
@@ -187,6 +194,15 @@ def attach_adapter(base: PreTrainedModel, adapter_dir: Path | None, lora: LoraSe
     return model
 
 
+def load_fixed_copy(model: PeftModel, adapter_dir: Path) -> str:
+    """Load the `--policy` adapter a second time, frozen, as LOADED_POLICY_ADAPTER (the served
+    adapter stays active); returns that name."""
+    model.load_adapter(str(adapter_dir), adapter_name=LOADED_POLICY_ADAPTER, is_trainable=False)
+    model.set_adapter(POLICY_ADAPTER, inference_mode=True)
+    model.requires_grad_(False)
+    return LOADED_POLICY_ADAPTER
+
+
 def require_safetensors_adapter(folder: Path, what: str) -> None:
     """Adapters load only from `adapter_model.safetensors`: peft would fall back to a pickled
     `adapter_model.bin`, and unpickling can run code."""
@@ -218,6 +234,7 @@ def load_models(cfg: ModelsConfig) -> Models:
     base = load_causal_lm(sft_location, "sft", device, dtype)
     base_ident = _ident(sft_location)
 
+    fixed: dict[str, str] = {}  # Models.fixed_adapters
     if pol_src.kind in (Kind.DEFAULT, Kind.ADAPTER):
         adapter_dir = pol_src.path if pol_src.kind is Kind.ADAPTER else None
         peft_model = attach_adapter(base, adapter_dir, cfg.lora)
@@ -228,6 +245,8 @@ def load_models(cfg: ModelsConfig) -> Models:
         # Training or serving a checkpoint publishes a new identity (`set_policy_weights`).
         policy_ident = f"{base_ident}+{adapter_dir}" if adapter_dir else base_ident
         policy = Role("policy", peft_model, POLICY_ADAPTER, policy_source, policy_ident)
+        if adapter_dir:
+            fixed[policy_ident] = load_fixed_copy(peft_model, adapter_dir)
     else:
         sft = Role("sft", base, None, sft_location, base_ident)
         pol_location = model_folder(pol_src, cfg)
@@ -240,4 +259,4 @@ def load_models(cfg: ModelsConfig) -> Models:
         ref_location = model_folder(ref_src, cfg)
         reference = Role("reference", load_causal_lm(ref_location, "ref", device, dtype), None,
                          ref_location, _ident(ref_location))
-    return Models(tokenizer, device, dtype, sft, reference, policy)
+    return Models(tokenizer, device, dtype, sft, reference, policy, fixed_adapters=fixed)

@@ -15,7 +15,6 @@ training, so the score shown for a response is the one a vote on it trains on.
 
 import hashlib
 import json
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -23,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from playground.core.beta import check_beta
 from playground.core.chat import Text
-from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS
 from playground.models.roles import Models, Role
 from playground.objectives import dpo_loss, implicit_reward, preference_probability, sequence_kl_estimate
@@ -93,13 +92,6 @@ def completion_token_logps(
     token_logps = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)  # (N,)
     counts = [len(r.completion_ids) for r in rows]
     return list(torch.split(token_logps, counts))
-
-
-def check_beta(beta: float) -> float:
-    """β of r = β·log(π_θ/π_ref), checked once for every score the engine computes."""
-    if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta) or beta <= 0:
-        raise PlaygroundError(f"β must be > 0 (got {beta!r})")
-    return float(beta)
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

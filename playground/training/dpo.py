@@ -40,16 +40,8 @@ through the vocabulary projection. Pairs are bucketed by length: each epoch is s
 windows of `BUCKET_WINDOW` batches, each window sorted by length and cut into batches, and the
 batch order shuffled again, so a batch pads little.
 
-Safety: train a copy, publish at the end. `models.policy.model` is served while training runs
-(generation in other threads). Training never touches it: it trains a second module tree built
-by `copy.deepcopy` with every base parameter and buffer shared (no extra memory) and only the
-policy adapter's LoRA weights copied (a few MB). The reference for the default roles is that copy
-with its adapter switched off, which flips flags on the copy, not on the served model. Only a
-finished run changes the served policy: its LoRA weights are copied in under `models.lock` (which
-generation holds for a whole `generate`), so a reader sees the old adapter or the new one, never
-a mix. A NaN/inf loss or gradient, a cancel, or any exception drops the copy: the served adapter
-stays bit-identical and nothing is written. A separate adapter name on the served PeftModel was
-not used: switching the active adapter is shared state, and every step would need the lock.
+Safety: train a copy, publish at the end (`trainee`): the served policy changes only when a run
+finishes, all at once; a failed or cancelled run leaves it bit-identical and writes nothing.
 
 Per-step metrics, named as TRL logs them (means over the step's pairs):
   loss                 the objective above
@@ -71,13 +63,10 @@ Per-step metrics, named as TRL logs them (means over the step's pairs):
                        in the step: pairs, or for KTO completions)
 """
 
-import contextlib
-import copy
-import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,11 +79,12 @@ import transformers
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
+from playground.core.beta import BETA_RULE, DEFAULT_BETA, beta_ok
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_SEQUENCE_TOKENS, MAX_TRAIN_EPOCHS, MAX_TRAIN_STEPS
 from playground.data.rows import PreferenceRow, UnpairedRow, unpair
 from playground.models.checkpoints import HeldOut, pairs_sha256, publish_trained, read_record
-from playground.models.roles import POLICY_ADAPTER, LoraSettings, Models, adapter_params
+from playground.models.roles import LoraSettings, Models, adapter_params
 from playground.objectives import (
     dpo_loss,
     hinge_loss,
@@ -112,6 +102,7 @@ from playground.scoring.encoding import Encoded, encode, truncate
 from playground.scoring.pairs import EncodedPair, all_pair_logps, encode_pairs, pair_logps
 from playground.scoring.scorer import completion_token_logps, length_sorted_batches
 from playground.training.loop import Callback, Metrics, abandoned, run_steps
+from playground.training.trainee import check_policy, reference_model, trainable_copy
 
 LOSSES = ("sigmoid", "ipo", "hinge", "robust", "kto", "simpo", "orpo")
 REFERENCE_FREE = ("simpo", "orpo")  # trained without the reference model
@@ -134,7 +125,7 @@ class DPOConfig:
     log-prob, its paper uses β ≈ 2); ε is robust DPO's label-flip rate. The loss-specific settings
     default to TRL's and may differ from the default only with their loss."""
 
-    beta: float = 0.1
+    beta: float = DEFAULT_BETA
     lr: float = 5e-4  # LoRA-sized; TRL's 1e-6 default is for full fine-tuning
     steps: int | None = None  # give steps or epochs, not both; neither: DEFAULT_EPOCHS
     epochs: float | None = None
@@ -158,7 +149,7 @@ class DPOConfig:
     def validate(self) -> "DPOConfig":
         """Raise a `PlaygroundError` listing every bad setting; return self."""
         checks = [
-            (math.isfinite(self.beta) and self.beta > 0, "beta must be > 0"),
+            (beta_ok(self.beta), BETA_RULE),
             (math.isfinite(self.lr) and self.lr > 0, "learning rate must be > 0"),
             (self.steps is None or self.epochs is None, "give steps or epochs, not both"),
             (self.steps is None or (isinstance(self.steps, int) and 1 <= self.steps <= MAX_TRAIN_STEPS),
@@ -276,54 +267,6 @@ def pair_losses(cfg: DPOConfig, logps: torch.Tensor, ref_logps: torch.Tensor | N
     if cfg.loss == "hinge":
         return hinge_loss(rewards[:, 0], rewards[:, 1])
     return dpo_loss(rewards[:, 0], rewards[:, 1])
-
-
-def adapter_lora_settings(model: PeftModel) -> LoraSettings:
-    """The LoRA settings of `model`'s policy adapter as loaded."""
-    cfg = model.peft_config[POLICY_ADAPTER]
-    targets = [cfg.target_modules] if isinstance(cfg.target_modules, str) else cfg.target_modules
-    return LoraSettings(r=cfg.r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=tuple(sorted(targets)))
-
-
-def check_policy(models: Models, lora: LoraSettings, run: str = "DPO") -> None:
-    model = models.policy.model
-    if not isinstance(model, PeftModel) or models.policy.adapter != POLICY_ADAPTER:
-        raise PlaygroundError(
-            f"{run} trains the policy's LoRA adapter, but the policy is a full model "
-            f"({models.policy.source}); use the default policy or a LoRA adapter folder with --policy"
-        )
-    have = adapter_lora_settings(model)
-    if (have.r, have.alpha, set(have.targets)) != (lora.r, lora.alpha, set(lora.targets)):
-        raise PlaygroundError(
-            f"the policy's adapter has LoRA r={have.r}, alpha={have.alpha}, targets {','.join(have.targets)}, "
-            f"but the run asks for r={lora.r}, alpha={lora.alpha}, targets {','.join(sorted(lora.targets))}; "
-            "give LoRA settings that match the adapter (--lora-r, --lora-alpha, --lora-targets)"
-        )
-
-
-def trainable_copy(policy: PeftModel) -> PeftModel:
-    """A second module tree sharing every parameter and buffer of `policy` except the policy
-    adapter's LoRA weights, which are copied and made trainable (see the module docstring)."""
-    own = {id(p) for p in adapter_params(policy).values()}
-    memo: dict[int, Any] = {id(t): t for t in itertools.chain(policy.parameters(), policy.buffers())
-                            if id(t) not in own}
-    trainee = copy.deepcopy(policy, memo)
-    trainee.base_model.enable_adapter_layers()  # in case it was copied inside a disable_adapter()
-    trainee.set_adapter(POLICY_ADAPTER)
-    for p in adapter_params(trainee).values():
-        p.requires_grad_(True)
-    return trainee
-
-
-@contextlib.contextmanager
-def reference_model(models: Models, trainee: PeftModel) -> Iterator[torch.nn.Module]:
-    """The reference model: for the default roles the copy with its adapter off, else `--ref`'s."""
-    if models.shares_base:
-        with trainee.disable_adapter():
-            yield trainee
-    else:
-        with models.reference.active() as model:
-            yield model
 
 
 def margin_metrics(scores: torch.Tensor) -> HeldOut:

@@ -93,6 +93,7 @@ from peft import PeftModel
 from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 
+from playground.core.beta import BETA_RULE, beta_ok
 from playground.core.chat import Message
 from playground.core.errors import PlaygroundError
 from playground.core.limits import MAX_NEW_TOKENS, MAX_SEQUENCE_TOKENS, MAX_TRAIN_STEPS
@@ -113,16 +114,10 @@ from playground.objectives import (
 )
 from playground.scoring.encoding import Encoded
 from playground.scoring.shared_prompt import prompt_cache, split_model, token_stats
-from playground.training.dpo import (
-    batch_schedule,
-    check_policy,
-    heldout_count,
-    parent_record,
-    reference_model,
-    trainable_copy,
-)
+from playground.training.dpo import batch_schedule, heldout_count, parent_record
 from playground.training.loop import Callback, Metrics, abandoned, optimizer_step
 from playground.training.reward_model import RewardModel
+from playground.training.trainee import check_policy, reference_model, trainable_copy
 
 METHODS = ("ppo", "rloo", "grpo")
 KL_PENALTIES = ("reward", "loss")  # where β·KL enters: the reward (the objective above), or GRPO's loss (TRL)
@@ -172,7 +167,7 @@ class RLHFConfig:
         checks = [
             (self.method in METHODS, f"method must be one of {', '.join(METHODS)}"),
             (isinstance(self.steps, int) and 1 <= self.steps <= MAX_TRAIN_STEPS, f"steps must be 1..{MAX_TRAIN_STEPS}"),
-            (finite(self.beta) and self.beta > 0, "beta must be > 0"),
+            (beta_ok(self.beta), BETA_RULE),
             (finite(self.lr) and self.lr > 0, "learning rate must be > 0"),
             (self.samples_per_prompt >= (1 if ppo else 2),
              "samples per prompt must be ≥ 2 for rloo and grpo (their baseline is the other samples), ≥ 1 for ppo"),

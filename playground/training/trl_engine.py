@@ -44,14 +44,13 @@ from playground.training.dpo import (
     MIN_PAIRS,
     DPOConfig,
     TrainResult,
-    check_policy,
     heldout_metrics,
     margin_metrics,
-    reference_model,
     run_record,
     split_pairs,
 )
 from playground.training.loop import Callback, Metrics
+from playground.training.trainee import check_policy, reference_model
 
 TRL_LOSSES = ("sigmoid", "ipo", "hinge", "robust")  # DPOTrainer's loss_type values that mean what ours do
 INSTALL_HINT = "pip install -r requirements-dev.txt (trl, datasets)"
@@ -91,6 +90,13 @@ def process_device(name: str) -> torch.device:
         raise PlaygroundError(f"--device {name}: accelerate gives this process {device}; choose devices with "
                               "accelerate's flags (--cpu, --gpu_ids) or CUDA_VISIBLE_DEVICES, and keep --device auto")
     return device
+
+
+def is_main_process() -> bool:
+    """Whether this is the main process of an `accelerate launch` (or the only process)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def process_count() -> int:
