@@ -4,7 +4,7 @@ how responsive the server stays, and no vote lost — the scheduler against the 
 `playground bench load [--voters 100] [--real-voters 20] [--skip-real]` runs, in one go, each
 scenario twice: the app as it ships (one continuous batch for every session, `playground.scoring.
 scheduler`) and with `--serial` (one request at a time: the path before the scheduler). The app
-runs in a subprocess (`app.py`, a fresh data folder each time), so its event loop shares no GIL
+runs in a subprocess (`playground serve`, a fresh data folder each time), so its event loop shares no GIL
 with the N voter threads here, each with its own `gradio_client` session calling `/generate` (streamed)
 then `/vote` as the page does. Scenarios:
 
@@ -117,7 +117,7 @@ def serve(model_dir: Path, home: Path, serial: bool = False) -> Iterator[tuple[A
 
     state = build_state(ModelsConfig(sft=str(model_dir)), home, scheduler=SchedulerConfig(serial=serial))
     demo = build_demo(state)
-    # The queue as app.py sets it up.
+    # The queue as `playground serve` sets it up.
     demo.queue(default_concurrency_limit=1).launch(
         prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs(state))
     try:
@@ -133,7 +133,7 @@ def voter_name(index: int) -> str:
 
 @contextmanager
 def app_process(model_dir: Path, home: Path, flags: tuple[str, ...] = (), timeout: float = 300) -> Iterator[str]:
-    """`app.py` on `model_dir` in a subprocess with its data in `home`; yields its URL once the
+    """`playground serve` on `model_dir` in a subprocess with its data in `home`; yields its URL once the
     first page answers, and stops it on exit."""
     import socket
 
@@ -150,7 +150,7 @@ def app_process(model_dir: Path, home: Path, flags: tuple[str, ...] = (), timeou
         deadline = time.monotonic() + timeout
         while page_seconds(url) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"app.py did not serve: {(home / 'app.log').read_text()[-2000:]}")
+                raise SystemExit(f"the app did not serve: {(home / 'app.log').read_text()[-2000:]}")
             time.sleep(0.2)
         yield url
     finally:

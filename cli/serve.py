@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--per-session", type=int, default=8, metavar="ROWS",
                    help="sequences one browser or API session may have generating or waiting")
     g.add_argument("--serial", action="store_true",
-                   help="generate one request at a time (the old behaviour; the baseline of evals.bench.load)")
+                   help="generate one request at a time (the old behaviour; the baseline of `playground bench load`)")
     p = parser.add_argument_group("scores")
     add_beta_arg(p, "β in the implicit reward β·log(π/π_ref) (> 0)")
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ Judges (`--judge SPEC`):
   shorter, longer        the response with fewer (more) characters wins; equal lengths tie
   contains:PHRASE        the response containing PHRASE (case-insensitive) wins; both or neither tie
   avoids:PHRASE          the response without PHRASE wins
-  reward-model:FOLDER    a Bradley–Terry reward model (`python -m playground.reward_model`): the
+  reward-model:FOLDER    a Bradley–Terry reward model (`playground reward-model`): the
                          higher r(x, y) wins; details hold both rewards and p(A ≻ B) = σ(r_A − r_B)
   llm:PATH               a local causal LM (HF folder or .gguf) asked a pairwise question; its
                          verdict is the likeliest of the next tokens "A", "B", "tie" (`evals.llm_judge`)

@@ -131,7 +131,7 @@ def orpo_loss(nll_chosen: torch.Tensor, mean_logp_chosen: torch.Tensor, mean_log
     return nll_chosen - lam * F.logsigmoid(log_odds_ratio(mean_logp_chosen, mean_logp_rejected)).mean()
 
 
-# RLHF (`playground.rlhf`): per-token tensors are (B, T), right-padded, `mask` 1.0 on completion tokens.
+# RLHF (`playground.training.rlhf`): per-token tensors are (B, T), right-padded, `mask` 1.0 on completion tokens.
 
 
 def kl_penalized_rewards(scores: torch.Tensor, logratio: torch.Tensor, mask: torch.Tensor, beta: float

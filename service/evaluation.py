@@ -1,6 +1,6 @@
 """Evaluation actions on a running app's state: KL to the reference, judge runs, the Dashboard's
 report and its downloadable tables. The Dashboard tab, a gradio_client user and a script (e.g.
-`python -m evals.judge`) call these same functions; the numbers themselves come from `evals`."""
+`playground judge`) call these same functions; the numbers themselves come from `evals`."""
 
 import itertools
 import random

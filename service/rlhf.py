@@ -36,7 +36,7 @@ def reward_model_folder(state: AppState, reward_model: str | Path) -> Path:
         folder = reward_model_dir(state) / folder
     if not (folder / REWARD_RECORD).is_file():
         raise PlaygroundError(f"no reward model {str(reward_model)!r}; train one first (Train tab, or "
-                              "python -m playground.reward_model)")
+                              "playground reward-model)")
     return folder
 
 

@@ -91,7 +91,7 @@ def generate_round(state: AppState, rnd: Round, session: str, interval: float = 
     written."""
     catalog = state.slot_catalog()
     # Under load, fewer updates per round: the server's work on streamed updates stays about that of
-    # STREAMING_ROWS rows at `interval`, and the page stays responsive (evals.bench.load).
+    # STREAMING_ROWS rows at `interval`, and the page stays responsive (`playground bench load`).
     interval *= max(1.0, state.scheduler.running() / STREAMING_ROWS)
     yield from stream_generate(state.scheduler, [catalog[name] for name in rnd.models], list(rnd.messages),
                                rnd.settings, state.stop_event(session), session, interval)

@@ -1,4 +1,4 @@
-"""Export and import: the shared functions in-process, and `python -m playground.data` end to end."""
+"""Export and import: the shared functions in-process, and `playground data` end to end."""
 
 import csv
 import json

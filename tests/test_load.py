@@ -1,7 +1,7 @@
 """Twenty voters at once, each in its own session: every acknowledged vote is stored exactly once.
 
-Drives the app through the load benchmark's own functions (evals/bench/load.py), at a size a test
-run can afford; `python -m evals.bench.load` is the 100-voter version with timings.
+Drives the app through the load benchmark's own functions (bench/load.py), at a size a test
+run can afford; `playground bench load` is the 100-voter version with timings.
 """
 
 from pathlib import Path

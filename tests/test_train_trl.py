@@ -1,4 +1,4 @@
-"""`python -m playground.train --engine trl`: TRL's DPOTrainer on our pairs and settings, one process
+"""`playground train --engine trl`: TRL's DPOTrainer on our pairs and settings, one process
 and two under `accelerate launch` (gloo on CPU), writing the checkpoint folder the app attaches."""
 
 import importlib.util

@@ -82,7 +82,7 @@ def _short(source: str) -> str:
 def launch_kwargs(state: AppState) -> dict:
     """`launch()` arguments that belong to the app: the keyboard script, the one data folder the
     server may serve, errors shown with their message, and Gradio's login page when accounts are
-    configured. Every launch of the app (app.py, tests) passes these."""
+    configured. Every launch of the app (`playground serve`, tests) passes these."""
     login = {"auth": state.access.login, "auth_message": "Log in with the account you were given."}
     return {
         "head": KEYBOARD,

@@ -3,7 +3,7 @@
 Gradio builds `/`, `/config` and `/gradio_api/info` anew for every request: a deep copy and JSON
 encoding of this app's ~360 components (0.3–0.4 MB each, ~0.1 s of Python). A hundred voters
 opening the app at once then queue ~10 s of work on the event loop, and gradio_client's 5 s
-connect timeout fails a third of them (measured: 37 of 100 in `evals.bench.load`). The responses
+connect timeout fails a third of them (measured: 37 of 100 in `playground bench load`). The responses
 are the same bytes for every request that sends the same headers (the app's layout is built once
 at start), so this ASGI middleware keeps the first successful answer per (path, query, headers
 that can change it) and replays it. A login cookie is part of the key, so each signed-in user

@@ -13,7 +13,7 @@ from ui.voting import PAIR_VOTES, thumb_buttons
 NO_SET_ADMIN = ("**No prompt set yet.** Load the shipped example set with the button, or import "
                 "your own in the admin panel below; then choose the models it compares.")
 NO_SET_VOTER = ("**No prompt set yet.** An admin adds one: in the admin panel of this tab, or on the command "
-                "line with `python -m playground.data prompts FILE --name NAME`. Come back when it is there.")
+                "line with `playground data prompts FILE --name NAME`. Come back when it is there.")
 
 
 @dataclass(frozen=True)

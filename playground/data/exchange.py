@@ -1,4 +1,4 @@
-"""Votes out, pairs and prompt sets in: what the Data tab's buttons and `python -m playground.data` call."""
+"""Votes out, pairs and prompt sets in: what the Data tab's buttons and `playground data` call."""
 
 import json
 from dataclasses import dataclass

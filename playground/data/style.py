@@ -90,7 +90,7 @@ def style_totals(metadata: Any, side: str, where: str = "conv_metadata") -> tupl
 
 def arena_rows_with_style(votes: Sequence[Vote]) -> list[dict[str, Any]]:
     """`to_arena_rows(votes)` (models as shown), each battle with its `conv_metadata`: what the
-    Arena export writes, so that `python -m evals.ratings --style-control` can read it."""
+    Arena export writes, so that `playground ratings --style-control` can read it."""
     rows = []
     for vote in votes:
         # to_arena_rows gives a vote's battles for its slot pairs (i < j) in order

@@ -9,7 +9,7 @@ sees in its own row [prompt | completion], so the log-probs equal `completion_to
 the two rows (to float rounding, ~1e-4 nats on a 200-token completion in float32), while the
 prompt is computed once and neither completion is padded to the other's length. Only completion
 positions go through the vocabulary projection. Forward+backward of SmolLM2-135M over 8 synthetic
-chat pairs (`evals.bench.synthetic`) took 1.35× less time than two padded rows per pair on 2 CPU
+chat pairs (`bench.synthetic`) took 1.35× less time than two padded rows per pair on 2 CPU
 cores in float32 (1.15× in bfloat16, where attention weighs more; 1.33× on an H100), and less
 memory. The mask is dense, so attention costs (P+C+R)² per pair instead of 2·(P+max(C, R))².
 

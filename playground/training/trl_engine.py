@@ -1,4 +1,4 @@
-"""The same DPO run trained by TRL's `DPOTrainer` (`python -m playground.train --engine trl`), one
+"""The same DPO run trained by TRL's `DPOTrainer` (`playground train --engine trl`), one
 process or several under `accelerate launch` (DDP, DeepSpeed ZeRO-2: `configs/accelerate/`).
 
 What is the same as `playground.training.dpo.train_dpo`: the pairs (encoded and split into train and
