@@ -2,6 +2,7 @@
 
 import random
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from cli.data import build_parser
 from playground.core.errors import PlaygroundError
 from playground.data.prompt_sets import PromptSet, SetPrompt
 from playground.data.queue import next_item, queue_vote
+from playground.inference.generation import Generation
 from playground.inference.settings import GenerationSettings
 from service.pregenerate import choose_models, pregenerate
 from service.state import AppState
@@ -54,25 +56,25 @@ def test_stopped_crashed_and_resumed_gives_every_response_once(state: AppState,
     assert result.stopped and (result.prompts, result.already, result.generated) == (5, 0, 4)
     assert seen == [(0, 5), (1, 5), (2, 5)]
 
-    real_generate = pregenerate_module.generate
+    real_generate = pregenerate_module.stream_generate
 
-    def crash_on_q3(*args: Any) -> list[str]:  # generate's arguments: models, slots, messages, settings
+    def crash_on_q3(*args: Any) -> Iterator[Generation]:  # stream_generate's: scheduler, slots, messages, settings
         if args[2][-1]["content"] == "Say hi 3.":
             raise PlaygroundError("generation failed: the machine went away")
         return real_generate(*args)
 
-    monkeypatch.setattr(pregenerate_module, "generate", crash_on_q3)
+    monkeypatch.setattr(pregenerate_module, "stream_generate", crash_on_q3)
     with pytest.raises(PlaygroundError, match="went away"):
         pregenerate(state, pset)
     assert [ref for _, ref, _ in stored(state)] == ["q0", "q0", "q1", "q1", "q2", "q2"]  # q3 lost, q0-q2 kept
 
     resumed: list[str] = []
 
-    def counting(*args: Any) -> list[str]:
+    def counting(*args: Any) -> Iterator[Generation]:
         resumed.append(args[2][-1]["content"])
         return real_generate(*args)
 
-    monkeypatch.setattr(pregenerate_module, "generate", counting)
+    monkeypatch.setattr(pregenerate_module, "stream_generate", counting)
     result = pregenerate(state, pset)
     assert not result.stopped and (result.already, result.generated) == (3, 4)
     assert resumed == ["Say hi 3.", "Say hi 4."]  # one batched call per prompt still lacking responses
