@@ -223,7 +223,9 @@ def test_rows_of_a_policy_loaded_from_outside_the_checkpoints_finish_on_it_acros
             pass
     assert before.rows[0].weights == loaded and before.rows[0].adapter == LOADED_POLICY_ADAPTER
     assert tokens(before) == alone
-    assert after.rows[0].weights == f"{models.sft.ident}+trained" and tokens(after) != alone
+    trained_alone = tokens(run(scheduler, [models.policy], [prompt], LONG))
+    assert after.rows[0].weights == f"{models.sft.ident}+trained" and tokens(after) == trained_alone
+    assert trained_alone != alone  # the publish changed the weights: the first check can fail
 
 
 def test_the_waiting_bound_answers_busy_and_the_waiting_request_runs_later(models: Models) -> None:
@@ -277,6 +279,24 @@ def test_next_token_applies_penalty_temperature_top_k_top_p_in_transformers_orde
     # Unfiltered, the same draws reach other tokens too (so the two checks above can fail).
     free = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0)
     assert len({next_token(scores, [], free, torch.Generator().manual_seed(s)) for s in range(50)}) > 1
+
+
+@pytest.mark.parametrize(("top_k", "top_p"), [(4, 0.8), (0, 0.8), (3, 1.0), (0, 1.0)])
+def test_sampling_follows_transformers_warpers_distribution(top_k: int, top_p: float) -> None:
+    """Top-k and top-p cut to the candidates before the draw: the frequencies of 20000 draws are the
+    probabilities of transformers' own temperature, top-k and top-p warpers (within 0.01)."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    scores = torch.tensor([2.0, 1.5, 1.2, 0.9, 0.3, -0.4, -1.0, 0.6])
+    settings = GenerationSettings(temperature=0.7, top_k=top_k, top_p=top_p)
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(0.7), *([TopKLogitsWarper(top_k)] if top_k else []),
+                                   *([TopPLogitsWarper(top_p)] if top_p < 1 else [])])
+    expected = warpers(torch.tensor([[0]]), scores[None].clone())[0].softmax(-1)
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.tensor([next_token(scores, [], settings, generator) for _ in range(20_000)])
+    frequencies = torch.bincount(draws, minlength=len(scores)) / len(draws)
+    assert torch.allclose(frequencies, expected, atol=0.01)
+    assert ((expected == 0) == (frequencies == 0)).all()  # the cut tokens are never drawn, the others are
 
 
 def test_a_reader_that_leaves_early_frees_its_rows(models: Models) -> None:

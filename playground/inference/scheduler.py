@@ -418,7 +418,10 @@ def next_token(scores: torch.Tensor, seen: Sequence[int], settings: GenerationSe
                generator: torch.Generator) -> int:
     """One token from one row's logits `scores` (V,), in transformers' order: repetition penalty on
     every id seen (prompt and sampled), then greedy, or temperature, top-k, top-p and a draw from
-    the row's own generator."""
+    the row's own generator. Top-k and top-p work on the candidates alone, best first (`topk` sorts
+    the k best; only top-p without top-k sorts the vocabulary): the distribution of masking the
+    others with −inf, without sorting and drawing over ~50k mostly −inf logits every token. Unlike
+    transformers, a tie with the k-th logit does not keep more than k candidates."""
     if settings.repetition_penalty != 1:
         ids = torch.tensor(sorted(set(seen)), device=scores.device)
         picked, penalty = scores[ids], settings.repetition_penalty
@@ -427,16 +430,14 @@ def next_token(scores: torch.Tensor, seen: Sequence[int], settings: GenerationSe
     if settings.temperature == 0:
         return int(scores.argmax())
     scores = scores / settings.temperature
+    candidates: torch.Tensor | None = None  # the token id of each entry of `scores`, once cut or sorted
     if 0 < settings.top_k < scores.shape[0]:
-        kth = torch.topk(scores, settings.top_k).values[-1]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
+        scores, candidates = torch.topk(scores, settings.top_k)  # (k,), best first
     if settings.top_p < 1:
-        ordered, order = scores.sort(descending=True)
-        cumulative = ordered.softmax(-1).cumsum(-1)
+        if candidates is None:
+            scores, candidates = scores.sort(descending=True)
+        probs = scores.softmax(-1)
         # drop a token when the tokens before it already reach top-p; the first always stays
-        drop = (cumulative - ordered.softmax(-1)) >= settings.top_p
-        scores = scores.clone()
-        scores[order[drop]] = float("-inf")
-    probs = scores.softmax(-1).cpu()
-    return int(torch.multinomial(probs, 1, generator=generator))
-
+        scores = scores.masked_fill(probs.cumsum(-1) - probs >= settings.top_p, float("-inf"))
+    pick = int(torch.multinomial(scores.softmax(-1).cpu(), 1, generator=generator))
+    return pick if candidates is None else int(candidates[pick])
