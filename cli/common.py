@@ -55,6 +55,11 @@ def add_beta_arg(group: argparse.ArgumentParser | argparse._ArgumentGroup, help_
     group.add_argument("--beta", type=beta_value, default=DEFAULT_BETA, metavar="β", help=help_text)
 
 
+DB_LOCK_HELP = ("vote database whose training lock the run holds, so that it never publishes over an app replica's "
+                "run or another command's: a SQLite file or a postgresql:// URL (default: $PLAYGROUND_DB_URL, else "
+                "$PLAYGROUND_HOME/votes.sqlite)")
+
+
 def add_run_args(parser: argparse.ArgumentParser, out_help: str, lr: float, batch_size: int, heldout: float,
                  max_length: int, seed_help: str) -> argparse._ArgumentGroup:
     """The flags every training CLI shares (pairs in, a folder out, run length, optimizer basics);
@@ -75,12 +80,8 @@ def add_run_args(parser: argparse.ArgumentParser, out_help: str, lr: float, batc
     t.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default: 0)")
     t.add_argument("--skip-invalid", action="store_true",
                    help="skip bad rows (reported with their line numbers) instead of failing")
+    t.add_argument("--db", metavar="PATH|URL", help=DB_LOCK_HELP)
     return t
-
-
-DB_LOCK_HELP = ("vote database whose training lock the run holds, so that it never publishes over an app replica's "
-                "run or another command's: a SQLite file or a postgresql:// URL (default: $PLAYGROUND_DB_URL, else "
-                "$PLAYGROUND_HOME/votes.sqlite)")
 
 
 @contextmanager

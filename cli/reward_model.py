@@ -11,6 +11,7 @@ from cli.common import (
     prepare_environment,
     run_summary,
     step_bar,
+    training_lock,
 )
 from playground.core.errors import PlaygroundError
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     base, tokenizer, device, dtype = models.sft.source, models.tokenizer, models.device, models.dtype
     del models
 
-    with step_bar("held-out pass", "accuracy", "margin") as progress:
+    with training_lock(args.db), step_bar("held-out pass", "accuracy", "margin") as progress:
         result = train_reward_model(base, tokenizer, loaded.rows, cfg, callback=progress, device=device, dtype=dtype)
     if result.model is None:  # cannot happen without should_stop; keeps the type checker honest
         raise PlaygroundError("training was cancelled; nothing was written")

@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from cli.common import (
-    DB_LOCK_HELP,
     HelpFormatter,
     add_model_args,
     add_run_args,
@@ -78,7 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="--loss kto only: also train on TRL unpaired rows (prompt, completion, label) from FILE; "
                    "--pairs itself may hold such rows too")
     t.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the adapter's gradient to this L2 norm")
-    t.add_argument("--db", metavar="PATH|URL", help=DB_LOCK_HELP)
     lo = parser.add_argument_group("LoRA (default: the --policy adapter's own settings, else r=16, alpha=2r, "
                                    "q/k/v/o projections)")
     lo.add_argument("--lora-r", type=int, help="LoRA rank r (a fresh adapter gets it; a --policy adapter must "

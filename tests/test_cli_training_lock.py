@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli.common import run_cli, training_lock
+from cli.reward_model import main as reward_model_main
 from cli.rlhf import main as rlhf_main
 from cli.train import main as train_main
 from playground.core.errors import PlaygroundError
@@ -70,6 +71,17 @@ def test_rlhf_is_refused_with_the_apps_message_while_another_run_holds_the_lock(
                                            "--out", str(tmp_path / "ckpts"), "--sft", str(tiny_model_dir),
                                            "--db", str(db)]), capsys)
     assert (code, err) == (1, f"error: {training.busy(tiny_state)}")
+
+
+def test_reward_model_is_refused_with_the_apps_message_while_another_run_holds_the_lock(
+        held: tuple[Path, TrainingLock], tiny_state, tiny_model_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    db, _ = held
+    out = tmp_path / "rm"
+    code, err = exit_of(lambda: reward_model_main(["--pairs", str(pairs_file(tmp_path)), "--out", str(out), "--sft",
+                                                   str(tiny_model_dir), "--steps", "1", "--db", str(db)]), capsys)
+    assert (code, err) == (1, f"error: {training.busy(tiny_state)}")
+    assert not out.exists()
 
 
 def test_train_holds_the_lock_while_it_trains_and_lets_go_after(
