@@ -1,16 +1,16 @@
 """Many simulated voters against one app: votes/s, time to first token, generate and vote latency,
 how responsive the server stays, and no vote lost — the scheduler against the serialized path.
 
-`playground bench load [--voters 100] [--real-voters 20] [--skip-real]` runs, in one go, each
-scenario twice: the app as it ships (one continuous batch for every session, `playground.scoring.
-scheduler`) and with `--serial` (one request at a time: the path before the scheduler). The app
+`playground bench load [--voters 100] [--real-voters 20] [--scenario tiny|best|team]` runs, in one
+go, each scenario twice: the app as it ships (one continuous batch for every session,
+`playground.inference.scheduler`) and with `--serial` (one request at a time: the path before the scheduler). The app
 runs in a subprocess (`playground serve`, a fresh data folder each time), so its event loop shares no GIL
 with the N voter threads here, each with its own `gradio_client` session calling `/generate` (streamed)
 then `/vote` as the page does. Scenarios:
 
 - tiny: N voters (default 100) on a tiny random Llama: the numbers are about the server, the queue
   and the database, not the model; 16 new tokens, sampled.
-- best case: M voters (default 20) on the packaged SmolLM2-135M, every voter on one prompt ("Say
+- best: M voters (default 20) on the packaged SmolLM2-135M, every voter on one prompt ("Say
   hi."), 32 new tokens, even voters greedy and odd ones at T = 0.7, against a fresh policy. The most
   a continuous batch can share: one prompt prefilled once, and a fresh policy (the reference's
   weights) scored in one pass.
@@ -478,54 +478,64 @@ def trained_policy(folder: Path, model_dir: Path) -> Path:
     return checkpoint
 
 
+SCENARIOS = ("tiny", "best", "team")
+
+
+def scenarios(names: list[str], voters: int, real_voters: int, folder: Path) -> list[Scenario]:
+    """The scenarios named (module docstring), their models built or trained in `folder`."""
+    from playground.models.tiny import build_tiny_model
+
+    out = []
+    if "tiny" in names:
+        out.append(Scenario("tiny", build_tiny_model(folder / "tiny-llama"), voters,
+                            [{**SETTINGS, "max_new_tokens": 16}], alone_first=False))
+    smol = packaged_model() if {"best", "team"} & set(names) else None
+    real = {"top_p": 1.0, "top_k": 0, "max_new_tokens": 32, "repetition_penalty": 1.0}
+    if smol and "best" in names:
+        out.append(Scenario("best", smol, real_voters, [{**real, "temperature": 0.0}, {**real, "temperature": 0.7}]))
+    if smol and "team" in names:
+        out.append(Scenario("team", smol, real_voters,
+                            [{**real, "max_new_tokens": n, "temperature": t}
+                             for n, t in zip((16, 32, 48, 64), (0.0, 0.7, 0.0, 0.7), strict=True)],
+                            team_prompts(), ("--policy", str(trained_policy(folder, smol)))))
+    return out
+
+
+def ratios(rows: list[dict[str, Any]], scenario: Scenario) -> dict[str, float]:
+    """The scenario's batched ÷ serial figures (and, after a voter alone, all ÷ one alone)."""
+    name = scenario.name
+    keys = ("tokens_per_s", "generation_tokens_per_s", "generate_p95_s", "votes_per_s")
+    out = {f"{name}_{key}_batched_over_serial": ratio(rows, name, key) for key in keys}
+    if scenario.alone_first:
+        alone = next(r for r in rows if r["scenario"] == name and r["mode"] == "batched, 1 voter alone")
+        batched = next(r for r in rows if r["scenario"] == name and r["mode"] == "batched")
+        out[f"{name}_tokens_per_s_all_over_one_alone"] = batched["tokens_per_s"] / alone["tokens_per_s"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="playground bench load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voters", type=int, default=100, help="simulated voters on the tiny model, all at once")
     parser.add_argument("--real-voters", type=int, default=20, help="simulated voters on the packaged SmolLM2")
-    parser.add_argument("--skip-real", action="store_true", help="only the tiny-model scenario")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS,
+                        help="run only this scenario (repeatable; default: all of them)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one call may wait")
     args = parser.parse_args(argv)
 
     from playground.models.sources import quiet_libraries
-    from playground.models.tiny import build_tiny_model
 
     quiet_libraries()
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        tiny = Scenario("tiny", build_tiny_model(Path(tmp) / "tiny-llama"), args.voters,
-                        [{**SETTINGS, "max_new_tokens": 16}], alone_first=False)
-        tiny_tokens = token_counter(tiny.model_dir)
-        for serial in (True, False):
-            rows += run_scenario(tiny, serial, args.timeout, tiny_tokens)
-        if not args.skip_real:
-            smol = packaged_model()
-            real_settings = {"top_p": 1.0, "top_k": 0, "max_new_tokens": 32, "repetition_penalty": 1.0}
-            best = Scenario("best case", smol, args.real_voters,
-                            [{**real_settings, "temperature": 0.0}, {**real_settings, "temperature": 0.7}])
-            team = Scenario("team", smol, args.real_voters,
-                            [{**real_settings, "max_new_tokens": n, "temperature": t}
-                             for n, t in zip((16, 32, 48, 64), (0.0, 0.7, 0.0, 0.7), strict=True)],
-                            team_prompts(), ("--policy", str(trained_policy(Path(tmp), smol))))
-            real_tokens = token_counter(smol)
-            for scenario in (best, team):
-                for serial in (True, False):
-                    rows += run_scenario(scenario, serial, args.timeout, real_tokens)
-    extra: dict[str, Any] = {
-        "tiny_generate_p95_batched_over_serial": ratio(rows, "tiny", "generate_p95_s"),
-        "tiny_votes_per_s_batched_over_serial": ratio(rows, "tiny", "votes_per_s"),
-    }
-    for name in () if args.skip_real else ("best case", "team"):
-        key = name.replace(" ", "_")
-        alone = next(r for r in rows if r["scenario"] == name and r["mode"] == "batched, 1 voter alone")
-        batched = next(r for r in rows if r["scenario"] == name and r["mode"] == "batched")
-        extra.update({
-            f"{key}_tokens_per_s_batched_over_serial": ratio(rows, name, "tokens_per_s"),
-            f"{key}_generation_tokens_per_s_batched_over_serial": ratio(rows, name, "generation_tokens_per_s"),
-            f"{key}_generate_p95_batched_over_serial": ratio(rows, name, "generate_p95_s"),
-            f"{key}_tokens_per_s_all_over_one_alone": batched["tokens_per_s"] / alone["tokens_per_s"],
-        })
+        for scenario in scenarios(args.scenario or list(SCENARIOS), args.voters, args.real_voters, Path(tmp)):
+            count_tokens = token_counter(scenario.model_dir)
+            runs = [row for serial in (True, False) for row in run_scenario(scenario, serial, args.timeout,
+                                                                             count_tokens)]
+            rows += runs
+            extra.update(ratios(runs, scenario))
     report("load", rows, extra, load_before)
     if not all(r["all_acknowledged_stored_once"] for r in rows):
         raise SystemExit(1)

@@ -9,7 +9,17 @@ import pytest
 import torch
 
 from playground.core.errors import PlaygroundError
-from playground.inference.scheduler import Busy, Request, Scheduler, SchedulerConfig, next_token, row_seed
+from playground.inference.scheduler import (
+    FORWARD_POSITIONS,
+    Busy,
+    Request,
+    Row,
+    Scheduler,
+    SchedulerConfig,
+    length_groups,
+    next_token,
+    row_seed,
+)
 from playground.inference.settings import CUT, STOPPED, GenerationSettings, prompt_ids
 from playground.models.checkpoints import attach_checkpoint, serve_checkpoint, set_policy_weights, write_checkpoint
 from playground.models.roles import LOADED_POLICY_ADAPTER, Models, ModelsConfig, Role, adapter_params, load_models
@@ -18,6 +28,9 @@ from tests.test_models import perturb_adapter, perturbed_policy
 GREEDY = GenerationSettings(temperature=0, max_new_tokens=12)
 SAMPLED = GenerationSettings(temperature=1.0, top_p=0.9, top_k=40, repetition_penalty=1.2, max_new_tokens=12, seed=11)
 LONG = GenerationSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=40, seed=3)
+# Sampled text from the random tiny model barely depends on its adapter (two adapters differ in 2-3 of
+# 40 tokens, equal on some CPUs); greedy text differs in nearly every token.
+LONG_GREEDY = replace(LONG, temperature=0)
 
 
 @pytest.fixture
@@ -145,6 +158,51 @@ def test_rows_with_one_prompt_and_adapter_share_one_prefill_and_sample_as_alone(
     assert len({tuple(t[0]) for t in alone}) == 3  # the seeds differ, so a shared draw would show
 
 
+def test_short_and_long_prompts_joining_together_prefill_in_forwards_of_their_own_width(models: Models) -> None:
+    """Two short prompts and two long ones join at one step: they are prefilled in two forwards, each
+    as wide as its own prompts (one forward would compute the long width for every row), and every
+    request's tokens are the ones it samples alone."""
+    scheduler = Scheduler(models)
+    scheduler.end_ids = set()
+    long_text = "Tell me about the sea, the wind and the sky, " * 8
+    prompts = [ids(models, text) for text in ("Hi.", "Say hi.", long_text + "now.", long_text + "please.")]
+    assert len(prompts[2]) - len(prompts[0]) > 2 * FORWARD_POSITIONS
+    alone = [tokens(run(scheduler, [models.policy], [p], replace(SAMPLED, seed=i))) for i, p in enumerate(prompts)]
+    widths: list[tuple[int, int]] = []
+    hook = models.policy.model.register_forward_pre_hook(
+        lambda _m, _a, kw: widths.append(tuple(kw["input_ids"].shape)) if kw["input_ids"].shape[1] > 1 else None,
+        with_kwargs=True)
+    try:
+        scheduler._thread = threading.current_thread()  # no worker yet: all four wait, then join at one step
+        requests = [scheduler.submit([models.policy], [p], replace(SAMPLED, seed=i), session=str(i))
+                    for i, p in enumerate(prompts)]
+        scheduler._thread = threading.Thread(target=scheduler._run, daemon=True)
+        scheduler._thread.start()
+        for request in requests:
+            for _ in request.progress():
+                pass
+    finally:
+        hook.remove()
+    assert sorted(widths) == [(2, max(map(len, prompts[:2]))), (2, max(map(len, prompts[2:])))]
+    assert [tokens(r) for r in requests] == alone
+
+
+def test_length_groups_split_where_padding_costs_more_than_a_forward() -> None:
+    def row(length: int, adapter: str = "a") -> Row:
+        return Row(Request("", threading.Event()), 0, [1] * length, torch.nn.Identity(), adapter, "w", SAMPLED,
+                   torch.Generator())
+
+    def widths(lengths: list[int]) -> list[list[int]]:
+        return [[len(r.prompt) for r in g] for g in length_groups([row(n) for n in lengths])]
+
+    assert widths([50, 52, 55]) == [[50, 52, 55]]  # 7 positions of padding: one forward
+    assert widths([120, 10, 12, 118]) == [[10, 12], [118, 120]]  # 2 × 108 positions of padding: two
+    assert widths([10, 10 + FORWARD_POSITIONS]) == [[10, 10 + FORWARD_POSITIONS]]  # padding = a forward: one
+    assert widths([10] * 3 + [10 + FORWARD_POSITIONS]) == [[10] * 3, [10 + FORWARD_POSITIONS]]  # 3× that: two
+    same = [row(30, "policy"), row(30, "base"), row(30, "policy")]
+    assert [len(g) for g in length_groups(same)] == [3]  # one prompt, two adapters: one forward, shared prefills
+
+
 def test_each_slot_has_its_own_seed() -> None:
     assert row_seed(5, 0) != row_seed(5, 1)
     assert row_seed(5, 1) != row_seed(6, 0)
@@ -182,18 +240,18 @@ def test_a_checkpoint_served_mid_batch_serves_new_rows_while_running_rows_finish
     scheduler.end_ids = set()
     prompt = ids(models, "Say hi.")
 
-    before = scheduler.submit([models.policy], [prompt], LONG)
+    before = scheduler.submit([models.policy], [prompt], LONG_GREEDY)
     next(before.progress())
     serve_checkpoint(models, y)  # under models.lock, between two steps
-    after = scheduler.submit([models.policy], [prompt], LONG)
+    after = scheduler.submit([models.policy], [prompt], LONG_GREEDY)
     for request in (before, after):
         for _ in request.progress():
             pass
     assert before.rows[0].weights == x.ident and before.rows[0].adapter == x.adapter
     assert after.rows[0].weights == y.ident and after.rows[0].adapter == y.adapter
     # Each equals its checkpoint's own text, generated alone from the checkpoint's slot.
-    assert tokens(before) == tokens(run(scheduler, [x], [prompt], LONG))
-    assert tokens(after) == tokens(run(scheduler, [y], [prompt], LONG))
+    assert tokens(before) == tokens(run(scheduler, [x], [prompt], LONG_GREEDY))
+    assert tokens(after) == tokens(run(scheduler, [y], [prompt], LONG_GREEDY))
     assert tokens(before) != tokens(after)
 
 
@@ -209,21 +267,21 @@ def test_rows_of_a_policy_loaded_from_outside_the_checkpoints_finish_on_it_acros
     scheduler = Scheduler(models)
     scheduler.end_ids = set()
     prompt = ids(models, "Say hi.")
-    alone = tokens(run(scheduler, [models.policy], [prompt], LONG))
+    alone = tokens(run(scheduler, [models.policy], [prompt], LONG_GREEDY))
     loaded = models.policy.ident
 
-    before = scheduler.submit([models.policy], [prompt], LONG)
+    before = scheduler.submit([models.policy], [prompt], LONG_GREEDY)
     next(before.progress())
     trained = {n: torch.randn(p.shape, generator=torch.Generator().manual_seed(9)) if "lora_B" in n else p.detach()
                for n, p in adapter_params(models.policy.model).items()}
     set_policy_weights(models, trained, "trained", f"{models.sft.ident}+trained")  # training's publish
-    after = scheduler.submit([models.policy], [prompt], LONG)
+    after = scheduler.submit([models.policy], [prompt], LONG_GREEDY)
     for request in (before, after):
         for _ in request.progress():
             pass
     assert before.rows[0].weights == loaded and before.rows[0].adapter == LOADED_POLICY_ADAPTER
     assert tokens(before) == alone
-    trained_alone = tokens(run(scheduler, [models.policy], [prompt], LONG))
+    trained_alone = tokens(run(scheduler, [models.policy], [prompt], LONG_GREEDY))
     assert after.rows[0].weights == f"{models.sft.ident}+trained" and tokens(after) == trained_alone
     assert trained_alone != alone  # the publish changed the weights: the first check can fail
 
@@ -234,9 +292,10 @@ def test_the_waiting_bound_answers_busy_and_the_waiting_request_runs_later(model
     prompt = ids(models, "a")
     running = scheduler.submit([models.policy], [prompt], LONG, session="s1")
     next(running.progress())  # decoding: the batch (1 row) is full from now on
-    waiting = scheduler.submit([models.policy, models.reference], [prompt] * 2, GREEDY, session="s2")
-    with pytest.raises(Busy, match="busy: 2 sequences are waiting"):
-        scheduler.submit([models.policy], [prompt], GREEDY, session="s3")
+    with models.lock:  # the worker waits at its next step: the running row can neither end nor make room
+        waiting = scheduler.submit([models.policy, models.reference], [prompt] * 2, GREEDY, session="s2")
+        with pytest.raises(Busy, match="busy: 2 sequences are waiting"):
+            scheduler.submit([models.policy], [prompt], GREEDY, session="s3")
     for request in (running, waiting):
         for _ in request.progress():
             pass
