@@ -12,7 +12,7 @@ import numpy as np
 from cli.common import HelpFormatter
 from evals.battle import in_category, models_in
 from evals.battles import read_battles
-from evals.winrate import length_controlled_table, win_rate_table
+from evals.winrate import JOINT_LC_KEYS, length_controlled_table, win_rate_table
 from playground.core.atomic import write_json
 from playground.core.errors import PlaygroundError
 
@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline", required=True, metavar="MODEL", help="the model every other is compared with")
     parser.add_argument("--out", type=Path, required=True, metavar="OUT", help="JSON file to write (atomically)")
     parser.add_argument("--length-controlled", action="store_true",
-                        help="add lc_win_rate, lc_ci_low, lc_ci_high (needs answer lengths)")
+                        help="add lc_win_rate, lc_ci_low, lc_ci_high (per pair), lc_warning (why not to trust "
+                             "it) and joint_lc_win_rate, joint_lc_ci_low, joint_lc_ci_high (one fit over all "
+                             "battles); needs answer lengths")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap rounds for the LC interval; 0 for none (null)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws (default: 0)")
@@ -42,9 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _json_number(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
+    if isinstance(value, float | np.floating):  # NaN: no value (pandas' None in a number or text column)
         return None if math.isnan(value) else float(value)
     return int(value) if isinstance(value, np.integer) else value
+
+
+def _rate(row: dict[str, Any], prefix: str) -> str:
+    """A row's `{prefix}win_rate` and its interval, as printed."""
+    low, high = row[f"{prefix}ci_low"], row[f"{prefix}ci_high"]
+    return f"{row[f'{prefix}win_rate']:.3f}" + ("" if low is None else f" [{low:.3f}, {high:.3f}]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.length_controlled:
         table = length_controlled_table(battles, args.baseline, args.bootstrap, args.seed)
         keep = ["n", "n_votes", "win_rate", "ci_low", "ci_high", "lc_win_rate", "lc_ci_low", "lc_ci_high",
-                "length_coefficient", "length_scale"]
+                "length_coefficient", "length_scale", "lc_warning", *JOINT_LC_KEYS]
     else:
         table = win_rate_table(battles, args.baseline).rename(columns={"rate": "win_rate"})
         keep = ["n", "n_votes", "win_rate", "ci_low", "ci_high", "wins", "losses", "ties"]
@@ -70,10 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "bootstrap": args.bootstrap if args.length_controlled else 0, "seed": args.seed,
                           "category": args.category, "models": models})
     for name, r in models.items():
-        lc = (f"  LC {r['lc_win_rate']:.3f}" + ("" if r["lc_ci_low"] is None else
-                                                f" [{r['lc_ci_low']:.3f}, {r['lc_ci_high']:.3f}]")
-              if args.length_controlled else "")
+        lc = (f"  LC {_rate(r, 'lc_')}  joint LC {_rate(r, 'joint_lc_')}" if args.length_controlled else "")
         print(f"{name}: win rate {r['win_rate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] over {r['n']}{lc}")
+        if r.get("lc_warning"):
+            print(f"  warning: {r['lc_warning']}")
     print(f"wrote {args.out}")
     return 0
 

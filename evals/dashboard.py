@@ -23,7 +23,13 @@ from evals.kl import KLEstimate
 from evals.ratings.indexed import index_battles
 from evals.ratings.results import RatingsResult, compute_ratings, to_json
 from evals.ratings.style import style_features
-from evals.winrate import checkpoint_timeline, length_controlled_table, win_rate_table, with_lengths
+from evals.winrate import (
+    JOINT_LC_KEYS,
+    checkpoint_timeline,
+    length_controlled_table,
+    win_rate_table,
+    with_lengths,
+)
 from playground.core.atomic import write_file, write_json
 from playground.data.store import Store
 from playground.models.checkpoints import CheckpointRecord
@@ -33,11 +39,12 @@ from playground.training.reward_model import RECORD as REWARD_RECORD
 LAYOUT = {"margin": {"l": 40, "r": 10, "t": 40, "b": 40}, "height": 360}
 NO_BATTLES = "No battles yet — generate on the Playground tab and vote, or run a judge below"
 LEADERBOARD_COLUMNS = ["rank", "model", "rating", "95% CI", "battles", "W/L/T", "online Elo"]
-WIN_RATE_COLUMNS = ["model", "vs", "win rate", "95% CI", "LC win rate", "LC 95% CI", "n", "votes", "W/L/T",
-                    "mean length", "baseline mean length", "note"]
+WIN_RATE_COLUMNS = ["model", "vs", "win rate", "95% CI", "LC win rate", "LC 95% CI", "joint LC win rate",
+                    "joint LC 95% CI", "n", "votes", "W/L/T", "mean length", "baseline mean length", "note"]
 STYLE_COLUMNS = ["style feature", "coefficient (log-odds)", "95% CI", "Elo per typical difference"]
 ALL_CATEGORIES = "all categories"
-LC_KEYS = ["lc_win_rate", "lc_ci_low", "lc_ci_high"]  # the length-controlled win rate's columns
+# The length-controlled win rates' columns: per pair, its warning, and the joint fit's (`evals.winrate`).
+LC_KEYS = ["lc_win_rate", "lc_ci_low", "lc_ci_high", "lc_warning", *JOINT_LC_KEYS]
 JUDGE_COLUMNS = ["judge", "battles", "position consistency", "consistency 95% CI", "pairs with human votes",
                  "agreement with humans", "agreement 95% CI", "Cohen's κ", "κ 95% CI"]
 CHECKPOINT_COLUMNS = ["checkpoint", "parent", "created", "loss", "pairs", "steps", "β", "held-out pairs",
@@ -318,14 +325,26 @@ def win_rate_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "model": table["model"], "vs": table["baseline"], "win rate": table["rate"].round(3),
         "95% CI": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)],
-        "LC win rate": [None if v is None or pd.isna(v) else round(v, 3) for v in table["lc_win_rate"]],
-        "LC 95% CI": [_interval(None if pd.isna(lo) else lo, None if pd.isna(hi) else hi)
-                      for lo, hi in zip(table["lc_ci_low"], table["lc_ci_high"], strict=True)],
+        "LC win rate": _rounded(table["lc_win_rate"]),
+        "LC 95% CI": _intervals(table["lc_ci_low"], table["lc_ci_high"]),
+        "joint LC win rate": _rounded(table["joint_lc_win_rate"]),
+        "joint LC 95% CI": _intervals(table["joint_lc_ci_low"], table["joint_lc_ci_high"]),
         "n": table["n"], "votes": table["n_votes"],
         "W/L/T": [f"{w}/{lo}/{t}" for w, lo, t in zip(table["wins"], table["losses"], table["ties"], strict=True)],
         "mean length": table["mean_len"].round(0), "baseline mean length": table["baseline_mean_len"].round(0),
-        "note": table["note"].fillna(""),  # pairs from rankings share a vote: the Wilson interval is too narrow
+        # Pairs from rankings share a vote (the Wilson interval is too narrow); an LC figure to distrust.
+        "note": ["; ".join(t for t in (note, warning) if isinstance(t, str) and t)
+                 for note, warning in zip(table["note"], table["lc_warning"], strict=True)],
     })
+
+
+def _rounded(values: pd.Series) -> list[float | None]:
+    return [None if v is None or pd.isna(v) else round(v, 3) for v in values]
+
+
+def _intervals(lows: pd.Series, highs: pd.Series) -> list[str]:
+    return [_interval(None if pd.isna(lo) else lo, None if pd.isna(hi) else hi)
+            for lo, hi in zip(lows, highs, strict=True)]
 
 
 def write_tables(report: Report, out_dir: Path) -> list[Path]:

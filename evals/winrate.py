@@ -24,6 +24,20 @@ stay together), seeded. Lengths are the battles' `len_a`/`len_b` (characters, as
 battles carry) or else their conv_metadata token counts (Arena rows): one unit per fit, and the
 standardisation makes the unit irrelevant.
 
+When one model's answers are longer than the baseline's in *every* battle, Δ never comes near 0
+and σ(θ) is an extrapolation of the fitted curve: an equal-skill model always ~200 tokens longer
+can show a raw rate of 0.73 and a per-pair LC rate of 0.09 with an interval of [0.004, 0.66].
+AlpacaEval flags such changes; Chatbot Arena's style control avoids them by fitting the length
+coefficient once over all battles, where other pairs' lengths do vary. So beside the per-pair
+figure stands the *joint* LC win rate: one Bradley–Terry fit over every battle of every pair,
+
+    P(a beats b) = σ(θ_a − θ_b + φ · tanh(Δ_k / s)),   Δ_k = len_a − len_b, s over all battles,
+
+(the style-controlled model of `evals.ratings.style` with length as its one covariate), read at
+equal length: σ(θ_m − θ_baseline), its interval from the same bootstrap over votes. The per-pair
+row carries `lc_warning` when the pair's length differences do not cover 0 or its interval is
+wider than `LC_WIDE_INTERVAL`.
+
 `playground winrate --battles FILE --baseline M [--length-controlled] --out OUT.json`.
 """
 
@@ -36,12 +50,17 @@ import pandas as pd
 
 from evals.agreement import count_votes, dependent_pairs_note, wilson_interval
 from evals.battle import Battle, models_in, vote_key
+from evals.ratings.indexed import index_battles
 from evals.ratings.newton import MAX_NEWTON_STEPS, MAX_STEP, NEWTON_TOL, RIDGE, FloatArray, sigmoid
+from evals.ratings.style import bootstrap_style, fit_style_strengths, style_data
 from playground.core.errors import PlaygroundError
 from playground.data.style import style_totals
 from playground.data.votes import win_score
 
 LC_CHUNK_FLOATS = 1 << 22  # bootstrap rounds × battles per batched fit (32 MiB of float64 per array)
+# A per-pair LC interval wider than this (in win rate) says little about the model: the row is flagged.
+LC_WIDE_INTERVAL = 0.3
+JOINT_LC_KEYS = ("joint_lc_win_rate", "joint_lc_ci_low", "joint_lc_ci_high")
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,7 @@ class LengthControlled:
     lc_ci_high: float | None
     length_coefficient: float  # φ: log-odds per unit of tanh(Δ/s); > 0: longer answers win more
     length_scale: float  # s, in the lengths' unit
+    lc_warning: str | None  # why σ(θ) should not be read alone (`lc_warning`); None: no reason found
 
 
 def _lengths(battle: Battle) -> tuple[float, float] | None:
@@ -191,7 +211,63 @@ def length_controlled_win_rate(battles: Sequence[Battle], model: str, baseline: 
             rates.append(sigmoid(fit_length_model(u, scores, weights)[:, 0]))
         low, high = (float(v) for v in np.percentile(np.concatenate(rates), [2.5, 97.5]))
     return LengthControlled(model, baseline, len(u), len(votes), float(scores.mean()), float(sigmoid(theta)),
-                            low, high, float(phi), scale)
+                            low, high, float(phi), scale, lc_warning(delta, low, high))
+
+
+def lc_warning(delta: FloatArray, low: float | None, high: float | None) -> str | None:
+    """Why a per-pair LC win rate is unreliable, or None: the model's answers were longer (or
+    shorter) than the baseline's in every battle, so σ(θ) at Δ = 0 lies outside the data; or the
+    bootstrap interval is wider than `LC_WIDE_INTERVAL`."""
+    reasons = []
+    if len(delta) and (delta.min() > 0 or delta.max() < 0):
+        side = "longer" if delta.min() > 0 else "shorter"
+        reasons.append(f"the answers were {side} than the baseline's in every battle (Δ {delta.min():+.0f} to "
+                       f"{delta.max():+.0f}): the rate at equal length is an extrapolation")
+    if low is not None and high is not None and high - low > LC_WIDE_INTERVAL:
+        reasons.append(f"the 95% interval [{low:.3f}, {high:.3f}] is wider than {LC_WIDE_INTERVAL}")
+    return "; ".join(reasons) + "; read the joint LC win rate" if reasons else None
+
+
+@dataclass(frozen=True)
+class JointLengthControlled:
+    """Every model's win rate against the baseline at equal length from one fit over all battles
+    (module docstring): rates and interval bounds by model name (the baseline itself left out)."""
+
+    baseline: str
+    rate: Mapping[str, float]
+    ci_low: Mapping[str, float | None]
+    ci_high: Mapping[str, float | None]
+    length_coefficient: float  # φ over all battles
+    length_scale: float  # s over all battles
+
+
+def joint_length_controlled(battles: Sequence[Battle], baseline: str, bootstrap: int = 1000,
+                            seed: int = 0) -> JointLengthControlled:
+    """The joint LC win rate of every model against `baseline` (module docstring); every battle
+    needs both answers' lengths (`with_lengths`)."""
+    lengths = [_lengths(b) for b in battles]
+    missing = next((n for n, pair in enumerate(lengths) if pair is None), None)
+    if missing is not None:
+        raise PlaygroundError(f"battle {missing + 1}: no answer lengths; the joint length-controlled win rate "
+                              "needs them on every battle")
+    delta = np.array([pair[0] - pair[1] for pair in lengths if pair is not None])
+    scale = float(np.std(delta, ddof=1)) if len(delta) > 1 else 0.0
+    scale = scale if scale > 0 else 1.0
+    indexed = index_battles(battles)
+    data = style_data(indexed, np.tanh(delta / scale)[:, None])
+    m = len(indexed.models)
+    fit = fit_style_strengths(data)
+    base = indexed.models.index(baseline)
+    others = [k for k in range(m) if k != base]
+    rate = {indexed.models[k]: float(sigmoid(fit[0, k] - fit[0, base])) for k in others}
+    low: dict[str, float | None] = dict.fromkeys(rate)
+    high: dict[str, float | None] = dict.fromkeys(rate)
+    if bootstrap:
+        rounds = bootstrap_style(data, bootstrap, seed, start=fit)
+        for k in others:
+            low[indexed.models[k]], high[indexed.models[k]] = (
+                float(v) for v in np.percentile(sigmoid(rounds[:, k] - rounds[:, base]), [2.5, 97.5]))
+    return JointLengthControlled(baseline, rate, low, high, float(fit[0, m]), scale)
 
 
 def with_lengths(battles: Sequence[Battle]) -> list[Battle]:
@@ -207,13 +283,18 @@ def with_lengths(battles: Sequence[Battle]) -> list[Battle]:
 def length_controlled_table(battles: Sequence[Battle], baseline: str, bootstrap: int = 1000,
                             seed: int = 0) -> pd.DataFrame:
     """Every other model's raw and length-controlled win rate against `baseline`, best LC first;
-    columns as `LengthControlled`, plus the raw rate's Wilson interval (ci_low, ci_high)."""
+    columns as `LengthControlled`, plus the raw rate's Wilson interval (ci_low, ci_high) and the
+    joint LC win rate with its interval (`joint_length_controlled`: joint_lc_win_rate,
+    joint_lc_ci_low, joint_lc_ci_high)."""
     battles = with_lengths(battles)
     rows = []
+    joint = joint_length_controlled(battles, baseline, bootstrap, seed) if baseline in models_in(battles) else None
     for m in models_in(battles):
         lc = length_controlled_win_rate(battles, m, baseline, bootstrap, seed) if m != baseline else None
-        if lc is not None:
+        if lc is not None and joint is not None:
             raw = win_rate(battles, m, baseline)
-            rows.append({**lc.__dict__, "ci_low": raw.ci_low, "ci_high": raw.ci_high})
-    columns = [*LengthControlled.__dataclass_fields__, "ci_low", "ci_high"]
+            rows.append({**lc.__dict__, "ci_low": raw.ci_low, "ci_high": raw.ci_high,
+                         "joint_lc_win_rate": joint.rate[m], "joint_lc_ci_low": joint.ci_low[m],
+                         "joint_lc_ci_high": joint.ci_high[m]})
+    columns = [*LengthControlled.__dataclass_fields__, "ci_low", "ci_high", *JOINT_LC_KEYS]
     return pd.DataFrame(rows, columns=columns).sort_values("lc_win_rate", ascending=False, ignore_index=True)

@@ -187,6 +187,9 @@ def test_the_dashboard_shows_length_controlled_win_rates_and_style_controlled_ra
     [line] = win_rate_display(report.win_rates).to_dict("records")
     low, high = (float(x) for x in line["LC 95% CI"].split(" – "))
     assert line["win rate"] > 0.55 and low <= 0.5 <= high  # raw: length bias; LC: no better than sft
+    joint_low, joint_high = (float(x) for x in line["joint LC 95% CI"].split(" – "))
+    assert joint_low <= 0.5 <= joint_high and abs(line["joint LC win rate"] - line["LC win rate"]) < 0.05
+    assert "in every battle" not in line["note"]  # verbose is shorter in a fifth of the battles
     assert report.style.empty  # no style control asked for
     styled = build_report(store, baseline="sft", bootstrap=50, style_control=True)
     coefficients = dict(zip(styled.style["style feature"], styled.style["coefficient (log-odds)"], strict=True))

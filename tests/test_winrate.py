@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cli.winrate import main
@@ -122,3 +123,52 @@ def test_cli_writes_raw_and_lc_win_rates(tmp_path: Path, capsys: pytest.CaptureF
     assert "lc_win_rate" not in plain["models"]["policy"]
     with pytest.raises(PlaygroundError, match="unknown baseline 'gpt'"):
         main(["--battles", str(src), "--baseline", "gpt", "--out", str(out)])
+
+
+def simulate_always_longer(seed: int, n: int = 1500) -> list[dict[str, Any]]:
+    """Three models of equal skill: 'long' answers 218 ± 57 tokens more than 'sft' in every battle;
+    'other' against both, its lengths varying on either side. Outcomes follow the joint model
+    σ(φ · tanh(Δ/s)) with s the spread of Δ over all battles, φ = 2: longer answers win."""
+    rng = np.random.default_rng(seed)
+    pairs = [("long", "sft")] * n + [("other", "sft")] * n + [("other", "long")] * n
+    delta = np.concatenate([rng.normal(218, 57, n), rng.normal(0, 150, n), rng.normal(-100, 200, n)])
+    p_a = 1 / (1 + np.exp(-2.0 * np.tanh(delta / np.std(delta, ddof=1))))
+    base = rng.integers(100, 400, len(delta))
+    return [{"model_a": a, "model_b": b, "winner": "model_a" if rng.random() < p else "model_b",
+             "len_a": float(base[k] + max(d, 0)), "len_b": float(base[k] + max(-d, 0)), "vote_id": k}
+            for k, ((a, b), d, p) in enumerate(zip(pairs, delta, p_a, strict=True))]
+
+
+def test_the_joint_lc_win_rate_holds_where_the_per_pair_fit_extrapolates_and_says_so() -> None:
+    """An equal-skill model that is always much longer: its raw rate is far above ½, the per-pair LC
+    fit has no battle near equal length (warned), and the joint fit, whose length coefficient the
+    other pairs pin down, puts it within 0.05 of ½. The pair whose lengths vary gets no warning."""
+    table = length_controlled_table(parse_battles(simulate_always_longer(seed=3)), "sft", bootstrap=200, seed=0)
+    long, other = (table.set_index("model").loc[m] for m in ("long", "other"))
+    assert long.win_rate > 0.7
+    assert abs(long.joint_lc_win_rate - 0.5) < 0.05
+    assert long.joint_lc_ci_low < 0.5 < long.joint_lc_ci_high
+    assert "longer than the baseline's in every battle" in long.lc_warning
+    assert pd.isna(other.lc_warning) and abs(other.joint_lc_win_rate - 0.5) < 0.05
+    assert abs(other.lc_win_rate - other.joint_lc_win_rate) < 0.05  # where lengths vary, the two fits agree
+
+
+def test_a_wide_lc_interval_is_flagged() -> None:
+    rows = parse_battles(simulate_length_bias(40, seed=5))
+    lc = length_controlled_win_rate(rows, "policy", "sft", bootstrap=300, seed=0)
+    assert lc is not None and lc.lc_ci_high - lc.lc_ci_low > 0.3
+    assert lc.lc_warning is not None and "is wider than 0.3" in lc.lc_warning
+
+
+def test_cli_json_carries_the_joint_lc_win_rate_and_the_warning(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    src, out = tmp_path / "battles.jsonl", tmp_path / "lc.json"
+    src.write_text("".join(json.dumps(r) + "\n" for r in simulate_always_longer(seed=4, n=600)))
+    assert main(["--battles", str(src), "--baseline", "sft", "--length-controlled", "--bootstrap", "100",
+                 "--out", str(out)]) == 0
+    models = json.loads(out.read_text())["models"]
+    assert "in every battle" in models["long"]["lc_warning"] and models["other"]["lc_warning"] is None
+    assert abs(models["long"]["joint_lc_win_rate"] - 0.5) < 0.07
+    assert models["long"]["joint_lc_ci_low"] < models["long"]["joint_lc_win_rate"] < models["long"]["joint_lc_ci_high"]
+    printed = capsys.readouterr().out
+    assert "joint LC" in printed and "warning: the answers were longer" in printed

@@ -181,7 +181,9 @@ def report_section() -> tuple[ReportViews, CheckpointTools]:
                                      "that a typical difference in each element buys; 95% bootstrap interval")
     win_rates = gr.Dataframe(headers=WIN_RATE_COLUMNS, label="Win rate against the baseline: ties ½, 95% Wilson "
                              "interval; LC = length-controlled (AlpacaEval 2): the win rate predicted at equal answer "
-                             "length, bootstrap interval; mean response length in characters next to it",
+                             "length from this pair's battles, bootstrap interval; joint LC = the same from one "
+                             "length coefficient fitted over all battles (trust it where the note says the "
+                             "per-pair fit extrapolates); mean response length in characters",
                              interactive=False, elem_id="dashboard-win-rates")
     gr.Markdown("### Checkpoints\nHeld-out metrics come from each run's record; KL(π_θ ‖ π_ref) is estimated "
                 "on the fixed prompt set from samples at temperature 1.")
