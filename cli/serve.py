@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.add_argument("--votes-visible-to-all", action="store_true",
                    help="with logins on, let every voter read every vote (the Data tab, /votes); by default a "
                    "voter sees only their own votes and the admin sees all")
+    a.add_argument("--max-votes-per-day", type=int, default=None, metavar="N",
+                   help="the most pairwise votes one voter may cast in a UTC day (Playground and Vote tab, API "
+                   "alike); the next is refused with a message and not stored. Default: no cap")
     g = parser.add_argument_group("generation (one continuous batch for every session; see README, Many voters)")
     g.add_argument("--max-batch", type=int, default=64, metavar="ROWS",
                    help="sequences decoded together, over all sessions; more wait at token boundaries")
@@ -68,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port}: expected 1..65535")
+    if args.max_votes_per_day is not None and args.max_votes_per_day < 1:
+        parser.error(f"--max-votes-per-day {args.max_votes_per_day}: expected a number of votes ≥ 1")
     return args
 
 
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     state = build_state(models_config(args, home), home, db_path=db_location(args.db, home), beta=args.beta,
                         access=access, votes_visible_to_all=args.votes_visible_to_all,
-                        scheduler=scheduler)
+                        scheduler=scheduler, max_votes_per_day=args.max_votes_per_day)
     print(f"models ready in {time.perf_counter() - started:.1f} s on {state.models.device} "
           f"({str(state.models.dtype).removeprefix('torch.')}); data in {home}", file=sys.stderr)
     demo = build_demo(state)

@@ -128,6 +128,8 @@ class AppState:
     kl_estimates: dict[str, "KLEstimate"] = field(default_factory=dict)
     # With logins on, a voter sees only their own votes unless this is set (admin always sees all).
     votes_visible_to_all: bool = False
+    # The most pairwise votes one voter may cast in a UTC day (`--max-votes-per-day`); None: no cap.
+    max_votes_per_day: int | None = None
     # With logins on, how often each voter may have the Dashboard's tables written (service.quotas).
     voter_downloads: RateLimit = field(default_factory=voter_downloads)
     # The serving checkpoint recorded in the store when this replica last acted on it (served it, or
@@ -256,12 +258,13 @@ class AppState:
 
 def build_state(cfg: ModelsConfig, data_dir: Path, db_path: str | Path | None = None, beta: float = DEFAULT_BETA,
                 access: Access | None = None, votes_visible_to_all: bool = False,
-                scheduler: SchedulerConfig | None = None) -> AppState:
+                scheduler: SchedulerConfig | None = None, max_votes_per_day: int | None = None) -> AppState:
     models = load_models(cfg)
     store = open_store(db_path or data_dir / "votes.sqlite")  # a SQLite path or a postgresql:// URL
     state = AppState(models=models, scorer=Scorer(models), scheduler=Scheduler(models, scheduler), store=store,
                      data_dir=data_dir, beta=beta,
-                     access=access or Access(), votes_visible_to_all=votes_visible_to_all)
+                     access=access or Access(), votes_visible_to_all=votes_visible_to_all,
+                     max_votes_per_day=max_votes_per_day)
     if models.policy.adapter is not None:  # checkpoints are adapters: they need the policy's PeftModel
         for folder in complete_checkpoints(state.checkpoint_dir):
             state.add_checkpoint(folder)

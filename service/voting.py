@@ -114,13 +114,15 @@ def record_vote(state: AppState, target: Round | QueueItem, outcome: str, voter:
                 ranking: Sequence[int] | None = None) -> StoredVote:
     """Make the vote's record and store it: on a scored playground `Round` (refused if it already has
     a vote), or on a queue item (refused if `voter` already voted on that prompt). `outcome` is one of
-    `votes.OUTCOMES`, or `ALL_FLAWED_ANSWER` for a queue item; `ranking` lists slots best first."""
+    `votes.OUTCOMES`, or `ALL_FLAWED_ANSWER` for a queue item; `ranking` lists slots best first.
+    Either is refused once `voter` cast `state.max_votes_per_day` votes that (UTC) day."""
+    cap = state.max_votes_per_day
     if isinstance(target, Round):
         vote = make_vote(_rated(state, target), outcome, voter, ranking)
-        vote_id = state.store.votes.add(vote)
+        vote_id = state.store.votes.add(vote, daily_cap=cap)
     else:
         vote = queue_vote(target, ALL_FLAWED if outcome == ALL_FLAWED_ANSWER else outcome, voter, ranking)
-        vote_id = state.store.votes.add_queue_vote(vote)
+        vote_id = state.store.votes.add_queue_vote(vote, daily_cap=cap)
     return StoredVote(vote_id, replace(vote, id=vote_id))
 
 

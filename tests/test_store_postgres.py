@@ -155,6 +155,30 @@ def test_two_stores_on_one_database_share_votes_and_a_queue_vote_is_stored_once(
         assert [c.id for c in two.checkpoints.list()] == ["ckpt-1"]
 
 
+def test_two_replicas_racing_for_a_voter_s_last_votes_of_the_day_store_exactly_the_cap(pg_url: str) -> None:
+    """A daily cap of 3 and eight simultaneous votes by one voter through two stores: three are
+    stored, five refused naming the cap (the count and the insert are serialised per voter)."""
+    with open_store(pg_url) as one, open_store(pg_url) as two:
+        outcomes: list[str] = []
+        start = threading.Barrier(8)
+
+        def cast(store: Store) -> None:
+            start.wait()
+            try:
+                store.votes.add(make_vote(voter="ana"), daily_cap=3)
+                outcomes.append("stored")
+            except PlaygroundError as exc:
+                outcomes.append(str(exc))
+
+        threads = [threading.Thread(target=cast, args=(one if n % 2 else two,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert outcomes.count("stored") == 3 and len(one.votes.list(voter="ana")) == 3
+        assert all("--max-votes-per-day 3" in o for o in outcomes if o != "stored")
+
+
 def test_the_db_flag_beats_the_environment_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert db_location(None, tmp_path) == tmp_path / "votes.sqlite"
     monkeypatch.setenv(DB_URL_ENV, "postgresql://ana@db.lab/votes")

@@ -65,21 +65,45 @@ def _insert_vote(db: Connection, vote: Vote) -> int:
     return vote_id
 
 
+DAY = 86_400  # seconds: vote caps count per UTC day, as Chatbot Arena's `limit_user_votes` counts per date
+
+
+def _cast_on_day(db: Connection, voter: str, when: float) -> int:
+    start = when - when % DAY
+    return db.execute("SELECT COUNT(*) FROM votes WHERE voter = ? AND created_at >= ? AND created_at < ?",
+                      (voter, start, start + DAY)).fetchone()[0]
+
+
+def _check_daily_cap(db: Connection, vote: Vote, cap: int | None) -> None:
+    """Refuse `vote` when its voter already cast `cap` pairwise votes on its UTC day (None: no cap).
+    Serialised per voter, so two replicas or two tabs cannot both take the last vote of the day."""
+    if cap is None:
+        return
+    serialize(db, f"daily votes {vote.voter}")
+    cast = _cast_on_day(db, vote.voter, vote.created_at)
+    if cast >= cap:
+        raise PlaygroundError(f"{vote.voter} has cast {cast} votes today (UTC), the most this server takes from one "
+                              f"voter in a day (--max-votes-per-day {cap}); nothing was stored")
+
+
 class Votes:
     """The votes of one `Database`."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    def add(self, vote: Vote) -> int:
-        """Store a vote (its `id`, if any, is ignored) and return its new id."""
+    def add(self, vote: Vote, daily_cap: int | None = None) -> int:
+        """Store a vote (its `id`, if any, is ignored) and return its new id; refused when its voter
+        already cast `daily_cap` votes on the vote's UTC day (`_check_daily_cap`)."""
         with self._database.transaction(write=True) as db:
+            _check_daily_cap(db, vote, daily_cap)
             return _insert_vote(db, vote)
 
-    def add_queue_vote(self, vote: Vote) -> int:
-        """Store a vote from the voting queue, refused when its voter already voted on that prompt.
+    def add_queue_vote(self, vote: Vote, daily_cap: int | None = None) -> int:
+        """Store a vote from the voting queue, refused when its voter already voted on that prompt,
+        or already cast `daily_cap` votes that day.
 
-        The check and the insert share one write transaction, so a double click or a second tab
+        The checks and the insert share one write transaction, so a double click or a second tab
         cannot slip a second vote in. The overlap is not checked here: a vote cast on a prompt
         that others completed meanwhile is still a person's judgement, and is kept.
         """
@@ -89,7 +113,13 @@ class Votes:
             serialize(db, f"queue vote {vote.item} {vote.voter}")
             if db.execute("SELECT 1 FROM votes WHERE item = ? AND voter = ?", (vote.item, vote.voter)).fetchone():
                 raise PlaygroundError(f"{vote.voter} has already voted on this prompt; take the next one")
+            _check_daily_cap(db, vote, daily_cap)
             return _insert_vote(db, vote)
+
+    def cast_on_day(self, voter: str, when: float) -> int:
+        """How many pairwise votes `voter` cast on the UTC day of unix time `when`."""
+        with self._database.transaction() as db:
+            return _cast_on_day(db, voter, when)
 
     def list(self, voter: str | None = None, model: str | None = None, since: float | None = None) -> list[Vote]:
         """Votes in the order cast, optionally only one voter's, those showing `model`, or those
