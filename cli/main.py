@@ -24,6 +24,7 @@ COMMANDS: dict[str, Command] = {
     "data": Command("cli.data", "export votes, import pairs, import prompt sets, pre-generate their responses"),
     "ratings": Command("cli.ratings", "Bradley–Terry ratings with bootstrap intervals from battle rows"),
     "winrate": Command("cli.winrate", "win rates against a baseline, raw and length-controlled"),
+    "clean": Command("cli.clean", "flag identity leaks, outlier voters, duplicates and capped votes in battle rows"),
     "judge": Command("cli.judge", "let a judge (rule, reward model, LLM) compare models in both orders"),
     "bench": Command("cli.bench", "run a benchmark (bench/), print its table, write its JSON"),
     "model": Command("cli.model", "convert the packaged SmolLM2-135M-Instruct once; print its folder"),

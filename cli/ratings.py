@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cli.clean import add_cleaning_args, cleaned
 from cli.common import HelpFormatter
 from evals.battle import in_category
 from evals.battles import read_battles
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "and bold spans, read from each row's conv_metadata; prints their coefficients")
     parser.add_argument("--category", metavar="NAME",
                         help="only the battles whose category is NAME (the prompt's category in the set)")
+    add_cleaning_args(parser, switch=True)
     return parser
 
 
@@ -80,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.bootstrap < 0:
         raise PlaygroundError(f"--bootstrap must be ≥ 0 (0: no intervals), got {args.bootstrap}")
-    battles = read_battles(args.battles)
+    battles = cleaned(read_battles(args.battles), args)
     if args.category is not None:
         battles = in_category(battles, args.category)
     style = style_features(battles, f"{args.battles}: ") if args.style_control else None

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cli.clean import add_cleaning_args, cleaned
 from cli.common import HelpFormatter
 from evals.battle import in_category, models_in
 from evals.battles import read_battles
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bootstrap rounds for the LC interval; 0 for none (null)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws (default: 0)")
     parser.add_argument("--category", metavar="NAME", help="only the battles whose category is NAME")
+    add_cleaning_args(parser, switch=True)
     return parser
 
 
@@ -61,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise PlaygroundError(f"--bootstrap must be ≥ 0 (0: no interval), got {args.bootstrap}")
     if not args.out.parent.is_dir():
         raise PlaygroundError(f"{args.out.parent}: no such folder")
-    battles = read_battles(args.battles)
+    battles = cleaned(read_battles(args.battles), args)
     if args.category is not None:
         battles = in_category(battles, args.category)
     if args.baseline not in models_in(battles):

@@ -50,6 +50,9 @@ class Battle:
     category: str | None = None  # the prompt's category in its prompt set
     prompt: Sequence[Message] | None = None  # the messages answered (judge battles, votes)
     details: Mapping[str, Any] | None = None  # a judge's verdicts in both orders (`evals.judge.both_orders`)
+    voter: str | None = None  # who voted (Arena's `judge`); None: unknown (a judge's battle has its `source`)
+    anonymous: bool | None = None  # names hidden until the vote (Arena's `anony`); None: unknown
+    texts: tuple[str, str] | None = None  # the answers of a and b (each side's assistant turns, joined)
 
     def __post_init__(self) -> None:
         for key in ("model_a", "model_b"):
@@ -68,6 +71,10 @@ class Battle:
                                   f"got {vote_id!r}")
         if self.source is not None and not isinstance(self.source, str):
             raise PlaygroundError(f"source must be a string, got {self.source!r}")
+        if self.voter is not None and not isinstance(self.voter, str):
+            raise PlaygroundError(f"the voter (judge) must be a string, got {self.voter!r}")
+        if self.anonymous is not None and not isinstance(self.anonymous, bool):
+            raise PlaygroundError(f"anony must be true or false, got {self.anonymous!r}")
         if self.category is not None and not isinstance(self.category, str):
             raise PlaygroundError(f"category must be a string (the prompt's category), got {self.category!r}")
         for key in ("len_a", "len_b"):
@@ -79,9 +86,11 @@ class Battle:
 
 def parse_battle(record: object, where: str) -> Battle:
     """A battle from one row of Chatbot Arena's format: KEYS, and `vote_id`, `source`, `category`,
-    `conv_metadata`, `len_a`, `len_b` where given (other fields are dropped). An empty cell (a CSV
-    cell, a JSON null) is no value; CSV text is read as what it spells (`conv_metadata` as JSON, a
-    length as a number). `where` ("FILE: line 3") starts every error message."""
+    `conv_metadata`, `len_a`, `len_b`, the voter (`judge`, or our exports' `voter`), `anony` (or
+    `anonymous`) and the conversations (`conversation_a`/`_b`: OpenAI-style messages; the prompt is
+    a's user turns, each side's text its assistant turns) where given (other fields are dropped).
+    An empty cell (a CSV cell, a JSON null) is no value; CSV text is read as what it spells
+    (`conv_metadata` as JSON, a length as a number). `where` ("FILE: line 3") starts every error message."""
     if not isinstance(record, Mapping):
         raise PlaygroundError(f"{where}: expected an object with {', '.join(KEYS)}, got {type(record).__name__}")
     missing = [k for k in KEYS if k not in record]
@@ -94,12 +103,44 @@ def parse_battle(record: object, where: str) -> Battle:
         except json.JSONDecodeError:
             raise PlaygroundError(f"{where}: conv_metadata is not a JSON object") from None
     try:
+        prompt, texts = _conversations(record.get("conversation_a"), record.get("conversation_b"))
+        voter = _value(record.get("judge", record.get("voter")))
+        anonymous = _flag(_value(record.get("anony", record.get("anonymous"))))
+        tstamp = _length(record.get("tstamp"))
         return Battle(record["model_a"], record["model_b"], record["winner"], source=record.get("source"),
                       vote_id=_value(record.get("vote_id")), category=_value(record.get("category")),
                       conv_metadata=_value(metadata), len_a=_length(record.get("len_a")),
-                      len_b=_length(record.get("len_b")))
+                      len_b=_length(record.get("len_b")), voter=None if voter is None else str(voter),
+                      anonymous=anonymous, texts=texts, prompt=prompt,
+                      tstamp=float(tstamp) if isinstance(tstamp, int | float) else None)
     except PlaygroundError as exc:
         raise PlaygroundError(f"{where}: {exc}") from None
+
+
+def _conversations(a: Any, b: Any) -> tuple[list[Message] | None, tuple[str, str] | None]:
+    """The prompt (a's user turns) and both sides' texts (their assistant turns, joined by a blank
+    line) of Arena's `conversation_a`/`conversation_b`; (None, None) without both."""
+    if a in (None, "") or b in (None, ""):
+        return None, None
+    if isinstance(a, str) or isinstance(b, str):  # a CSV cell holds the messages as JSON text
+        try:
+            a, b = json.loads(a) if isinstance(a, str) else a, json.loads(b) if isinstance(b, str) else b
+        except json.JSONDecodeError:
+            raise PlaygroundError("conversation_a/conversation_b are not JSON lists of messages") from None
+    for side in (a, b):
+        if not isinstance(side, list) or not all(isinstance(m, Mapping) and isinstance(m.get("content"), str)
+                                                 and m.get("role") in ("system", "user", "assistant") for m in side):
+            raise PlaygroundError("conversation_a/conversation_b must be lists of {role, content} messages")
+    prompt: list[Message] = [{"role": m["role"], "content": m["content"]} for m in a if m["role"] != "assistant"]
+    texts = tuple("\n\n".join(m["content"] for m in side if m["role"] == "assistant") for side in (a, b))
+    return prompt, (texts[0], texts[1])
+
+
+def _flag(cell: Any) -> Any:
+    """A true/false cell as a bool (CSV spells it as text); anything else as it is, for the check."""
+    if isinstance(cell, str) and cell.lower() in ("true", "false"):
+        return cell.lower() == "true"
+    return cell
 
 
 def _value(cell: Any) -> Any:

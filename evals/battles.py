@@ -47,7 +47,8 @@ def vote_battles(votes: Iterable[Vote], categories: Mapping[int, str] | None = N
             battles.append(Battle(row["model_a"], row["model_b"], row["winner"], source=HUMAN,
                                   vote_id=row["vote_id"], tstamp=row["tstamp"], len_a=len(text_a), len_b=len(text_b),
                                   conv_metadata=conv_metadata(text_a, text_b), category=known.get(vote.item),
-                                  prompt=vote.prompt))
+                                  prompt=vote.prompt, voter=vote.voter, anonymous=vote.anonymous,
+                                  texts=(text_a, text_b)))
     return battles
 
 
@@ -62,7 +63,7 @@ def judge_battle(stored: JudgeBattle, category: str | None = None) -> Battle:
     text_a, text_b = stored.text_a, stored.text_b
     return Battle(stored.model_a, stored.model_b, stored.winner, source=stored.judge, tstamp=stored.created_at,
                   len_a=len(text_a), len_b=len(text_b), conv_metadata=conv_metadata(text_a, text_b),
-                  category=category, prompt=stored.prompt, details=stored.details)
+                  category=category, prompt=stored.prompt, details=stored.details, texts=(text_a, text_b))
 
 
 def judge_battles(store: Store, judges: Sequence[str]) -> list[Battle]:
@@ -77,6 +78,11 @@ def read_battles(path: Path | str) -> list[Battle]:
     """The battles of a file of Chatbot Arena rows (`evals.battle.parse_battle`): JSON lines (.jsonl,
     or .json), a .json list, .csv or .parquet; the first bad row raises `PlaygroundError` with its
     line (JSONL, CSV: as an editor numbers them) or row number (Parquet, JSON list)."""
+    return [battle for _, battle in read_battle_rows(path)]
+
+
+def read_battle_rows(path: Path | str) -> list[tuple[Mapping[str, Any], Battle]]:
+    """`read_battles` with each battle's row as the file gave it (to write it back with more fields)."""
     path = Path(path)
     if _is_json_list(path):
         records: Iterable[tuple[int, Any]] = _json_list(path)
@@ -88,7 +94,7 @@ def read_battles(path: Path | str) -> list[Battle]:
     for number, record in records:
         if isinstance(record, RowError):  # a JSONL line that is not JSON
             raise PlaygroundError(f"{path}: {record}")
-        battles.append(parse_battle(record, f"{path}: {label} {number}"))
+        battles.append((record, parse_battle(record, f"{path}: {label} {number}")))
     if not battles:
         raise PlaygroundError(f"{path}: no battles (the file holds no rows)")
     return battles

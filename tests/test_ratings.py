@@ -358,7 +358,7 @@ def test_read_battles_keeps_the_vote_id(tmp_path: Path, suffix: str) -> None:
             {"model_a": "b", "model_b": "c", "winner": "tie", "vote_id": None, "tstamp": 2.0}]
     read = read_battles(write_battles(tmp_path / f"battles{suffix}", rows))
     vote_id = "4" if suffix == ".csv" else 4  # a CSV cell is text; the empty one is no vote id
-    assert [r.vote_id for r in read] == [vote_id, vote_id, None] and read[0].tstamp is None
+    assert [r.vote_id for r in read] == [vote_id, vote_id, None] and read[0].tstamp == 1.0  # for daily caps
     assert index_battles(read).n_votes == 2
 
 
