@@ -127,28 +127,35 @@ def test_a_new_database_gets_the_current_schema_and_a_newer_one_is_refused(pg_ur
     assert "schema version 99, newer than this playground knows (7)" in message
 
 
+def race(stores: tuple[Store, Store], cast: Any, n: int = 8) -> list[str]:
+    """`cast(store)` from n threads at once, alternating between the two stores: "stored", or the
+    refusal's message, per call."""
+    outcomes: list[str] = []
+    start = threading.Barrier(n)
+
+    def one(store: Store) -> None:
+        start.wait()
+        try:
+            cast(store)
+            outcomes.append("stored")
+        except PlaygroundError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=one, args=(stores[k % 2],)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
 def test_two_stores_on_one_database_share_votes_and_a_queue_vote_is_stored_once(pg_url: str) -> None:
     """Two app replicas: what one stores the other reads; eight simultaneous casts of one voter's
     queue vote on one prompt, from both, store exactly one."""
     with open_store(pg_url) as one, open_store(pg_url) as two:
         pset = one.prompt_sets.add("s", "f.jsonl", [SetPrompt("q0", [{"role": "user", "content": "Hi?"}])])
         item = one.prompt_sets.prompts(pset.id)[0].id
-        outcomes: list[str] = []
-        start = threading.Barrier(8)
-
-        def cast(store: Store) -> None:
-            start.wait()
-            try:
-                store.votes.add_queue_vote(make_vote(voter="ana", item=item))
-                outcomes.append("stored")
-            except PlaygroundError as exc:
-                outcomes.append(str(exc))
-
-        threads = [threading.Thread(target=cast, args=(one if n % 2 else two,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        outcomes = race((one, two), lambda store: store.votes.add_queue_vote(make_vote(voter="ana", item=item)))
         assert sorted(outcomes) == ["ana has already voted on this prompt; take the next one"] * 7 + ["stored"]
         assert [v.item for v in two.votes.list()] == [item]
         one.checkpoints.register("ckpt-1", Path("/ckpt/ckpt-1"), None, {"steps": []})
@@ -159,22 +166,7 @@ def test_two_replicas_racing_for_a_voter_s_last_votes_of_the_day_store_exactly_t
     """A daily cap of 3 and eight simultaneous votes by one voter through two stores: three are
     stored, five refused naming the cap (the count and the insert are serialised per voter)."""
     with open_store(pg_url) as one, open_store(pg_url) as two:
-        outcomes: list[str] = []
-        start = threading.Barrier(8)
-
-        def cast(store: Store) -> None:
-            start.wait()
-            try:
-                store.votes.add(make_vote(voter="ana"), daily_cap=3)
-                outcomes.append("stored")
-            except PlaygroundError as exc:
-                outcomes.append(str(exc))
-
-        threads = [threading.Thread(target=cast, args=(one if n % 2 else two,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        outcomes = race((one, two), lambda store: store.votes.add(make_vote(voter="ana"), daily_cap=3))
         assert outcomes.count("stored") == 3 and len(one.votes.list(voter="ana")) == 3
         assert all("--max-votes-per-day 3" in o for o in outcomes if o != "stored")
 
