@@ -7,8 +7,9 @@ import json
 import math
 import textwrap
 import zipfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,8 +19,10 @@ import plotly.graph_objects as go
 from evals.agreement import judge_human_agreement
 from evals.battle import Battle, categories, in_category, models_in
 from evals.battles import human_battles, judge_battles
+from evals.cleaning import CleaningConfig, CleaningReport, clean, kept
 from evals.judge import position_consistency
 from evals.kl import KLEstimate
+from evals.ratings.bradley_terry import aggregate, fit_ratings
 from evals.ratings.indexed import index_battles
 from evals.ratings.results import RatingsResult, compute_ratings, to_json
 from evals.ratings.style import style_features
@@ -43,6 +46,8 @@ WIN_RATE_COLUMNS = ["model", "vs", "win rate", "95% CI", "LC win rate", "LC 95% 
                     "joint LC 95% CI", "n", "votes", "W/L/T", "mean length", "baseline mean length", "note"]
 STYLE_COLUMNS = ["style feature", "coefficient (log-odds)", "95% CI", "Elo per typical difference"]
 ALL_CATEGORIES = "all categories"
+QUALITY_COLUMNS = ["rule", "flagged", "battles excluded", "evidence"]
+COMPARE_COLUMNS = ["model", "rating, cleaned", "rating, all battles", "change"]
 # The length-controlled win rates' columns: per pair, its warning, and the joint fit's (`evals.winrate`).
 LC_KEYS = ["lc_win_rate", "lc_ci_low", "lc_ci_high", "lc_warning", *JOINT_LC_KEYS]
 JUDGE_COLUMNS = ["judge", "battles", "position consistency", "consistency 95% CI", "pairs with human votes",
@@ -64,6 +69,10 @@ class Report:
     message: str  # what is shown, or why nothing is
     style: pd.DataFrame  # style-controlled ratings' coefficients (STYLE_COLUMNS); empty without style control
     categories: list[str]  # the prompt categories of all the battles (the filter's choices)
+    # Data quality (`evals.cleaning`): what each rule flagged (QUALITY_COLUMNS), and each model's rating
+    # with and without the flagged battles (COMPARE_COLUMNS); empty when cleaning is off.
+    quality: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUALITY_COLUMNS))
+    compare: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COMPARE_COLUMNS))
 
 
 def leaderboard_table(result: RatingsResult | None) -> pd.DataFrame:
@@ -162,12 +171,21 @@ def style_display(result: RatingsResult | None) -> pd.DataFrame:
 def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), baseline: str = "sft",
                  anchor: str | None = None, bootstrap: int = 1000, seed: int = 0,
                  kl: Mapping[str, KLEstimate] | None = None, extra: Sequence[Battle] = (),
-                 category: str | None = None, style_control: bool = False) -> Report:
+                 category: str | None = None, style_control: bool = False,
+                 cleaning: CleaningConfig | None = None) -> Report:
     """Everything the tab shows. `extra`: more battles (rows of a Chatbot Arena file, say);
     `category`: only the battles on prompts of that prompt-set category; `style_control`: ratings
-    at equal answer style (Chatbot Arena's style control: length, headers, lists, bold)."""
+    at equal answer style (Chatbot Arena's style control: length, headers, lists, bold); `cleaning`:
+    the rules whose flagged battles are left out of every table (`evals.cleaning`; None: none)."""
     humans = human_battles(store)  # also what the judges are compared with
     battles = (humans if human else []) + judge_battles(store, judges) + list(extra)
+    quality = compare = None
+    if cleaning is not None and battles:
+        flagged = clean(battles, cleaning)
+        everything, battles = battles, kept(battles, flagged)
+        quality = quality_table(flagged)
+        compare = compare_table(everything, battles)
+        humans = kept(humans, clean(humans, cleaning)) if humans else humans
     found = categories(battles)
     if category:
         battles = in_category(battles, category)
@@ -196,7 +214,49 @@ def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), b
         timeline=checkpoint_timeline(battles, store.checkpoints.list(), baseline),
         checkpoints=records, judges=judge_table(store, humans), message=message,
         style=style_display(ratings), categories=found,
+        **({} if quality is None else {"quality": quality, "compare": compare}),
     )
+
+
+def quality_table(report: CleaningReport) -> pd.DataFrame:
+    """What each cleaning rule flagged, one row per identity word, flagged voter, duplicated prompt
+    and capped voter, as people read it."""
+    rows = [{"rule": "identity leak", "flagged": word, "battles excluded": n, "evidence": "named in the prompt or "
+             "an answer of an anonymous battle"} for word, n in sorted(report.identity_words.items())]
+    voters = Counter(flag.split(":", 1)[1] for flags in report.flags for flag in flags
+                     if flag.startswith("outlier-voter:"))
+    rows += [{"rule": f"outlier voter ({e.test})", "flagged": e.voter, "battles excluded": voters[e.voter],
+              "evidence": e.detail} for e in report.outlier_voters]
+    rows += [{"rule": "duplicate prompt", "flagged": prompt.strip()[:80], "battles excluded": n - k,
+              "evidence": f"asked {n} times; {k} kept"} for prompt, (n, k) in report.duplicated_prompts.items()]
+    repeats = sum("repeat-vote" in f for f in report.flags)
+    if repeats:
+        rows.append({"rule": "repeat vote", "flagged": "", "battles excluded": repeats,
+                     "evidence": "a voter's second vote on the same prompt and answers"})
+    rows += [{"rule": "over the daily cap", "flagged": voter, "battles excluded": n, "evidence": ""}
+             for voter, n in report.capped_voters.items()]
+    return pd.DataFrame(rows, columns=QUALITY_COLUMNS)
+
+
+def compare_table(everything: Sequence[Battle], cleaned: Sequence[Battle]) -> pd.DataFrame:
+    """Each model's point rating with and without the flagged battles (no bootstrap), side by side,
+    both anchored at 1000 on one model ("sft" where both have it)."""
+    common = sorted(set(models_in(everything)) & set(models_in(cleaned)))
+    anchor = "sft" if "sft" in common else (common[0] if common else None)
+
+    def point(battles: Sequence[Battle]) -> dict[str, float]:
+        if len(models_in(battles)) < 2 or anchor is None:
+            return {}
+        indexed = index_battles(battles)
+        ratings = fit_ratings(aggregate(indexed), anchor=indexed.models.index(anchor))
+        return dict(zip(indexed.models, ratings, strict=True))
+
+    after, before = point(cleaned), point(everything)
+    rows = [{"model": m, "rating, cleaned": round(after[m], 1) if m in after else None,
+             "rating, all battles": round(before[m], 1) if m in before else None,
+             "change": round(after[m] - before[m], 1) if m in after and m in before else None}
+            for m in sorted(set(before) | set(after))]
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 
 def reward_model_table(folders: Sequence[Path]) -> pd.DataFrame:
@@ -352,7 +412,8 @@ def write_tables(report: Report, out_dir: Path) -> list[Path]:
     the `playground ratings` JSON format."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {"leaderboard": report.leaderboard, "win_rates": report.win_rates, "timeline": report.timeline,
-              "checkpoints": report.checkpoints, "judges": report.judges, "style": report.style}
+              "checkpoints": report.checkpoints, "judges": report.judges, "style": report.style,
+              "data_quality": report.quality, "ratings_cleaned_vs_all": report.compare}
     if report.ratings is not None:
         tables |= {"battle_counts": report.ratings.battles, "win_fraction": report.ratings.win_fraction,
                    "predicted": report.ratings.predicted}

@@ -14,6 +14,7 @@ from typing import Any
 
 from evals.battle import Battle
 from evals.battles import judge_battle, read_battles
+from evals.cleaning import CleaningConfig, own_names
 from evals.dashboard import Report, build_report, write_tables, zip_tables
 from evals.judge import Judge
 from evals.judges import make_judge
@@ -158,6 +159,7 @@ class ReportQuery:
     battles_file: Path | None = None
     category: str | None = None
     style_control: bool = False
+    clean: bool = True  # leave out the battles Chatbot Arena's cleaning rules flag (`cleaning_config`)
 
 
 def bootstrap_limit(state: AppState, user: str | None) -> int:
@@ -182,7 +184,15 @@ def dashboard_report(state: AppState, query: ReportQuery, user: str | None = Non
     extra = [replace(b, source=file.name) for b in read_battles(file)] if file else []
     return build_report(state.store, query.human, query.judges, query.baseline or "sft", query.anchor or None,
                         query.bootstrap, kl=state.kl_estimates, extra=extra, category=query.category or None,
-                        style_control=query.style_control)
+                        style_control=query.style_control, cleaning=cleaning_config(state) if query.clean else None)
+
+
+def cleaning_config(state: AppState) -> CleaningConfig:
+    """Arena's cleaning rules with this app's own model names as identity words (the SFT and
+    reference folders or hub ids, and every checkpoint id) and the server's daily vote cap."""
+    sources = [state.models.sft.source, state.models.reference.source]
+    names = [Path(s).name for s in sources if s] + list(state.checkpoints)
+    return CleaningConfig(extra_words=own_names(names), max_votes_per_day=state.max_votes_per_day)
 
 
 def dashboard_downloads(state: AppState, query: ReportQuery, user: str | None = None) -> Path:

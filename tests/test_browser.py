@@ -232,3 +232,34 @@ def test_every_tab_shows_its_data_when_opened_without_refresh(tiny_state: AppSta
         assert page.locator("#dashboard-leaderboard").get_by_role("gridcell", name="sft", exact=True).count() == 1
         assert page.locator("#dashboard-checkpoints").get_by_role("gridcell", name=ckpt, exact=True).count() == 1
         assert page.locator(".toast-body").all_inner_texts() == []
+
+
+def test_the_data_quality_section_counts_the_leaks_and_the_clean_toggle_moves_the_leaderboard(
+        tiny_state: AppState) -> None:
+    """Twelve anonymous votes that policy wins while naming itself ("I am SmolLM") and twelve
+    named votes that sft mostly wins: cleaned, sft leads and Data quality counts 12 leaks of
+    "smollm"; unticking Clean puts policy on top."""
+    from tests.conftest import make_vote
+
+    state = tiny_state
+    for k in range(12):
+        state.store.votes.add(make_vote(("policy", "sft"), "a", texts=(f"I am SmolLM, answer {k}.", f"Hello {k}."),
+                                        rated_as=("policy", "sft"), voter=f"v{k}", anonymous=True))
+        state.store.votes.add(make_vote(("policy", "sft"), "a" if k < 4 else "b", texts=(f"Hi {k}.", f"Hey {k}."),
+                                        rated_as=("policy", "sft"), voter=f"w{k}", anonymous=False))
+    with browser_page(state) as (page, url):
+        page.goto(url)
+        page.get_by_role("tab", name="Dashboard").click()
+        quality = page.locator("#dashboard-quality")
+        quality.get_by_role("gridcell", name="smollm", exact=True).wait_for(timeout=60_000)
+        assert quality.get_by_role("gridcell", name="12", exact=True).count() == 1
+        board = page.locator("#dashboard-leaderboard")
+        page.locator("#dashboard-summary").get_by_text("12 battles among 2 models").wait_for(timeout=30_000)
+        text = board.inner_text()
+        assert text.index("sft") < text.index("policy")  # cleaned: sft ranks first
+        page.locator("#dashboard-clean input").uncheck()
+        page.locator("#dashboard-refresh").click()
+        page.locator("#dashboard-summary").get_by_text("24 battles among 2 models").wait_for(timeout=30_000)
+        text = board.inner_text()
+        assert text.index("policy") < text.index("sft")  # every battle: policy's self-naming wins lead
+        assert page.locator(ERROR_BADGE).count() == 0

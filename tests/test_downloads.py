@@ -25,8 +25,8 @@ VOTES = [("ana", "a"), ("ana", "b"), ("ana", "tie"), ("bo", "a")]
 
 
 def add_votes(state: AppState, votes: list[tuple[str, str]] = VOTES) -> None:
-    for voter, outcome in votes:
-        state.store.votes.add(make_vote(("policy", "sft"), outcome, texts=("short", "longer"),
+    for k, (voter, outcome) in enumerate(votes):  # distinct answers: a repeat vote would be cleaned away
+        state.store.votes.add(make_vote(("policy", "sft"), outcome, texts=(f"short {k}", "longer"),
                                         rated_as=("policy", "sft"), prompt=PROMPT, voter=voter))
 
 

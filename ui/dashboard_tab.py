@@ -12,9 +12,11 @@ import gradio as gr
 from evals.dashboard import (
     ALL_CATEGORIES,
     CHECKPOINT_COLUMNS,
+    COMPARE_COLUMNS,
     JUDGE_COLUMNS,
     LEADERBOARD_COLUMNS,
     NO_BATTLES,
+    QUALITY_COLUMNS,
     STYLE_COLUMNS,
     WIN_RATE_COLUMNS,
     Report,
@@ -69,12 +71,13 @@ class ReportControls:
     arena_file: gr.File
     category: gr.Dropdown
     style_control: gr.Checkbox
+    clean: gr.Checkbox
     refresh: gr.Button
 
     @property
     def inputs(self) -> list[gr.components.Component]:
         return [self.human, self.judges, self.baseline, self.anchor, self.rounds, self.arena_file, self.category,
-                self.style_control]
+                self.style_control, self.clean]
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class ReportViews:
     records: gr.Dataframe
     kl_plot: gr.Plot
     rm_kl_plot: gr.Plot
+    quality: gr.Dataframe
+    compare: gr.Dataframe
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,11 @@ def controls_section() -> ReportControls:
         category = gr.Dropdown([ALL_CATEGORIES], value=ALL_CATEGORIES, label="Prompt category", scale=2)
         style_control = gr.Checkbox(value=False, scale=3, label="Style control: rate at equal answer length, headers, "
                                                                 "lists and bold (Chatbot Arena's)")
-    return ReportControls(human, judges, baseline, anchor, rounds, arena_file, category, style_control, refresh)
+        clean = gr.Checkbox(value=True, scale=3, elem_id="dashboard-clean",
+                            label="Clean: leave out identity leaks, outlier voters, duplicate prompts and repeat "
+                                  "votes (Chatbot Arena's rules; see Data quality)")
+    return ReportControls(human, judges, baseline, anchor, rounds, arena_file, category, style_control, clean,
+                          refresh)
 
 
 def report_section() -> tuple[ReportViews, CheckpointTools]:
@@ -185,6 +194,7 @@ def report_section() -> tuple[ReportViews, CheckpointTools]:
                              "length coefficient fitted over all battles (trust it where the note says the "
                              "per-pair fit extrapolates); mean response length in characters",
                              interactive=False, elem_id="dashboard-win-rates")
+    quality, compare = quality_section()
     gr.Markdown("### Checkpoints\nHeld-out metrics come from each run's record; KL(π_θ ‖ π_ref) is estimated "
                 "on the fixed prompt set from samples at temperature 1.")
     records = gr.Dataframe(headers=CHECKPOINT_COLUMNS, interactive=False, elem_id="dashboard-checkpoints")
@@ -198,7 +208,19 @@ def report_section() -> tuple[ReportViews, CheckpointTools]:
                 gr.Button("Download tables", elem_id="dashboard-download"),
                 gr.File(label="Every table, CSV and JSON (zip)", interactive=False, elem_id="dashboard-download-file"))
     return ReportViews(summary, leaderboard, rating_plot, timeline_plot, fraction_plot, count_plot, predicted_plot,
-                       style_table, win_rates, records, kl_plot, rm_kl_plot), tools
+                       style_table, win_rates, records, kl_plot, rm_kl_plot, quality, compare), tools
+
+
+def quality_section() -> tuple[gr.Dataframe, gr.Dataframe]:
+    gr.Markdown("### Data quality\nWhat Chatbot Arena's cleaning rules flagged (README, Votes you can trust); with "
+                "*Clean* ticked these battles are left out of the leaderboard, the win rates and the judges' "
+                "agreement. Nothing is deleted: untick *Clean* to rate every battle.")
+    with gr.Row():
+        quality = gr.Dataframe(headers=QUALITY_COLUMNS, interactive=False, elem_id="dashboard-quality", scale=3,
+                               label="Flagged: per identity word, voter (with the test's evidence), prompt")
+        compare = gr.Dataframe(headers=COMPARE_COLUMNS, interactive=False, elem_id="dashboard-compare", scale=2,
+                               label="Ratings with and without the flagged battles (point fits)")
+    return quality, compare
 
 
 def judge_section(state: AppState) -> JudgeForm:
@@ -243,11 +265,12 @@ def reward_model_section() -> RewardModelForm:
 
 
 def report_query(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
-                 file: str | None, category_v: str | None, style_v: bool) -> evaluation.ReportQuery:
+                 file: str | None, category_v: str | None, style_v: bool, clean_v: bool) -> evaluation.ReportQuery:
     """The report the controls ask for (every category for the "all" choice)."""
     return evaluation.ReportQuery(bool(human_v), tuple(judges_v or ()), baseline_v or "sft", anchor_v or None,
                                   int(rounds_v or 0), Path(file) if file else None,
-                                  None if category_v in (None, "", ALL_CATEGORIES) else category_v, bool(style_v))
+                                  None if category_v in (None, "", ALL_CATEGORIES) else category_v, bool(style_v),
+                                  bool(clean_v))
 
 
 def report_view(state: AppState, page: DashboardPage, report: Report, judges_v: list[str], baseline_v: str) -> dict:
@@ -266,6 +289,7 @@ def report_view(state: AppState, page: DashboardPage, report: Report, judges_v: 
         c.judges: gr.CheckboxGroup(choices=evaluation.judge_names(state), value=judges_v),
         c.baseline: gr.Dropdown(choices=models), c.anchor: gr.Dropdown(choices=models),
         v.rating_plot: rating, v.fraction_plot: fraction, v.count_plot: count, v.predicted_plot: predicted,
+        v.quality: report.quality, v.compare: report.compare,
     }
 
 
@@ -274,7 +298,7 @@ def report_outputs(page: DashboardPage) -> list[gr.components.Component]:
     v, c = page.views, page.controls
     return [v.summary, v.leaderboard, v.win_rates, v.records, v.timeline_plot, v.kl_plot, v.rm_kl_plot, c.judges,
             c.baseline, c.anchor, v.rating_plot, v.fraction_plot, v.count_plot, v.predicted_plot, page.judge.table,
-            v.style_table, c.category]
+            v.style_table, c.category, v.quality, v.compare]
 
 
 def choices_view(state: AppState, page: DashboardPage) -> dict:
@@ -292,9 +316,9 @@ def wire_report(state: AppState, tab: gr.Tab, page: DashboardPage) -> Callable[.
     report's handler (a KL estimate shows its result through it)."""
     @refusals
     def show(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
-             file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False,
+             file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False, clean_v: bool = True,
              request: gr.Request = None) -> dict:
-        query = report_query(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v)
+        query = report_query(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v, clean_v)
         report = evaluation.dashboard_report(state, query, session.username(request))
         return report_view(state, page, report, judges_v, baseline_v)
 
@@ -320,8 +344,8 @@ def wire_checkpoint_tools(state: AppState, page: DashboardPage, show: Callable[.
     @refusals
     def download(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
                  file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False,
-                 request: gr.Request = None) -> str:
-        query = report_query(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v)
+                 clean_v: bool = True, request: gr.Request = None) -> str:
+        query = report_query(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v, clean_v)
         return str(evaluation.dashboard_downloads(state, query, session.username(request)))
 
     tools.tables_button.click(download, inputs, tools.downloads, api_name="dashboard_tables")
