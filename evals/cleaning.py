@@ -15,12 +15,14 @@ trained on, and the stored votes stay as they were.
   votes, in order, p↑ and p↓ are the shares of that model pair's decisive votes (every voter's,
   ties left out, oriented by the pair's alphabetical order) at or below, and at or above, this vote
   (a tie is ½); the running products Π 1/(2p) are e-values, and a voter whose product crosses 1/α
-  is flagged, with the number of votes read at the crossing. It only has power on lopsided pairs:
-  among near-equal models it flags neither a voter who always clicks A nor one who always picks the
-  weaker model. So *ours* (`voter_tests`) runs two tests per voter on their decisive votes:
-  position, the share of votes for the answer shown first against the randomised ½ (exact two-sided
-  binomial p); and agreement, the voter's log-likelihood under a Bradley–Terry fit of everyone
-  else's battles, ℓ = Σ_k [y_k log p_k + (1 − y_k) log(1 − p_k)] (p_k the fit's probability that a
+  is flagged, with the number of votes read at the crossing. Its power comes from lopsided pairs:
+  among near-equal models it missed a voter who always clicks A (`tests/test_cleaning.py`).
+  So *ours* (`voter_tests`) runs two tests per voter on their decisive votes: position, the share
+  of votes for the answer shown first against the randomised ½ (exact two-sided binomial p;
+  anonymous battles only, where the order is drawn at random: in a named side-by-side round a
+  voter may well prefer the model they put in slot A); and agreement, the voter's log-likelihood
+  under a Bradley–Terry fit of everyone else's battles,
+  ℓ = Σ_k [y_k log p_k + (1 − y_k) log(1 − p_k)] (p_k the fit's probability that a
   wins), against its distribution were the voter to vote by that fit: mean Σ [p log p + (1 − p)
   log(1 − p)], variance Σ p(1 − p) log²(p/(1 − p)), so z = (ℓ − mean)/sd and p = Φ(z), lower tail
   (a voter who keeps choosing the weaker model is unlikely under the fit; a normal approximation in
@@ -231,13 +233,16 @@ def voter_tests(battles: Sequence[Battle], config: CleaningConfig) -> list[Voter
         if n < config.min_votes:
             continue
         mine = [b for b in battles if b.voter == voter and b.winner in (ARENA_A, ARENA_B)]
-        firsts = sum(b.winner == ARENA_A for b in mine)
-        p_position = fair_coin_p(firsts, n)
+        # Only where the order was drawn at random: in a named side-by-side round A is a chosen model.
+        shuffled = [b for b in mine if b.anonymous is not False]
+        firsts = sum(b.winner == ARENA_A for b in shuffled)
+        p_position = fair_coin_p(firsts, len(shuffled)) if len(shuffled) >= config.min_votes else 1.0
         z = _likelihood_z([b for b in battles if b.voter != voter], mine)
         p_agreement = 0.5 * math.erfc(-z / math.sqrt(2)) if z is not None else 1.0  # Φ(z)
         p = min(1.0, 2 * min(p_position, p_agreement))
         agreement = "no fit" if z is None else f"z {z:+.2f}"
-        detail = (f"A chosen in {firsts} of {n} decisive votes (p {p_position:.2g}); agreement {agreement} "
+        detail = (f"A chosen in {firsts} of {len(shuffled)} decisive anonymous votes (p {p_position:.2g}); "
+                  f"agreement {agreement} "
                   f"(p {p_agreement:.2g})")
         tested.append((voter, p, detail, n))
     out = []

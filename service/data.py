@@ -14,6 +14,7 @@ from playground.core.chat import voter_name
 from playground.data.exchange import ImportResult, export_rows, import_file
 from playground.data.single_votes import SingleVote
 from playground.data.votes import Binarize, Vote
+from service.cleaning import vote_flags
 from service.state import AppState
 
 
@@ -72,9 +73,11 @@ def undo_last_vote(state: AppState, user: str | None, typed: str) -> tuple[str, 
 def export_votes(state: AppState, fmt: str, binarize: Binarize = "all_pairs", suffix: str = ".jsonl",
                  include_imported: bool = False) -> Export:
     """Every vote as TRL preference rows, Chatbot Arena battles or TRL unpaired rows (KTO), in a new
-    file under exports/."""
+    file under exports/; each row's `flags` say why the cleaning rules would leave it out
+    (`service.cleaning.vote_flags`; empty: kept)."""
     path = state.export_path(fmt, suffix)
-    return Export(path, export_rows(state.store, fmt, path, binarize, seed=0, include_imported=include_imported))
+    return Export(path, export_rows(state.store, fmt, path, binarize, seed=0, include_imported=include_imported,
+                                    flags=vote_flags(state)))
 
 
 def export_merged(state: AppState, fmt: str, ties: str = "drop") -> Export:

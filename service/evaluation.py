@@ -14,7 +14,6 @@ from typing import Any
 
 from evals.battle import Battle
 from evals.battles import judge_battle, read_battles
-from evals.cleaning import CleaningConfig, own_names
 from evals.dashboard import Report, build_report, write_tables, zip_tables
 from evals.judge import Judge
 from evals.judges import make_judge
@@ -27,6 +26,7 @@ from playground.data.prompt_sets import check_models
 from playground.inference.generation import stream_generate
 from playground.inference.settings import GenerationSettings
 from playground.training.reward_model import load_reward_model
+from service.cleaning import cleaning_config
 from service.state import AppState
 from service.training import reward_model_dir, reward_models
 
@@ -186,13 +186,6 @@ def dashboard_report(state: AppState, query: ReportQuery, user: str | None = Non
                         query.bootstrap, kl=state.kl_estimates, extra=extra, category=query.category or None,
                         style_control=query.style_control, cleaning=cleaning_config(state) if query.clean else None)
 
-
-def cleaning_config(state: AppState) -> CleaningConfig:
-    """Arena's cleaning rules with this app's own model names as identity words (the SFT and
-    reference folders or hub ids, and every checkpoint id) and the server's daily vote cap."""
-    sources = [state.models.sft.source, state.models.reference.source]
-    names = [Path(s).name for s in sources if s] + list(state.checkpoints)
-    return CleaningConfig(extra_words=own_names(names), max_votes_per_day=state.max_votes_per_day)
 
 
 def dashboard_downloads(state: AppState, query: ReportQuery, user: str | None = None) -> Path:

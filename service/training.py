@@ -31,6 +31,7 @@ from playground.training.loop import Callback, Metrics
 from playground.training.reward_model import RECORD as REWARD_RECORD
 from playground.training.reward_model import RewardConfig, RewardTrainResult
 from playground.training.reward_model import train_reward_model as train_reward_model_on
+from service.cleaning import vote_flags
 from service.state import AppState
 
 BUSY = "a training run is already in progress; wait for it or cancel it"
@@ -55,7 +56,8 @@ class TrainingRun:
     """A DPO run started by `start_training`, training in its own thread. Iterate `events()` for
     its progress (from one consumer; each event is delivered once), then `result()` for what it did."""
 
-    def __init__(self) -> None:
+    def __init__(self, left_out: int = 0) -> None:
+        self.left_out = left_out  # stored votes the cleaning rules flagged, not trained on
         self._events: queue.Queue = queue.Queue()
         self._done = threading.Event()
         self._result: TrainResult | None = None
@@ -84,9 +86,11 @@ def busy(state: AppState) -> str:
     return holder.refusal() if holder else BUSY
 
 
-def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> TrainingRun:
+def start_training(state: AppState, cfg: DPOConfig, merge: bool = False, clean: bool = True) -> TrainingRun:
     """Start a DPO run (or any `DPOConfig.loss`) on every stored vote's pairs and the imported pairs
-    (`merge`: the voting queue's votes as one merged majority vote per prompt, see `merge_votes`);
+    (`clean`: less the votes the cleaning rules flag, `service.cleaning.vote_flags`, counted in
+    `TrainingRun.left_out`; `merge`: the voting queue's votes as one merged majority vote per
+    prompt, see `merge_votes`);
     KTO adds the unpaired rows (`Store.unpaired_rows`: single votes, both-bad answers, imported). The run trains in a
     thread; when it finishes its checkpoint is registered, attached to the slots and serves as the
     policy, now and after a restart. Raises at once (nothing started) for bad settings or while
@@ -96,11 +100,14 @@ def start_training(state: AppState, cfg: DPOConfig, merge: bool = False) -> Trai
     try:
         state.cancel_training.clear()  # a Cancel left from an earlier run; one pressed from now on counts
         cfg.validate()
-        votes = merge_votes(state.store.votes.list()).votes if merge else None
+        votes = state.store.votes.list()
+        flagged = vote_flags(state) if clean else {}
+        kept = [v for v in votes if v.id not in flagged]
+        votes = merge_votes(kept).votes if merge else kept
         pairs = state.store.training_pairs("all_pairs", cfg.seed, votes)
         # KTO also learns from answers judged alone: single votes, both sides of a both-bad vote.
         unpaired = state.store.unpaired_rows(votes) if cfg.loss == "kto" else []
-        run = TrainingRun()
+        run = TrainingRun(left_out=len(flagged))
         threading.Thread(target=_train, args=(state, run, pairs, unpaired, cfg), daemon=True,
                          name="dpo-training").start()
     except BaseException:

@@ -2,6 +2,7 @@
 nothing changed by a failed run) and reward models in their own folders."""
 
 import ast
+import json
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from playground.models.roles import adapter_params
 from playground.training.dpo import DPOConfig
 from playground.training.reward_model import RewardConfig
 from service import training
+from service.data import export_votes
 from service.state import AppState
 from tests.conftest import make_vote
 
@@ -183,3 +185,18 @@ def test_the_application_layer_imports_no_gradio() -> None:
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not {m for m in imported if m.split(".")[0] in ("gradio", "gradio_client", "ui")}, path.name
+
+
+def test_training_and_exports_leave_out_or_mark_the_votes_the_cleaning_rules_flag(state: AppState) -> None:
+    """Two anonymous votes whose answer names the model ("I am SmolLM") are flagged: a run trains
+    on the other six pairs and says how many it left out; with clean=False it takes all eight; the
+    exported rows carry each vote's flags."""
+    for i in range(2):
+        state.store.votes.add(make_vote(("policy", "sft"), texts=(f"I am SmolLM {i}.", "No."), anonymous=True,
+                                        prompt=[{"role": "user", "content": f"Who are you {i}?"}]))
+    run = training.start_training(state, FAST)
+    result = run.result(timeout=300)
+    assert run.left_out == 2 and result.pairs == 6
+    assert training.start_training(state, FAST, clean=False).result(timeout=300).pairs == 8
+    rows = [json.loads(line) for line in export_votes(state, "trl").path.read_text().splitlines()]
+    assert [r["flags"] for r in rows] == [[]] * 6 + [["identity:smollm"]] * 2

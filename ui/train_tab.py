@@ -83,13 +83,14 @@ class DPOForm:
     undesirable: gr.Number
     loss_note: gr.Markdown
     merge: gr.Checkbox
+    clean: gr.Checkbox
     start: gr.Button
 
     @property
     def inputs(self) -> list[gr.components.Component]:
         """`/train`'s inputs, in the order of its parameters."""
         return [self.steps, self.beta, self.lr, self.batch, self.loss, self.eps, self.heldout, self.seed, self.merge,
-                self.gamma, self.orpo_lambda, self.desirable, self.undesirable]
+                self.gamma, self.orpo_lambda, self.desirable, self.undesirable, self.clean]
 
 
 @dataclass(frozen=True)
@@ -167,9 +168,12 @@ def dpo_section(state: AppState) -> DPOForm:
         loss_note = gr.Markdown(LOSS_NOTES[DEFAULTS.loss])
         merge = gr.Checkbox(value=False, label="Voting-queue votes: train on one merged vote per prompt (majority; "
                             "prompts without one are left out) instead of every voter's vote")
+        clean = gr.Checkbox(value=True, elem_id="train-clean",
+                            label="Leave out the votes Data quality flags (identity leaks, outlier voters, duplicate "
+                                  "prompts, repeat votes: the Dashboard lists them)")
         start = gr.Button("Train", variant="primary", elem_id="train")
     return DPOForm(box, steps, beta, lr, batch, loss, eps, heldout, seed, gamma, orpo_lambda, desirable, undesirable,
-                   loss_note, merge, start)
+                   loss_note, merge, clean, start)
 
 
 def run_section(state: AppState, slot_models: list[gr.Dropdown]) -> RunPanel:
@@ -213,7 +217,7 @@ def wire_dpo(state: AppState, form: DPOForm, run: RunPanel) -> None:
 
     @refusals
     def train(steps_v, beta_v, lr_v, batch_v, loss_v, eps_v, heldout_v, seed_v, merge_v, gamma_v, orpo_lambda_v,
-              desirable_v, undesirable_v, request: gr.Request, progress=gr.Progress()):
+              desirable_v, undesirable_v, clean_v=True, request: gr.Request = None, progress=gr.Progress()):
         session.require_admin(state, request, "training")
         # A hidden field belongs to another loss: its value is not this run's setting.
         own = {"robust": {"label_smoothing": float(eps_v or 0)},
@@ -224,7 +228,10 @@ def wire_dpo(state: AppState, form: DPOForm, run: RunPanel) -> None:
         cfg = DPOConfig(beta=float(beta_v or 0), lr=float(lr_v or 0), steps=int(steps_v) or None,
                         batch_size=int(batch_v or 0), loss=loss_v, heldout=float(heldout_v), seed=int(seed_v or 0),
                         **own)
-        started = training.start_training(state, cfg, merge=bool(merge_v))
+        started = training.start_training(state, cfg, merge=bool(merge_v), clean=bool(clean_v))
+        if started.left_out:
+            gr.Info(f"{started.left_out} flagged vote(s) left out of this run (Dashboard, Data quality); untick "
+                    "the box to train on them")
         yield from stream_run(started, progress, run.plot, run.status, lambda history: metrics_figure(history, loss_v),
                               lambda m: f"loss {m['loss']:.4f}", summary, lambda: checkpoints_view(state, run))
 

@@ -1,6 +1,7 @@
 """Votes out, pairs and prompt sets in: what the Data tab's buttons and `playground data` call."""
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -42,6 +43,7 @@ def meta_path(path: Path) -> Path:
 def export_rows(
     store: Store, fmt: str, path: Path, binarize: Binarize = "all_pairs", seed: int = 0,
     include_imported: bool = False, merge: str = "none", ties: str = "drop",
+    flags: Mapping[int, Sequence[str]] | None = None,
 ) -> int:
     """Write the votes as `fmt` rows to a .jsonl or .parquet file, atomically; return the number of
     rows. "trl": preference pairs (prompt, chosen, rejected); "arena": Chatbot Arena battles;
@@ -52,6 +54,8 @@ def export_rows(
     `merge="majority"` first merges the voting queue's votes on each prompt into one
     (`playground.data.merge.merge_votes`; `ties` "drop" or "keep" says what becomes of prompts with no
     majority) and records the rule in `<file>.meta.json`, and in a Parquet file's schema metadata.
+    `flags` ({vote id: why the cleaning rules flag it}) adds a `flags` list to every row (empty:
+    kept; imported rows have none).
     """
     if merge not in MERGES or ties not in TIE_POLICIES:
         raise PlaygroundError(f"merge {merge!r} / ties {ties!r}: expected merge one of {', '.join(MERGES)} and "
@@ -85,6 +89,8 @@ def export_rows(
     if not rows:
         raise PlaygroundError("nothing to export: no votes"
                               + {"trl": " that prefer one response", "unpaired": " that judge a response"}.get(fmt, ""))
+    if flags is not None:
+        rows = [{**row, "flags": list(flags.get(row.get("vote_id"), ()))} for row in rows]
     write_rows(rows, path, metadata)
     if metadata is None:
         meta_path(path).unlink(missing_ok=True)  # a merged export's old metadata would describe other rows
