@@ -2,10 +2,12 @@
 words and the server's daily vote cap (`cleaning_config`), and which stored votes the rules flag
 (`vote_flags`), which exports carry and training leaves out by default."""
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from evals.battles import human_battles
 from evals.cleaning import CleaningConfig, clean, own_names
+from playground.data.votes import Vote
 from service.state import AppState
 
 
@@ -27,3 +29,8 @@ def vote_flags(state: AppState) -> dict[int, tuple[str, ...]]:
         if flags and isinstance(battle.vote_id, int):
             flagged.setdefault(battle.vote_id, set()).update(flags)
     return {vote_id: tuple(sorted(flags)) for vote_id, flags in flagged.items()}
+
+
+def by_flags(votes: Sequence[Vote], flags: Mapping[int, tuple[str, ...]], flagged: bool | None) -> list[Vote]:
+    """The votes some rule flags (`flagged` True), none does (False), or all of them (None)."""
+    return list(votes) if flagged is None else [v for v in votes if (v.id in flags) == flagged]

@@ -124,3 +124,18 @@ def test_the_admin_has_every_bootstrap_round_and_no_download_limit(locked_state:
     with pytest.raises(PlaygroundError, match="got 5001"):
         dashboard_report(state, ReportQuery(bootstrap=MAX_BOOTSTRAP + 1), ADMIN)
 
+
+
+def test_the_votes_table_shows_each_vote_s_flags_and_filters_on_them(tiny_state: AppState) -> None:
+    from tests.conftest import make_vote
+
+    for k in range(2):
+        tiny_state.store.votes.add(make_vote(("policy", "sft"), texts=(f"I am SmolLM {k}.", "Hi."), anonymous=True))
+        tiny_state.store.votes.add(make_vote(("policy", "sft"), texts=(f"Hello {k}.", "Hi."), anonymous=False))
+    flags = VOTE_COLUMNS.index("flags")
+    with running_app(tiny_state) as client:
+        flagged = rows(client.predict("", "", "flagged votes", api_name="/votes")[0])
+        kept = rows(client.predict("", "", "kept votes", api_name="/votes")[0])
+        every = rows(client.predict("", "", "every vote", api_name="/votes")[0])
+    assert [r[flags] for r in flagged] == ["identity:smollm"] * 2
+    assert [r[flags] for r in kept] == ["", ""] and len(every) == 4

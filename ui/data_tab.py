@@ -2,6 +2,7 @@
 undo, export and import. Loads its tables when the page loads and whenever the tab is opened."""
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,19 +13,23 @@ from playground.core.errors import PlaygroundError
 from playground.data.single_votes import SingleVote
 from playground.data.votes import Vote
 from service import data
+from service.cleaning import by_flags, vote_flags
 from service.state import AppState
 from ui import session
 from ui.errors import refusals
 from ui.render import LETTERS
 
-VOTE_COLUMNS = ["id", "time", "voter", "outcome", "winner", "models", "prompt", "anonymous"]
+VOTE_COLUMNS = ["id", "time", "voter", "outcome", "winner", "models", "prompt", "anonymous", "flags"]
+SHOW_VOTES = {"every vote": None, "flagged votes": True, "kept votes": False}  # the flags filter's choices
 VOTER_COLUMNS = ["voter", "votes", "👍", "👎"]
 MODEL_COLUMNS = ["model", "votes"]
 NO_VOTES = "**No votes yet** — generate on the Playground tab and vote, or take a prompt in the Vote tab."
 
 
-def vote_table(votes: list[Vote]) -> pd.DataFrame:
-    """One row per vote, newest first; `winner` names the preferred model (or the ranking)."""
+def vote_table(votes: list[Vote], flags: Mapping[int, tuple[str, ...]] | None = None) -> pd.DataFrame:
+    """One row per vote, newest first; `winner` names the preferred model (or the ranking), `flags`
+    why the cleaning rules leave it out (`service.cleaning.vote_flags`; empty: kept)."""
+    flags = flags or {}
     rows = []
     for v in reversed(votes):
         models = [r.model for r in v.responses]
@@ -38,6 +43,7 @@ def vote_table(votes: list[Vote]) -> pd.DataFrame:
             "id": v.id, "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.created_at)), "voter": v.voter,
             "outcome": v.outcome, "winner": winner, "models": " vs ".join(models),
             "prompt": v.prompt[-1]["content"][:200], "anonymous": v.anonymous,
+            "flags": ", ".join(flags.get(v.id or -1, ())),
         })
     return pd.DataFrame(rows, columns=VOTE_COLUMNS)
 
@@ -69,6 +75,7 @@ class VoteTables:
 
     voter_filter: gr.Textbox
     model_filter: gr.Textbox
+    flag_filter: gr.Dropdown
     refresh: gr.Button
     hint: gr.Markdown
     table: gr.Dataframe
@@ -110,6 +117,8 @@ def tables_section(state: AppState) -> VoteTables:
     with gr.Row():
         voter_filter = gr.Textbox(label="Filter by voter", scale=1)
         model_filter = gr.Textbox(label="Filter by model", scale=1)
+        flag_filter = gr.Dropdown(list(SHOW_VOTES), value="every vote", scale=1, elem_id="data-flag-filter",
+                                  label="Show (flags: the cleaning rules, README)")
         refresh = gr.Button("Refresh", scale=0, elem_id="data-refresh")
     visibility = ("Everyone sees every vote." if not state.access.enabled or state.votes_visible_to_all else
                   "You see your own votes; the admin sees everyone's.")
@@ -122,7 +131,7 @@ def tables_section(state: AppState) -> VoteTables:
                                 elem_id="data-by-voter")
         by_model = gr.Dataframe(value=counts_table({}, MODEL_COLUMNS), headers=MODEL_COLUMNS,
                                 label="Responses voted on, by model", interactive=False, elem_id="data-by-model")
-    return VoteTables(voter_filter, model_filter, refresh, hint, table, by_voter, by_model)
+    return VoteTables(voter_filter, model_filter, flag_filter, refresh, hint, table, by_voter, by_model)
 
 
 def exchange_section() -> ExchangeForm:
@@ -147,31 +156,35 @@ def exchange_section() -> ExchangeForm:
 
 
 def tables_view(state: AppState, tables: VoteTables, voter_value: str, model_value: str,
-                user: str | None) -> dict:
-    """The votes `user` may see (a login name; None without logins), filtered, and the counts."""
+                user: str | None, show_value: str = "every vote") -> dict:
+    """The votes `user` may see (a login name; None without logins), filtered (by voter, model, and
+    flagged or kept: `SHOW_VOTES`), with their flags, and the counts."""
     votes = data.visible_votes(state, user, voter_value, model_value)
+    flags = vote_flags(state)
+    flagged = SHOW_VOTES.get(show_value)
+    votes = by_flags(votes, flags, flagged)
     counts = data.vote_counts(state, user)
+    filtered = bool((voter_value or "").strip() or (model_value or "").strip()) or flagged is not None
     return {
-        tables.table: vote_table(votes),
+        tables.table: vote_table(votes, flags),
         tables.by_voter: voter_table(counts),
         tables.by_model: counts_table(counts.by_model, MODEL_COLUMNS),
-        tables.hint: empty_hint(votes, bool((voter_value or "").strip() or (model_value or "").strip()),
-                                data.sees_all_votes(state, user)),
+        tables.hint: empty_hint(votes, filtered, data.sees_all_votes(state, user)),
     }
 
 
 def wire_tables(state: AppState, tab: gr.Tab, tables: VoteTables) -> None:
     """`/votes` on Refresh; fresh tables without one: when a filter is submitted, the tab opened
     (after voting elsewhere) and at page load."""
-    filters = [tables.voter_filter, tables.model_filter]
+    filters = [tables.voter_filter, tables.model_filter, tables.flag_filter]
 
     @refusals
-    def show(voter_value: str, model_value: str, request: gr.Request) -> dict:
-        return tables_view(state, tables, voter_value, model_value, session.username(request))
+    def show(voter_value: str, model_value: str, show_value: str = "every vote", request: gr.Request = None) -> dict:
+        return tables_view(state, tables, voter_value, model_value, session.username(request), show_value)
 
     tables.refresh.click(show, filters, tables.shown, api_name="votes")
-    gr.on([tables.voter_filter.submit, tables.model_filter.submit, tab.select], show, filters, tables.shown,
-          api_visibility="private")
+    gr.on([tables.voter_filter.submit, tables.model_filter.submit, tables.flag_filter.input, tab.select], show,
+          filters, tables.shown, api_visibility="private")
 
     @refusals
     def show_all(request: gr.Request) -> dict:
