@@ -108,8 +108,8 @@ def test_a_replica_started_later_serves_what_the_others_serve(replicas: tuple[Ap
                                                               tiny_model_dir: Path, tmp_path: Path,
                                                               pg_url: str) -> None:
     a, _ = replicas
-    for outcome in "ab":
-        a.store.votes.add(make_vote(outcome=outcome))
+    for outcome in "ab":  # two answers of their own: a repeat vote on the same ones would be left out of training
+        a.store.votes.add(make_vote(outcome=outcome, texts=(f"sft says {outcome}", "policy says")))
     trained = training.start_training(a, FAST).result(timeout=300).checkpoint
     assert trained is not None
     late = build_state(ModelsConfig(sft=str(tiny_model_dir)), tmp_path / "elsewhere", db_path=pg_url)
