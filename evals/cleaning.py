@@ -62,6 +62,10 @@ IDENTITY_WORDS = (
 )
 # What the app's default model calls itself and its maker.
 OWN_WORDS = ("smollm", "hugging face", "huggingface")
+RULES = ("identity", "outliers", "duplicates", "caps")  # the rules `kept` may leave out, by name
+# Each flag's rule, by the flag's name (before any ":").
+FLAG_RULES = {"identity": "identity", "outlier-voter": "outliers", "duplicate-prompt": "duplicates",
+              "repeat-vote": "duplicates", "over-daily-cap": "caps"}
 DEDUP_CHARS = 10_000  # Arena keys a prompt by its first 10,000 characters of user turns
 DAY = 86_400
 
@@ -155,11 +159,16 @@ def clean(battles: Sequence[Battle], config: CleaningConfig = CleaningConfig()) 
     return CleaningReport(tuple(tuple(f) for f in flags), words, tuple(evidence), duplicated, capped)
 
 
-def kept(battles: Sequence[Battle], report: CleaningReport) -> list[Battle]:
-    """The battles no rule flagged."""
+def kept(battles: Sequence[Battle], report: CleaningReport, rules: Iterable[str] = RULES) -> list[Battle]:
+    """The battles none of `rules` (names in `RULES`) flagged."""
     if len(report.flags) != len(battles):
         raise PlaygroundError(f"the cleaning report covers {len(report.flags)} battles, not these {len(battles)}")
-    return [b for b, f in zip(battles, report.flags, strict=True) if not f]
+    rules = set(rules)
+    unknown = rules - set(RULES)
+    if unknown:
+        raise PlaygroundError(f"unknown cleaning rule(s) {', '.join(sorted(unknown))}; expected {', '.join(RULES)}")
+    return [b for b, flags in zip(battles, report.flags, strict=True)
+            if not any(FLAG_RULES[flag.split(":")[0]] in rules for flag in flags)]
 
 
 def identity_leaks(battles: Sequence[Battle], words: Sequence[str], flags: list[list[str]]) -> dict[str, int]:

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from evals.agreement import judge_human_agreement
 from evals.battle import Battle, categories, in_category, models_in
 from evals.battles import human_battles, judge_battles
-from evals.cleaning import CleaningConfig, CleaningReport, clean, kept
+from evals.cleaning import RULES, CleaningConfig, CleaningReport, clean, kept
 from evals.judge import position_consistency
 from evals.kl import KLEstimate
 from evals.ratings.bradley_terry import aggregate, fit_ratings
@@ -172,20 +172,21 @@ def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), b
                  anchor: str | None = None, bootstrap: int = 1000, seed: int = 0,
                  kl: Mapping[str, KLEstimate] | None = None, extra: Sequence[Battle] = (),
                  category: str | None = None, style_control: bool = False,
-                 cleaning: CleaningConfig | None = None) -> Report:
+                 cleaning: CleaningConfig | None = None, exclude: Sequence[str] = RULES) -> Report:
     """Everything the tab shows. `extra`: more battles (rows of a Chatbot Arena file, say);
     `category`: only the battles on prompts of that prompt-set category; `style_control`: ratings
     at equal answer style (Chatbot Arena's style control: length, headers, lists, bold); `cleaning`:
-    the rules whose flagged battles are left out of every table (`evals.cleaning`; None: none)."""
+    the cleaning rules' settings (`evals.cleaning`; None: no cleaning), of which the battles flagged
+    by the rules named in `exclude` are left out of every table (all are counted in `quality`)."""
     humans = human_battles(store)  # also what the judges are compared with
     battles = (humans if human else []) + judge_battles(store, judges) + list(extra)
     quality = compare = None
     if cleaning is not None and battles:
         flagged = clean(battles, cleaning)
-        everything, battles = battles, kept(battles, flagged)
+        everything, battles = battles, kept(battles, flagged, exclude)
         quality = quality_table(flagged)
         compare = compare_table(everything, battles)
-        humans = kept(humans, clean(humans, cleaning)) if humans else humans
+        humans = kept(humans, clean(humans, cleaning), exclude) if humans else humans
     found = categories(battles)
     if category:
         battles = in_category(battles, category)

@@ -14,6 +14,7 @@ from typing import Any
 
 from evals.battle import Battle
 from evals.battles import judge_battle, read_battles
+from evals.cleaning import RULES
 from evals.dashboard import Report, build_report, write_tables, zip_tables
 from evals.judge import Judge
 from evals.judges import make_judge
@@ -159,7 +160,8 @@ class ReportQuery:
     battles_file: Path | None = None
     category: str | None = None
     style_control: bool = False
-    clean: bool = True  # leave out the battles Chatbot Arena's cleaning rules flag (`cleaning_config`)
+    # The cleaning rules (`evals.cleaning.RULES`) whose flagged battles are left out; all are counted.
+    clean: Sequence[str] = RULES
 
 
 def bootstrap_limit(state: AppState, user: str | None) -> int:
@@ -184,7 +186,7 @@ def dashboard_report(state: AppState, query: ReportQuery, user: str | None = Non
     extra = [replace(b, source=file.name) for b in read_battles(file)] if file else []
     return build_report(state.store, query.human, query.judges, query.baseline or "sft", query.anchor or None,
                         query.bootstrap, kl=state.kl_estimates, extra=extra, category=query.category or None,
-                        style_control=query.style_control, cleaning=cleaning_config(state) if query.clean else None)
+                        style_control=query.style_control, cleaning=cleaning_config(state), exclude=query.clean)
 
 
 

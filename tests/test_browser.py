@@ -238,7 +238,7 @@ def test_the_data_quality_section_counts_the_leaks_and_the_clean_toggle_moves_th
         tiny_state: AppState) -> None:
     """Twelve anonymous votes that policy wins while naming itself ("I am SmolLM") and twelve
     named votes that sft mostly wins: cleaned, sft leads and Data quality counts 12 leaks of
-    "smollm"; unticking Clean puts policy on top."""
+    "smollm"; unticking that rule in Clean puts policy on top, and the leaks are still counted."""
     from tests.conftest import make_vote
 
     state = tiny_state
@@ -257,9 +257,10 @@ def test_the_data_quality_section_counts_the_leaks_and_the_clean_toggle_moves_th
         page.locator("#dashboard-summary").get_by_text("12 battles among 2 models").wait_for(timeout=30_000)
         text = board.inner_text()
         assert text.index("sft") < text.index("policy")  # cleaned: sft ranks first
-        page.locator("#dashboard-clean input").uncheck()
+        page.locator("#dashboard-clean").get_by_label("identity leaks").uncheck()  # that rule alone
         page.locator("#dashboard-refresh").click()
         page.locator("#dashboard-summary").get_by_text("24 battles among 2 models").wait_for(timeout=30_000)
         text = board.inner_text()
         assert text.index("policy") < text.index("sft")  # every battle: policy's self-naming wins lead
+        assert quality.get_by_role("gridcell", name="smollm", exact=True).count() == 1
         assert page.locator(ERROR_BADGE).count() == 0

@@ -171,3 +171,17 @@ def test_playground_clean_writes_every_row_with_its_flags_and_the_ratings_leave_
     assert "cleaning left out" not in capsys.readouterr().out
     with pytest.raises(PlaygroundError, match=r"alpha 0\.0: expected a level between 0 and 1"):
         clean_main(["--battles", str(src), "--out", str(out), "--alpha", "0"])
+
+
+def test_kept_leaves_out_only_the_named_rules_battles() -> None:
+    leak = Battle("m0", "m1", "model_a", voter="a", anonymous=True, texts=("I am Claude.", "hi"),
+                  prompt=[{"role": "user", "content": "q"}], tstamp=0.0)
+    again = Battle("m0", "m1", "model_b", voter="a", anonymous=True, texts=("I am Claude.", "hi"),
+                   prompt=[{"role": "user", "content": "q"}], tstamp=1.0)
+    report = clean([leak, again], CleaningConfig(dedup_percentile=1.0, max_votes_per_day=1))
+    assert report.flags == (("identity:claude",), ("identity:claude", "repeat-vote", "over-daily-cap"))
+    assert kept([leak, again], report, ["duplicates"]) == [leak]
+    assert kept([leak, again], report, []) == [leak, again]
+    assert kept([leak, again], report) == []
+    with pytest.raises(PlaygroundError, match="unknown cleaning rule"):
+        kept([leak, again], report, ["length"])

@@ -3,12 +3,13 @@ KL to the reference, judges and the reward model. Numbers come from `evals` thro
 application layer (`service.evaluation`, `service.training`); this file only wires. The report is
 computed when the tab is opened and after a KL estimate or a judge run; downloads only on request."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
+from evals.cleaning import RULES
 from evals.dashboard import (
     ALL_CATEGORIES,
     CHECKPOINT_COLUMNS,
@@ -44,6 +45,8 @@ REWARD_MODEL_COLUMNS = ["reward model", "created", "pairs", "held-out pairs", "s
 FRACTION_TITLE = "Win fraction, row vs column (ties ½)"
 COUNT_TITLE = "Battles between row and column"
 PREDICTED_TITLE = "Predicted P(row beats column) from the ratings"
+CLEANING_RULES = [("identity leaks", "identity"), ("outlier voters", "outliers"),
+                  ("duplicate prompts, repeat votes", "duplicates"), ("over the daily cap", "caps")]
 
 
 def rating_figures(report: Report) -> tuple:
@@ -71,7 +74,7 @@ class ReportControls:
     arena_file: gr.File
     category: gr.Dropdown
     style_control: gr.Checkbox
-    clean: gr.Checkbox
+    clean: gr.CheckboxGroup
     refresh: gr.Button
 
     @property
@@ -170,9 +173,9 @@ def controls_section() -> ReportControls:
         category = gr.Dropdown([ALL_CATEGORIES], value=ALL_CATEGORIES, label="Prompt category", scale=2)
         style_control = gr.Checkbox(value=False, scale=3, label="Style control: rate at equal answer length, headers, "
                                                                 "lists and bold (Chatbot Arena's)")
-        clean = gr.Checkbox(value=True, scale=3, elem_id="dashboard-clean",
-                            label="Clean: leave out identity leaks, outlier voters, duplicate prompts and repeat "
-                                  "votes (Chatbot Arena's rules; see Data quality)")
+        clean = gr.CheckboxGroup(CLEANING_RULES, value=list(RULES), scale=4, elem_id="dashboard-clean",
+                                 label="Clean: leave out the battles these rules flag (Chatbot Arena's; see Data "
+                                       "quality)")
     return ReportControls(human, judges, baseline, anchor, rounds, arena_file, category, style_control, clean,
                           refresh)
 
@@ -212,9 +215,9 @@ def report_section() -> tuple[ReportViews, CheckpointTools]:
 
 
 def quality_section() -> tuple[gr.Dataframe, gr.Dataframe]:
-    gr.Markdown("### Data quality\nWhat Chatbot Arena's cleaning rules flagged (README, Votes you can trust); with "
-                "*Clean* ticked these battles are left out of the leaderboard, the win rates and the judges' "
-                "agreement. Nothing is deleted: untick *Clean* to rate every battle.")
+    gr.Markdown("### Data quality\nWhat Chatbot Arena's cleaning rules flagged (README, Votes you can trust). The "
+                "battles of the rules ticked in *Clean* are left out of the leaderboard, the win rates and the "
+                "judges' agreement. Nothing is deleted: untick a rule to rate its battles again.")
     with gr.Row():
         quality = gr.Dataframe(headers=QUALITY_COLUMNS, interactive=False, elem_id="dashboard-quality", scale=3,
                                label="Flagged: per identity word, voter (with the test's evidence), prompt")
@@ -265,12 +268,13 @@ def reward_model_section() -> RewardModelForm:
 
 
 def report_query(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
-                 file: str | None, category_v: str | None, style_v: bool, clean_v: bool) -> evaluation.ReportQuery:
+                 file: str | None, category_v: str | None, style_v: bool,
+                 clean_v: Sequence[str] | None) -> evaluation.ReportQuery:
     """The report the controls ask for (every category for the "all" choice)."""
     return evaluation.ReportQuery(bool(human_v), tuple(judges_v or ()), baseline_v or "sft", anchor_v or None,
                                   int(rounds_v or 0), Path(file) if file else None,
                                   None if category_v in (None, "", ALL_CATEGORIES) else category_v, bool(style_v),
-                                  bool(clean_v))
+                                  tuple(clean_v or ()))
 
 
 def report_view(state: AppState, page: DashboardPage, report: Report, judges_v: list[str], baseline_v: str) -> dict:
@@ -316,8 +320,8 @@ def wire_report(state: AppState, tab: gr.Tab, page: DashboardPage) -> Callable[.
     report's handler (a KL estimate shows its result through it)."""
     @refusals
     def show(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
-             file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False, clean_v: bool = True,
-             request: gr.Request = None) -> dict:
+             file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False,
+             clean_v: Sequence[str] | None = RULES, request: gr.Request = None) -> dict:
         query = report_query(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v, clean_v)
         report = evaluation.dashboard_report(state, query, session.username(request))
         return report_view(state, page, report, judges_v, baseline_v)
@@ -344,7 +348,7 @@ def wire_checkpoint_tools(state: AppState, page: DashboardPage, show: Callable[.
     @refusals
     def download(human_v: bool, judges_v: list[str], baseline_v: str, anchor_v: str, rounds_v: float,
                  file: str | None, category_v: str | None = ALL_CATEGORIES, style_v: bool = False,
-                 clean_v: bool = True, request: gr.Request = None) -> str:
+                 clean_v: Sequence[str] | None = RULES, request: gr.Request = None) -> str:
         query = report_query(human_v, judges_v, baseline_v, anchor_v, rounds_v, file, category_v, style_v, clean_v)
         return str(evaluation.dashboard_downloads(state, query, session.username(request)))
 
