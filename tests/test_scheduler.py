@@ -2,6 +2,7 @@
 hot swaps mid-batch, and the bounds (tiny model, fp32 CPU)."""
 
 import threading
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,6 +53,30 @@ def run(scheduler: Scheduler, slots: list[Role], prompts: list[list[int]], setti
 
 def tokens(request: Request) -> list[list[int]]:
     return [row.sampled for row in request.rows]
+
+
+def joined_at_one_step(scheduler: Scheduler, submissions: Iterable[tuple[list[Role], list[list[int]],
+                                                                         GenerationSettings]]
+                       ) -> tuple[list[Request], list[tuple[int, int]]]:
+    """Submit every (slots, prompts, settings) before the worker starts, so all join the batch at one
+    step, and run them to the end: the requests, and the (rows, width) of each prefill forward."""
+    model = scheduler.models.policy.model
+    shapes: list[tuple[int, int]] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kw: shapes.append(tuple(kw["input_ids"].shape)) if kw["input_ids"].shape[1] > 1 else None,
+        with_kwargs=True)
+    try:
+        scheduler._thread = threading.current_thread()  # no worker yet: every request waits
+        requests = [scheduler.submit(slots, prompts, settings, session=str(i))
+                    for i, (slots, prompts, settings) in enumerate(submissions)]
+        scheduler._thread = threading.Thread(target=scheduler._run, daemon=True)
+        scheduler._thread.start()
+        for request in requests:
+            for _ in request.progress():
+                pass
+    finally:
+        hook.remove()
+    return requests, shapes
 
 
 def test_greedy_rows_equal_transformers_generate_alone_and_left_padded(models: Models) -> None:
@@ -138,22 +163,9 @@ def test_rows_with_one_prompt_and_adapter_share_one_prefill_and_sample_as_alone(
     prompt = ids(models, "Say hi.")
     settings = [replace(SAMPLED, seed=s) for s in (1, 2, 3)]
     alone = [tokens(run(scheduler, [models.policy, models.reference], [prompt, prompt], s)) for s in settings]
-    prefill_rows: list[int] = []
-    hook = models.policy.model.register_forward_pre_hook(
-        lambda _m, _a, kw: prefill_rows.append(kw["input_ids"].shape[0]) if kw["input_ids"].shape[1] > 1 else None,
-        with_kwargs=True)
-    try:
-        scheduler._thread = threading.current_thread()  # no worker yet: all three wait, then join at one step
-        requests = [scheduler.submit([models.policy, models.reference], [prompt, prompt], s, session=str(i))
-                    for i, s in enumerate(settings)]
-        scheduler._thread = threading.Thread(target=scheduler._run, daemon=True)
-        scheduler._thread.start()
-        for request in requests:
-            for _ in request.progress():
-                pass
-    finally:
-        hook.remove()
-    assert prefill_rows == [2]
+    requests, prefills = joined_at_one_step(scheduler, [
+        ([models.policy, models.reference], [prompt, prompt], s) for s in settings])
+    assert [rows for rows, _ in prefills] == [2]
     assert [tokens(r) for r in requests] == alone
     assert len({tuple(t[0]) for t in alone}) == 3  # the seeds differ, so a shared draw would show
 
@@ -168,21 +180,8 @@ def test_short_and_long_prompts_joining_together_prefill_in_forwards_of_their_ow
     prompts = [ids(models, text) for text in ("Hi.", "Say hi.", long_text + "now.", long_text + "please.")]
     assert len(prompts[2]) - len(prompts[0]) > 2 * FORWARD_POSITIONS
     alone = [tokens(run(scheduler, [models.policy], [p], replace(SAMPLED, seed=i))) for i, p in enumerate(prompts)]
-    widths: list[tuple[int, int]] = []
-    hook = models.policy.model.register_forward_pre_hook(
-        lambda _m, _a, kw: widths.append(tuple(kw["input_ids"].shape)) if kw["input_ids"].shape[1] > 1 else None,
-        with_kwargs=True)
-    try:
-        scheduler._thread = threading.current_thread()  # no worker yet: all four wait, then join at one step
-        requests = [scheduler.submit([models.policy], [p], replace(SAMPLED, seed=i), session=str(i))
-                    for i, p in enumerate(prompts)]
-        scheduler._thread = threading.Thread(target=scheduler._run, daemon=True)
-        scheduler._thread.start()
-        for request in requests:
-            for _ in request.progress():
-                pass
-    finally:
-        hook.remove()
+    requests, widths = joined_at_one_step(scheduler, [
+        ([models.policy], [p], replace(SAMPLED, seed=i)) for i, p in enumerate(prompts)])
     assert sorted(widths) == [(2, max(map(len, prompts[:2]))), (2, max(map(len, prompts[2:])))]
     assert [tokens(r) for r in requests] == alone
 
