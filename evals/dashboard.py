@@ -182,11 +182,14 @@ def build_report(store: Store, human: bool = True, judges: Sequence[str] = (), b
     battles = (humans if human else []) + judge_battles(store, judges) + list(extra)
     quality = compare = None
     if cleaning is not None and battles:
-        flagged = clean(battles, cleaning)
+        human_flags = clean(humans, cleaning) if humans else None
+        # Human votes alone (the usual view) are the battles: their flags serve for both.
+        same = human and len(battles) == len(humans)
+        flagged = human_flags if same and human_flags is not None else clean(battles, cleaning)
         everything, battles = battles, kept(battles, flagged, exclude)
         quality = quality_table(flagged)
         compare = compare_table(everything, battles)
-        humans = kept(humans, clean(humans, cleaning), exclude) if humans else humans
+        humans = kept(humans, human_flags, exclude) if human_flags is not None else humans
     found = categories(battles)
     if category:
         battles = in_category(battles, category)
