@@ -265,3 +265,14 @@ def test_the_reward_vs_kl_figure_groups_checkpoints_by_how_they_trained() -> Non
     empty = reward_model_kl_figure(records.assign(**{"RM reward": None}), {})
     assert "pick a reward model" in empty.layout.annotations[0].text.replace("<br>", " ")
     assert max(len(line) for line in empty.layout.annotations[0].text.split("<br>")) <= HINT_WIDTH
+
+
+def test_building_the_page_draws_no_stray_component(tiny_state) -> None:
+    """Every picker, box and table of the page has a label or an id: reading a view's outputs while
+    the page is built once drew unlabelled copies of the Dashboard's pickers at its foot."""
+    from ui.app import build_demo
+
+    demo = build_demo(tiny_state)
+    pickers = [c for c in demo.config["components"] if c["type"] in ("dropdown", "checkboxgroup", "dataframe")]
+    assert pickers and [c["props"].get("label") for c in pickers if not c["props"].get("label")
+                        and not c["props"].get("elem_id") and not c["props"].get("headers")] == []

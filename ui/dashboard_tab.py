@@ -306,12 +306,14 @@ def report_outputs(page: DashboardPage) -> list[gr.components.Component]:
 
 
 def choices_view(state: AppState, page: DashboardPage) -> dict:
-    """What the pickers offer now: stored judges, models (new checkpoints), prompt sets, reward models."""
-    return {page.controls.judges: gr.CheckboxGroup(choices=evaluation.judge_names(state)),
-            page.judge.models: gr.Dropdown(choices=list(state.slot_catalog())),
-            page.judge.prompt_source: gr.Dropdown(choices=evaluation.judge_sources(state)),
-            page.judge.reward_model: gr.Dropdown(choices=training.reward_models(state)),
-            page.tools.reward_model: gr.Dropdown(choices=training.reward_models(state)),
+    """What the pickers offer now: stored judges, models (new checkpoints), prompt sets, reward models.
+    Updates, not new components: `wire_report` reads the keys while the page is built, where a new
+    component would be drawn at the foot of the page."""
+    return {page.controls.judges: gr.update(choices=evaluation.judge_names(state)),
+            page.judge.models: gr.update(choices=list(state.slot_catalog())),
+            page.judge.prompt_source: gr.update(choices=evaluation.judge_sources(state)),
+            page.judge.reward_model: gr.update(choices=training.reward_models(state)),
+            page.tools.reward_model: gr.update(choices=training.reward_models(state)),
             page.reward_model.table: reward_model_table(training.reward_model_folders(state))}
 
 
